@@ -1,0 +1,543 @@
+//! The compute-node attach/detach logic shared by every front end.
+//!
+//! The first VNIC of a tenant subnet on a node creates the subnet bridge and the tunnel to the
+//! tenant's CNCI and queues a TenantAdded report; the last one to leave removes both and queues
+//! TenantRemoved. Every call holds the node lock and writes a journal entry before it touches
+//! the kernel, so a call killed at any step is finished or undone by the next one.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsFd, AsRawFd};
+
+use ipnet::{IpNet, Ipv4Net};
+use uuid::Uuid;
+
+use crate::config::{NodeConfig, SubnetConfig, VnicId, VnicKind, VnicRequest};
+use crate::crash::crash_point;
+use crate::error::{Error, Result};
+use crate::ids;
+use crate::ipam;
+use crate::netlink::{
+    tap, GeneveSpec, GreSpec, Link, LinkKind, Netlink, NewLink, Route, VethPeer, VxlanSpec,
+    GENEVE_PORT, VXLAN_PORT,
+};
+use crate::netns;
+use crate::report::{Report, ReportEvent};
+use crate::state::{Journal, Locked, NetRecord, StateDir, VnicRecord};
+use crate::tunnel::TunnelKind;
+use crate::{firewall, teardown};
+
+/// What an attach produced, for the front end's reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub vnic: VnicRecord,
+    /// Address with the subnet's prefix length.
+    pub address: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub bridge: String,
+    pub bridge_mac: Option<[u8; 6]>,
+    pub host_mac: Option<[u8; 6]>,
+    /// True if this attach created the subnet's bridge and tunnel on this node.
+    pub first_instance: bool,
+}
+
+/// One compute node: its state directory and its netlink socket (in the caller's namespace).
+pub struct Node {
+    pub(crate) state: StateDir,
+    pub(crate) nl: Netlink,
+}
+
+/// The tunnel-id slot a subnet occupies on this node; two subnets may not share one.
+pub(crate) fn tunnel_slot(kind: TunnelKind, id: u32, cnci_ip: Ipv4Addr) -> String {
+    match kind {
+        // VXLAN ids must be unique per local socket (address, port), whatever the remote.
+        TunnelKind::Vxlan => format!("vxlan-{id}"),
+        // GRE and Geneve demultiplex by (remote, id).
+        TunnelKind::Gretap | TunnelKind::Geneve => format!("{kind}-{cnci_ip}-{id}"),
+    }
+}
+
+impl Node {
+    /// Opens the node's state directory and a netlink socket in the current namespace.
+    pub fn open(cfg: &NodeConfig) -> Result<Self> {
+        Ok(Self {
+            state: StateDir::open(&cfg.state_dir)?,
+            nl: Netlink::open()?,
+        })
+    }
+
+    pub fn state(&self) -> &StateDir {
+        &self.state
+    }
+
+    /// Direct access to the node namespace's netlink socket (diagnostics and tests).
+    pub fn netlink(&mut self) -> &mut Netlink {
+        &mut self.nl
+    }
+
+    /// Takes the node lock and first finishes or undoes whatever a killed call left behind.
+    /// Returns the lock and the netlink socket as disjoint borrows.
+    pub(crate) fn lock_and_recover(&mut self) -> Result<(Locked<'_>, &mut Netlink)> {
+        let locked = self.state.lock()?;
+        recover(&mut self.nl, &locked)?;
+        Ok((locked, &mut self.nl))
+    }
+
+    /// Attaches one VNIC to its tenant subnet's bridge, creating bridge and tunnel if first.
+    pub fn attach(&mut self, cfg: &SubnetConfig, req: &VnicRequest) -> Result<Attachment> {
+        cfg.validate()?;
+        req.id.validate()?;
+        if let Some(ip) = req.ip {
+            ipam::check_requested(cfg, ip)?;
+        }
+        let net_key = cfg.net_key();
+        let vnic_key = req.id.key();
+
+        // Everything that can be checked without side effects is checked before the lock.
+        let container = match &req.kind {
+            VnicKind::Veth { netns: path, ifname } => {
+                crate::config::validate_ifname("interface name", ifname)?;
+                let fd = netns::open(path)?;
+                let mut inside = Netlink::open_in(fd.as_fd())?;
+                if inside.link_by_name(ifname)?.is_some() {
+                    return Err(Error::Conflict(format!(
+                        "interface {ifname} already exists in {}",
+                        path.display()
+                    )));
+                }
+                Some((fd, inside))
+            }
+            VnicKind::Tap { name, .. } => {
+                crate::config::validate_ifname("tap name", name)?;
+                None
+            }
+        };
+
+        let (locked, nl) = self.lock_and_recover()?;
+
+        if let Some(existing) = locked.vnic(&net_key, &req.id)? {
+            return Err(Error::Conflict(format!(
+                "{} is already attached to {} as {}",
+                vnic_key, cfg.subnet, existing.host_ifname
+            )));
+        }
+        let existing_net = locked.net(&net_key)?;
+        let net = match &existing_net {
+            Some(net) => {
+                check_same_network(net, cfg)?;
+                net.clone()
+            }
+            None => plan_net(nl, cfg)?,
+        };
+        let host_ifname = match &req.kind {
+            VnicKind::Veth { ifname, .. } => ids::host_veth_name(&net_key, &req.id.owner, ifname),
+            VnicKind::Tap { name, .. } => name.clone(),
+        };
+        if let VnicKind::Tap { name, .. } = &req.kind {
+            if let Some(link) = nl.link_by_name(name)? {
+                if link.master.is_some() {
+                    return Err(Error::Conflict(format!(
+                        "tap {name} is already attached to a bridge"
+                    )));
+                }
+            }
+        }
+
+        // The planned record goes into the journal before anything changes.
+        let mut vnic = VnicRecord {
+            net: net_key.clone(),
+            id: req.id.clone(),
+            kind: req.kind.clone(),
+            host_ifname,
+            ip: req.ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            mac: String::new(),
+            mtu: net.mtu,
+            created_tap: false,
+        };
+        if let VnicKind::Tap { name, .. } = &req.kind {
+            vnic.created_tap = nl.link_by_name(name)?.is_none();
+        }
+        locked.write_journal(&Journal::Attach { vnic: vnic.clone() })?;
+        crash_point(1);
+
+        let result = (|| -> Result<Attachment> {
+            let first_instance = existing_net.is_none();
+            if first_instance {
+                create_net(nl, &locked, &net)?;
+            } else {
+                repair_net(nl, &net)?;
+            }
+            let ip = ipam::reserve(&locked, cfg, &net_key, &vnic_key, req.ip)?;
+            vnic.ip = ip;
+            let mac = req.mac.unwrap_or_else(|| ids::mac_from_ip(ip));
+            vnic.mac = ids::format_mac(mac);
+            locked.write_journal(&Journal::Attach { vnic: vnic.clone() })?;
+            crash_point(6);
+
+            let bridge = nl
+                .link_by_name(&net.bridge)?
+                .ok_or_else(|| Error::Internal(format!("bridge {} vanished", net.bridge)))?;
+            let address = Ipv4Net::new(ip, cfg.subnet.prefix_len())
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            let gateway = cfg.gateway();
+            match (&req.kind, container) {
+                (VnicKind::Veth { ifname, .. }, Some((fd, mut inside))) => {
+                    nl.create_link(&NewLink {
+                        name: vnic.host_ifname.clone(),
+                        kind: LinkKind::Veth(VethPeer {
+                            name: ifname.clone(),
+                            mac: Some(mac),
+                            mtu: Some(net.mtu),
+                            netns: Some(fd.as_raw_fd()),
+                            // The kernel refuses to open a veth end before its peer is linked
+                            // (ENOTCONN), so the far end comes up in a second step.
+                            up: false,
+                        }),
+                        mtu: Some(net.mtu),
+                        mac: None,
+                        master: Some(bridge.index),
+                        up: true,
+                    })
+                    .map_err(|e| bridge_full(e, &net.bridge))?;
+                    crash_point(7);
+                    let host = nl.link_by_name(&vnic.host_ifname)?.ok_or_else(|| {
+                        Error::Internal(format!("veth {} vanished", vnic.host_ifname))
+                    })?;
+                    nl.set_alias(host.index, &ids::vnic_alias(&net_key, &vnic_key))?;
+                    let peer = inside.link_by_name(ifname)?.ok_or_else(|| {
+                        Error::Internal(format!("{ifname} vanished from the container"))
+                    })?;
+                    inside.set_up(peer.index, true)?;
+                    inside.add_address(peer.index, IpNet::V4(address))?;
+                    if req.default_route {
+                        inside.add_route(&Route {
+                            dst: "0.0.0.0/0".parse().map_err(|_| Error::Internal("net".into()))?,
+                            gateway: Some(IpAddr::V4(gateway)),
+                            oif: peer.index,
+                        })?;
+                    }
+                    crash_point(8);
+                    locked.write_vnic(&vnic)?;
+                    crash_point(9);
+                    Ok(Attachment {
+                        vnic: vnic.clone(),
+                        address,
+                        gateway,
+                        bridge: net.bridge.clone(),
+                        bridge_mac: bridge.mac,
+                        host_mac: host.mac,
+                        first_instance,
+                    })
+                }
+                (VnicKind::Tap { name, .. }, _) => {
+                    if vnic.created_tap {
+                        tap::create_tap(name, req.kind.tap_owner())?;
+                    }
+                    crash_point(7);
+                    let link = nl
+                        .link_by_name(name)?
+                        .ok_or_else(|| Error::Internal(format!("tap {name} vanished")))?;
+                    nl.set_alias(link.index, &ids::vnic_alias(&net_key, &vnic_key))?;
+                    nl.set_mtu(link.index, net.mtu)?;
+                    nl.set_master(link.index, bridge.index)
+                        .map_err(|e| bridge_full(e, &net.bridge))?;
+                    nl.set_up(link.index, true)?;
+                    crash_point(8);
+                    locked.write_vnic(&vnic)?;
+                    crash_point(9);
+                    Ok(Attachment {
+                        vnic: vnic.clone(),
+                        address,
+                        gateway,
+                        bridge: net.bridge.clone(),
+                        bridge_mac: bridge.mac,
+                        host_mac: Some(mac),
+                        first_instance,
+                    })
+                }
+                (VnicKind::Veth { .. }, None) => Err(Error::Internal("no netns handle".into())),
+            }
+        })();
+
+        match result {
+            Ok(att) => {
+                locked.clear_journal()?;
+                Ok(att)
+            }
+            Err(err) => {
+                // Undo everything this call did; report the original error, and the undo's too.
+                let undo = teardown::vnic(nl, &locked, &vnic, true).and_then(|()| locked.clear_journal());
+                match undo {
+                    Ok(()) => Err(err),
+                    Err(undo_err) => Err(Error::Internal(format!(
+                        "{err}; cleaning up after it also failed: {undo_err}"
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// Detaches one VNIC; the last one of its subnet removes the tunnel and the bridge.
+    /// Detaching something that is not attached succeeds.
+    pub fn detach(&mut self, net_key: &str, id: &VnicId) -> Result<()> {
+        let (locked, nl) = self.lock_and_recover()?;
+        let Some(vnic) = locked.vnic(net_key, id)? else {
+            return Ok(());
+        };
+        locked.write_journal(&Journal::Detach {
+            net: net_key.to_string(),
+            vnic: id.clone(),
+        })?;
+        teardown::vnic(nl, &locked, &vnic, false)?;
+        locked.clear_journal()
+    }
+
+    /// The VNIC record of `id`, if attached.
+    pub fn vnic(&mut self, net_key: &str, id: &VnicId) -> Result<Option<VnicRecord>> {
+        let (locked, _) = self.lock_and_recover()?;
+        locked.vnic(net_key, id)
+    }
+
+    /// This node's SSNTP identity.
+    pub fn identity(&self) -> Result<Uuid> {
+        Ok(self.state.lock()?.node_identity()?.uuid)
+    }
+}
+
+/// Finishes (detach) or undoes (attach) the operation a killed call left in the journal.
+pub(crate) fn recover(nl: &mut Netlink, locked: &Locked<'_>) -> Result<()> {
+    let Some(journal) = locked.journal()? else {
+        return Ok(());
+    };
+    match journal {
+        Journal::Attach { vnic } => teardown::vnic(nl, locked, &vnic, true)?,
+        Journal::Detach { net, vnic } => {
+            if let Some(record) = locked.vnic(&net, &vnic)? {
+                teardown::vnic(nl, locked, &record, false)?;
+            } else if locked.net(&net)?.is_some() && !locked.has_vnics(&net)? {
+                teardown::net(nl, locked, &net, false)?;
+            }
+        }
+    }
+    locked.clear_journal()
+}
+
+fn bridge_full(err: Error, bridge: &str) -> Error {
+    // A Linux bridge holds at most 1,023 ports; the kernel says "exchange full" (EXFULL).
+    if err.errno() == Some(libc::EXFULL) {
+        Error::Conflict(format!(
+            "bridge {bridge} is full: a subnet can have at most 1023 workloads on one node"
+        ))
+    } else {
+        err
+    }
+}
+
+fn check_same_network(net: &NetRecord, cfg: &SubnetConfig) -> Result<()> {
+    let old = &net.config;
+    let mut diffs = Vec::new();
+    if old.cnci != cfg.cnci {
+        diffs.push(format!("cnci {}@{} vs {}@{}", old.cnci.uuid, old.cnci.ip, cfg.cnci.uuid, cfg.cnci.ip));
+    }
+    if old.tunnel_kind != cfg.tunnel_kind || net.tunnel_id != cfg.tunnel_id() {
+        diffs.push(format!(
+            "tunnel {} {} vs {} {}",
+            old.tunnel_kind,
+            net.tunnel_id,
+            cfg.tunnel_kind,
+            cfg.tunnel_id()
+        ));
+    }
+    if old.gateway() != cfg.gateway() {
+        diffs.push(format!("gateway {} vs {}", old.gateway(), cfg.gateway()));
+    }
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Conflict(format!(
+            "subnet {} of tenant {} is already on this node with other settings ({})",
+            cfg.subnet,
+            cfg.tenant,
+            diffs.join(", ")
+        )))
+    }
+}
+
+/// Decides underlay, local address and MTU of a subnet new to this node.
+fn plan_net(nl: &mut Netlink, cfg: &SubnetConfig) -> Result<NetRecord> {
+    let (underlay, local_ip) = match &cfg.underlay_device {
+        Some(dev) => {
+            let link = nl.link_by_name(dev)?.ok_or_else(|| {
+                Error::invalid("underlay", format!("no link named {dev} on this node"))
+            })?;
+            let local = nl
+                .addresses(Some(link.index))?
+                .into_iter()
+                .find_map(|a| match a.net.addr() {
+                    IpAddr::V4(v4) => Some(v4),
+                    IpAddr::V6(_) => None,
+                })
+                .ok_or_else(|| {
+                    Error::invalid("underlay", format!("{dev} has no IPv4 address"))
+                })?;
+            (link, local)
+        }
+        None => {
+            let route = nl.route_get(IpAddr::V4(cfg.cnci.ip)).map_err(|e| {
+                Error::invalid(
+                    "cnci.ip",
+                    format!("no route to the CNCI at {} on this node: {e}", cfg.cnci.ip),
+                )
+            })?;
+            let link = nl.link_by_index(route.oif)?.ok_or_else(|| {
+                Error::Internal(format!("route to {} uses a missing link", cfg.cnci.ip))
+            })?;
+            let local = match route.source {
+                Some(IpAddr::V4(v4)) => v4,
+                _ => {
+                    return Err(Error::invalid(
+                        "cnci.ip",
+                        format!("no IPv4 source address toward {}", cfg.cnci.ip),
+                    ))
+                }
+            };
+            (link, local)
+        }
+    };
+    let mtu = match cfg.mtu {
+        Some(m) => m,
+        None => underlay
+            .mtu
+            .checked_sub(cfg.tunnel_kind.overhead())
+            .filter(|m| *m >= 576)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "mtu",
+                    format!("underlay {} MTU {} is too small for {}", underlay.name, underlay.mtu, cfg.tunnel_kind),
+                )
+            })?,
+    };
+    Ok(NetRecord {
+        key: cfg.net_key(),
+        config: cfg.clone(),
+        bridge: ids::bridge_name(cfg.tenant, cfg.subnet),
+        tunnel: ids::tunnel_name(cfg.tenant, cfg.subnet),
+        tunnel_id: cfg.tunnel_id(),
+        underlay: underlay.name,
+        local_ip,
+        mtu,
+        generation: Uuid::new_v4(),
+        added_queued: false,
+    })
+}
+
+/// Creates a subnet's bridge and tunnel (first instance) and queues TenantAdded.
+fn create_net(nl: &mut Netlink, locked: &Locked<'_>, net: &NetRecord) -> Result<()> {
+    // The record goes first: whatever follows, teardown finds what to undo in it.
+    locked.write_net(net)?;
+    crash_point(2);
+    let slot = tunnel_slot(net.config.tunnel_kind, net.tunnel_id, net.config.cnci.ip);
+    if let Err(owner) = locked.claim_tunnel_id(&slot, &net.key)? {
+        return Err(Error::Conflict(format!(
+            "{} id {} toward {} is already used on this node by {owner}; set a different tunnel id for {} of tenant {}",
+            net.config.tunnel_kind, net.tunnel_id, net.config.cnci.ip, net.config.subnet, net.config.tenant
+        )));
+    }
+    ensure_bridge(nl, net)?;
+    crash_point(3);
+    ensure_tunnel(nl, net)?;
+    crash_point(4);
+    let agent = locked.node_identity()?.uuid;
+    locked.queue_report(&Report::for_net(ReportEvent::TenantAdded, agent, net))?;
+    crash_point(5);
+    let mut reported = net.clone();
+    reported.added_queued = true;
+    locked.write_net(&reported)?;
+    Ok(())
+}
+
+/// Re-creates a bridge or tunnel that vanished (e.g. after a reboot) for an existing subnet.
+pub(crate) fn repair_net(nl: &mut Netlink, net: &NetRecord) -> Result<()> {
+    ensure_bridge(nl, net)?;
+    ensure_tunnel(nl, net)
+}
+
+fn ensure_bridge(nl: &mut Netlink, net: &NetRecord) -> Result<Link> {
+    let alias = ids::bridge_alias(&net.key);
+    if let Some(link) = nl.link_by_name(&net.bridge)? {
+        if link.alias.as_deref() == Some(alias.as_str()) {
+            if !link.up {
+                nl.set_up(link.index, true)?;
+            }
+            return Ok(link);
+        }
+        return Err(Error::Conflict(format!(
+            "a link named {} exists but is not this subnet's bridge",
+            net.bridge
+        )));
+    }
+    let mut spec = NewLink::new(&net.bridge, LinkKind::Bridge);
+    spec.mtu = Some(net.mtu);
+    spec.mac = Some(ids::bridge_mac(net.config.tenant, net.config.subnet));
+    spec.up = true;
+    nl.create_link(&spec)?;
+    let link = nl
+        .link_by_name(&net.bridge)?
+        .ok_or_else(|| Error::Internal(format!("bridge {} vanished", net.bridge)))?;
+    nl.set_alias(link.index, &alias)?;
+    firewall::allow_bridge(&net.bridge)?;
+    Ok(link)
+}
+
+fn ensure_tunnel(nl: &mut Netlink, net: &NetRecord) -> Result<()> {
+    let alias = ids::tunnel_alias(&net.key);
+    let bridge = nl
+        .link_by_name(&net.bridge)?
+        .ok_or_else(|| Error::Internal(format!("bridge {} vanished", net.bridge)))?;
+    if let Some(link) = nl.link_by_name(&net.tunnel)? {
+        if link.alias.as_deref() != Some(alias.as_str()) {
+            return Err(Error::Conflict(format!(
+                "a link named {} exists but is not this subnet's tunnel",
+                net.tunnel
+            )));
+        }
+        if link.master != Some(bridge.index) {
+            nl.set_master(link.index, bridge.index)?;
+        }
+        if !link.up {
+            nl.set_up(link.index, true)?;
+        }
+        return Ok(());
+    }
+    let underlay = nl.link_by_name(&net.underlay)?.map(|l| l.index);
+    let cnci = net.config.cnci.ip;
+    let kind = match net.config.tunnel_kind {
+        TunnelKind::Vxlan => LinkKind::Vxlan(VxlanSpec {
+            vni: net.tunnel_id,
+            local: net.local_ip,
+            remote: Some(cnci),
+            port: VXLAN_PORT,
+            underlay,
+            learning: false,
+        }),
+        TunnelKind::Gretap => LinkKind::GreTap(GreSpec {
+            key: net.tunnel_id,
+            local: net.local_ip,
+            remote: cnci,
+            underlay,
+        }),
+        TunnelKind::Geneve => LinkKind::Geneve(GeneveSpec {
+            vni: net.tunnel_id,
+            remote: cnci,
+            port: GENEVE_PORT,
+        }),
+    };
+    let mut spec = NewLink::new(&net.tunnel, kind);
+    spec.mtu = Some(net.mtu);
+    spec.master = Some(bridge.index);
+    spec.up = true;
+    nl.create_link(&spec)?;
+    let link = nl
+        .link_by_name(&net.tunnel)?
+        .ok_or_else(|| Error::Internal(format!("tunnel {} vanished", net.tunnel)))?;
+    nl.set_alias(link.index, &alias)
+}

@@ -1,0 +1,346 @@
+//! What a front end tells the core about a tenant subnet and one VNIC.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::ids;
+use crate::netlink::tap::TapOwner;
+use crate::tunnel::TunnelKind;
+
+/// A tenant's concentrator: its SSNTP UUID and its underlay address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cnci {
+    pub uuid: Uuid,
+    pub ip: Ipv4Addr,
+}
+
+/// An inclusive address range inside the subnet from which this node allocates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddrRange {
+    pub start: Ipv4Addr,
+    pub end: Ipv4Addr,
+}
+
+/// A tenant subnet as configured by the operator (the same on every node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetConfig {
+    pub tenant: Uuid,
+    pub subnet: Ipv4Net,
+    pub cnci: Cnci,
+    #[serde(default)]
+    pub tunnel_kind: TunnelKind,
+    /// Overrides the derived tunnel id (VNI or GRE key).
+    #[serde(default)]
+    pub tunnel_id: Option<u32>,
+    /// Range this node allocates from; default: every host address of the subnet.
+    #[serde(default)]
+    pub node_range: Option<AddrRange>,
+    /// The CNCI's address in the subnet; default: the subnet's first host address.
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    /// Workload MTU; default: underlay MTU minus the tunnel overhead.
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    /// Underlay device for the tunnel; default: the one the kernel routes the CNCI's IP through.
+    #[serde(default)]
+    pub underlay_device: Option<String>,
+}
+
+impl SubnetConfig {
+    /// Checks every value and fills nothing in; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        let subnet = self.subnet;
+        if subnet != subnet.trunc() {
+            return Err(Error::invalid(
+                "subnet",
+                format!("{subnet} has host bits set (did you mean {}?)", subnet.trunc()),
+            ));
+        }
+        if subnet.prefix_len() > 30 {
+            return Err(Error::invalid(
+                "subnet",
+                format!("{subnet} is too small: a tenant subnet needs at least a /30"),
+            ));
+        }
+        if self.tenant.is_nil() {
+            return Err(Error::invalid("tenant", "the nil UUID is not a tenant"));
+        }
+        if self.cnci.uuid.is_nil() {
+            return Err(Error::invalid("cnci.uuid", "the nil UUID is not a CNCI"));
+        }
+        let cnci_ip = self.cnci.ip;
+        if cnci_ip.is_unspecified() || cnci_ip.is_multicast() || cnci_ip.is_broadcast() {
+            return Err(Error::invalid(
+                "cnci.ip",
+                format!("{cnci_ip} is not a unicast address"),
+            ));
+        }
+        if let Some(id) = self.tunnel_id {
+            let max = self.tunnel_kind.max_id();
+            if id == 0 || id > max {
+                return Err(Error::invalid(
+                    "tunnel.id",
+                    format!("{id} is out of range for {} (1..={max})", self.tunnel_kind),
+                ));
+            }
+        }
+        let gateway = self.gateway();
+        if !self.is_host(gateway) {
+            return Err(Error::invalid(
+                "gateway",
+                format!("{gateway} is not a host address of {subnet}"),
+            ));
+        }
+        if let Some(range) = self.node_range {
+            for (field, ip) in [("range.start", range.start), ("range.end", range.end)] {
+                if !self.is_host(ip) {
+                    return Err(Error::invalid(
+                        field,
+                        format!("{ip} is not a host address of {subnet}"),
+                    ));
+                }
+            }
+            if range.start > range.end {
+                return Err(Error::invalid(
+                    "range",
+                    format!("start {} is after end {}", range.start, range.end),
+                ));
+            }
+        }
+        if let Some(mtu) = self.mtu {
+            if !(576..=65_000).contains(&mtu) {
+                return Err(Error::invalid("mtu", format!("{mtu} is outside 576..=65000")));
+            }
+        }
+        if let Some(dev) = &self.underlay_device {
+            if dev.is_empty() || dev.len() > 15 {
+                return Err(Error::invalid(
+                    "underlay",
+                    format!("{dev:?} is not a link name"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// True for an address inside the subnet that is neither its network nor broadcast address.
+    pub fn is_host(&self, ip: Ipv4Addr) -> bool {
+        self.subnet.contains(&ip) && ip != self.subnet.network() && ip != self.subnet.broadcast()
+    }
+
+    /// The gateway (the CNCI's address in the subnet).
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.gateway
+            .unwrap_or_else(|| Ipv4Addr::from(u32::from(self.subnet.network()) + 1))
+    }
+
+    /// The tunnel id in use: the override or the derived one.
+    pub fn tunnel_id(&self) -> u32 {
+        self.tunnel_id
+            .unwrap_or_else(|| ids::derive_tunnel_id(self.tenant, self.subnet))
+    }
+
+    /// The node-local key of this tenant subnet.
+    pub fn net_key(&self) -> String {
+        ids::net_key(self.tenant, self.subnet)
+    }
+}
+
+/// How a VNIC reaches its workload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum VnicKind {
+    /// A veth pair whose far end is created as `ifname` in the network namespace at `netns`.
+    Veth { netns: PathBuf, ifname: String },
+    /// A persistent tap named `name` (QEMU attaches to it); created if missing.
+    Tap {
+        name: String,
+        #[serde(default)]
+        uid: Option<u32>,
+        #[serde(default)]
+        gid: Option<u32>,
+    },
+}
+
+impl VnicKind {
+    pub(crate) fn tap_owner(&self) -> TapOwner {
+        match self {
+            VnicKind::Tap { uid, gid, .. } => TapOwner {
+                uid: *uid,
+                gid: *gid,
+            },
+            VnicKind::Veth { .. } => TapOwner::default(),
+        }
+    }
+}
+
+/// Who a VNIC belongs to: a container id (or VM id) and its interface name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VnicId {
+    pub owner: String,
+    pub ifname: String,
+}
+
+impl VnicId {
+    /// File-name-safe key; owners are validated to `[A-Za-z0-9_.-]`.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.owner, self.ifname)
+    }
+
+    /// Checks the owner and interface name.
+    pub fn validate(&self) -> Result<()> {
+        let ok_owner = !self.owner.is_empty()
+            && self.owner.len() <= 256
+            && self
+                .owner
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !ok_owner {
+            return Err(Error::invalid(
+                "container id",
+                format!("{:?} must be 1-256 characters of [A-Za-z0-9_.-]", self.owner),
+            ));
+        }
+        validate_ifname("interface name", &self.ifname)
+    }
+}
+
+/// Checks a Linux interface name.
+pub fn validate_ifname(field: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', ':', ' ', '\t', '\n', '\0']);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            format!("{name:?} is not a valid interface name (1-15 bytes, no '/', ':' or spaces)"),
+        ))
+    }
+}
+
+/// One attach request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VnicRequest {
+    pub id: VnicId,
+    pub kind: VnicKind,
+    /// Caller-chosen address; otherwise allocated from the node range.
+    pub ip: Option<Ipv4Addr>,
+    /// Caller-chosen MAC; otherwise derived from the address.
+    pub mac: Option<[u8; 6]>,
+    /// Add a default route via the gateway in the workload (veth only).
+    pub default_route: bool,
+}
+
+/// Where the node keeps its state, and who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub state_dir: PathBuf,
+}
+
+impl NodeConfig {
+    /// The default state directory of a node.
+    pub const DEFAULT_STATE_DIR: &'static str = "/var/lib/ciao-net";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> SubnetConfig {
+        SubnetConfig {
+            tenant: Uuid::from_u128(1),
+            subnet: "172.16.1.0/24".parse().expect("subnet"),
+            cnci: Cnci {
+                uuid: Uuid::from_u128(2),
+                ip: Ipv4Addr::new(10, 99, 0, 3),
+            },
+            tunnel_kind: TunnelKind::Vxlan,
+            tunnel_id: None,
+            node_range: None,
+            gateway: None,
+            mtu: None,
+            underlay_device: None,
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = config();
+        c.validate().expect("valid");
+        assert_eq!(c.gateway(), Ipv4Addr::new(172, 16, 1, 1));
+    }
+
+    #[test]
+    fn each_bad_value_names_its_field() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut SubnetConfig)>)> = vec![
+            ("subnet", Box::new(|c| c.subnet = "172.16.1.5/24".parse().expect("net"))),
+            ("subnet", Box::new(|c| c.subnet = "172.16.1.4/31".parse().expect("net"))),
+            ("tenant", Box::new(|c| c.tenant = Uuid::nil())),
+            ("cnci.ip", Box::new(|c| c.cnci.ip = Ipv4Addr::UNSPECIFIED)),
+            ("tunnel.id", Box::new(|c| c.tunnel_id = Some(1 << 24))),
+            ("tunnel.id", Box::new(|c| c.tunnel_id = Some(0))),
+            ("gateway", Box::new(|c| c.gateway = Some(Ipv4Addr::new(10, 0, 0, 1)))),
+            ("gateway", Box::new(|c| c.gateway = Some(Ipv4Addr::new(172, 16, 1, 255)))),
+            (
+                "range.start",
+                Box::new(|c| {
+                    c.node_range = Some(AddrRange {
+                        start: Ipv4Addr::new(172, 16, 2, 1),
+                        end: Ipv4Addr::new(172, 16, 1, 9),
+                    })
+                }),
+            ),
+            (
+                "range",
+                Box::new(|c| {
+                    c.node_range = Some(AddrRange {
+                        start: Ipv4Addr::new(172, 16, 1, 9),
+                        end: Ipv4Addr::new(172, 16, 1, 2),
+                    })
+                }),
+            ),
+            ("mtu", Box::new(|c| c.mtu = Some(100))),
+        ];
+        for (field, mutate) in cases {
+            let mut c = config();
+            mutate(&mut c);
+            match c.validate() {
+                Err(Error::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: expected invalid, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn gre_keys_may_use_32_bits() {
+        let mut c = config();
+        c.tunnel_kind = TunnelKind::Gretap;
+        c.tunnel_id = Some(u32::MAX);
+        c.validate().expect("32-bit GRE key");
+    }
+
+    #[test]
+    fn vnic_ids_are_checked() {
+        let good = VnicId {
+            owner: "abc-123_x.y".into(),
+            ifname: "eth0".into(),
+        };
+        good.validate().expect("valid");
+        for (owner, ifname) in [("a/b", "eth0"), ("", "eth0"), ("a", ""), ("a", "0123456789abcdef")] {
+            let id = VnicId {
+                owner: owner.into(),
+                ifname: ifname.into(),
+            };
+            assert!(id.validate().is_err(), "{owner:?} {ifname:?}");
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! The shared core of ciao networking on a compute node.
+//!
+//! Front ends (the CNI plugin, the Docker plugin, the QEMU hooks) translate their protocol into
+//! one call here — [`Node::attach`] or [`Node::detach`] — and back. Netlink, tunnels, IPAM,
+//! node state, crash recovery and the TenantAdded/TenantRemoved reports live only here.
+
+pub mod attach;
+pub mod config;
+mod crash;
+pub mod error;
+pub mod firewall;
+pub mod ids;
+pub mod ipam;
+pub mod maintain;
+pub mod netlink;
+pub mod netns;
+pub mod report;
+pub mod state;
+mod teardown;
+pub mod tunnel;
+
+pub use attach::{Attachment, Node};
+pub use config::{AddrRange, Cnci, NodeConfig, SubnetConfig, VnicId, VnicKind, VnicRequest};
+pub use crash::ATTACH_STEPS;
+pub use error::{Error, Result};
+pub use report::{Report, ReportEvent};
+pub use tunnel::TunnelKind;

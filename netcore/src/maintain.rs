@@ -1,0 +1,172 @@
+//! Checking, garbage collection and reconciliation of a node's attachments with the kernel.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::os::fd::AsFd;
+
+use crate::attach::{recover, repair_net, Node};
+use crate::config::{VnicId, VnicKind};
+use crate::error::{Error, Result};
+use crate::ids::{self, AliasKind};
+use crate::netlink::Netlink;
+use crate::netns;
+use crate::state::VnicRecord;
+use crate::teardown;
+
+/// What a GC or reconcile pass removed or repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub removed_vnics: Vec<String>,
+    pub released_ips: Vec<String>,
+    pub removed_links: Vec<String>,
+    pub repaired_nets: Vec<String>,
+}
+
+fn check_failed(what: String) -> Error {
+    Error::Conflict(format!("check failed: {what}"))
+}
+
+impl Node {
+    /// Verifies that a VNIC is attached as recorded: bridge, tunnel, port, and, for a veth,
+    /// the interface, MAC and address inside the workload's namespace.
+    pub fn check(&mut self, net_key: &str, id: &VnicId) -> Result<VnicRecord> {
+        let (locked, nl) = self.lock_and_recover()?;
+        let vnic = locked
+            .vnic(net_key, id)?
+            .ok_or_else(|| check_failed(format!("{} is not attached", id.key())))?;
+        let net = locked
+            .net(net_key)?
+            .ok_or_else(|| check_failed(format!("subnet {net_key} is not on this node")))?;
+        let bridge = nl
+            .link_by_name(&net.bridge)?
+            .ok_or_else(|| check_failed(format!("bridge {} is missing", net.bridge)))?;
+        if !bridge.up {
+            return Err(check_failed(format!("bridge {} is down", net.bridge)));
+        }
+        let tunnel = nl
+            .link_by_name(&net.tunnel)?
+            .ok_or_else(|| check_failed(format!("tunnel {} is missing", net.tunnel)))?;
+        if tunnel.master != Some(bridge.index) {
+            return Err(check_failed(format!("tunnel {} is not on its bridge", net.tunnel)));
+        }
+        let port = nl
+            .link_by_name(&vnic.host_ifname)?
+            .ok_or_else(|| check_failed(format!("{} is missing", vnic.host_ifname)))?;
+        if port.master != Some(bridge.index) {
+            return Err(check_failed(format!("{} is not on bridge {}", vnic.host_ifname, net.bridge)));
+        }
+        if let VnicKind::Veth { netns: path, ifname } = &vnic.kind {
+            let fd = netns::open(path)?;
+            let mut inside = Netlink::open_in(fd.as_fd())?;
+            let link = inside
+                .link_by_name(ifname)?
+                .ok_or_else(|| check_failed(format!("{ifname} is missing in {}", path.display())))?;
+            if link.mac.map(ids::format_mac).as_deref() != Some(vnic.mac.as_str()) {
+                return Err(check_failed(format!("{ifname} has the wrong MAC")));
+            }
+            let has_ip = inside
+                .addresses(Some(link.index))?
+                .iter()
+                .any(|a| a.net.addr() == IpAddr::V4(vnic.ip));
+            if !has_ip {
+                return Err(check_failed(format!("{ifname} lacks address {}", vnic.ip)));
+            }
+        }
+        Ok(vnic)
+    }
+
+    /// Detaches every VNIC of `net_key` (or of all subnets) that is not in `keep`, and releases
+    /// addresses no VNIC holds. This is CNI GC.
+    pub fn gc(&mut self, net_key: Option<&str>, keep: &[VnicId]) -> Result<Summary> {
+        let (locked, nl) = self.lock_and_recover()?;
+        let keep: HashSet<String> = keep.iter().map(VnicId::key).collect();
+        let keys: Vec<String> = match net_key {
+            Some(k) => vec![k.to_string()],
+            None => locked.nets()?.into_iter().map(|n| n.key).collect(),
+        };
+        let mut summary = Summary::default();
+        for key in keys {
+            for vnic in locked.vnics(&key)? {
+                if !keep.contains(&vnic.id.key()) {
+                    teardown::vnic(nl, &locked, &vnic, false)?;
+                    summary.removed_vnics.push(vnic.id.key());
+                }
+            }
+            release_orphan_ips(&locked, &key, &mut summary)?;
+        }
+        Ok(summary)
+    }
+
+    /// Brings the kernel and the state directory back in line after crashes or a reboot:
+    /// finishes the journal, re-creates missing bridges and tunnels of recorded subnets, drops
+    /// VNICs whose workload is gone, removes links labelled as ours that no record knows, and
+    /// releases addresses and tunnel ids nobody holds.
+    pub fn reconcile(&mut self) -> Result<Summary> {
+        let locked = self.state.lock()?;
+        let nl = &mut self.nl;
+        recover(nl, &locked)?;
+        let mut summary = Summary::default();
+        let mut known_nets = HashSet::new();
+        let mut known_vnics = HashSet::new();
+        for net in locked.nets()? {
+            let mut alive = false;
+            for vnic in locked.vnics(&net.key)? {
+                if nl.link_by_name(&vnic.host_ifname)?.is_some() {
+                    alive = true;
+                    known_vnics.insert((net.key.clone(), vnic.id.key()));
+                } else {
+                    // The workload went away without a detach (its netns was deleted).
+                    teardown::vnic(nl, &locked, &vnic, false)?;
+                    summary.removed_vnics.push(vnic.id.key());
+                }
+            }
+            if alive || locked.net(&net.key)?.is_some() {
+                if locked.net(&net.key)?.is_some() {
+                    repair_net(nl, &net)?;
+                    summary.repaired_nets.push(net.key.clone());
+                    known_nets.insert(net.key.clone());
+                }
+            }
+            release_orphan_ips(&locked, &net.key, &mut summary)?;
+        }
+        for link in nl.links()? {
+            let Some(kind) = link.alias.as_deref().and_then(ids::parse_alias) else {
+                continue;
+            };
+            let stale = match &kind {
+                AliasKind::Bridge { net } | AliasKind::Tunnel { net } => !known_nets.contains(net),
+                AliasKind::Vnic { net, vnic } => !known_vnics.contains(&(net.clone(), vnic.clone())),
+            };
+            if !stale {
+                continue;
+            }
+            if link.kind.as_deref() == Some("tun") {
+                nl.set_master(link.index, 0)?;
+                nl.set_alias(link.index, "")?;
+            } else {
+                match nl.delete_link(link.index) {
+                    Err(e) if !e.is_not_found() => return Err(e),
+                    _ => {}
+                }
+            }
+            summary.removed_links.push(link.name);
+        }
+        locked.prune_tunnel_slots(&known_nets)?;
+        Ok(summary)
+    }
+}
+
+fn release_orphan_ips(
+    locked: &crate::state::Locked<'_>,
+    key: &str,
+    summary: &mut Summary,
+) -> Result<()> {
+    let owners: HashSet<String> = locked.vnics(key)?.into_iter().map(|v| v.id.key()).collect();
+    for (ip, owner) in locked.reservations(key)? {
+        if !owners.contains(&owner) {
+            locked.release_ip(key, ip)?;
+            summary.released_ips.push(format!("{ip} ({owner})"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,455 @@
+//! Node state on disk: one small JSON file per object, written atomically, under one file lock.
+//!
+//! Layout of the state directory:
+//! ```text
+//! lock                     flock(2) target: every mutation holds it
+//! node.json                this node's identity (SSNTP agent UUID)
+//! journal.json             the operation in flight; present only if a call died mid-way
+//! nets/<net>.json          one tenant subnet present on this node (bridge, tunnel, MTU)
+//! vnics/<net>/<vnic>.json  one attached VNIC
+//! ips/<net>/<ip>           IPAM reservation; the file holds the owning VNIC's key
+//! tunnels/<kind>-<id>      which tenant subnet owns a tunnel id on this node
+//! reports/<seq>.json       TenantAdded / TenantRemoved waiting for delivery
+//! ```
+//! Per-object files keep the cost of one call independent of how many VNICs the node has.
+//! Writes go to a temporary file that is renamed over the target, so a killed process leaves
+//! either the old or the new content, never a torn file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::{SubnetConfig, VnicId, VnicKind};
+use crate::error::{Error, Result};
+use crate::report::Report;
+
+/// A tenant subnet present on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetRecord {
+    pub key: String,
+    pub config: SubnetConfig,
+    pub bridge: String,
+    pub tunnel: String,
+    pub tunnel_id: u32,
+    /// Underlay device and the local end of the tunnel.
+    pub underlay: String,
+    pub local_ip: Ipv4Addr,
+    pub mtu: u32,
+    /// Changes each time the subnet is (re)created on this node; ties reports to one lifetime.
+    pub generation: Uuid,
+    /// True once TenantAdded for this generation was queued.
+    #[serde(default)]
+    pub added_queued: bool,
+}
+
+/// One VNIC attached to a subnet bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VnicRecord {
+    pub net: String,
+    pub id: VnicId,
+    pub kind: VnicKind,
+    /// The bridge port: host end of the veth, or the tap itself.
+    pub host_ifname: String,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    pub mtu: u32,
+    /// True if this system created the tap (and so removes it); QEMU's own taps are left alone.
+    #[serde(default)]
+    pub created_tap: bool,
+}
+
+/// The operation in flight. If a process dies holding the lock, the next one finds this and
+/// finishes (detach) or undoes (attach) the operation before doing its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Journal {
+    Attach { vnic: VnicRecord },
+    Detach { net: String, vnic: VnicId },
+}
+
+/// This node's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeIdentity {
+    /// The SSNTP UUID reports are sent under (`agent_uuid`).
+    pub uuid: Uuid,
+}
+
+/// A node's state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// Opens (creating if needed) a state directory.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        for sub in ["", "nets", "vnics", "ips", "tunnels", "reports"] {
+            let dir = root.join(sub);
+            fs::create_dir_all(&dir)
+                .map_err(|e| Error::io(format!("create state directory {}", dir.display()), e))?;
+        }
+        Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Takes the node lock; blocks while another call holds it.
+    pub fn lock(&self) -> Result<Locked<'_>> {
+        let path = self.root.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| Error::io(format!("lock {}", path.display()), errno.into()))?;
+        Ok(Locked {
+            dir: self,
+            _lock: lock,
+        })
+    }
+}
+
+/// The state directory with the node lock held; all reads and writes go through it.
+pub struct Locked<'a> {
+    dir: &'a StateDir,
+    _lock: Flock<File>,
+}
+
+fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::State {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+}
+
+/// Writes `bytes` to `path` atomically (temporary file + rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(format!("write {}", path.display()), e)
+    })
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::Internal(format!("serialise {}: {e}", path.display())))?;
+    write_atomic(path, &bytes)
+}
+
+fn remove(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("remove {}", path.display()), e)),
+    }
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(format!("list {}", dir.display()), e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+        if let Some(name) = entry.file_name().to_str() {
+            if !name.contains(".tmp") {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+impl Locked<'_> {
+    fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.dir.root.join(rel)
+    }
+
+    /// This node's identity, created on first use.
+    pub fn node_identity(&self) -> Result<NodeIdentity> {
+        let path = self.path("node.json");
+        if let Some(id) = read_json(&path)? {
+            return Ok(id);
+        }
+        let id = NodeIdentity {
+            uuid: Uuid::new_v4(),
+        };
+        write_json(&path, &id)?;
+        Ok(id)
+    }
+
+    // --- journal ---
+
+    pub fn journal(&self) -> Result<Option<Journal>> {
+        read_json(&self.path("journal.json"))
+    }
+
+    pub fn write_journal(&self, journal: &Journal) -> Result<()> {
+        write_json(&self.path("journal.json"), journal)
+    }
+
+    pub fn clear_journal(&self) -> Result<()> {
+        remove(&self.path("journal.json"))
+    }
+
+    // --- nets ---
+
+    pub fn net(&self, key: &str) -> Result<Option<NetRecord>> {
+        read_json(&self.path(format!("nets/{key}.json")))
+    }
+
+    pub fn write_net(&self, net: &NetRecord) -> Result<()> {
+        write_json(&self.path(format!("nets/{}.json", net.key)), net)
+    }
+
+    pub fn remove_net(&self, key: &str) -> Result<()> {
+        remove(&self.path(format!("nets/{key}.json")))?;
+        for dir in [format!("vnics/{key}"), format!("ips/{key}")] {
+            match fs::remove_dir(self.path(&dir)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("remove {dir}"), e)),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn nets(&self) -> Result<Vec<NetRecord>> {
+        let mut out = Vec::new();
+        for name in list_dir(&self.path("nets"))? {
+            if let Some(key) = name.strip_suffix(".json") {
+                if let Some(net) = self.net(key)? {
+                    out.push(net);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    // --- vnics ---
+
+    pub fn vnic(&self, net: &str, id: &VnicId) -> Result<Option<VnicRecord>> {
+        read_json(&self.path(format!("vnics/{net}/{}.json", id.key())))
+    }
+
+    pub fn write_vnic(&self, vnic: &VnicRecord) -> Result<()> {
+        let dir = self.path(format!("vnics/{}", vnic.net));
+        fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        write_json(&dir.join(format!("{}.json", vnic.id.key())), vnic)
+    }
+
+    pub fn remove_vnic(&self, net: &str, id: &VnicId) -> Result<()> {
+        remove(&self.path(format!("vnics/{net}/{}.json", id.key())))
+    }
+
+    pub fn vnics(&self, net: &str) -> Result<Vec<VnicRecord>> {
+        let mut out = Vec::new();
+        for name in list_dir(&self.path(format!("vnics/{net}")))? {
+            let path = self.path(format!("vnics/{net}/{name}"));
+            if let Some(v) = read_json(&path)? {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// True if the subnet still has a VNIC; stops at the first entry, so it stays O(1).
+    pub fn has_vnics(&self, net: &str) -> Result<bool> {
+        let dir = self.path(format!("vnics/{net}"));
+        match fs::read_dir(&dir) {
+            Ok(mut entries) => Ok(entries.any(|e| {
+                e.ok()
+                    .and_then(|e| e.file_name().to_str().map(|n| n.ends_with(".json")))
+                    .unwrap_or(false)
+            })),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(format!("list {}", dir.display()), e)),
+        }
+    }
+
+    // --- IPAM reservations ---
+
+    /// Reserves `ip` for `owner`; `Ok(false)` if another owner holds it.
+    pub fn reserve_ip(&self, net: &str, ip: Ipv4Addr, owner: &str) -> Result<bool> {
+        let dir = self.path(format!("ips/{net}"));
+        fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        let path = dir.join(ip.to_string());
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => {
+                f.write_all(owner.as_bytes())
+                    .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                Ok(self.ip_owner(net, ip)?.as_deref() == Some(owner))
+            }
+            Err(e) => Err(Error::io(format!("reserve {}", path.display()), e)),
+        }
+    }
+
+    /// Who holds `ip`, if anyone.
+    pub fn ip_owner(&self, net: &str, ip: Ipv4Addr) -> Result<Option<String>> {
+        let path = self.path(format!("ips/{net}/{ip}"));
+        match fs::read_to_string(&path) {
+            Ok(owner) => Ok(Some(owner)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
+        }
+    }
+
+    /// Releases every address `owner` holds in `net` (normally one).
+    pub fn release_ips_of(&self, net: &str, owner: &str, hint: Option<Ipv4Addr>) -> Result<()> {
+        if let Some(ip) = hint {
+            if self.ip_owner(net, ip)?.as_deref() == Some(owner) {
+                return remove(&self.path(format!("ips/{net}/{ip}")));
+            }
+        }
+        // No hint, or the hint was wrong (a crash between reserve and record): scan.
+        for (ip, holder) in self.reservations(net)? {
+            if holder == owner {
+                remove(&self.path(format!("ips/{net}/{ip}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases one address regardless of owner.
+    pub fn release_ip(&self, net: &str, ip: Ipv4Addr) -> Result<()> {
+        remove(&self.path(format!("ips/{net}/{ip}")))
+    }
+
+    /// Every reservation of `net` as (address, owner).
+    pub fn reservations(&self, net: &str) -> Result<Vec<(Ipv4Addr, String)>> {
+        let mut out = Vec::new();
+        for name in list_dir(&self.path(format!("ips/{net}")))? {
+            if let Ok(ip) = name.parse::<Ipv4Addr>() {
+                if let Some(owner) = self.ip_owner(net, ip)? {
+                    out.push((ip, owner));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where the round-robin allocator continues from.
+    pub fn ipam_cursor(&self, net: &str) -> Result<Option<Ipv4Addr>> {
+        let path = self.path(format!("ips/{net}.last"));
+        match fs::read_to_string(&path) {
+            Ok(s) => Ok(s.trim().parse().ok()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
+        }
+    }
+
+    pub fn set_ipam_cursor(&self, net: &str, ip: Ipv4Addr) -> Result<()> {
+        write_atomic(&self.path(format!("ips/{net}.last")), ip.to_string().as_bytes())
+    }
+
+    pub fn remove_ipam_cursor(&self, net: &str) -> Result<()> {
+        remove(&self.path(format!("ips/{net}.last")))
+    }
+
+    // --- tunnel id index ---
+
+    /// Claims a tunnel id for `net`; on a conflict returns the current owner.
+    pub fn claim_tunnel_id(&self, slot: &str, net: &str) -> Result<Result<(), String>> {
+        let path = self.path(format!("tunnels/{slot}"));
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => {
+                f.write_all(net.as_bytes())
+                    .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+                Ok(Ok(()))
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                let owner = fs::read_to_string(&path)
+                    .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+                Ok(if owner == net { Ok(()) } else { Err(owner) })
+            }
+            Err(e) => Err(Error::io(format!("claim {}", path.display()), e)),
+        }
+    }
+
+    /// Releases a tunnel id if `net` holds it.
+    pub fn release_tunnel_id(&self, slot: &str, net: &str) -> Result<()> {
+        let path = self.path(format!("tunnels/{slot}"));
+        match fs::read_to_string(&path) {
+            Ok(owner) if owner == net => remove(&path),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
+        }
+    }
+
+    /// Removes tunnel-id claims whose subnet is not in `live`.
+    pub fn prune_tunnel_slots(&self, live: &std::collections::HashSet<String>) -> Result<()> {
+        for slot in list_dir(&self.path("tunnels"))? {
+            let path = self.path(format!("tunnels/{slot}"));
+            let owner = fs::read_to_string(&path).unwrap_or_default();
+            if !live.contains(&owner) {
+                remove(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    // --- reports ---
+
+    /// Queues a report for delivery, after every report queued before it.
+    pub fn queue_report(&self, report: &Report) -> Result<String> {
+        let seq = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        // Keep order even if the clock stepped back: never go below the newest queued name.
+        let newest = list_dir(&self.path("reports"))?
+            .last()
+            .and_then(|n| n.split('.').next().and_then(|s| s.parse::<u128>().ok()))
+            .unwrap_or(0);
+        let name = format!("{:039}.json", seq.max(newest + 1));
+        write_json(&self.path(format!("reports/{name}")), report)?;
+        Ok(name)
+    }
+
+    /// Pending reports, oldest first, with their file names.
+    pub fn reports(&self) -> Result<Vec<(String, Report)>> {
+        let mut out = Vec::new();
+        for name in list_dir(&self.path("reports"))? {
+            if let Some(r) = read_json(&self.path(format!("reports/{name}")))? {
+                out.push((name, r));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops a report (delivered, or cancelled before delivery).
+    pub fn remove_report(&self, name: &str) -> Result<()> {
+        remove(&self.path(format!("reports/{name}")))
+    }
+}
