@@ -1,1 +1,352 @@
+//! Test fixtures: uniquely named network namespaces that clean up after themselves, simulated
+//! compute nodes, and running the built CNI plugin exactly as a runtime does (env + stdin).
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+pub use serde_json::json;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this process and call: `<prefix>-<pid>-<n>`.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs a command, panicking with its output if it fails.
+pub fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command and returns its raw output, whatever the exit status.
+pub fn try_run(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"))
+}
+
+/// Skips the calling test (printing why, by name) unless running as root.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::is_root() {
+            eprintln!("skipped: {} needs root (network namespaces)", module_path!());
+            return;
+        }
+    };
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A named network namespace (`ip netns add`), deleted on drop even if the test panics.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> Self {
+        let name = unique(prefix);
+        run(&["ip", "netns", "add", &name]);
+        let ns = Netns { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.name))
+    }
+
+    /// Runs a command inside this namespace, panicking on failure.
+    pub fn exec(&self, args: &[&str]) -> String {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+
+    /// Runs a command inside this namespace and returns its output.
+    pub fn try_exec(&self, args: &[&str]) -> Output {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        try_run(&full)
+    }
+
+    /// True if `ping -c count` to `ip` gets every reply.
+    pub fn ping(&self, ip: &str, count: u32) -> bool {
+        let c = count.to_string();
+        self.try_exec(&["ping", "-c", &c, "-i", "0.2", "-W", "1", "-q", ip])
+            .status
+            .success()
+    }
+
+    /// Names of the links in this namespace.
+    pub fn links(&self) -> Vec<String> {
+        self.exec(&["ip", "-o", "link", "show"])
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .collect()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A simulated compute node: a namespace with an underlay link and its own state directory.
+pub struct ComputeNode {
+    pub ns: Netns,
+    pub state: tempfile::TempDir,
+    /// This node's underlay address.
+    pub ip: String,
+    /// An address on the underlay that stands for the CNCI.
+    pub cnci_ip: String,
+}
+
+impl ComputeNode {
+    /// A node whose underlay is a veth pair inside its own namespace (a stand-in wire), so
+    /// tunnel traffic never leaves namespaces the test made.
+    pub fn new() -> Self {
+        Self::with_underlay_mtu(1500)
+    }
+
+    pub fn with_underlay_mtu(mtu: u32) -> Self {
+        let ns = Netns::new("cn");
+        let mtu = mtu.to_string();
+        ns.exec(&["ip", "link", "add", "ul0", "mtu", &mtu, "type", "veth", "peer", "name", "ul1", "mtu", &mtu]);
+        ns.exec(&["ip", "addr", "add", "10.250.0.2/24", "dev", "ul0"]);
+        ns.exec(&["ip", "link", "set", "ul0", "up"]);
+        ns.exec(&["ip", "link", "set", "ul1", "up"]);
+        let state = tempfile::tempdir().expect("state dir");
+        ComputeNode {
+            ns,
+            state,
+            ip: "10.250.0.2".into(),
+            cnci_ip: "10.250.0.3".into(),
+        }
+    }
+
+    /// Links in the node's namespace that this system created (alias `ciao:`).
+    pub fn ciao_links(&self) -> Vec<String> {
+        self.ns
+            .exec(&["ip", "-o", "-d", "link", "show"])
+            .lines()
+            .filter(|l| l.contains("alias ciao:"))
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .collect()
+    }
+
+    /// Every file under the state directory except the lock and the node identity.
+    pub fn state_entries(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        walk(self.state.path(), self.state.path(), &mut out);
+        out.retain(|p| p != "lock" && p != "node.json");
+        out.sort();
+        out
+    }
+
+    /// Pending reports, oldest first.
+    pub fn reports(&self) -> Vec<Value> {
+        let dir = self.state.path().join("reports");
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+            .iter()
+            .filter_map(|p| std::fs::read(p).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect()
+    }
+
+    /// A network configuration for `tenant`/`subnet` on this node.
+    pub fn conf(&self, version: &str, name: &str, tenant: &str, subnet: &str) -> Value {
+        json!({
+            "cniVersion": version,
+            "name": name,
+            "type": "ciao",
+            "tenant": tenant,
+            "subnet": subnet,
+            "cnci": {"uuid": "3390740c-dce9-48d6-b83a-a717417072ce", "ip": self.cnci_ip},
+            "stateDir": self.state.path(),
+        })
+    }
+
+    /// Runs the plugin in this node's namespace.
+    pub fn cni(&self, cmd: &str, container: &str, netns: &str, conf: &Value) -> CniOutput {
+        cni_call(&plugin(), Some(&self.ns.name), cmd, container, netns, "eth0", conf, &[])
+    }
+}
+
+impl Default for ComputeNode {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            walk(root, &path, out);
+        } else if let Ok(rel) = path.strip_prefix(root) {
+            out.push(rel.display().to_string());
+        }
+    }
+}
+
+/// What one plugin run printed and how it exited.
+#[derive(Debug)]
+pub struct CniOutput {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+    /// stdout parsed as JSON (`Null` when empty or not JSON).
+    pub json: Value,
+}
+
+impl CniOutput {
+    /// The error code of a failed run.
+    pub fn code(&self) -> Option<u64> {
+        self.json.get("code").and_then(Value::as_u64)
+    }
+
+    /// Panics with everything the plugin said unless it succeeded.
+    pub fn expect_ok(self, what: &str) -> Value {
+        assert!(self.ok, "{what}: plugin failed: {} {}", self.stdout, self.stderr);
+        self.json
+    }
+}
+
+/// Runs `plugin` as a runtime does: CNI_* in the environment, the configuration on stdin,
+/// optionally inside the namespace `node` (the simulated compute node).
+#[allow(clippy::too_many_arguments)]
+pub fn cni_call(
+    plugin: &Path,
+    node: Option<&str>,
+    cmd: &str,
+    container: &str,
+    netns: &str,
+    ifname: &str,
+    conf: &Value,
+    extra_env: &[(&str, &str)],
+) -> CniOutput {
+    let mut command = match node {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(plugin);
+            c
+        }
+        None => Command::new(plugin),
+    };
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", ifname)
+        .env("CNI_PATH", "/opt/cni/bin:/usr/lib/cni")
+        .env("CNI_ARGS", "IgnoreUnknown=1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("spawn plugin");
+    let input = serde_json::to_vec(conf).expect("conf");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&input)
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait plugin");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    CniOutput {
+        ok: out.status.success(),
+        json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
+        stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
+}
+
+fn cargo_build(extra: &[&str]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut args = vec!["build", "--quiet", "-p", "ciao-cni"];
+    args.extend_from_slice(extra);
+    let status = Command::new(cargo)
+        .args(&args)
+        .current_dir(workspace_root())
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build {args:?} failed");
+}
+
+/// The CNI plugin binary, built on first use (`CIAO_CNI_PLUGIN` overrides).
+pub fn plugin() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Ok(p) = std::env::var("CIAO_CNI_PLUGIN") {
+            return PathBuf::from(p);
+        }
+        cargo_build(&[]);
+        workspace_root().join("target/debug/ciao")
+    })
+    .clone()
+}
+
+/// The CNI plugin built with crash points (`CIAO_CRASH_AFTER_STEP=N` kills it after step N).
+pub fn crash_plugin() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = workspace_root().join("target/crash-points");
+        let dir_text = dir.display().to_string();
+        cargo_build(&["--features", "crash-points", "--target-dir", &dir_text]);
+        dir.join("debug/ciao")
+    })
+    .clone()
+}
+
+/// Tenant UUIDs used across tests.
+pub const TENANT_A: &str = "2491851d-dce9-48d6-b83a-a717417072ce";
+pub const TENANT_B: &str = "5f0c2a1e-7b3d-4c8e-9a61-0d2e4f6a8b9c";
