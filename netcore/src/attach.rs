@@ -92,9 +92,13 @@ impl Node {
         let net_key = cfg.net_key();
         let vnic_key = req.id.key();
 
-        // Everything that can be checked without side effects is checked before the lock.
+        let (locked, nl) = self.lock_and_recover()?;
+        // Everything that can be checked without side effects is checked before any change.
         let container = match &req.kind {
-            VnicKind::Veth { netns: path, ifname } => {
+            VnicKind::Veth {
+                netns: path,
+                ifname,
+            } => {
                 crate::config::validate_ifname("interface name", ifname)?;
                 let fd = netns::open(path)?;
                 let mut inside = Netlink::open_in(fd.as_fd())?;
@@ -111,8 +115,6 @@ impl Node {
                 None
             }
         };
-
-        let (locked, nl) = self.lock_and_recover()?;
 
         if let Some(existing) = locked.vnic(&net_key, &req.id)? {
             return Err(Error::Conflict(format!(
@@ -210,7 +212,9 @@ impl Node {
                     inside.add_address(peer.index, IpNet::V4(address))?;
                     if req.default_route {
                         inside.add_route(&Route {
-                            dst: "0.0.0.0/0".parse().map_err(|_| Error::Internal("net".into()))?,
+                            dst: "0.0.0.0/0"
+                                .parse()
+                                .map_err(|_| Error::Internal("net".into()))?,
                             gateway: Some(IpAddr::V4(gateway)),
                             oif: peer.index,
                         })?;
@@ -265,7 +269,8 @@ impl Node {
             }
             Err(err) => {
                 // Undo everything this call did; report the original error, and the undo's too.
-                let undo = teardown::vnic(nl, &locked, &vnic, true).and_then(|()| locked.clear_journal());
+                let undo =
+                    teardown::vnic(nl, &locked, &vnic, true).and_then(|()| locked.clear_journal());
                 match undo {
                     Ok(()) => Err(err),
                     Err(undo_err) => Err(Error::Internal(format!(
@@ -336,7 +341,10 @@ fn check_same_network(net: &NetRecord, cfg: &SubnetConfig) -> Result<()> {
     let old = &net.config;
     let mut diffs = Vec::new();
     if old.cnci != cfg.cnci {
-        diffs.push(format!("cnci {}@{} vs {}@{}", old.cnci.uuid, old.cnci.ip, cfg.cnci.uuid, cfg.cnci.ip));
+        diffs.push(format!(
+            "cnci {}@{} vs {}@{}",
+            old.cnci.uuid, old.cnci.ip, cfg.cnci.uuid, cfg.cnci.ip
+        ));
     }
     if old.tunnel_kind != cfg.tunnel_kind || net.tunnel_id != cfg.tunnel_id() {
         diffs.push(format!(
@@ -376,9 +384,7 @@ fn plan_net(nl: &mut Netlink, cfg: &SubnetConfig) -> Result<NetRecord> {
                     IpAddr::V4(v4) => Some(v4),
                     IpAddr::V6(_) => None,
                 })
-                .ok_or_else(|| {
-                    Error::invalid("underlay", format!("{dev} has no IPv4 address"))
-                })?;
+                .ok_or_else(|| Error::invalid("underlay", format!("{dev} has no IPv4 address")))?;
             (link, local)
         }
         None => {
@@ -412,7 +418,10 @@ fn plan_net(nl: &mut Netlink, cfg: &SubnetConfig) -> Result<NetRecord> {
             .ok_or_else(|| {
                 Error::invalid(
                     "mtu",
-                    format!("underlay {} MTU {} is too small for {}", underlay.name, underlay.mtu, cfg.tunnel_kind),
+                    format!(
+                        "underlay {} MTU {} is too small for {}",
+                        underlay.name, underlay.mtu, cfg.tunnel_kind
+                    ),
                 )
             })?,
     };

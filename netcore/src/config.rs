@@ -58,7 +58,10 @@ impl SubnetConfig {
         if subnet != subnet.trunc() {
             return Err(Error::invalid(
                 "subnet",
-                format!("{subnet} has host bits set (did you mean {}?)", subnet.trunc()),
+                format!(
+                    "{subnet} has host bits set (did you mean {}?)",
+                    subnet.trunc()
+                ),
             ));
         }
         if subnet.prefix_len() > 30 {
@@ -114,7 +117,10 @@ impl SubnetConfig {
         }
         if let Some(mtu) = self.mtu {
             if !(576..=65_000).contains(&mtu) {
-                return Err(Error::invalid("mtu", format!("{mtu} is outside 576..=65000")));
+                return Err(Error::invalid(
+                    "mtu",
+                    format!("{mtu} is outside 576..=65000"),
+                ));
             }
         }
         if let Some(dev) = &self.underlay_device {
@@ -203,7 +209,10 @@ impl VnicId {
         if !ok_owner {
             return Err(Error::invalid(
                 "container id",
-                format!("{:?} must be 1-256 characters of [A-Za-z0-9_.-]", self.owner),
+                format!(
+                    "{:?} must be 1-256 characters of [A-Za-z0-9_.-]",
+                    self.owner
+                ),
             ));
         }
         validate_ifname("interface name", &self.ifname)
@@ -282,14 +291,26 @@ mod tests {
     #[test]
     fn each_bad_value_names_its_field() {
         let cases: Vec<(&str, Box<dyn Fn(&mut SubnetConfig)>)> = vec![
-            ("subnet", Box::new(|c| c.subnet = "172.16.1.5/24".parse().expect("net"))),
-            ("subnet", Box::new(|c| c.subnet = "172.16.1.4/31".parse().expect("net"))),
+            (
+                "subnet",
+                Box::new(|c| c.subnet = "172.16.1.5/24".parse().expect("net")),
+            ),
+            (
+                "subnet",
+                Box::new(|c| c.subnet = "172.16.1.4/31".parse().expect("net")),
+            ),
             ("tenant", Box::new(|c| c.tenant = Uuid::nil())),
             ("cnci.ip", Box::new(|c| c.cnci.ip = Ipv4Addr::UNSPECIFIED)),
             ("tunnel.id", Box::new(|c| c.tunnel_id = Some(1 << 24))),
             ("tunnel.id", Box::new(|c| c.tunnel_id = Some(0))),
-            ("gateway", Box::new(|c| c.gateway = Some(Ipv4Addr::new(10, 0, 0, 1)))),
-            ("gateway", Box::new(|c| c.gateway = Some(Ipv4Addr::new(172, 16, 1, 255)))),
+            (
+                "gateway",
+                Box::new(|c| c.gateway = Some(Ipv4Addr::new(10, 0, 0, 1))),
+            ),
+            (
+                "gateway",
+                Box::new(|c| c.gateway = Some(Ipv4Addr::new(172, 16, 1, 255))),
+            ),
             (
                 "range.start",
                 Box::new(|c| {
@@ -335,7 +356,12 @@ mod tests {
             ifname: "eth0".into(),
         };
         good.validate().expect("valid");
-        for (owner, ifname) in [("a/b", "eth0"), ("", "eth0"), ("a", ""), ("a", "0123456789abcdef")] {
+        for (owner, ifname) in [
+            ("a/b", "eth0"),
+            ("", "eth0"),
+            ("a", ""),
+            ("a", "0123456789abcdef"),
+        ] {
             let id = VnicId {
                 owner: owner.into(),
                 ifname: ifname.into(),

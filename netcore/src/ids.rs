@@ -71,27 +71,41 @@ fn short_hash(parts: &[&[u8]], hex_digits: usize) -> String {
 
 /// Name of the subnet bridge on a node: `cb` + 10 hex digits (12 bytes, under the 15-byte limit).
 pub fn bridge_name(tenant: Uuid, subnet: Ipv4Net) -> String {
-    format!("cb{}", short_hash(&[tenant.as_bytes(), subnet.to_string().as_bytes()], 10))
+    format!(
+        "cb{}",
+        short_hash(&[tenant.as_bytes(), subnet.to_string().as_bytes()], 10)
+    )
 }
 
 /// A stable MAC for a subnet bridge (locally administered, outside ciao's `02:00` VNIC scheme).
 ///
 /// A bridge without a set MAC takes its lowest port's, so it would change as workloads come and go.
 pub fn bridge_mac(tenant: Uuid, subnet: Ipv4Net) -> [u8; 6] {
-    let h = fnv64(&[b"bridge-mac", tenant.as_bytes(), subnet.to_string().as_bytes()]).to_be_bytes();
+    let h = fnv64(&[
+        b"bridge-mac",
+        tenant.as_bytes(),
+        subnet.to_string().as_bytes(),
+    ])
+    .to_be_bytes();
     [0x0e, h[0], h[1], h[2], h[3], h[4]]
 }
 
 /// Name of the subnet's tunnel device on a node: `ct` + 10 hex digits.
 pub fn tunnel_name(tenant: Uuid, subnet: Ipv4Net) -> String {
-    format!("ct{}", short_hash(&[tenant.as_bytes(), subnet.to_string().as_bytes()], 10))
+    format!(
+        "ct{}",
+        short_hash(&[tenant.as_bytes(), subnet.to_string().as_bytes()], 10)
+    )
 }
 
 /// Name of a VNIC's host-side veth: `cv` + 12 hex digits of (net, owner, ifname).
 pub fn host_veth_name(net_key: &str, owner: &str, ifname: &str) -> String {
     format!(
         "cv{}",
-        short_hash(&[net_key.as_bytes(), owner.as_bytes(), ifname.as_bytes()], 12)
+        short_hash(
+            &[net_key.as_bytes(), owner.as_bytes(), ifname.as_bytes()],
+            12
+        )
     )
 }
 

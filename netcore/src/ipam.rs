@@ -71,7 +71,11 @@ pub fn reserve(
             state.set_ipam_cursor(net, ip)?;
             return Ok(ip);
         }
-        candidate = if candidate >= end { start } else { candidate + 1 };
+        candidate = if candidate >= end {
+            start
+        } else {
+            candidate + 1
+        };
     }
     Err(Error::Conflict(format!(
         "no free address left in {}..={} of {} on this node",
@@ -129,11 +133,12 @@ mod tests {
             Err(Error::Conflict(_))
         ));
         // Releasing one makes exactly that one available again.
-        locked
-            .release_ips_of("n", "o4", None)
-            .expect("release");
+        locked.release_ips_of("n", "o4", None).expect("release");
         let again = reserve(&locked, &c, "n", "late", None).expect("reuse");
-        assert_eq!(locked.ip_owner("n", again).expect("owner").as_deref(), Some("late"));
+        assert_eq!(
+            locked.ip_owner("n", again).expect("owner").as_deref(),
+            Some("late")
+        );
     }
 
     #[test]
@@ -143,10 +148,16 @@ mod tests {
         let locked = state.lock().expect("lock");
         let c = cfg(Some((8, 12)));
         let ip = Ipv4Addr::new(10, 5, 0, 3);
-        assert_eq!(reserve(&locked, &c, "n", "a", Some(ip)).expect("given ip"), ip);
+        assert_eq!(
+            reserve(&locked, &c, "n", "a", Some(ip)).expect("given ip"),
+            ip
+        );
         // The same owner retrying gets it again; another owner does not.
         assert_eq!(reserve(&locked, &c, "n", "a", Some(ip)).expect("retry"), ip);
-        assert!(matches!(reserve(&locked, &c, "n", "b", Some(ip)), Err(Error::Conflict(_))));
+        assert!(matches!(
+            reserve(&locked, &c, "n", "b", Some(ip)),
+            Err(Error::Conflict(_))
+        ));
         for bad in [[10, 5, 0, 0], [10, 5, 0, 15], [10, 5, 0, 1], [10, 6, 0, 3]] {
             assert!(matches!(
                 reserve(&locked, &c, "n", "c", Some(Ipv4Addr::from(bad))),

@@ -47,20 +47,30 @@ impl Node {
             .link_by_name(&net.tunnel)?
             .ok_or_else(|| check_failed(format!("tunnel {} is missing", net.tunnel)))?;
         if tunnel.master != Some(bridge.index) {
-            return Err(check_failed(format!("tunnel {} is not on its bridge", net.tunnel)));
+            return Err(check_failed(format!(
+                "tunnel {} is not on its bridge",
+                net.tunnel
+            )));
         }
         let port = nl
             .link_by_name(&vnic.host_ifname)?
             .ok_or_else(|| check_failed(format!("{} is missing", vnic.host_ifname)))?;
         if port.master != Some(bridge.index) {
-            return Err(check_failed(format!("{} is not on bridge {}", vnic.host_ifname, net.bridge)));
+            return Err(check_failed(format!(
+                "{} is not on bridge {}",
+                vnic.host_ifname, net.bridge
+            )));
         }
-        if let VnicKind::Veth { netns: path, ifname } = &vnic.kind {
+        if let VnicKind::Veth {
+            netns: path,
+            ifname,
+        } = &vnic.kind
+        {
             let fd = netns::open(path)?;
             let mut inside = Netlink::open_in(fd.as_fd())?;
-            let link = inside
-                .link_by_name(ifname)?
-                .ok_or_else(|| check_failed(format!("{ifname} is missing in {}", path.display())))?;
+            let link = inside.link_by_name(ifname)?.ok_or_else(|| {
+                check_failed(format!("{ifname} is missing in {}", path.display()))
+            })?;
             if link.mac.map(ids::format_mac).as_deref() != Some(vnic.mac.as_str()) {
                 return Err(check_failed(format!("{ifname} has the wrong MAC")));
             }
@@ -135,7 +145,9 @@ impl Node {
             };
             let stale = match &kind {
                 AliasKind::Bridge { net } | AliasKind::Tunnel { net } => !known_nets.contains(net),
-                AliasKind::Vnic { net, vnic } => !known_vnics.contains(&(net.clone(), vnic.clone())),
+                AliasKind::Vnic { net, vnic } => {
+                    !known_vnics.contains(&(net.clone(), vnic.clone()))
+                }
             };
             if !stale {
                 continue;

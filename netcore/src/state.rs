@@ -369,7 +369,10 @@ impl Locked<'_> {
     }
 
     pub fn set_ipam_cursor(&self, net: &str, ip: Ipv4Addr) -> Result<()> {
-        write_atomic(&self.path(format!("ips/{net}.last")), ip.to_string().as_bytes())
+        write_atomic(
+            &self.path(format!("ips/{net}.last")),
+            ip.to_string().as_bytes(),
+        )
     }
 
     pub fn remove_ipam_cursor(&self, net: &str) -> Result<()> {

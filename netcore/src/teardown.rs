@@ -19,7 +19,12 @@ fn ours(alias: Option<&str>, expected: &str) -> bool {
 ///
 /// `rollback` marks the undo of an attach that never completed: a TenantAdded still waiting
 /// for delivery is then withdrawn instead of being followed by a TenantRemoved.
-pub fn vnic(nl: &mut Netlink, locked: &Locked<'_>, vnic: &VnicRecord, rollback: bool) -> Result<()> {
+pub fn vnic(
+    nl: &mut Netlink,
+    locked: &Locked<'_>,
+    vnic: &VnicRecord,
+    rollback: bool,
+) -> Result<()> {
     let alias = ids::vnic_alias(&vnic.net, &vnic.id.key());
     if let Some(link) = nl.link_by_name(&vnic.host_ifname)? {
         match &vnic.kind {
@@ -56,9 +61,10 @@ pub fn net(nl: &mut Netlink, locked: &Locked<'_>, key: &str, rollback: bool) -> 
     let Some(net) = locked.net(key)? else {
         return Ok(());
     };
-    let pending_added = locked.reports()?.into_iter().find(|(_, r)| {
-        r.event == ReportEvent::TenantAdded && r.generation == net.generation
-    });
+    let pending_added = locked
+        .reports()?
+        .into_iter()
+        .find(|(_, r)| r.event == ReportEvent::TenantAdded && r.generation == net.generation);
     match pending_added {
         // Never delivered and never usable: withdraw it, the CNCI need not hear of it.
         Some((name, _)) if rollback => locked.remove_report(&name)?,
@@ -82,7 +88,8 @@ pub fn net(nl: &mut Netlink, locked: &Locked<'_>, key: &str, rollback: bool) -> 
             }
         }
     }
-    let slot = crate::attach::tunnel_slot(net.config.tunnel_kind, net.tunnel_id, net.config.cnci.ip);
+    let slot =
+        crate::attach::tunnel_slot(net.config.tunnel_kind, net.tunnel_id, net.config.cnci.ip);
     locked.release_tunnel_id(&slot, key)?;
     for (ip, _) in locked.reservations(key)? {
         locked.release_ip(key, ip)?;

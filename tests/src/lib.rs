@@ -50,10 +50,27 @@ pub fn try_run(args: &[&str]) -> Output {
 macro_rules! require_root {
     () => {
         if !$crate::is_root() {
-            eprintln!("skipped: {} needs root (network namespaces)", module_path!());
+            $crate::skip(module_path!(), "needs root (network namespaces)");
             return;
         }
     };
+}
+
+/// Records that `test` could not run here: says so on stderr and appends it to the skip log
+/// (`CIAO_SKIP_LOG`, default `target/test-skips.log`) that the test script prints at the end.
+pub fn skip(test: &str, why: &str) {
+    let line = format!("skipped: {test}: {why}");
+    eprintln!("{line}");
+    let path = std::env::var_os("CIAO_SKIP_LOG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/test-skips.log"));
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
 }
 
 pub fn is_root() -> bool {
@@ -140,7 +157,10 @@ impl ComputeNode {
     pub fn with_underlay_mtu(mtu: u32) -> Self {
         let ns = Netns::new("cn");
         let mtu = mtu.to_string();
-        ns.exec(&["ip", "link", "add", "ul0", "mtu", &mtu, "type", "veth", "peer", "name", "ul1", "mtu", &mtu]);
+        ns.exec(&[
+            "ip", "link", "add", "ul0", "mtu", &mtu, "type", "veth", "peer", "name", "ul1", "mtu",
+            &mtu,
+        ]);
         ns.exec(&["ip", "addr", "add", "10.250.0.2/24", "dev", "ul0"]);
         ns.exec(&["ip", "link", "set", "ul0", "up"]);
         ns.exec(&["ip", "link", "set", "ul1", "up"]);
@@ -202,7 +222,16 @@ impl ComputeNode {
 
     /// Runs the plugin in this node's namespace.
     pub fn cni(&self, cmd: &str, container: &str, netns: &str, conf: &Value) -> CniOutput {
-        cni_call(&plugin(), Some(&self.ns.name), cmd, container, netns, "eth0", conf, &[])
+        cni_call(
+            &plugin(),
+            Some(&self.ns.name),
+            cmd,
+            container,
+            netns,
+            "eth0",
+            conf,
+            &[],
+        )
     }
 }
 
@@ -244,7 +273,11 @@ impl CniOutput {
 
     /// Panics with everything the plugin said unless it succeeded.
     pub fn expect_ok(self, what: &str) -> Value {
-        assert!(self.ok, "{what}: plugin failed: {} {}", self.stdout, self.stderr);
+        assert!(
+            self.ok,
+            "{what}: plugin failed: {} {}",
+            self.stdout, self.stderr
+        );
         self.json
     }
 }

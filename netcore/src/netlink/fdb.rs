@@ -88,6 +88,17 @@ impl Netlink {
                     NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
                         dst = Some(IpAddr::V6(*a))
                     }
+                    // In the bridge family the parser cannot tell the address family; the
+                    // length does.
+                    NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
+                        dst = match bytes.len() {
+                            4 => <[u8; 4]>::try_from(bytes.as_slice()).ok().map(IpAddr::from),
+                            16 => <[u8; 16]>::try_from(bytes.as_slice())
+                                .ok()
+                                .map(IpAddr::from),
+                            _ => None,
+                        }
+                    }
                     _ => {}
                 }
             }

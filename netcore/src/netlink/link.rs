@@ -5,8 +5,8 @@ use std::os::fd::RawFd;
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{
-    BridgeStpState, GreIOFlags, InfoBridge, InfoData, InfoGeneve, InfoGre, InfoKind, InfoVeth, InfoVxlan,
-    LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    BridgeStpState, GreIOFlags, InfoBridge, InfoData, InfoGeneve, InfoGre, InfoKind, InfoVeth,
+    InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 
@@ -157,7 +157,8 @@ fn kind_info(kind: &LinkKind) -> Vec<LinkInfo> {
         ],
         LinkKind::Veth(peer) => {
             let mut msg = LinkMessage::default();
-            msg.attributes.push(LinkAttribute::IfName(peer.name.clone()));
+            msg.attributes
+                .push(LinkAttribute::IfName(peer.name.clone()));
             if let Some(mac) = peer.mac {
                 msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
             }
@@ -233,7 +234,8 @@ impl Netlink {
     /// Creates a link; fails with EEXIST if the name is taken.
     pub fn create_link(&mut self, spec: &NewLink) -> Result<()> {
         let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(spec.name.clone()));
+        msg.attributes
+            .push(LinkAttribute::IfName(spec.name.clone()));
         if let Some(mtu) = spec.mtu {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
         }
@@ -256,10 +258,12 @@ impl Netlink {
             NLM_F_CREATE | NLM_F_EXCL,
         )
         .map_err(|e| match e {
-            Error::Netlink { errno, .. } if errno == libc::EOPNOTSUPP => Error::Unsupported(format!(
-                "{what}: the kernel lacks link kind {}",
-                kind_name(&spec.kind)
-            )),
+            Error::Netlink { errno, .. } if errno == libc::EOPNOTSUPP => {
+                Error::Unsupported(format!(
+                    "{what}: the kernel lacks link kind {}",
+                    kind_name(&spec.kind)
+                ))
+            }
             other => other,
         })
     }
@@ -330,7 +334,11 @@ impl Netlink {
     /// Brings a link up or down.
     pub fn set_up(&mut self, index: u32, up: bool) -> Result<()> {
         let mut msg = index_msg(index);
-        msg.header.flags = if up { LinkFlags::Up } else { LinkFlags::empty() };
+        msg.header.flags = if up {
+            LinkFlags::Up
+        } else {
+            LinkFlags::empty()
+        };
         msg.header.change_mask = LinkFlags::Up;
         self.ack(
             &format!("set link #{index} {}", if up { "up" } else { "down" }),

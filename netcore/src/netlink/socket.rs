@@ -27,7 +27,8 @@ pub struct Netlink {
 impl Netlink {
     /// Opens a socket in the calling thread's network namespace.
     pub fn open() -> Result<Self> {
-        let mut socket = Socket::new(NETLINK_ROUTE).map_err(|e| Error::io("open netlink socket", e))?;
+        let mut socket =
+            Socket::new(NETLINK_ROUTE).map_err(|e| Error::io("open netlink socket", e))?;
         socket
             .bind_auto()
             .map_err(|e| Error::io("bind netlink socket", e))?;
@@ -82,7 +83,11 @@ impl Netlink {
     }
 
     /// Sends a dump request and collects every reply.
-    pub fn dump(&mut self, what: &str, msg: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>> {
+    pub fn dump(
+        &mut self,
+        what: &str,
+        msg: RouteNetlinkMessage,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
         self.exchange(what, msg, NLM_F_DUMP)
     }
 
@@ -120,7 +125,9 @@ impl Netlink {
                     .map_err(|e| Error::Internal(format!("{what}: bad netlink reply: {e}")))?;
                 let len = reply.header.length as usize;
                 if len == 0 {
-                    return Err(Error::Internal(format!("{what}: zero-length netlink reply")));
+                    return Err(Error::Internal(format!(
+                        "{what}: zero-length netlink reply"
+                    )));
                 }
                 offset += len.next_multiple_of(4);
                 if reply.header.sequence_number != seq {

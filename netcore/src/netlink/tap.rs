@@ -31,7 +31,10 @@ pub struct TapOwner {
 /// Creates a persistent tap named `name` (multi-queue off, vnet header on as QEMU expects).
 pub fn create_tap(name: &str, owner: TapOwner) -> Result<()> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
-        return Err(Error::invalid("tap name", format!("{name:?} must be 1 to 15 bytes")));
+        return Err(Error::invalid(
+            "tap name",
+            format!("{name:?} must be 1 to 15 bytes"),
+        ));
     }
     let tun = OpenOptions::new()
         .read(true)
