@@ -119,10 +119,8 @@ impl Node {
         let mut known_nets = HashSet::new();
         let mut known_vnics = HashSet::new();
         for net in locked.nets()? {
-            let mut alive = false;
             for vnic in locked.vnics(&net.key)? {
                 if nl.link_by_name(&vnic.host_ifname)?.is_some() {
-                    alive = true;
                     known_vnics.insert((net.key.clone(), vnic.id.key()));
                 } else {
                     // The workload went away without a detach (its netns was deleted).
@@ -130,14 +128,13 @@ impl Node {
                     summary.removed_vnics.push(vnic.id.key());
                 }
             }
-            if alive || locked.net(&net.key)?.is_some() {
-                if locked.net(&net.key)?.is_some() {
-                    repair_net(nl, &net)?;
-                    summary.repaired_nets.push(net.key.clone());
-                    known_nets.insert(net.key.clone());
-                }
+            // The last vanished VNIC took the subnet with it; otherwise make sure it is whole.
+            if locked.net(&net.key)?.is_some() {
+                repair_net(nl, &net)?;
+                summary.repaired_nets.push(net.key.clone());
+                known_nets.insert(net.key.clone());
+                release_orphan_ips(&locked, &net.key, &mut summary)?;
             }
-            release_orphan_ips(&locked, &net.key, &mut summary)?;
         }
         for link in nl.links()? {
             let Some(kind) = link.alias.as_deref().and_then(ids::parse_alias) else {
@@ -181,4 +178,36 @@ fn release_orphan_ips(
         }
     }
     Ok(())
+}
+
+/// Everything a node holds, for display.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeView {
+    pub agent_uuid: uuid::Uuid,
+    pub nets: Vec<NetView>,
+    pub pending_reports: Vec<crate::report::Report>,
+}
+
+/// One tenant subnet and its VNICs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NetView {
+    pub net: crate::state::NetRecord,
+    pub vnics: Vec<VnicRecord>,
+}
+
+impl Node {
+    /// A consistent view of the node's state (taken under the lock, after recovery).
+    pub fn view(&mut self) -> Result<NodeView> {
+        let (locked, _) = self.lock_and_recover()?;
+        let mut nets = Vec::new();
+        for net in locked.nets()? {
+            let vnics = locked.vnics(&net.key)?;
+            nets.push(NetView { net, vnics });
+        }
+        Ok(NodeView {
+            agent_uuid: locked.node_identity()?.uuid,
+            nets,
+            pending_reports: locked.reports()?.into_iter().map(|(_, r)| r).collect(),
+        })
+    }
 }

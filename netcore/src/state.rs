@@ -456,3 +456,130 @@ impl Locked<'_> {
         remove(&self.path(format!("reports/{name}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Cnci, VnicKind};
+    use crate::report::{Report, ReportEvent};
+    use crate::tunnel::TunnelKind;
+    use proptest::prelude::*;
+
+    fn net(key: &str, tunnel_id: u32, mtu: u32) -> NetRecord {
+        NetRecord {
+            key: key.into(),
+            config: SubnetConfig {
+                tenant: Uuid::from_u128(9),
+                subnet: "10.3.0.0/24".parse().expect("subnet"),
+                cnci: Cnci {
+                    uuid: Uuid::from_u128(10),
+                    ip: Ipv4Addr::new(192, 0, 2, 1),
+                },
+                tunnel_kind: TunnelKind::Geneve,
+                tunnel_id: Some(tunnel_id),
+                node_range: None,
+                gateway: None,
+                mtu: Some(mtu),
+                underlay_device: Some("eth0".into()),
+            },
+            bridge: "cb0".into(),
+            tunnel: "ct0".into(),
+            tunnel_id,
+            underlay: "eth0".into(),
+            local_ip: Ipv4Addr::new(192, 0, 2, 2),
+            mtu,
+            generation: Uuid::from_u128(11),
+            added_queued: true,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn records_round_trip(key in "[a-z0-9_.]{1,40}", id in 1u32..16_777_215, mtu in 576u32..9000,
+                              owner in "[A-Za-z0-9_.-]{1,64}", ifname in "[a-z0-9]{1,15}", ip in any::<u32>()) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let state = StateDir::open(dir.path()).expect("state");
+            let locked = state.lock().expect("lock");
+            let n = net(&key, id, mtu);
+            locked.write_net(&n).expect("write net");
+            prop_assert_eq!(locked.net(&key).expect("read"), Some(n.clone()));
+            let vnic = VnicRecord {
+                net: key.clone(),
+                id: VnicId { owner, ifname: ifname.clone() },
+                kind: VnicKind::Veth { netns: "/run/netns/x".into(), ifname },
+                host_ifname: "cv0".into(),
+                ip: Ipv4Addr::from(ip),
+                mac: "02:00:0a:00:00:01".into(),
+                mtu,
+                created_tap: false,
+            };
+            locked.write_vnic(&vnic).expect("write vnic");
+            prop_assert_eq!(locked.vnic(&key, &vnic.id).expect("read"), Some(vnic.clone()));
+            prop_assert!(locked.has_vnics(&key).expect("has"));
+            let journal = Journal::Attach { vnic: vnic.clone() };
+            locked.write_journal(&journal).expect("journal");
+            prop_assert_eq!(locked.journal().expect("read"), Some(journal));
+            let report = Report::for_net(ReportEvent::TenantAdded, Uuid::from_u128(1), &n);
+            locked.queue_report(&report).expect("queue");
+            prop_assert_eq!(locked.reports().expect("list")[0].1.clone(), report);
+            locked.remove_vnic(&key, &vnic.id).expect("remove");
+            prop_assert!(!locked.has_vnics(&key).expect("has"));
+        }
+    }
+
+    #[test]
+    fn reports_keep_their_order_and_a_torn_file_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::open(dir.path()).expect("state");
+        let locked = state.lock().expect("lock");
+        let n = net("k", 7, 1450);
+        for event in [
+            ReportEvent::TenantAdded,
+            ReportEvent::TenantRemoved,
+            ReportEvent::TenantAdded,
+        ] {
+            locked
+                .queue_report(&Report::for_net(event, Uuid::from_u128(1), &n))
+                .expect("queue");
+        }
+        let events: Vec<_> = locked
+            .reports()
+            .expect("list")
+            .into_iter()
+            .map(|(_, r)| r.event)
+            .collect();
+        assert_eq!(
+            events,
+            [
+                ReportEvent::TenantAdded,
+                ReportEvent::TenantRemoved,
+                ReportEvent::TenantAdded
+            ]
+        );
+        std::fs::write(dir.path().join("nets/bad.json"), b"{\"key\": ").expect("write");
+        assert!(matches!(locked.net("bad"), Err(Error::State { .. })));
+    }
+
+    #[test]
+    fn the_lock_serialises_holders() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::open(dir.path()).expect("state");
+        let held = state.lock().expect("lock");
+        let other = state.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let _second = other.lock().expect("second lock");
+            tx.send(()).expect("send");
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(200))
+                .is_err(),
+            "second holder got in"
+        );
+        drop(held);
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("second holder proceeds");
+        waiter.join().expect("join");
+    }
+}

@@ -220,6 +220,15 @@ impl ComputeNode {
         })
     }
 
+    /// Runs `ciao-node <args>` against this node's state, in its namespace.
+    pub fn tool(&self, args: &[&str]) -> String {
+        let tool = node_tool();
+        let state = self.state.path().display().to_string();
+        let mut full = vec![tool.to_str().expect("utf-8 path"), "--state-dir", &state];
+        full.extend_from_slice(args);
+        self.ns.exec(&full)
+    }
+
     /// Runs the plugin in this node's namespace.
     pub fn cni(&self, cmd: &str, container: &str, netns: &str, conf: &Value) -> CniOutput {
         cni_call(
@@ -343,9 +352,9 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn cargo_build(extra: &[&str]) {
+fn cargo_build(package: &str, extra: &[&str]) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut args = vec!["build", "--quiet", "-p", "ciao-cni"];
+    let mut args = vec!["build", "--quiet", "-p", package];
     args.extend_from_slice(extra);
     let status = Command::new(cargo)
         .args(&args)
@@ -362,7 +371,7 @@ pub fn plugin() -> PathBuf {
         if let Ok(p) = std::env::var("CIAO_CNI_PLUGIN") {
             return PathBuf::from(p);
         }
-        cargo_build(&[]);
+        cargo_build("ciao-cni", &[]);
         workspace_root().join("target/debug/ciao")
     })
     .clone()
@@ -374,8 +383,21 @@ pub fn crash_plugin() -> PathBuf {
     PATH.get_or_init(|| {
         let dir = workspace_root().join("target/crash-points");
         let dir_text = dir.display().to_string();
-        cargo_build(&["--features", "crash-points", "--target-dir", &dir_text]);
+        cargo_build(
+            "ciao-cni",
+            &["--features", "crash-points", "--target-dir", &dir_text],
+        );
         dir.join("debug/ciao")
+    })
+    .clone()
+}
+
+/// The `ciao-node` operator tool, built on first use.
+pub fn node_tool() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        cargo_build("ciao-node", &[]);
+        workspace_root().join("target/debug/ciao-node")
     })
     .clone()
 }
