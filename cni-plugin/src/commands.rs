@@ -17,7 +17,10 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
     };
     match env.command.as_str() {
         "VERSION" => version_reply(stdin).map(Some),
-        "" => Err(CniError::new(Code::InvalidEnv, "required environment variable CNI_COMMAND is missing or empty")),
+        "" => Err(CniError::new(
+            Code::InvalidEnv,
+            "required environment variable CNI_COMMAND is missing or empty",
+        )),
         cmd @ ("ADD" | "DEL" | "CHECK" | "STATUS" | "GC") => {
             let (version, conf) = conf::parse_stdin(stdin)?;
             let text = conf.cni_version.clone();
@@ -41,7 +44,11 @@ fn version_reply(stdin: &[u8]) -> Result<Value, CniError> {
     // VERSION must answer even for versions we do not speak, so a runtime can negotiate.
     let requested = serde_json::from_slice::<Value>(stdin)
         .ok()
-        .and_then(|v| v.get("cniVersion").and_then(Value::as_str).map(str::to_string))
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
         .filter(|v| version::SUPPORTED.contains(&v.as_str()))
         .unwrap_or_else(|| version::LATEST.to_string());
     Ok(json!({"cniVersion": requested, "supportedVersions": version::SUPPORTED}))
@@ -63,7 +70,10 @@ fn vnic_id(env: &Env) -> netcore::VnicId {
 
 fn subnet_config(conf: &NetConf) -> Result<netcore::SubnetConfig, CniError> {
     if conf.name.is_empty() {
-        return Err(CniError::new(Code::InvalidConfig, "network configuration field name: must not be empty"));
+        return Err(CniError::new(
+            Code::InvalidConfig,
+            "network configuration field name: must not be empty",
+        ));
     }
     let cfg = conf.subnet_config();
     cfg.validate().map_err(|e| match e {
@@ -81,7 +91,8 @@ fn add(env: &Env, version: Version, conf: &NetConf) -> Result<Option<Value>, Cni
     let args = conf::parse_cni_args(&env.args)?;
     let cfg = subnet_config(conf)?;
     let id = vnic_id(env);
-    id.validate().map_err(|e| CniError::new(Code::InvalidEnv, e.to_string()))?;
+    id.validate()
+        .map_err(|e| CniError::new(Code::InvalidEnv, e.to_string()))?;
     let request = netcore::VnicRequest {
         id,
         kind: netcore::VnicKind::Veth {
@@ -134,7 +145,10 @@ fn add(env: &Env, version: Version, conf: &NetConf) -> Result<Option<Value>, Cni
     };
     let mut result = match &conf.prev_result {
         Some(prev) => CniResult::from_prev(prev).ok_or_else(|| {
-            CniError::new(Code::Decode, "network configuration field prevResult: not a CNI result")
+            CniError::new(
+                Code::Decode,
+                "network configuration field prevResult: not a CNI result",
+            )
         })?,
         None => CniResult::default(),
     };
@@ -147,7 +161,8 @@ fn del(env: &Env, conf: &NetConf) -> Result<(), CniError> {
     env.require(&["CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"])?;
     let cfg = subnet_config(conf)?;
     let id = vnic_id(env);
-    id.validate().map_err(|e| CniError::new(Code::InvalidEnv, e.to_string()))?;
+    id.validate()
+        .map_err(|e| CniError::new(Code::InvalidEnv, e.to_string()))?;
     let mut node = open_node(conf)?;
     node.detach(&cfg.net_key(), &id)?;
     Ok(())
@@ -157,7 +172,10 @@ fn check(env: &Env, version: Version, conf: &NetConf) -> Result<(), CniError> {
     if !version.has_check() {
         return Err(CniError::new(
             Code::IncompatibleVersion,
-            format!("CHECK needs cniVersion 0.4.0 or newer, got {}", conf.cni_version),
+            format!(
+                "CHECK needs cniVersion 0.4.0 or newer, got {}",
+                conf.cni_version
+            ),
         ));
     }
     env.require(&["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"])?;
@@ -166,7 +184,12 @@ fn check(env: &Env, version: Version, conf: &NetConf) -> Result<(), CniError> {
         .prev_result
         .as_ref()
         .and_then(CniResult::from_prev)
-        .ok_or_else(|| CniError::new(Code::InvalidConfig, "network configuration field prevResult: CHECK needs the ADD result"))?;
+        .ok_or_else(|| {
+            CniError::new(
+                Code::InvalidConfig,
+                "network configuration field prevResult: CHECK needs the ADD result",
+            )
+        })?;
     let mut node = open_node(conf)?;
     let vnic = node.check(&cfg.net_key(), &vnic_id(env))?;
     // The result the runtime cached must describe what is really attached.
@@ -174,24 +197,48 @@ fn check(env: &Env, version: Version, conf: &NetConf) -> Result<(), CniError> {
         .interfaces
         .iter()
         .position(|i| i.name == env.ifname && i.sandbox.is_some())
-        .ok_or_else(|| CniError::new(Code::CheckFailed, format!("check failed: prevResult has no interface {}", env.ifname)))?;
+        .ok_or_else(|| {
+            CniError::new(
+                Code::CheckFailed,
+                format!("check failed: prevResult has no interface {}", env.ifname),
+            )
+        })?;
     let iface = &prev.interfaces[index];
-    if iface.mac.as_deref().is_some_and(|m| !m.eq_ignore_ascii_case(&vnic.mac)) {
-        return Err(CniError::new(Code::CheckFailed, format!("check failed: prevResult MAC of {} differs from the attached {}", env.ifname, vnic.mac)));
+    if iface
+        .mac
+        .as_deref()
+        .is_some_and(|m| !m.eq_ignore_ascii_case(&vnic.mac))
+    {
+        return Err(CniError::new(
+            Code::CheckFailed,
+            format!(
+                "check failed: prevResult MAC of {} differs from the attached {}",
+                env.ifname, vnic.mac
+            ),
+        ));
     }
-    let listed = prev
-        .ips
-        .iter()
-        .any(|ip| ip.interface == Some(index) && ip.address.split('/').next() == Some(vnic.ip.to_string().as_str()));
+    let listed = prev.ips.iter().any(|ip| {
+        ip.interface == Some(index)
+            && ip.address.split('/').next() == Some(vnic.ip.to_string().as_str())
+    });
     if !listed {
-        return Err(CniError::new(Code::CheckFailed, format!("check failed: prevResult lacks address {} on {}", vnic.ip, env.ifname)));
+        return Err(CniError::new(
+            Code::CheckFailed,
+            format!(
+                "check failed: prevResult lacks address {} on {}",
+                vnic.ip, env.ifname
+            ),
+        ));
     }
     Ok(())
 }
 
 fn status(version: Version, conf: &NetConf) -> Result<(), CniError> {
     if !version.has_status_and_gc() {
-        return Err(CniError::new(Code::IncompatibleVersion, format!("STATUS needs cniVersion 1.1.0, got {}", conf.cni_version)));
+        return Err(CniError::new(
+            Code::IncompatibleVersion,
+            format!("STATUS needs cniVersion 1.1.0, got {}", conf.cni_version),
+        ));
     }
     subnet_config(conf)?;
     let node = open_node(conf)?;
@@ -203,7 +250,10 @@ fn status(version: Version, conf: &NetConf) -> Result<(), CniError> {
 
 fn gc(version: Version, conf: &NetConf) -> Result<(), CniError> {
     if !version.has_status_and_gc() {
-        return Err(CniError::new(Code::IncompatibleVersion, format!("GC needs cniVersion 1.1.0, got {}", conf.cni_version)));
+        return Err(CniError::new(
+            Code::IncompatibleVersion,
+            format!("GC needs cniVersion 1.1.0, got {}", conf.cni_version),
+        ));
     }
     let cfg = subnet_config(conf)?;
     let keep: Vec<netcore::VnicId> = conf

@@ -170,19 +170,28 @@ pub fn parse_cni_args(text: &str) -> Result<CniArgs, CniError> {
     let mut ignore_unknown = false;
     for pair in text.split(';').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').ok_or_else(|| {
-            CniError::new(Code::InvalidEnv, format!("CNI_ARGS: {pair:?} is not KEY=VALUE"))
+            CniError::new(
+                Code::InvalidEnv,
+                format!("CNI_ARGS: {pair:?} is not KEY=VALUE"),
+            )
         })?;
         match key {
             "IgnoreUnknown" => ignore_unknown = matches!(value, "1" | "true" | "True"),
             "IP" => {
                 let ip = parse_ip_text(value).ok_or_else(|| {
-                    CniError::new(Code::InvalidEnv, format!("CNI_ARGS: IP={value:?} is not an IPv4 address"))
+                    CniError::new(
+                        Code::InvalidEnv,
+                        format!("CNI_ARGS: IP={value:?} is not an IPv4 address"),
+                    )
                 })?;
                 out.ip = Some(ip);
             }
             "MAC" => {
                 let mac = netcore::ids::parse_mac(value).ok_or_else(|| {
-                    CniError::new(Code::InvalidEnv, format!("CNI_ARGS: MAC={value:?} is not a MAC address"))
+                    CniError::new(
+                        Code::InvalidEnv,
+                        format!("CNI_ARGS: MAC={value:?} is not a MAC address"),
+                    )
                 })?;
                 out.mac = Some(mac);
             }
@@ -215,7 +224,10 @@ fn parse_ip_text(text: &str) -> Option<Ipv4Addr> {
 /// an unsupported `cniVersion` is code 1.
 pub fn parse_stdin(bytes: &[u8]) -> Result<(Version, NetConf), CniError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        CniError::new(Code::Decode, format!("network configuration is not valid JSON: {e}"))
+        CniError::new(
+            Code::Decode,
+            format!("network configuration is not valid JSON: {e}"),
+        )
     })?;
     let version = parse_version(&value)?;
     let conf: NetConf = serde_path_to_error::deserialize(value).map_err(|e| {
@@ -236,10 +248,16 @@ pub fn parse_version(value: &Value) -> Result<Version, CniError> {
     let text = match value.get("cniVersion") {
         Some(Value::String(s)) => s.as_str(),
         Some(_) => {
-            return Err(CniError::new(Code::InvalidConfig, "network configuration field cniVersion: must be a string"))
+            return Err(CniError::new(
+                Code::InvalidConfig,
+                "network configuration field cniVersion: must be a string",
+            ))
         }
         None => {
-            return Err(CniError::new(Code::InvalidConfig, "network configuration field cniVersion: missing"))
+            return Err(CniError::new(
+                Code::InvalidConfig,
+                "network configuration field cniVersion: missing",
+            ))
         }
     };
     Version::parse(text).ok_or_else(|| {
@@ -353,8 +371,19 @@ mod tests {
             (with("bogus", 1.into()), 7, "bogus"),
             (with("subnet", "nonsense".into()), 7, "subnet"),
             (with("tenant", "not-a-uuid".into()), 7, "tenant"),
-            (with("cnci", serde_json::json!({"uuid": "3390740c-dce9-48d6-b83a-a717417072ce", "ip": "x"})), 7, "cnci.ip"),
-            (with("tunnel", serde_json::json!({"kind": "ipip"})), 7, "tunnel.kind"),
+            (
+                with(
+                    "cnci",
+                    serde_json::json!({"uuid": "3390740c-dce9-48d6-b83a-a717417072ce", "ip": "x"}),
+                ),
+                7,
+                "cnci.ip",
+            ),
+            (
+                with("tunnel", serde_json::json!({"kind": "ipip"})),
+                7,
+                "tunnel.kind",
+            ),
             (with("mtu", "big".into()), 7, "mtu"),
         ];
         for (input, code, needle) in cases {
@@ -371,8 +400,9 @@ mod tests {
 
     #[test]
     fn cni_args_follow_podman() {
-        let args = parse_cni_args("IgnoreUnknown=1;K8S_POD_NAME=pc1;MAC=02:00:00:00:00:51;IP=10.79.0.50")
-            .expect("podman args");
+        let args =
+            parse_cni_args("IgnoreUnknown=1;K8S_POD_NAME=pc1;MAC=02:00:00:00:00:51;IP=10.79.0.50")
+                .expect("podman args");
         assert_eq!(args.ip, Some(Ipv4Addr::new(10, 79, 0, 50)));
         assert_eq!(args.mac, Some([2, 0, 0, 0, 0, 0x51]));
         assert_eq!(parse_cni_args("FOO=1").expect_err("unknown").code, 2);
@@ -397,6 +427,11 @@ mod tests {
             serde_json::json!({"ips": ["172.16.1.50", "172.16.1.51"]}),
         ))
         .expect("valid");
-        assert_eq!(conf.requested_ip(&CniArgs::default()).expect_err("two").code, 7);
+        assert_eq!(
+            conf.requested_ip(&CniArgs::default())
+                .expect_err("two")
+                .code,
+            7
+        );
     }
 }

@@ -107,7 +107,11 @@ impl CniResult {
         );
         out.insert(
             "dns".into(),
-            if self.dns.is_null() { json!({}) } else { self.dns.clone() },
+            if self.dns.is_null() {
+                json!({})
+            } else {
+                self.dns.clone()
+            },
         );
         Value::Object(out)
     }
