@@ -290,7 +290,8 @@ mod tests {
 
     #[test]
     fn each_bad_value_names_its_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut SubnetConfig)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut SubnetConfig)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             (
                 "subnet",
                 Box::new(|c| c.subnet = "172.16.1.5/24".parse().expect("net")),

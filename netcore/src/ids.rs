@@ -233,7 +233,7 @@ mod tests {
         fn tunnel_id_is_a_valid_vni(t in any::<u128>(), raw in any::<u32>(), len in 8u8..=30) {
             let subnet = Ipv4Net::new(Ipv4Addr::from(raw), len).expect("prefix").trunc();
             let id = derive_tunnel_id(Uuid::from_u128(t), subnet);
-            prop_assert!(id >= 1 && id <= MAX_VNI);
+            prop_assert!((1..=MAX_VNI).contains(&id));
         }
 
         #[test]
