@@ -6,7 +6,7 @@ export DEBIAN_FRONTEND=noninteractive
 packages=(
   iproute2 iputils-ping nftables iptables procps util-linux
   busybox-static            # container root filesystems built without a registry
-  podman                    # the real runtime test (CNI backend)
+  podman crun               # the real runtime test (CNI backend; crun runs with cgroups disabled)
   containernetworking-plugins  # reference bridge + host-local plugins: benchmark baseline
   uidmap
 )

@@ -131,6 +131,8 @@ impl Node {
             // The last vanished VNIC took the subnet with it; otherwise make sure it is whole.
             if locked.net(&net.key)?.is_some() {
                 repair_net(nl, &net)?;
+                // dockerd may have started since the bridge was made.
+                crate::firewall::allow_bridge(&net.bridge)?;
                 summary.repaired_nets.push(net.key.clone());
                 known_nets.insert(net.key.clone());
                 release_orphan_ips(&locked, &net.key, &mut summary)?;
