@@ -193,6 +193,26 @@ impl ComputeNode {
         out
     }
 
+    /// Asserts that no link, address reservation or record of ours is left (reports may be).
+    pub fn assert_clean(&self) {
+        let links = self.ciao_links();
+        assert!(links.is_empty(), "links left in the node: {links:?}");
+        let left: Vec<_> = self
+            .state_entries()
+            .into_iter()
+            .filter(|e| !e.starts_with("reports/"))
+            .collect();
+        assert!(left.is_empty(), "state left behind: {left:?}");
+    }
+
+    /// The events of the pending reports, oldest first.
+    pub fn report_events(&self) -> Vec<String> {
+        self.reports()
+            .iter()
+            .map(|r| r["event"].as_str().unwrap_or("?").to_string())
+            .collect()
+    }
+
     /// Pending reports, oldest first.
     pub fn reports(&self) -> Vec<Value> {
         let dir = self.state.path().join("reports");

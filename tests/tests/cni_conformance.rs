@@ -6,20 +6,6 @@ use serde_json::Value;
 
 const VERSIONS: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
 
-fn assert_clean(node: &ComputeNode) {
-    assert!(
-        node.ciao_links().is_empty(),
-        "links left: {:?}",
-        node.ciao_links()
-    );
-    let entries: Vec<_> = node
-        .state_entries()
-        .into_iter()
-        .filter(|e| !e.starts_with("reports/"))
-        .collect();
-    assert!(entries.is_empty(), "state left: {entries:?}");
-}
-
 #[test]
 fn version_reports_every_supported_version() {
     // VERSION needs no root and no namespace.
@@ -132,10 +118,9 @@ fn add_check_status_gc_del_for_every_version() {
         assert!(out.ok && out.stdout.is_empty(), "{}", out.stdout);
         node.cni("DEL", "c1", &path, &with_prev)
             .expect_ok("second DEL");
-        assert_clean(&node);
+        node.assert_clean();
         assert!(!ctr.links().contains(&"eth0".to_string()));
-        let events: Vec<_> = node.reports().iter().map(|r| r["event"].clone()).collect();
-        assert_eq!(events, [json!("tenant_added"), json!("tenant_removed")]);
+        assert_eq!(node.report_events(), ["tenant_added", "tenant_removed"]);
     }
 }
 
@@ -157,7 +142,7 @@ fn gc_removes_attachments_not_listed() {
     assert!(b.links().contains(&"eth0".to_string()), "b kept");
     gc["cni.dev/valid-attachments"] = json!([]);
     node.cni("GC", "", "", &gc).expect_ok("GC all");
-    assert_clean(&node);
+    node.assert_clean();
 }
 
 #[test]
@@ -173,7 +158,7 @@ fn del_succeeds_when_the_netns_is_gone_and_with_empty_cni_netns() {
         .expect_ok("DEL with empty CNI_NETNS");
     node.cni("DEL", "c1", &path, &conf)
         .expect_ok("DEL with a vanished netns path");
-    assert_clean(&node);
+    node.assert_clean();
     // DEL of something never added succeeds too.
     node.cni("DEL", "never", "", &conf)
         .expect_ok("DEL of unknown container");
@@ -196,7 +181,7 @@ fn add_of_an_existing_interface_fails_and_leaves_nothing() {
         "{}",
         out.stdout
     );
-    assert_clean(&node);
+    node.assert_clean();
     assert!(node.reports().is_empty(), "no report for a failed ADD");
     // The user's interface is untouched.
     assert!(ctr.links().contains(&"eth0".to_string()));
@@ -213,7 +198,7 @@ fn add_twice_for_the_same_container_is_rejected() {
     let out = node.cni("ADD", "c1", &path, &conf);
     assert!(!out.ok, "second ADD must fail: {}", out.stdout);
     node.cni("DEL", "c1", &path, &conf).expect_ok("DEL");
-    assert_clean(&node);
+    node.assert_clean();
 }
 
 #[test]
@@ -289,7 +274,7 @@ fn bad_input_gets_the_right_code_and_changes_nothing() {
         assert_eq!(out.code(), Some(code), "{what}: {}", out.stdout);
         let msg = out.json["msg"].as_str().unwrap_or_default();
         assert!(msg.contains(needle), "{what}: {msg:?} lacks {needle:?}");
-        assert_clean(&node);
+        node.assert_clean();
     }
 
     // Malformed JSON: code 6, with the error JSON on stdout.
@@ -399,7 +384,7 @@ fn bad_input_gets_the_right_code_and_changes_nothing() {
         &[("CNI_ARGS", "FOO=1")],
     );
     assert_eq!(out.code(), Some(2), "unknown CNI_ARGS: {}", out.stdout);
-    assert_clean(&node);
+    node.assert_clean();
     assert!(node.reports().is_empty());
 }
 
@@ -444,7 +429,7 @@ fn static_ip_and_mac_from_podman_args_and_runtime_config() {
     for id in ["pa", "pb", "pc"] {
         node.cni("DEL", id, "", &conf).expect_ok("DEL");
     }
-    assert_clean(&node);
+    node.assert_clean();
 }
 
 #[test]

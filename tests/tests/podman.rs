@@ -426,22 +426,8 @@ fn podman_containers_ping_across_the_ciao_bridge_and_leave_the_node_clean() {
         "",
         "containers left"
     );
-    assert!(
-        node.ciao_links().is_empty(),
-        "links left in the node: {:?}",
-        node.ciao_links()
-    );
-    let left: Vec<_> = node
-        .state_entries()
-        .into_iter()
-        .filter(|e| !e.starts_with("reports/"))
-        .collect();
-    assert!(left.is_empty(), "state left behind: {left:?}");
-    let events: Vec<String> = node
-        .reports()
-        .iter()
-        .map(|r| r["event"].as_str().unwrap_or("?").to_string())
-        .collect();
+    node.assert_clean();
+    let events = node.report_events();
     assert_eq!(
         events,
         ["tenant_added", "tenant_removed"],
