@@ -17,8 +17,8 @@ use crate::error::{Error, Result};
 use crate::ids;
 use crate::ipam;
 use crate::netlink::{
-    tap, GeneveSpec, GreSpec, Link, LinkKind, Netlink, NewLink, Route, VethPeer, VxlanSpec,
-    GENEVE_PORT, VXLAN_PORT,
+    disable_ipv6, tap, GeneveSpec, GreSpec, Link, LinkChange, LinkKind, Netlink, NewLink, Route,
+    VethPeer, VxlanSpec, GENEVE_PORT, VXLAN_PORT,
 };
 use crate::netns;
 use crate::report::{Report, ReportEvent};
@@ -134,13 +134,15 @@ impl Node {
             VnicKind::Veth { ifname, .. } => ids::host_veth_name(&net_key, &req.id.owner, ifname),
             VnicKind::Tap { name, .. } => name.clone(),
         };
-        if let VnicKind::Tap { name, .. } = &req.kind {
-            if let Some(link) = nl.link_by_name(name)? {
-                if link.master.is_some() {
-                    return Err(Error::Conflict(format!(
-                        "tap {name} is already attached to a bridge"
-                    )));
-                }
+        let existing_tap = match &req.kind {
+            VnicKind::Tap { name, .. } => nl.link_by_name(name)?,
+            VnicKind::Veth { .. } => None,
+        };
+        if let (Some(link), VnicKind::Tap { name, .. }) = (&existing_tap, &req.kind) {
+            if link.master.is_some() {
+                return Err(Error::Conflict(format!(
+                    "tap {name} is already attached to a bridge"
+                )));
             }
         }
 
@@ -153,58 +155,58 @@ impl Node {
             ip: req.ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
             mac: String::new(),
             mtu: net.mtu,
-            created_tap: false,
+            created_tap: matches!(req.kind, VnicKind::Tap { .. }) && existing_tap.is_none(),
         };
-        if let VnicKind::Tap { name, .. } = &req.kind {
-            vnic.created_tap = nl.link_by_name(name)?.is_none();
-        }
         locked.write_journal(&Journal::Attach { vnic: vnic.clone() })?;
         crash_point(1);
 
         let result = (|| -> Result<Attachment> {
             let first_instance = existing_net.is_none();
-            if first_instance {
-                create_net(nl, &locked, &net)?;
+            let bridge = if first_instance {
+                create_net(nl, &locked, &net)?
             } else {
-                repair_net(nl, &net)?;
-            }
+                repair_net(nl, &net)?
+            };
+            // The journal has no address yet: an undo releases whatever this VNIC holds.
             let ip = ipam::reserve(&locked, cfg, &net_key, &vnic_key, req.ip)?;
             vnic.ip = ip;
             let mac = req.mac.unwrap_or_else(|| ids::mac_from_ip(ip));
             vnic.mac = ids::format_mac(mac);
-            locked.write_journal(&Journal::Attach { vnic: vnic.clone() })?;
             crash_point(6);
 
-            let bridge = nl
-                .link_by_name(&net.bridge)?
-                .ok_or_else(|| Error::Internal(format!("bridge {} vanished", net.bridge)))?;
             let address = Ipv4Net::new(ip, cfg.subnet.prefix_len())
                 .map_err(|e| Error::Internal(e.to_string()))?;
             let gateway = cfg.gateway();
             match (&req.kind, container) {
                 (VnicKind::Veth { ifname, .. }, Some((fd, mut inside))) => {
-                    nl.create_link(&NewLink {
-                        name: vnic.host_ifname.clone(),
-                        kind: LinkKind::Veth(VethPeer {
-                            name: ifname.clone(),
-                            mac: Some(mac),
+                    let host = nl
+                        .create_link(&NewLink {
+                            name: vnic.host_ifname.clone(),
+                            kind: LinkKind::Veth(VethPeer {
+                                name: ifname.clone(),
+                                mac: Some(mac),
+                                mtu: Some(net.mtu),
+                                netns: Some(fd.as_raw_fd()),
+                                // The kernel refuses to open a veth end before its peer is linked
+                                // (ENOTCONN), so the far end comes up in a second step.
+                                up: false,
+                            }),
                             mtu: Some(net.mtu),
-                            netns: Some(fd.as_raw_fd()),
-                            // The kernel refuses to open a veth end before its peer is linked
-                            // (ENOTCONN), so the far end comes up in a second step.
+                            mac: None,
+                            master: Some(bridge.index),
                             up: false,
-                        }),
-                        mtu: Some(net.mtu),
-                        mac: None,
-                        master: Some(bridge.index),
-                        up: true,
-                    })
-                    .map_err(|e| bridge_full(e, &net.bridge))?;
+                        })
+                        .map_err(|e| bridge_full(e, &net.bridge))?;
                     crash_point(7);
-                    let host = nl.link_by_name(&vnic.host_ifname)?.ok_or_else(|| {
-                        Error::Internal(format!("veth {} vanished", vnic.host_ifname))
-                    })?;
-                    nl.set_alias(host.index, &ids::vnic_alias(&net_key, &vnic_key))?;
+                    disable_ipv6(&vnic.host_ifname)?;
+                    nl.change_link(
+                        host.index,
+                        &LinkChange {
+                            up: Some(true),
+                            alias: Some(ids::vnic_alias(&net_key, &vnic_key)),
+                            ..LinkChange::default()
+                        },
+                    )?;
                     let peer = inside.link_by_name(ifname)?.ok_or_else(|| {
                         Error::Internal(format!("{ifname} vanished from the container"))
                     })?;
@@ -240,11 +242,17 @@ impl Node {
                     let link = nl
                         .link_by_name(name)?
                         .ok_or_else(|| Error::Internal(format!("tap {name} vanished")))?;
-                    nl.set_alias(link.index, &ids::vnic_alias(&net_key, &vnic_key))?;
-                    nl.set_mtu(link.index, net.mtu)?;
-                    nl.set_master(link.index, bridge.index)
-                        .map_err(|e| bridge_full(e, &net.bridge))?;
-                    nl.set_up(link.index, true)?;
+                    disable_ipv6(name)?;
+                    nl.change_link(
+                        link.index,
+                        &LinkChange {
+                            up: Some(true),
+                            alias: Some(ids::vnic_alias(&net_key, &vnic_key)),
+                            mtu: Some(net.mtu),
+                            master: Some(bridge.index),
+                        },
+                    )
+                    .map_err(|e| bridge_full(e, &net.bridge))?;
                     crash_point(8);
                     locked.write_vnic(&vnic)?;
                     crash_point(9);
@@ -439,8 +447,8 @@ fn plan_net(nl: &mut Netlink, cfg: &SubnetConfig) -> Result<NetRecord> {
     })
 }
 
-/// Creates a subnet's bridge and tunnel (first instance) and queues TenantAdded.
-fn create_net(nl: &mut Netlink, locked: &Locked<'_>, net: &NetRecord) -> Result<()> {
+/// Creates a subnet's bridge and tunnel (first instance), queues TenantAdded, returns the bridge.
+fn create_net(nl: &mut Netlink, locked: &Locked<'_>, net: &NetRecord) -> Result<Link> {
     // The record goes first: whatever follows, teardown finds what to undo in it.
     locked.write_net(net)?;
     crash_point(2);
@@ -451,9 +459,9 @@ fn create_net(nl: &mut Netlink, locked: &Locked<'_>, net: &NetRecord) -> Result<
             net.config.tunnel_kind, net.tunnel_id, net.config.cnci.ip, net.config.subnet, net.config.tenant
         )));
     }
-    ensure_bridge(nl, net)?;
+    let bridge = ensure_bridge(nl, net)?;
     crash_point(3);
-    ensure_tunnel(nl, net)?;
+    ensure_tunnel(nl, net, &bridge)?;
     crash_point(4);
     let agent = locked.node_identity()?.uuid;
     locked.queue_report(&Report::for_net(ReportEvent::TenantAdded, agent, net))?;
@@ -461,13 +469,15 @@ fn create_net(nl: &mut Netlink, locked: &Locked<'_>, net: &NetRecord) -> Result<
     let mut reported = net.clone();
     reported.added_queued = true;
     locked.write_net(&reported)?;
-    Ok(())
+    Ok(bridge)
 }
 
-/// Re-creates a bridge or tunnel that vanished (e.g. after a reboot) for an existing subnet.
-pub(crate) fn repair_net(nl: &mut Netlink, net: &NetRecord) -> Result<()> {
-    ensure_bridge(nl, net)?;
-    ensure_tunnel(nl, net)
+/// Re-creates a bridge or tunnel that vanished (e.g. after a reboot) for an existing subnet;
+/// returns the bridge.
+pub(crate) fn repair_net(nl: &mut Netlink, net: &NetRecord) -> Result<Link> {
+    let bridge = ensure_bridge(nl, net)?;
+    ensure_tunnel(nl, net, &bridge)?;
+    Ok(bridge)
 }
 
 fn ensure_bridge(nl: &mut Netlink, net: &NetRecord) -> Result<Link> {
@@ -487,21 +497,24 @@ fn ensure_bridge(nl: &mut Netlink, net: &NetRecord) -> Result<Link> {
     let mut spec = NewLink::new(&net.bridge, LinkKind::Bridge);
     spec.mtu = Some(net.mtu);
     spec.mac = Some(ids::bridge_mac(net.config.tenant, net.config.subnet));
-    spec.up = true;
-    nl.create_link(&spec)?;
-    let link = nl
-        .link_by_name(&net.bridge)?
-        .ok_or_else(|| Error::Internal(format!("bridge {} vanished", net.bridge)))?;
-    nl.set_alias(link.index, &alias)?;
+    let mut link = nl.create_link(&spec)?;
+    disable_ipv6(&net.bridge)?;
+    nl.change_link(link.index, &up_with_alias(alias))?;
+    link.up = true;
     firewall::allow_bridge(&net.bridge)?;
     Ok(link)
 }
 
-fn ensure_tunnel(nl: &mut Netlink, net: &NetRecord) -> Result<()> {
+fn up_with_alias(alias: String) -> LinkChange {
+    LinkChange {
+        up: Some(true),
+        alias: Some(alias),
+        ..LinkChange::default()
+    }
+}
+
+fn ensure_tunnel(nl: &mut Netlink, net: &NetRecord, bridge: &Link) -> Result<()> {
     let alias = ids::tunnel_alias(&net.key);
-    let bridge = nl
-        .link_by_name(&net.bridge)?
-        .ok_or_else(|| Error::Internal(format!("bridge {} vanished", net.bridge)))?;
     if let Some(link) = nl.link_by_name(&net.tunnel)? {
         if link.alias.as_deref() != Some(alias.as_str()) {
             return Err(Error::Conflict(format!(
@@ -543,10 +556,7 @@ fn ensure_tunnel(nl: &mut Netlink, net: &NetRecord) -> Result<()> {
     let mut spec = NewLink::new(&net.tunnel, kind);
     spec.mtu = Some(net.mtu);
     spec.master = Some(bridge.index);
-    spec.up = true;
-    nl.create_link(&spec)?;
-    let link = nl
-        .link_by_name(&net.tunnel)?
-        .ok_or_else(|| Error::Internal(format!("tunnel {} vanished", net.tunnel)))?;
-    nl.set_alias(link.index, &alias)
+    let link = nl.create_link(&spec)?;
+    disable_ipv6(&net.tunnel)?;
+    nl.change_link(link.index, &up_with_alias(alias))
 }

@@ -60,22 +60,29 @@ pub fn reserve(
     let (start, end) = (u32::from(start), u32::from(end));
     let gateway = u32::from(cfg.gateway());
     let size = u64::from(end - start) + 1;
-    let first = match state.ipam_cursor(net)? {
-        Some(last) if (start..end).contains(&u32::from(last)) => u32::from(last) + 1,
+    let next = |ip: u32| if ip >= end { start } else { ip + 1 };
+    let mut candidate = match state.ipam_cursor(net)? {
+        Some(last) if (start..=end).contains(&u32::from(last)) => next(u32::from(last)),
         _ => start,
     };
-    let mut candidate = first;
+    if candidate == gateway {
+        candidate = next(candidate);
+    }
+    state.ensure_ip_dir(net)?;
+    // Usually the address after the cursor is free: one file creation.
+    if candidate != gateway && state.try_reserve_ip(net, Ipv4Addr::from(candidate), owner)? {
+        state.set_ipam_cursor(net, Ipv4Addr::from(candidate))?;
+        return Ok(Ipv4Addr::from(candidate));
+    }
+    // Otherwise read the reservations once and take the next free one.
+    let taken = state.reserved_ips(net)?;
     for _ in 0..size {
-        if candidate != gateway && state.reserve_ip(net, Ipv4Addr::from(candidate), owner)? {
-            let ip = Ipv4Addr::from(candidate);
+        let ip = Ipv4Addr::from(candidate);
+        if candidate != gateway && !taken.contains(&ip) && state.try_reserve_ip(net, ip, owner)? {
             state.set_ipam_cursor(net, ip)?;
             return Ok(ip);
         }
-        candidate = if candidate >= end {
-            start
-        } else {
-            candidate + 1
-        };
+        candidate = next(candidate);
     }
     Err(Error::Conflict(format!(
         "no free address left in {}..={} of {} on this node",

@@ -179,6 +179,11 @@ fn bridge_and_tunnel_live_from_the_first_add_to_the_last_del() {
 
     add(&node, &conf, "c2", &c2, "172.16.1.3");
     assert_eq!(node.reports().len(), 1, "the second vnic reports nothing");
+    // The node's own ports are pure L2: no IPv6 of the node inside a tenant network.
+    for link in node.ciao_links() {
+        let path = format!("/proc/sys/net/ipv6/conf/{link}/disable_ipv6");
+        assert_eq!(node.ns.exec(&["cat", &path]).trim(), "1", "{link}");
+    }
     assert!(c1.ping("172.16.1.3", 2));
 
     node.cni("DEL", "c1", "", &conf).expect_ok("DEL c1");

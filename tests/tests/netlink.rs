@@ -39,8 +39,13 @@ fn bridge_with_mtu_mac_alias_and_up_down() {
     spec.mtu = Some(1400);
     spec.mac = Some([0x0e, 1, 2, 3, 4, 5]);
     spec.up = true;
-    nl.create_link(&spec).expect("create bridge");
+    let created = nl.create_link(&spec).expect("create bridge");
     let link = nl.link_by_name("br-t").expect("get").expect("exists");
+    assert_eq!(
+        (created.index, created.name.as_str()),
+        (link.index, "br-t"),
+        "create returns the new link"
+    );
     assert_eq!(link.kind.as_deref(), Some("bridge"));
     assert_eq!(link.mtu, 1400);
     assert_eq!(link.mac, Some([0x0e, 1, 2, 3, 4, 5]));
@@ -287,14 +292,14 @@ fn persistent_tap_with_owner() {
     );
 }
 
-fn skip_if_unsupported(test: &str, kind: &str, result: Result<(), Error>) -> bool {
+fn skip_if_unsupported<T>(test: &str, kind: &str, result: Result<T, Error>) -> bool {
     match result {
         Err(Error::Unsupported(msg)) => {
             ciao_tests::skip(test, &format!("kernel lacks {kind} ({msg})"));
             true
         }
         Err(e) => panic!("create {kind}: {e}"),
-        Ok(()) => false,
+        Ok(_) => false,
     }
 }
 

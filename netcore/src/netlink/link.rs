@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
 
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
 use netlink_packet_route::link::{
     BridgeStpState, GreIOFlags, InfoBridge, InfoData, InfoGeneve, InfoGre, InfoKind, InfoVeth,
     InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
@@ -94,6 +94,15 @@ impl NewLink {
     }
 }
 
+/// Changes to an existing link, applied in one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkChange {
+    pub up: Option<bool>,
+    pub alias: Option<String>,
+    pub mtu: Option<u32>,
+    pub master: Option<u32>,
+}
+
 /// A link as read back from the kernel.
 #[derive(Debug, Clone)]
 pub struct Link {
@@ -153,6 +162,8 @@ fn kind_info(kind: &LinkKind) -> Vec<LinkInfo> {
             LinkInfo::Data(InfoData::Bridge(vec![
                 InfoBridge::StpState(BridgeStpState::Disabled),
                 InfoBridge::ForwardDelay(0),
+                // A tenant segment floods multicast like any L2 overlay; snooping only costs.
+                InfoBridge::MulticastSnooping(false),
             ])),
         ],
         LinkKind::Veth(peer) => {
@@ -231,8 +242,9 @@ fn index_msg(index: u32) -> LinkMessage {
 }
 
 impl Netlink {
-    /// Creates a link; fails with EEXIST if the name is taken.
-    pub fn create_link(&mut self, spec: &NewLink) -> Result<()> {
+    /// Creates a link and returns it as the kernel echoes it back; fails with EEXIST if the
+    /// name is taken.
+    pub fn create_link(&mut self, spec: &NewLink) -> Result<Link> {
         let mut msg = LinkMessage::default();
         msg.attributes
             .push(LinkAttribute::IfName(spec.name.clone()));
@@ -252,20 +264,59 @@ impl Netlink {
         msg.attributes
             .push(LinkAttribute::LinkInfo(kind_info(&spec.kind)));
         let what = format!("create link {}", spec.name);
+        let replies = self
+            .exchange_ack(
+                &what,
+                RouteNetlinkMessage::NewLink(msg),
+                NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
+            )
+            .map_err(|e| match e {
+                Error::Netlink { errno, .. } if errno == libc::EOPNOTSUPP => {
+                    Error::Unsupported(format!(
+                        "{what}: the kernel lacks link kind {}",
+                        kind_name(&spec.kind)
+                    ))
+                }
+                other => other,
+            })?;
+        // Recent kernels echo the new link; older ones need a lookup.
+        let echoed = replies.into_iter().find_map(|r| match r {
+            RouteNetlinkMessage::NewLink(m) => Some(Link::from_message(m)),
+            _ => None,
+        });
+        match echoed {
+            Some(link) if link.name == spec.name => Ok(link),
+            _ => self
+                .link_by_name(&spec.name)?
+                .ok_or_else(|| Error::Internal(format!("{what}: link vanished"))),
+        }
+    }
+
+    /// Applies several changes to a link in one request.
+    pub fn change_link(&mut self, index: u32, change: &LinkChange) -> Result<()> {
+        let mut msg = index_msg(index);
+        if let Some(up) = change.up {
+            msg.header.flags = if up {
+                LinkFlags::Up
+            } else {
+                LinkFlags::empty()
+            };
+            msg.header.change_mask = LinkFlags::Up;
+        }
+        if let Some(alias) = &change.alias {
+            msg.attributes.push(LinkAttribute::IfAlias(alias.clone()));
+        }
+        if let Some(mtu) = change.mtu {
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(master) = change.master {
+            msg.attributes.push(LinkAttribute::Controller(master));
+        }
         self.ack(
-            &what,
-            RouteNetlinkMessage::NewLink(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
+            &format!("change link #{index}"),
+            RouteNetlinkMessage::SetLink(msg),
+            0,
         )
-        .map_err(|e| match e {
-            Error::Netlink { errno, .. } if errno == libc::EOPNOTSUPP => {
-                Error::Unsupported(format!(
-                    "{what}: the kernel lacks link kind {}",
-                    kind_name(&spec.kind)
-                ))
-            }
-            other => other,
-        })
     }
 
     /// Reads one link by name; `None` if there is none.

@@ -74,6 +74,16 @@ impl Netlink {
         self.exchange(what, msg, flags | NLM_F_ACK).map(|_| ())
     }
 
+    /// Sends one request, waits for its ACK and returns what came before it (echoes).
+    pub fn exchange_ack(
+        &mut self,
+        what: &str,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        self.exchange(what, msg, flags | NLM_F_ACK)
+    }
+
     /// Sends a GET request for one object and returns the reply.
     pub fn get(&mut self, what: &str, msg: RouteNetlinkMessage) -> Result<RouteNetlinkMessage> {
         self.exchange(what, msg, 0)?
