@@ -16,6 +16,7 @@ pub mod netlink;
 pub mod netns;
 pub mod report;
 pub mod state;
+mod subnet;
 mod teardown;
 pub mod tunnel;
 

@@ -4,13 +4,14 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::os::fd::AsFd;
 
-use crate::attach::{recover, repair_net, Node};
+use crate::attach::{recover, Node};
 use crate::config::{VnicId, VnicKind};
 use crate::error::{Error, Result};
 use crate::ids::{self, AliasKind};
 use crate::netlink::Netlink;
 use crate::netns;
 use crate::state::VnicRecord;
+use crate::subnet::repair_net;
 use crate::teardown;
 
 /// What a GC or reconcile pass removed or repaired.

@@ -89,7 +89,7 @@ pub fn net(nl: &mut Netlink, locked: &Locked<'_>, key: &str, rollback: bool) -> 
         }
     }
     let slot =
-        crate::attach::tunnel_slot(net.config.tunnel_kind, net.tunnel_id, net.config.cnci.ip);
+        crate::subnet::tunnel_slot(net.config.tunnel_kind, net.tunnel_id, net.config.cnci.ip);
     locked.release_tunnel_id(&slot, key)?;
     for (ip, _) in locked.reservations(key)? {
         locked.release_ip(key, ip)?;
