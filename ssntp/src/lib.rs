@@ -1,0 +1,8 @@
+//! SSNTP, the control protocol of the Ciao cloud, wire compatible with the Go original.
+//!
+//! On the wire SSNTP is Go `encoding/gob` over mutual TLS, one gob stream per direction
+//! (reference/ssntp.md §2), not the 8-byte header ciao's README describes.
+
+pub mod frame;
+pub mod gob;
+pub mod payloads;

@@ -1,0 +1,1 @@
+//! Typed SSNTP payloads (YAML), in progress.
