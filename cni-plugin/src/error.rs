@@ -49,7 +49,7 @@ impl From<netcore::Error> for CniError {
         use netcore::Error as E;
         let code = match &err {
             E::Invalid { .. } => Code::InvalidConfig,
-            E::Conflict(m) if m.starts_with("check failed") => Code::CheckFailed,
+            E::CheckFailed(_) => Code::CheckFailed,
             E::Conflict(_) => Code::Conflict,
             E::NetnsGone(_) => Code::UnknownContainer,
             E::Unsupported(_) | E::Netlink { .. } => Code::Kernel,

@@ -11,6 +11,9 @@ pub enum Error {
     /// The request conflicts with what is already on the node (VNI in use, interface exists).
     #[error("{0}")]
     Conflict(String),
+    /// CHECK found the attachment different from what was recorded.
+    #[error("check failed: {0}")]
+    CheckFailed(String),
     /// The container's network namespace does not exist (any more).
     #[error("network namespace {0} does not exist")]
     NetnsGone(String),

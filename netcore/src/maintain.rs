@@ -24,7 +24,7 @@ pub struct Summary {
 }
 
 fn check_failed(what: String) -> Error {
-    Error::Conflict(format!("check failed: {what}"))
+    Error::CheckFailed(what)
 }
 
 impl Node {
