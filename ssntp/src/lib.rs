@@ -3,6 +3,7 @@
 //! On the wire SSNTP is Go `encoding/gob` over mutual TLS, one gob stream per direction
 //! (reference/ssntp.md §2), not the 8-byte header ciao's README describes.
 
+pub mod conn;
 pub mod frame;
 pub mod gob;
 pub mod payloads;
