@@ -7,3 +7,4 @@ pub mod conn;
 pub mod frame;
 pub mod gob;
 pub mod payloads;
+pub mod server;
