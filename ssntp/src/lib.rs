@@ -3,8 +3,10 @@
 //! On the wire SSNTP is Go `encoding/gob` over mutual TLS, one gob stream per direction
 //! (reference/ssntp.md §2), not the 8-byte header ciao's README describes.
 
+pub mod certs;
 pub mod conn;
 pub mod frame;
 pub mod gob;
 pub mod payloads;
 pub mod server;
+pub mod tls;
