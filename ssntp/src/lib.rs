@@ -4,6 +4,7 @@
 //! (reference/ssntp.md §2), not the 8-byte header ciao's README describes.
 
 pub mod certs;
+pub mod client;
 pub mod conn;
 pub mod frame;
 pub mod gob;

@@ -351,3 +351,30 @@ impl Scheduler {
         }
     }
 }
+
+impl Scheduler {
+    /// Accepts TLS connections on `listener` forever, serving each on its own task. The
+    /// client's role bits come from its verified certificate.
+    pub async fn run_tls(
+        self,
+        listener: tokio::net::TcpListener,
+        config: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<()> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        loop {
+            let (tcp, _) = listener.accept().await?;
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let sched = self.clone();
+            tokio::spawn(async move {
+                // A failed TLS handshake (foreign CA, expired certificate) just drops the peer.
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let roles = crate::tls::peer_roles(tls.get_ref().1);
+                let (r, w) = tokio::io::split(tls);
+                let _ = sched.serve(r, w, roles).await;
+            });
+        }
+    }
+}

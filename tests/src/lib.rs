@@ -422,6 +422,13 @@ pub fn node_tool() -> PathBuf {
     .clone()
 }
 
+/// A binary of the `ciao-scheduler` package (`ciao-scheduler`, `ciao-cert`), built on first use.
+pub fn scheduler_tool(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| cargo_build("ciao-scheduler", &[]));
+    workspace_root().join("target/debug").join(name)
+}
+
 /// Tenant UUIDs used across tests.
 pub const TENANT_A: &str = "2491851d-dce9-48d6-b83a-a717417072ce";
 pub const TENANT_B: &str = "5f0c2a1e-7b3d-4c8e-9a61-0d2e4f6a8b9c";

@@ -1,0 +1,303 @@
+//! The `ciao-scheduler` and `ciao-cert` binaries with real TLS on loopback: certificates of both
+//! shapes connect, a role the certificate lacks is aborted, a foreign CA is refused, silence is
+//! answered with ConnectionFailure, and TenantAdded reaches the CNCI it names.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ciao_tests::scheduler_tool;
+use ssntp::client::dial;
+use ssntp::conn::{ConnError, FrameReader};
+use ssntp::frame::{error, event, kind, role, Frame, Incoming};
+use uuid::Uuid;
+
+/// A running scheduler, ended (by PID, the one we started) on drop.
+struct RunningScheduler {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for RunningScheduler {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cert_tool(args: &[&str]) -> String {
+    let out = Command::new(scheduler_tool("ciao-cert"))
+        .args(args)
+        .output()
+        .expect("run ciao-cert");
+    assert!(
+        out.status.success(),
+        "ciao-cert {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn start(cert: &Path, ca: &Path, extra: &[&str]) -> RunningScheduler {
+    let mut child = Command::new(scheduler_tool("ciao-scheduler"))
+        .args(["--listen", "127.0.0.1:0", "--cert"])
+        .arg(cert)
+        .arg("--ca")
+        .arg(ca)
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ciao-scheduler");
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().expect("stderr"))
+        .read_line(&mut line)
+        .expect("banner");
+    let addr = line.rsplit(' ').next().expect("address").trim().to_string();
+    RunningScheduler { child, addr }
+}
+
+fn client_config(dir: &Path, cert: &str, ca: &str) -> std::sync::Arc<rustls::ClientConfig> {
+    let identity = ssntp::tls::Identity::from_pem(&std::fs::read(dir.join(cert)).expect("cert"))
+        .expect("identity");
+    let ca = ssntp::tls::ca_from_pem(&std::fs::read(dir.join(ca)).expect("ca")).expect("ca");
+    ssntp::tls::client_config(&ca, identity, &ssntp::tls::ClientOptions::default())
+        .expect("client config")
+}
+
+fn ciao_set(dir: &Path) {
+    cert_tool(&[
+        "anchor",
+        "--ip",
+        "127.0.0.1",
+        "--host",
+        "localhost",
+        "--org",
+        "Ciao Deployment",
+        "--out-dir",
+        dir.to_str().expect("utf-8"),
+    ]);
+    let anchor = dir.join("cert-scheduler-localhost.pem");
+    for (r, host) in [
+        ("cnciagent", "cnci"),
+        ("agent", "cn1"),
+        ("controller", "ctl"),
+    ] {
+        cert_tool(&[
+            "issue",
+            "--anchor",
+            anchor.to_str().expect("utf-8"),
+            "--role",
+            r,
+            "--host",
+            host,
+            "--out-dir",
+            dir.to_str().expect("utf-8"),
+        ]);
+    }
+}
+
+#[tokio::test]
+async fn ciao_certificates_connect_and_tenant_added_reaches_its_cnci() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    ciao_set(dir.path());
+    let sched = start(
+        &dir.path().join("cert-scheduler-localhost.pem"),
+        &dir.path().join("CAcert-localhost.pem"),
+        &[],
+    );
+    let (cnci, other, cn) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let cnci_cfg = client_config(
+        dir.path(),
+        "cert-cnciagent-cnci.pem",
+        "CAcert-localhost.pem",
+    );
+    let mut c1 = dial(
+        &sched.addr,
+        "127.0.0.1",
+        cnci_cfg.clone(),
+        cnci,
+        role::CNCIAGENT,
+    )
+    .await
+    .expect("cnci connects");
+    assert_eq!(c1.server.role, role::SCHEDULER);
+    let mut c2 = dial(&sched.addr, "127.0.0.1", cnci_cfg, other, role::CNCIAGENT)
+        .await
+        .expect("second cnci");
+    let agent_cfg = client_config(dir.path(), "cert-agent-cn1.pem", "CAcert-localhost.pem");
+    let mut l = dial(&sched.addr, "127.0.0.1", agent_cfg.clone(), cn, role::AGENT)
+        .await
+        .expect("launcher connects");
+    let payload = format!("tenant_added:\n  agent_uuid: {cn}\n  agent_ip: 10.99.0.2\n  tenant_uuid: 2491851d-dce9-48d6-b83a-a717417072ce\n  tenant_subnet: 172.16.1.0/24\n  concentrator_uuid: {cnci}\n  concentrator_ip: 10.99.0.3\n  subnet_key: 69804\n");
+    l.writer
+        .frame(&Frame::new(
+            kind::EVENT,
+            event::TENANT_ADDED,
+            cn,
+            payload.clone().into_bytes(),
+        ))
+        .await
+        .expect("send");
+    let got = tokio::time::timeout(Duration::from_secs(5), c1.reader.frame())
+        .await
+        .expect("in time")
+        .expect("read")
+        .expect("frame");
+    assert_eq!((got.kind, got.operand), (kind::EVENT, event::TENANT_ADDED));
+    assert_eq!(got.payload, payload.as_bytes());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), c2.reader.frame())
+            .await
+            .is_err(),
+        "other CNCI gets nothing"
+    );
+
+    // A certificate whose roles do not include the claimed one: ERROR ConnectionAborted.
+    let refused = dial(
+        &sched.addr,
+        "127.0.0.1",
+        agent_cfg,
+        Uuid::new_v4(),
+        role::CONTROLLER,
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(ConnError::Refused(e)) if e == error::CONNECTION_ABORTED),
+        "{:?}",
+        refused.err()
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_ca_is_refused_and_silence_gets_connection_failure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    ciao_set(dir.path());
+    let foreign = tempfile::tempdir().expect("tempdir");
+    ciao_set(foreign.path());
+    let sched = start(
+        &dir.path().join("cert-scheduler-localhost.pem"),
+        &dir.path().join("CAcert-localhost.pem"),
+        &["--connect-timeout", "0.3"],
+    );
+    // A client of another deployment (its own CA, trusting its own scheduler only).
+    let stranger = client_config(foreign.path(), "cert-agent-cn1.pem", "CAcert-localhost.pem");
+    assert!(dial(
+        &sched.addr,
+        "127.0.0.1",
+        stranger,
+        Uuid::new_v4(),
+        role::AGENT
+    )
+    .await
+    .is_err());
+    // Our CA, our client, but the client trusts the foreign CA: it refuses the scheduler.
+    let mixed = {
+        let identity = ssntp::tls::Identity::from_pem(
+            &std::fs::read(dir.path().join("cert-agent-cn1.pem")).expect("cert"),
+        )
+        .expect("id");
+        let ca = ssntp::tls::ca_from_pem(
+            &std::fs::read(foreign.path().join("CAcert-localhost.pem")).expect("ca"),
+        )
+        .expect("ca");
+        ssntp::tls::client_config(&ca, identity, &ssntp::tls::ClientOptions::default())
+            .expect("config")
+    };
+    assert!(
+        dial(&sched.addr, "127.0.0.1", mixed, Uuid::new_v4(), role::AGENT)
+            .await
+            .is_err()
+    );
+
+    // TLS up, then nothing: after the (test-short) timeout the scheduler sends ConnectionFailure.
+    let cfg = client_config(dir.path(), "cert-agent-cn1.pem", "CAcert-localhost.pem");
+    let tcp = tokio::net::TcpStream::connect(&sched.addr)
+        .await
+        .expect("tcp");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .expect("tls");
+    let (r, _w) = tokio::io::split(tls);
+    let mut reader = FrameReader::new(r);
+    let started = std::time::Instant::now();
+    let reply = tokio::time::timeout(Duration::from_secs(5), reader.next())
+        .await
+        .expect("in time")
+        .expect("read");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    match reply {
+        Some(Incoming::Frame(f)) => assert_eq!(
+            (f.kind, f.operand),
+            (kind::ERROR, error::CONNECTION_FAILURE)
+        ),
+        other => panic!("expected ERROR ConnectionFailure, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn modern_certificates_connect() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf-8").to_string();
+    cert_tool(&[
+        "anchor",
+        "--shape",
+        "modern",
+        "--org",
+        "Ciao",
+        "--out-dir",
+        &d,
+    ]);
+    let ca_and_key = PathBuf::from(&d).join("ca-localhost.pem");
+    let a = ca_and_key.to_str().expect("utf-8");
+    cert_tool(&[
+        "issue",
+        "--shape",
+        "modern",
+        "--anchor",
+        a,
+        "--role",
+        "scheduler",
+        "--host",
+        "localhost",
+        "--ip",
+        "127.0.0.1",
+        "--out-dir",
+        &d,
+    ]);
+    cert_tool(&[
+        "issue",
+        "--shape",
+        "modern",
+        "--anchor",
+        a,
+        "--role",
+        "cnciagent",
+        "--host",
+        "cnci",
+        "--out-dir",
+        &d,
+    ]);
+    let sched = start(
+        &dir.path().join("cert-scheduler-localhost.pem"),
+        &dir.path().join("CAcert-localhost.pem"),
+        &[],
+    );
+    let cfg = client_config(
+        dir.path(),
+        "cert-cnciagent-cnci.pem",
+        "CAcert-localhost.pem",
+    );
+    let s = dial(
+        &sched.addr,
+        "localhost",
+        cfg,
+        Uuid::new_v4(),
+        role::CNCIAGENT,
+    )
+    .await
+    .expect("modern set connects");
+    assert_eq!(s.server.role, role::SCHEDULER);
+}
