@@ -1,1 +1,0 @@
-//! Typed SSNTP payloads (YAML), in progress.
