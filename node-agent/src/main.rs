@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod delivery;
+
 #[derive(Parser)]
 #[command(name = "ciao-node", version, about)]
 struct Cli {
@@ -27,6 +29,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the node's SSNTP session: deliver recorded TenantAdded/TenantRemoved reports to the
+    /// scheduler, reconnecting forever. One per node.
+    Run {
+        /// Scheduler address, host:port.
+        #[arg(long, default_value = "127.0.0.1:8888")]
+        scheduler: String,
+        /// Name (DNS or IP) to verify the scheduler's certificate against; default: the host part.
+        #[arg(long)]
+        server_name: Option<String>,
+        /// This node's certificate and key (role agent), one PEM file as ciao-cert writes it.
+        #[arg(long)]
+        cert: PathBuf,
+        /// The CA certificate.
+        #[arg(long)]
+        ca: PathBuf,
+        /// Milliseconds between looks for new reports.
+        #[arg(long, default_value_t = 200)]
+        poll_ms: u64,
+    },
     /// Finish or undo interrupted calls, re-create missing bridges and tunnels, drop VNICs whose
     /// workload is gone, remove stray links labelled as ours, release unowned addresses.
     Reconcile,
@@ -34,21 +55,55 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut node = netcore::Node::open(&netcore::NodeConfig {
-        state_dir: cli.state_dir.clone(),
-    })
-    .with_context(|| format!("open node state at {}", cli.state_dir.display()))?;
-    match cli.command {
+    let open = || {
+        netcore::Node::open(&netcore::NodeConfig {
+            state_dir: cli.state_dir.clone(),
+        })
+        .with_context(|| format!("open node state at {}", cli.state_dir.display()))
+    };
+    match &cli.command {
+        Command::Run {
+            scheduler,
+            server_name,
+            cert,
+            ca,
+            poll_ms,
+        } => {
+            let cert_pem =
+                std::fs::read(cert).with_context(|| format!("read {}", cert.display()))?;
+            let ca_pem = std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?;
+            let identity = ssntp::tls::Identity::from_pem(&cert_pem).context("node certificate")?;
+            let ca = ssntp::tls::ca_from_pem(&ca_pem).context("CA certificate")?;
+            let tls =
+                ssntp::tls::client_config(&ca, identity, &ssntp::tls::ClientOptions::default())?;
+            let host = scheduler
+                .rsplit_once(':')
+                .map(|(h, _)| h)
+                .unwrap_or(scheduler);
+            let delivery = delivery::Delivery {
+                state_dir: cli.state_dir.clone(),
+                scheduler: scheduler.clone(),
+                server_name: server_name
+                    .clone()
+                    .unwrap_or_else(|| host.trim_matches(['[', ']']).to_string()),
+                tls,
+                poll: std::time::Duration::from_millis(*poll_ms),
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(delivery.run())?;
+        }
         Command::Show { json } => {
-            let view = node.view().context("read node state")?;
-            if json {
+            let view = open()?.view().context("read node state")?;
+            if *json {
                 println!("{}", serde_json::to_string_pretty(&view)?);
             } else {
                 print_view(&view);
             }
         }
         Command::Reconcile => {
-            let summary = node.reconcile().context("reconcile")?;
+            let summary = open()?.reconcile().context("reconcile")?;
             println!("repaired subnets: {}", list(&summary.repaired_nets));
             println!("removed vnics:    {}", list(&summary.removed_vnics));
             println!("removed links:    {}", list(&summary.removed_links));
