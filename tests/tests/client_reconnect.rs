@@ -1,0 +1,160 @@
+//! The long-lived SSNTP client: it reconnects after the scheduler is killed and restarted, tells
+//! its owner each time (so a CNCI can re-announce itself), and keeps receiving.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ciao_tests::scheduler_tool;
+use ssntp::client::{Client, ClientConfig, ClientEvent};
+use ssntp::frame::{event, kind, role, Frame};
+use uuid::Uuid;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_scheduler(dir: &str, port: u16) -> Proc {
+    let mut child = Command::new(scheduler_tool("ciao-scheduler"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--cert",
+            &format!("{dir}/cert-scheduler-localhost.pem"),
+            "--ca",
+            &format!("{dir}/CAcert-localhost.pem"),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ciao-scheduler");
+    let mut banner = String::new();
+    BufReader::new(child.stderr.take().expect("stderr"))
+        .read_line(&mut banner)
+        .expect("banner");
+    Proc(child)
+}
+
+fn tls(dir: &str, cert: &str) -> std::sync::Arc<rustls::ClientConfig> {
+    let identity =
+        ssntp::tls::Identity::from_pem(&std::fs::read(format!("{dir}/{cert}")).expect("cert"))
+            .expect("id");
+    let ca =
+        ssntp::tls::ca_from_pem(&std::fs::read(format!("{dir}/CAcert-localhost.pem")).expect("ca"))
+            .expect("ca");
+    ssntp::tls::client_config(&ca, identity, &ssntp::tls::ClientOptions::default()).expect("tls")
+}
+
+async fn next_event(
+    rx: &mut tokio::sync::mpsc::Receiver<ClientEvent>,
+    want: fn(&ClientEvent) -> bool,
+) -> ClientEvent {
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(15), rx.recv())
+            .await
+            .expect("event in time")
+            .expect("client alive");
+        if want(&ev) {
+            return ev;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_client_reconnects_after_the_scheduler_restarts_and_keeps_receiving() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let dir = certs.path().to_str().expect("utf-8").to_string();
+    let tool = scheduler_tool("ciao-cert");
+    for args in [
+        vec![
+            "anchor",
+            "--ip",
+            "127.0.0.1",
+            "--host",
+            "localhost",
+            "--out-dir",
+            &dir,
+        ],
+        vec![
+            "issue",
+            "--anchor",
+            &format!("{dir}/cert-scheduler-localhost.pem"),
+            "--role",
+            "cnciagent",
+            "--host",
+            "cnci",
+            "--out-dir",
+            &dir,
+        ],
+        vec![
+            "issue",
+            "--anchor",
+            &format!("{dir}/cert-scheduler-localhost.pem"),
+            "--role",
+            "agent",
+            "--host",
+            "cn1",
+            "--out-dir",
+            &dir,
+        ],
+    ] {
+        assert!(Command::new(&tool)
+            .args(&args)
+            .output()
+            .expect("ciao-cert")
+            .status
+            .success());
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let cnci = Uuid::new_v4();
+    let first = start_scheduler(&dir, port);
+    let (_handle, mut events) = Client::spawn(ClientConfig {
+        addr: addr.clone(),
+        server_name: "127.0.0.1".into(),
+        tls: tls(&dir, "cert-cnciagent-cnci.pem"),
+        uuid: cnci,
+        role: role::CNCIAGENT,
+        max_backoff: Duration::from_secs(1),
+    });
+    next_event(&mut events, |e| matches!(e, ClientEvent::Connected(_))).await;
+
+    drop(first); // kill -9 the scheduler
+    next_event(&mut events, |e| matches!(e, ClientEvent::Disconnected(_))).await;
+    let _second = start_scheduler(&dir, port);
+    next_event(&mut events, |e| matches!(e, ClientEvent::Connected(_))).await;
+
+    let launcher = Uuid::new_v4();
+    let mut cn = ssntp::client::dial(
+        &addr,
+        "127.0.0.1",
+        tls(&dir, "cert-agent-cn1.pem"),
+        launcher,
+        role::AGENT,
+    )
+    .await
+    .expect("launcher");
+    let payload = format!("tenant_added:\n  agent_uuid: {launcher}\n  agent_ip: 10.99.0.2\n  tenant_uuid: {cnci}\n  tenant_subnet: 172.16.1.0/24\n  concentrator_uuid: {cnci}\n  concentrator_ip: 10.99.0.3\n  subnet_key: 69804\n");
+    cn.writer
+        .frame(&Frame::new(
+            kind::EVENT,
+            event::TENANT_ADDED,
+            launcher,
+            payload.into_bytes(),
+        ))
+        .await
+        .expect("send");
+    let ClientEvent::Frame(f) =
+        next_event(&mut events, |e| matches!(e, ClientEvent::Frame(_))).await
+    else {
+        panic!("expected a frame")
+    };
+    assert_eq!(f.operand, event::TENANT_ADDED);
+}
