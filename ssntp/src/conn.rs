@@ -65,8 +65,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     return Ok(Some(frame));
                 }
             }
-            let mut chunk = [0u8; 8192];
-            let n = self.inner.read(&mut chunk).await?;
+            // Read into the buffer itself: no per-connection 8 KiB array kept across the await.
+            self.buf.reserve(8192);
+            let n = self.inner.read_buf(&mut self.buf).await?;
             if n == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
@@ -74,7 +75,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     Err(ConnError::Closed)
                 };
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 
@@ -125,6 +125,16 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 
     pub async fn frame(&mut self, f: &Frame) -> Result<(), ConnError> {
         self.encoder.frame(&mut self.buf, f);
+        self.flush_buf().await
+    }
+
+    /// Encodes a frame without sending it; [`FrameWriter::flush`] sends all queued at once.
+    pub fn queue(&mut self, f: &Frame) {
+        self.encoder.frame(&mut self.buf, f);
+    }
+
+    /// Sends everything queued.
+    pub async fn flush(&mut self) -> Result<(), ConnError> {
         self.flush_buf().await
     }
 

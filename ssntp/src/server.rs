@@ -155,8 +155,14 @@ impl Scheduler {
         let writer_kick = kick.clone();
         let writer_task = tokio::spawn(async move {
             let mut rx = rx;
-            while let Some(frame) = rx.recv().await {
-                match tokio::time::timeout(write_timeout, writer.frame(&frame)).await {
+            // Everything queued goes out in one write: one TLS record and syscall per batch.
+            let mut batch = Vec::with_capacity(64);
+            while rx.recv_many(&mut batch, 64).await > 0 {
+                for frame in &batch {
+                    writer.queue(frame);
+                }
+                batch.clear();
+                match tokio::time::timeout(write_timeout, writer.flush()).await {
                     Ok(Ok(())) => {}
                     _ => break,
                 }
@@ -269,6 +275,25 @@ impl Scheduler {
         own: &mpsc::Sender<Frame>,
         frame: &Frame,
     ) -> Vec<mpsc::Sender<Frame>> {
+        let p = &frame.payload;
+        // The payload names the destination; parse it before taking the registry lock so that
+        // routing on several cores is not serialised behind YAML parsing.
+        let named = match (frame.kind, frame.operand) {
+            (kind::EVENT, event::TENANT_ADDED) => {
+                payload_field(p, "tenant_added", "concentrator_uuid")
+            }
+            (kind::EVENT, event::TENANT_REMOVED) => {
+                payload_field(p, "tenant_removed", "concentrator_uuid")
+            }
+            (kind::COMMAND, command::ASSIGN_PUBLIC_IP) => {
+                payload_field(p, "assign_public_ip", "concentrator_uuid")
+            }
+            (kind::COMMAND, command::RELEASE_PUBLIC_IP) => {
+                payload_field(p, "release_public_ip", "concentrator_uuid")
+            }
+            (kind::COMMAND, command::REFRESH_CNCI) => payload_field(p, "cnci_refresh", "cnci_uuid"),
+            _ => None,
+        };
         let mut reg = self.lock();
         let is_master = from_role & role::CONTROLLER != 0
             && reg.controllers.first().map(String::as_str) == Some(from);
@@ -284,26 +309,12 @@ impl Scheduler {
                 .filter_map(|c| reg.sessions.get(c).map(|s| s.tx.clone()))
                 .collect()
         };
-        let p = &frame.payload;
         match (frame.kind, frame.operand) {
-            (kind::EVENT, event::TENANT_ADDED) => {
-                to_uuid(&reg, payload_field(p, "tenant_added", "concentrator_uuid"))
-            }
-            (kind::EVENT, event::TENANT_REMOVED) => to_uuid(
-                &reg,
-                payload_field(p, "tenant_removed", "concentrator_uuid"),
-            ),
-            (kind::COMMAND, command::ASSIGN_PUBLIC_IP) if is_master => to_uuid(
-                &reg,
-                payload_field(p, "assign_public_ip", "concentrator_uuid"),
-            ),
-            (kind::COMMAND, command::RELEASE_PUBLIC_IP) if is_master => to_uuid(
-                &reg,
-                payload_field(p, "release_public_ip", "concentrator_uuid"),
-            ),
-            (kind::COMMAND, command::REFRESH_CNCI) if is_master => {
-                to_uuid(&reg, payload_field(p, "cnci_refresh", "cnci_uuid"))
-            }
+            (kind::EVENT, event::TENANT_ADDED | event::TENANT_REMOVED) => to_uuid(&reg, named),
+            (
+                kind::COMMAND,
+                command::ASSIGN_PUBLIC_IP | command::RELEASE_PUBLIC_IP | command::REFRESH_CNCI,
+            ) if is_master => to_uuid(&reg, named),
             (kind::COMMAND, command::CONFIGURE) => {
                 if from_role & role::CONTROLLER != 0 {
                     reg.configuration = p.clone();
