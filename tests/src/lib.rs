@@ -429,6 +429,52 @@ pub fn scheduler_tool(name: &str) -> PathBuf {
     workspace_root().join("target/debug").join(name)
 }
 
+/// A child process a test started: SIGKILLed (by its PID) and reaped on drop.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `ciao-cert` with `args`; panics with its stderr if it fails.
+pub fn cert_tool(args: &[&str]) -> String {
+    let out = Command::new(scheduler_tool("ciao-cert"))
+        .args(args)
+        .output()
+        .expect("run ciao-cert");
+    assert!(
+        out.status.success(),
+        "ciao-cert {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Starts `ciao-scheduler` with `args` and waits for its banner; returns it and the address it
+/// listens on.
+pub fn start_scheduler(args: &[&str]) -> (Proc, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(scheduler_tool("ciao-scheduler"))
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ciao-scheduler");
+    let mut banner = String::new();
+    std::io::BufReader::new(child.stderr.take().expect("stderr"))
+        .read_line(&mut banner)
+        .expect("scheduler banner");
+    let addr = banner
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    (Proc(child), addr)
+}
+
 /// Tenant UUIDs used across tests.
 pub const TENANT_A: &str = "2491851d-dce9-48d6-b83a-a717417072ce";
 pub const TENANT_B: &str = "5f0c2a1e-7b3d-4c8e-9a61-0d2e4f6a8b9c";

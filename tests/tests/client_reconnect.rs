@@ -1,41 +1,18 @@
 //! The long-lived SSNTP client: it reconnects after the scheduler is killed and restarted, tells
 //! its owner each time (so a CNCI can re-announce itself), and keeps receiving.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ciao_tests::scheduler_tool;
+use ciao_tests::{cert_tool, start_scheduler, Proc};
 use ssntp::client::{Client, ClientConfig, ClientEvent};
 use ssntp::frame::{event, kind, role, Frame};
 use uuid::Uuid;
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_scheduler(dir: &str, port: u16) -> Proc {
-    let mut child = Command::new(scheduler_tool("ciao-scheduler"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args([
-            "--cert",
-            &format!("{dir}/cert-scheduler-localhost.pem"),
-            "--ca",
-            &format!("{dir}/CAcert-localhost.pem"),
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start ciao-scheduler");
-    let mut banner = String::new();
-    BufReader::new(child.stderr.take().expect("stderr"))
-        .read_line(&mut banner)
-        .expect("banner");
-    Proc(child)
+fn start(dir: &str, port: u16) -> Proc {
+    let listen = format!("127.0.0.1:{port}");
+    let cert = format!("{dir}/cert-scheduler-localhost.pem");
+    let ca = format!("{dir}/CAcert-localhost.pem");
+    start_scheduler(&["--listen", &listen, "--cert", &cert, "--ca", &ca]).0
 }
 
 fn tls(dir: &str, cert: &str) -> std::sync::Arc<rustls::ClientConfig> {
@@ -67,47 +44,38 @@ async fn next_event(
 async fn the_client_reconnects_after_the_scheduler_restarts_and_keeps_receiving() {
     let certs = tempfile::tempdir().expect("tempdir");
     let dir = certs.path().to_str().expect("utf-8").to_string();
-    let tool = scheduler_tool("ciao-cert");
-    for args in [
-        vec![
-            "anchor",
-            "--ip",
-            "127.0.0.1",
-            "--host",
-            "localhost",
-            "--out-dir",
-            &dir,
-        ],
-        vec![
-            "issue",
-            "--anchor",
-            &format!("{dir}/cert-scheduler-localhost.pem"),
-            "--role",
-            "cnciagent",
-            "--host",
-            "cnci",
-            "--out-dir",
-            &dir,
-        ],
-        vec![
-            "issue",
-            "--anchor",
-            &format!("{dir}/cert-scheduler-localhost.pem"),
-            "--role",
-            "agent",
-            "--host",
-            "cn1",
-            "--out-dir",
-            &dir,
-        ],
-    ] {
-        assert!(Command::new(&tool)
-            .args(&args)
-            .output()
-            .expect("ciao-cert")
-            .status
-            .success());
-    }
+    let anchor = format!("{dir}/cert-scheduler-localhost.pem");
+    cert_tool(&[
+        "anchor",
+        "--ip",
+        "127.0.0.1",
+        "--host",
+        "localhost",
+        "--out-dir",
+        &dir,
+    ]);
+    cert_tool(&[
+        "issue",
+        "--anchor",
+        &anchor,
+        "--role",
+        "cnciagent",
+        "--host",
+        "cnci",
+        "--out-dir",
+        &dir,
+    ]);
+    cert_tool(&[
+        "issue",
+        "--anchor",
+        &anchor,
+        "--role",
+        "agent",
+        "--host",
+        "cn1",
+        "--out-dir",
+        &dir,
+    ]);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -115,7 +83,7 @@ async fn the_client_reconnects_after_the_scheduler_restarts_and_keeps_receiving(
         .port();
     let addr = format!("127.0.0.1:{port}");
     let cnci = Uuid::new_v4();
-    let first = start_scheduler(&dir, port);
+    let first = start(&dir, port);
     let (_handle, mut events) = Client::spawn(ClientConfig {
         addr: addr.clone(),
         server_name: "127.0.0.1".into(),
@@ -128,7 +96,7 @@ async fn the_client_reconnects_after_the_scheduler_restarts_and_keeps_receiving(
 
     drop(first); // kill -9 the scheduler
     next_event(&mut events, |e| matches!(e, ClientEvent::Disconnected(_))).await;
-    let _second = start_scheduler(&dir, port);
+    let _second = start(&dir, port);
     next_event(&mut events, |e| matches!(e, ClientEvent::Connected(_))).await;
 
     let launcher = Uuid::new_v4();

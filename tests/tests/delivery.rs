@@ -2,37 +2,16 @@
 //! scheduler, whatever was down or killed in between (`ciao-node run`, `ciao-scheduler`,
 //! `ciao-cert`, real TLS on loopback).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ciao_tests::{node_tool, require_root, scheduler_tool, ComputeNode, Netns, TENANT_A};
+use ciao_tests::{
+    cert_tool, node_tool, require_root, start_scheduler, ComputeNode, Netns, Proc, TENANT_A,
+};
 use ssntp::frame::{event, role};
 use ssntp::payloads::{Payload, TenantAdded, TenantRemoved};
 use uuid::Uuid;
-
-/// A process this test started, killed (SIGKILL, by PID) on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn cert_tool(args: &[&str]) {
-    let out = Command::new(scheduler_tool("ciao-cert"))
-        .args(args)
-        .output()
-        .expect("ciao-cert");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -128,24 +107,14 @@ async fn reports_survive_a_down_scheduler_and_a_killed_daemon_and_arrive_in_orde
     );
 
     // The scheduler comes up with the CNCI connected; the daemon comes back.
-    let mut sched = Proc(
-        Command::new(scheduler_tool("ciao-scheduler"))
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--cert",
-                &anchor,
-                "--ca",
-                &format!("{dir}/CAcert-localhost.pem"),
-            ])
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the scheduler"),
-    );
-    let mut banner = String::new();
-    BufReader::new(sched.0.stderr.take().expect("stderr"))
-        .read_line(&mut banner)
-        .expect("banner");
+    let (_sched, _) = start_scheduler(&[
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--cert",
+        &anchor,
+        "--ca",
+        &format!("{dir}/CAcert-localhost.pem"),
+    ]);
     let cnci: Uuid = "3390740c-dce9-48d6-b83a-a717417072ce"
         .parse()
         .expect("uuid");

@@ -2,59 +2,20 @@
 //! shapes connect, a role the certificate lacks is aborted, a foreign CA is refused, silence is
 //! answered with ConnectionFailure, and TenantAdded reaches the CNCI it names.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ciao_tests::scheduler_tool;
+use ciao_tests::{cert_tool, start_scheduler, Proc};
 use ssntp::client::dial;
 use ssntp::conn::{ConnError, FrameReader};
 use ssntp::frame::{error, event, kind, role, Frame, Incoming};
 use uuid::Uuid;
 
-/// A running scheduler, ended (by PID, the one we started) on drop.
-struct RunningScheduler {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for RunningScheduler {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn cert_tool(args: &[&str]) -> String {
-    let out = Command::new(scheduler_tool("ciao-cert"))
-        .args(args)
-        .output()
-        .expect("run ciao-cert");
-    assert!(
-        out.status.success(),
-        "ciao-cert {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn start(cert: &Path, ca: &Path, extra: &[&str]) -> RunningScheduler {
-    let mut child = Command::new(scheduler_tool("ciao-scheduler"))
-        .args(["--listen", "127.0.0.1:0", "--cert"])
-        .arg(cert)
-        .arg("--ca")
-        .arg(ca)
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start ciao-scheduler");
-    let mut line = String::new();
-    BufReader::new(child.stderr.take().expect("stderr"))
-        .read_line(&mut line)
-        .expect("banner");
-    let addr = line.rsplit(' ').next().expect("address").trim().to_string();
-    RunningScheduler { child, addr }
+fn start(cert: &Path, ca: &Path, extra: &[&str]) -> (Proc, String) {
+    let (cert, ca) = (cert.to_str().expect("utf-8"), ca.to_str().expect("utf-8"));
+    let mut args = vec!["--listen", "127.0.0.1:0", "--cert", cert, "--ca", ca];
+    args.extend_from_slice(extra);
+    start_scheduler(&args)
 }
 
 fn client_config(dir: &Path, cert: &str, ca: &str) -> std::sync::Arc<rustls::ClientConfig> {
@@ -101,7 +62,7 @@ fn ciao_set(dir: &Path) {
 async fn ciao_certificates_connect_and_tenant_added_reaches_its_cnci() {
     let dir = tempfile::tempdir().expect("tempdir");
     ciao_set(dir.path());
-    let sched = start(
+    let (_sched, addr) = start(
         &dir.path().join("cert-scheduler-localhost.pem"),
         &dir.path().join("CAcert-localhost.pem"),
         &[],
@@ -112,21 +73,15 @@ async fn ciao_certificates_connect_and_tenant_added_reaches_its_cnci() {
         "cert-cnciagent-cnci.pem",
         "CAcert-localhost.pem",
     );
-    let mut c1 = dial(
-        &sched.addr,
-        "127.0.0.1",
-        cnci_cfg.clone(),
-        cnci,
-        role::CNCIAGENT,
-    )
-    .await
-    .expect("cnci connects");
+    let mut c1 = dial(&addr, "127.0.0.1", cnci_cfg.clone(), cnci, role::CNCIAGENT)
+        .await
+        .expect("cnci connects");
     assert_eq!(c1.server.role, role::SCHEDULER);
-    let mut c2 = dial(&sched.addr, "127.0.0.1", cnci_cfg, other, role::CNCIAGENT)
+    let mut c2 = dial(&addr, "127.0.0.1", cnci_cfg, other, role::CNCIAGENT)
         .await
         .expect("second cnci");
     let agent_cfg = client_config(dir.path(), "cert-agent-cn1.pem", "CAcert-localhost.pem");
-    let mut l = dial(&sched.addr, "127.0.0.1", agent_cfg.clone(), cn, role::AGENT)
+    let mut l = dial(&addr, "127.0.0.1", agent_cfg.clone(), cn, role::AGENT)
         .await
         .expect("launcher connects");
     let payload = format!("tenant_added:\n  agent_uuid: {cn}\n  agent_ip: 10.99.0.2\n  tenant_uuid: 2491851d-dce9-48d6-b83a-a717417072ce\n  tenant_subnet: 172.16.1.0/24\n  concentrator_uuid: {cnci}\n  concentrator_ip: 10.99.0.3\n  subnet_key: 69804\n");
@@ -155,7 +110,7 @@ async fn ciao_certificates_connect_and_tenant_added_reaches_its_cnci() {
 
     // A certificate whose roles do not include the claimed one: ERROR ConnectionAborted.
     let refused = dial(
-        &sched.addr,
+        &addr,
         "127.0.0.1",
         agent_cfg,
         Uuid::new_v4(),
@@ -175,22 +130,18 @@ async fn a_foreign_ca_is_refused_and_silence_gets_connection_failure() {
     ciao_set(dir.path());
     let foreign = tempfile::tempdir().expect("tempdir");
     ciao_set(foreign.path());
-    let sched = start(
+    let (_sched, addr) = start(
         &dir.path().join("cert-scheduler-localhost.pem"),
         &dir.path().join("CAcert-localhost.pem"),
         &["--connect-timeout", "0.3"],
     );
     // A client of another deployment (its own CA, trusting its own scheduler only).
     let stranger = client_config(foreign.path(), "cert-agent-cn1.pem", "CAcert-localhost.pem");
-    assert!(dial(
-        &sched.addr,
-        "127.0.0.1",
-        stranger,
-        Uuid::new_v4(),
-        role::AGENT
-    )
-    .await
-    .is_err());
+    assert!(
+        dial(&addr, "127.0.0.1", stranger, Uuid::new_v4(), role::AGENT)
+            .await
+            .is_err()
+    );
     // Our CA, our client, but the client trusts the foreign CA: it refuses the scheduler.
     let mixed = {
         let identity = ssntp::tls::Identity::from_pem(
@@ -204,17 +155,13 @@ async fn a_foreign_ca_is_refused_and_silence_gets_connection_failure() {
         ssntp::tls::client_config(&ca, identity, &ssntp::tls::ClientOptions::default())
             .expect("config")
     };
-    assert!(
-        dial(&sched.addr, "127.0.0.1", mixed, Uuid::new_v4(), role::AGENT)
-            .await
-            .is_err()
-    );
+    assert!(dial(&addr, "127.0.0.1", mixed, Uuid::new_v4(), role::AGENT)
+        .await
+        .is_err());
 
     // TLS up, then nothing: after the (test-short) timeout the scheduler sends ConnectionFailure.
     let cfg = client_config(dir.path(), "cert-agent-cn1.pem", "CAcert-localhost.pem");
-    let tcp = tokio::net::TcpStream::connect(&sched.addr)
-        .await
-        .expect("tcp");
+    let tcp = tokio::net::TcpStream::connect(&addr).await.expect("tcp");
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
     let tls = tokio_rustls::TlsConnector::from(cfg)
         .connect(name, tcp)
@@ -280,7 +227,7 @@ async fn modern_certificates_connect() {
         "--out-dir",
         &d,
     ]);
-    let sched = start(
+    let (_sched, addr) = start(
         &dir.path().join("cert-scheduler-localhost.pem"),
         &dir.path().join("CAcert-localhost.pem"),
         &[],
@@ -290,14 +237,8 @@ async fn modern_certificates_connect() {
         "cert-cnciagent-cnci.pem",
         "CAcert-localhost.pem",
     );
-    let s = dial(
-        &sched.addr,
-        "localhost",
-        cfg,
-        Uuid::new_v4(),
-        role::CNCIAGENT,
-    )
-    .await
-    .expect("modern set connects");
+    let s = dial(&addr, "localhost", cfg, Uuid::new_v4(), role::CNCIAGENT)
+        .await
+        .expect("modern set connects");
     assert_eq!(s.server.role, role::SCHEDULER);
 }
