@@ -475,6 +475,16 @@ pub fn start_scheduler(args: &[&str]) -> (Proc, String) {
     (Proc(child), addr)
 }
 
+/// A TLS client configuration presenting the certificate file `cert` and trusting the CA file
+/// `ca` (as `ciao-cert` writes them).
+pub fn client_tls(cert: &Path, ca: &Path) -> std::sync::Arc<rustls::ClientConfig> {
+    let identity = ssntp::tls::Identity::from_pem(&std::fs::read(cert).expect("read certificate"))
+        .expect("certificate and key");
+    let ca = ssntp::tls::ca_from_pem(&std::fs::read(ca).expect("read CA")).expect("CA");
+    ssntp::tls::client_config(&ca, identity, &ssntp::tls::ClientOptions::default())
+        .expect("client TLS configuration")
+}
+
 /// Tenant UUIDs used across tests.
 pub const TENANT_A: &str = "2491851d-dce9-48d6-b83a-a717417072ce";
 pub const TENANT_B: &str = "5f0c2a1e-7b3d-4c8e-9a61-0d2e4f6a8b9c";

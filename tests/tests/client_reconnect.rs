@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ciao_tests::{cert_tool, start_scheduler, Proc};
+use ciao_tests::{cert_tool, client_tls, start_scheduler, Proc};
 use ssntp::client::{Client, ClientConfig, ClientEvent};
 use ssntp::frame::{event, kind, role, Frame};
 use uuid::Uuid;
@@ -16,13 +16,8 @@ fn start(dir: &str, port: u16) -> Proc {
 }
 
 fn tls(dir: &str, cert: &str) -> std::sync::Arc<rustls::ClientConfig> {
-    let identity =
-        ssntp::tls::Identity::from_pem(&std::fs::read(format!("{dir}/{cert}")).expect("cert"))
-            .expect("id");
-    let ca =
-        ssntp::tls::ca_from_pem(&std::fs::read(format!("{dir}/CAcert-localhost.pem")).expect("ca"))
-            .expect("ca");
-    ssntp::tls::client_config(&ca, identity, &ssntp::tls::ClientOptions::default()).expect("tls")
+    let dir = std::path::Path::new(dir);
+    client_tls(&dir.join(cert), &dir.join("CAcert-localhost.pem"))
 }
 
 async fn next_event(

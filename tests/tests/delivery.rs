@@ -7,7 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ciao_tests::{
-    cert_tool, node_tool, require_root, start_scheduler, ComputeNode, Netns, Proc, TENANT_A,
+    cert_tool, client_tls, node_tool, require_root, start_scheduler, ComputeNode, Netns, Proc,
+    TENANT_A,
 };
 use ssntp::frame::{event, role};
 use ssntp::payloads::{Payload, TenantAdded, TenantRemoved};
@@ -118,15 +119,10 @@ async fn reports_survive_a_down_scheduler_and_a_killed_daemon_and_arrive_in_orde
     let cnci: Uuid = "3390740c-dce9-48d6-b83a-a717417072ce"
         .parse()
         .expect("uuid");
-    let identity = ssntp::tls::Identity::from_pem(
-        &std::fs::read(format!("{dir}/cert-cnciagent-cnci.pem")).expect("cert"),
-    )
-    .expect("id");
-    let ca =
-        ssntp::tls::ca_from_pem(&std::fs::read(format!("{dir}/CAcert-localhost.pem")).expect("ca"))
-            .expect("ca");
-    let tls = ssntp::tls::client_config(&ca, identity, &ssntp::tls::ClientOptions::default())
-        .expect("tls");
+    let tls = client_tls(
+        &certs.path().join("cert-cnciagent-cnci.pem"),
+        &certs.path().join("CAcert-localhost.pem"),
+    );
     let mut session = ssntp::client::dial(
         &format!("127.0.0.1:{port}"),
         "127.0.0.1",

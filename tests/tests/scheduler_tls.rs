@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ciao_tests::{cert_tool, start_scheduler, Proc};
+use ciao_tests::{cert_tool, client_tls, start_scheduler, Proc};
 use ssntp::client::dial;
 use ssntp::conn::{ConnError, FrameReader};
 use ssntp::frame::{error, event, kind, role, Frame, Incoming};
@@ -19,11 +19,7 @@ fn start(cert: &Path, ca: &Path, extra: &[&str]) -> (Proc, String) {
 }
 
 fn client_config(dir: &Path, cert: &str, ca: &str) -> std::sync::Arc<rustls::ClientConfig> {
-    let identity = ssntp::tls::Identity::from_pem(&std::fs::read(dir.join(cert)).expect("cert"))
-        .expect("identity");
-    let ca = ssntp::tls::ca_from_pem(&std::fs::read(dir.join(ca)).expect("ca")).expect("ca");
-    ssntp::tls::client_config(&ca, identity, &ssntp::tls::ClientOptions::default())
-        .expect("client config")
+    client_tls(&dir.join(cert), &dir.join(ca))
 }
 
 fn ciao_set(dir: &Path) {
@@ -143,18 +139,10 @@ async fn a_foreign_ca_is_refused_and_silence_gets_connection_failure() {
             .is_err()
     );
     // Our CA, our client, but the client trusts the foreign CA: it refuses the scheduler.
-    let mixed = {
-        let identity = ssntp::tls::Identity::from_pem(
-            &std::fs::read(dir.path().join("cert-agent-cn1.pem")).expect("cert"),
-        )
-        .expect("id");
-        let ca = ssntp::tls::ca_from_pem(
-            &std::fs::read(foreign.path().join("CAcert-localhost.pem")).expect("ca"),
-        )
-        .expect("ca");
-        ssntp::tls::client_config(&ca, identity, &ssntp::tls::ClientOptions::default())
-            .expect("config")
-    };
+    let mixed = client_tls(
+        &dir.path().join("cert-agent-cn1.pem"),
+        &foreign.path().join("CAcert-localhost.pem"),
+    );
     assert!(dial(&addr, "127.0.0.1", mixed, Uuid::new_v4(), role::AGENT)
         .await
         .is_err());
