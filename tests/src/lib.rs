@@ -453,6 +453,58 @@ pub fn cert_tool(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Makes a ciao-shaped certificate set in `dir` with `ciao-cert`: the anchor (the scheduler's
+/// certificate, `cert-scheduler-localhost.pem`, SANs localhost and 127.0.0.1),
+/// `CAcert-localhost.pem`, and `cert-<role>-<host>.pem` for each (role, host).
+pub fn ciao_certificates(dir: &Path, leaves: &[(&str, &str)]) {
+    let d = dir.to_str().expect("utf-8 path");
+    cert_tool(&[
+        "anchor",
+        "--ip",
+        "127.0.0.1",
+        "--host",
+        "localhost",
+        "--org",
+        "Ciao Deployment",
+        "--out-dir",
+        d,
+    ]);
+    let anchor = dir.join("cert-scheduler-localhost.pem");
+    let anchor = anchor.to_str().expect("utf-8 path");
+    for (role, host) in leaves {
+        cert_tool(&[
+            "issue",
+            "--anchor",
+            anchor,
+            "--role",
+            role,
+            "--host",
+            host,
+            "--out-dir",
+            d,
+        ]);
+    }
+}
+
+/// A TenantAdded frame from `agent` naming the CNCI `cnci`, built as a launcher builds it.
+pub fn tenant_added_frame(agent: uuid::Uuid, cnci: uuid::Uuid) -> ssntp::frame::Frame {
+    use ssntp::payloads::{Payload, TenantAdded, TenantAddedEvent};
+    let body = TenantAddedEvent::new(
+        agent,
+        std::net::Ipv4Addr::new(10, 99, 0, 2),
+        TENANT_A.parse().expect("tenant uuid"),
+        "172.16.1.0/24".parse().expect("subnet"),
+        cnci,
+        std::net::Ipv4Addr::new(10, 99, 0, 3),
+    );
+    ssntp::frame::Frame::new(
+        ssntp::frame::kind::EVENT,
+        ssntp::frame::event::TENANT_ADDED,
+        agent,
+        TenantAdded(body).to_yaml(),
+    )
+}
+
 /// Starts `ciao-scheduler` with `args` and waits for its banner; returns it and the address it
 /// listens on.
 pub fn start_scheduler(args: &[&str]) -> (Proc, String) {

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use ciao_tests::{cert_tool, client_tls, start_scheduler, Proc};
+use ciao_tests::{ciao_certificates, client_tls, start_scheduler, tenant_added_frame, Proc};
 use ssntp::client::{Client, ClientConfig, ClientEvent};
-use ssntp::frame::{event, kind, role, Frame};
+use ssntp::frame::{event, role};
 use uuid::Uuid;
 
 fn start(dir: &str, port: u16) -> Proc {
@@ -39,38 +39,7 @@ async fn next_event(
 async fn the_client_reconnects_after_the_scheduler_restarts_and_keeps_receiving() {
     let certs = tempfile::tempdir().expect("tempdir");
     let dir = certs.path().to_str().expect("utf-8").to_string();
-    let anchor = format!("{dir}/cert-scheduler-localhost.pem");
-    cert_tool(&[
-        "anchor",
-        "--ip",
-        "127.0.0.1",
-        "--host",
-        "localhost",
-        "--out-dir",
-        &dir,
-    ]);
-    cert_tool(&[
-        "issue",
-        "--anchor",
-        &anchor,
-        "--role",
-        "cnciagent",
-        "--host",
-        "cnci",
-        "--out-dir",
-        &dir,
-    ]);
-    cert_tool(&[
-        "issue",
-        "--anchor",
-        &anchor,
-        "--role",
-        "agent",
-        "--host",
-        "cn1",
-        "--out-dir",
-        &dir,
-    ]);
+    ciao_certificates(certs.path(), &[("cnciagent", "cnci"), ("agent", "cn1")]);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -104,14 +73,8 @@ async fn the_client_reconnects_after_the_scheduler_restarts_and_keeps_receiving(
     )
     .await
     .expect("launcher");
-    let payload = format!("tenant_added:\n  agent_uuid: {launcher}\n  agent_ip: 10.99.0.2\n  tenant_uuid: {cnci}\n  tenant_subnet: 172.16.1.0/24\n  concentrator_uuid: {cnci}\n  concentrator_ip: 10.99.0.3\n  subnet_key: 69804\n");
     cn.writer
-        .frame(&Frame::new(
-            kind::EVENT,
-            event::TENANT_ADDED,
-            launcher,
-            payload.into_bytes(),
-        ))
+        .frame(&tenant_added_frame(launcher, cnci))
         .await
         .expect("send");
     let ClientEvent::Frame(f) =

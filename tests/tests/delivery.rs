@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ciao_tests::{
-    cert_tool, client_tls, node_tool, require_root, start_scheduler, ComputeNode, Netns, Proc,
-    TENANT_A,
+    ciao_certificates, client_tls, node_tool, require_root, start_scheduler, ComputeNode, Netns,
+    Proc, TENANT_A,
 };
 use ssntp::frame::{event, role};
 use ssntp::payloads::{Payload, TenantAdded, TenantRemoved};
@@ -49,38 +49,8 @@ async fn reports_survive_a_down_scheduler_and_a_killed_daemon_and_arrive_in_orde
     require_root!();
     let certs = tempfile::tempdir().expect("tempdir");
     let dir = certs.path().to_str().expect("utf-8");
-    cert_tool(&[
-        "anchor",
-        "--ip",
-        "127.0.0.1",
-        "--host",
-        "localhost",
-        "--out-dir",
-        dir,
-    ]);
+    ciao_certificates(certs.path(), &[("agent", "cn1"), ("cnciagent", "cnci")]);
     let anchor = format!("{dir}/cert-scheduler-localhost.pem");
-    cert_tool(&[
-        "issue",
-        "--anchor",
-        &anchor,
-        "--role",
-        "agent",
-        "--host",
-        "cn1",
-        "--out-dir",
-        dir,
-    ]);
-    cert_tool(&[
-        "issue",
-        "--anchor",
-        &anchor,
-        "--role",
-        "cnciagent",
-        "--host",
-        "cnci",
-        "--out-dir",
-        dir,
-    ]);
     let port = free_port();
 
     // The scheduler is down. The node's daemon runs and keeps retrying; an attach is prompt.

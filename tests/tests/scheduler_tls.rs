@@ -5,10 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ciao_tests::{cert_tool, client_tls, start_scheduler, Proc};
+use ciao_tests::{
+    cert_tool, ciao_certificates, client_tls, start_scheduler, tenant_added_frame, Proc,
+};
 use ssntp::client::dial;
 use ssntp::conn::{ConnError, FrameReader};
-use ssntp::frame::{error, event, kind, role, Frame, Incoming};
+use ssntp::frame::{error, event, kind, role, Incoming};
 use uuid::Uuid;
 
 fn start(cert: &Path, ca: &Path, extra: &[&str]) -> (Proc, String) {
@@ -23,35 +25,14 @@ fn client_config(dir: &Path, cert: &str, ca: &str) -> std::sync::Arc<rustls::Cli
 }
 
 fn ciao_set(dir: &Path) {
-    cert_tool(&[
-        "anchor",
-        "--ip",
-        "127.0.0.1",
-        "--host",
-        "localhost",
-        "--org",
-        "Ciao Deployment",
-        "--out-dir",
-        dir.to_str().expect("utf-8"),
-    ]);
-    let anchor = dir.join("cert-scheduler-localhost.pem");
-    for (r, host) in [
-        ("cnciagent", "cnci"),
-        ("agent", "cn1"),
-        ("controller", "ctl"),
-    ] {
-        cert_tool(&[
-            "issue",
-            "--anchor",
-            anchor.to_str().expect("utf-8"),
-            "--role",
-            r,
-            "--host",
-            host,
-            "--out-dir",
-            dir.to_str().expect("utf-8"),
-        ]);
-    }
+    ciao_certificates(
+        dir,
+        &[
+            ("cnciagent", "cnci"),
+            ("agent", "cn1"),
+            ("controller", "ctl"),
+        ],
+    );
 }
 
 #[tokio::test]
@@ -80,23 +61,15 @@ async fn ciao_certificates_connect_and_tenant_added_reaches_its_cnci() {
     let mut l = dial(&addr, "127.0.0.1", agent_cfg.clone(), cn, role::AGENT)
         .await
         .expect("launcher connects");
-    let payload = format!("tenant_added:\n  agent_uuid: {cn}\n  agent_ip: 10.99.0.2\n  tenant_uuid: 2491851d-dce9-48d6-b83a-a717417072ce\n  tenant_subnet: 172.16.1.0/24\n  concentrator_uuid: {cnci}\n  concentrator_ip: 10.99.0.3\n  subnet_key: 69804\n");
-    l.writer
-        .frame(&Frame::new(
-            kind::EVENT,
-            event::TENANT_ADDED,
-            cn,
-            payload.clone().into_bytes(),
-        ))
-        .await
-        .expect("send");
+    let frame = tenant_added_frame(cn, cnci);
+    l.writer.frame(&frame).await.expect("send");
     let got = tokio::time::timeout(Duration::from_secs(5), c1.reader.frame())
         .await
         .expect("in time")
         .expect("read")
         .expect("frame");
     assert_eq!((got.kind, got.operand), (kind::EVENT, event::TENANT_ADDED));
-    assert_eq!(got.payload, payload.as_bytes());
+    assert_eq!(got.payload, frame.payload);
     assert!(
         tokio::time::timeout(Duration::from_millis(300), c2.reader.frame())
             .await
