@@ -346,6 +346,27 @@ impl<'a> StructWriter<'a> {
         }
     }
 
+    /// Fields 0-6 shared by ConnectFrame and ConnectedFrame.
+    #[allow(clippy::too_many_arguments)]
+    fn hello(
+        &mut self,
+        major: u8,
+        minor: u8,
+        kind: u8,
+        operand: u8,
+        role: u32,
+        source: &[u8],
+        destination: &[u8],
+    ) {
+        self.uint(0, major.into());
+        self.uint(1, minor.into());
+        self.uint(2, kind.into());
+        self.uint(3, operand.into());
+        self.uint(4, role.into());
+        self.bytes(5, source);
+        self.bytes(6, destination);
+    }
+
     fn end(self) {
         self.out.push(0);
     }
@@ -420,13 +441,15 @@ impl Encoder {
         }
         Self::value(out, ID_CONNECT, |b| {
             let mut w = StructWriter::new(b);
-            w.uint(0, f.major.into());
-            w.uint(1, f.minor.into());
-            w.uint(2, f.kind.into());
-            w.uint(3, f.operand.into());
-            w.uint(4, f.role.into());
-            w.bytes(5, &f.source);
-            w.bytes(6, &f.destination);
+            w.hello(
+                f.major,
+                f.minor,
+                f.kind,
+                f.operand,
+                f.role,
+                &f.source,
+                &f.destination,
+            );
             w.end();
         });
     }
@@ -439,13 +462,15 @@ impl Encoder {
         }
         Self::value(out, ID_CONNECT, |b| {
             let mut w = StructWriter::new(b);
-            w.uint(0, f.major.into());
-            w.uint(1, f.minor.into());
-            w.uint(2, f.kind.into());
-            w.uint(3, f.operand.into());
-            w.uint(4, f.role.into());
-            w.bytes(5, &f.source);
-            w.bytes(6, &f.destination);
+            w.hello(
+                f.major,
+                f.minor,
+                f.kind,
+                f.operand,
+                f.role,
+                &f.source,
+                &f.destination,
+            );
             w.uint(7, f.payload_length.into());
             w.bytes(8, &f.payload);
             w.end();
