@@ -69,23 +69,14 @@ fn main() -> anyhow::Result<()> {
             ca,
             poll_ms,
         } => {
-            let cert_pem =
-                std::fs::read(cert).with_context(|| format!("read {}", cert.display()))?;
-            let ca_pem = std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?;
-            let identity = ssntp::tls::Identity::from_pem(&cert_pem).context("node certificate")?;
-            let ca = ssntp::tls::ca_from_pem(&ca_pem).context("CA certificate")?;
-            let tls =
-                ssntp::tls::client_config(&ca, identity, &ssntp::tls::ClientOptions::default())?;
-            let host = scheduler
-                .rsplit_once(':')
-                .map(|(h, _)| h)
-                .unwrap_or(scheduler);
+            let tls = ssntp::tls::client_config_from_files(cert, ca)
+                .context("TLS identity of the node")?;
             let delivery = delivery::Delivery {
                 state_dir: cli.state_dir.clone(),
                 scheduler: scheduler.clone(),
                 server_name: server_name
                     .clone()
-                    .unwrap_or_else(|| host.trim_matches(['[', ']']).to_string()),
+                    .unwrap_or_else(|| ssntp::client::host_of(scheduler)),
                 tls,
                 poll: std::time::Duration::from_millis(*poll_ms),
             };

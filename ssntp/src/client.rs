@@ -45,6 +45,13 @@ pub async fn dial(
     })
 }
 
+/// The host part of a `host:port` address (brackets of an IPv6 literal removed): the default
+/// name to verify the scheduler's certificate against.
+pub fn host_of(addr: &str) -> String {
+    let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+    host.trim_matches(['[', ']']).to_string()
+}
+
 /// What a long-lived client reports to its owner.
 #[derive(Debug)]
 pub enum ClientEvent {

@@ -36,6 +36,12 @@ pub enum TlsError {
     BadCa(String),
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The crypto provider SSNTP uses: ring, with TLS 1.2 and 1.3 and ECDHE + AES-GCM/ChaCha suites,
@@ -408,6 +414,23 @@ pub fn client_config(
         .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(identity.chain, identity.key)?;
     Ok(Arc::new(config))
+}
+
+/// A client configuration from the files `ciao-cert` writes: `cert` holds the certificate and
+/// its key, `ca` the CA certificate. Daemons that dial the scheduler all start this way.
+pub fn client_config_from_files(
+    cert: &std::path::Path,
+    ca: &std::path::Path,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let identity = Identity::from_pem(&read(cert)?)?;
+    let ca = ca_from_pem(&read(ca)?)?;
+    client_config(&ca, identity, &ClientOptions::default())
 }
 
 #[cfg(test)]

@@ -43,6 +43,23 @@ impl Netlink {
         }
     }
 
+    /// Removes an address from a link; a missing address is not an error.
+    pub fn delete_address(&mut self, index: u32, net: IpNet) -> Result<()> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = family(&net.addr());
+        msg.header.prefix_len = net.prefix_len();
+        msg.header.index = index;
+        msg.attributes.push(AddressAttribute::Local(net.addr()));
+        match self.ack(
+            &format!("delete address {net} from link #{index}"),
+            RouteNetlinkMessage::DelAddress(msg),
+            0,
+        ) {
+            Err(e) if e.is_not_found() || e.errno() == Some(libc::EADDRNOTAVAIL) => Ok(()),
+            other => other,
+        }
+    }
+
     /// Lists the addresses of one link (or of all links with `None`).
     pub fn addresses(&mut self, index: Option<u32>) -> Result<Vec<Address>> {
         let replies = self.dump(

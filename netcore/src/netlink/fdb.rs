@@ -1,6 +1,6 @@
 //! Bridge forwarding database entries, e.g. a VXLAN device's flood list (`00:00:00:00:00:00 dst IP`).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE};
 use netlink_packet_route::neighbour::{
@@ -37,6 +37,17 @@ fn fdb_msg(index: u32, mac: [u8; 6], dst: Option<IpAddr>) -> NeighbourMessage {
     msg
 }
 
+fn proxy_msg(index: u32, ip: Ipv4Addr) -> NeighbourMessage {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = AddressFamily::Inet;
+    msg.header.ifindex = index;
+    msg.header.state = NeighbourState::Permanent;
+    msg.header.flags = NeighbourFlags::Proxy;
+    msg.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+    msg
+}
+
 impl Netlink {
     /// Appends an FDB entry on a device (`bridge fdb append MAC dev D dst IP self`).
     pub fn fdb_append(&mut self, index: u32, mac: [u8; 6], dst: Option<IpAddr>) -> Result<()> {
@@ -55,6 +66,31 @@ impl Netlink {
         match self.ack(
             "delete fdb entry",
             RouteNetlinkMessage::DelNeighbour(fdb_msg(index, mac, dst)),
+            0,
+        ) {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Makes this namespace answer ARP for `ip` on the device `index` (`ip neigh add proxy IP
+    /// dev D`); answered only while forwarding is on and `ip` is routed through another device.
+    pub fn add_proxy_neighbour(&mut self, index: u32, ip: Ipv4Addr) -> Result<()> {
+        match self.ack(
+            &format!("add proxy neighbour {ip}"),
+            RouteNetlinkMessage::NewNeighbour(proxy_msg(index, ip)),
+            NLM_F_CREATE,
+        ) {
+            Err(e) if e.is_exists() => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Removes what [`Netlink::add_proxy_neighbour`] added; a missing entry is not an error.
+    pub fn delete_proxy_neighbour(&mut self, index: u32, ip: Ipv4Addr) -> Result<()> {
+        match self.ack(
+            &format!("delete proxy neighbour {ip}"),
+            RouteNetlinkMessage::DelNeighbour(proxy_msg(index, ip)),
             0,
         ) {
             Err(e) if e.is_not_found() => Ok(()),

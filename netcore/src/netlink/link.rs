@@ -5,8 +5,9 @@ use std::os::fd::RawFd;
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
 use netlink_packet_route::link::{
-    BridgeStpState, GreIOFlags, InfoBridge, InfoData, InfoGeneve, InfoGre, InfoKind, InfoVeth,
-    InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    BridgeStpState, GreIOFlags, InfoBridge, InfoBridgePort, InfoData, InfoGeneve, InfoGre,
+    InfoKind, InfoPortData, InfoPortKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 
@@ -315,6 +316,23 @@ impl Netlink {
         self.ack(
             &format!("change link #{index}"),
             RouteNetlinkMessage::SetLink(msg),
+            0,
+        )
+    }
+
+    /// Turns hairpin mode of a bridge port on or off (`bridge link set dev D hairpin on`):
+    /// a hub's multipoint tunnel port must send frames back out of the port they came in on.
+    pub fn set_hairpin(&mut self, index: u32, on: bool) -> Result<()> {
+        let mut msg = index_msg(index);
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::PortKind(InfoPortKind::Bridge),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
+                on,
+            )])),
+        ]));
+        self.ack(
+            &format!("set hairpin on link #{index}"),
+            RouteNetlinkMessage::NewLink(msg),
             0,
         )
     }

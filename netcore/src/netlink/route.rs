@@ -36,37 +36,54 @@ fn ip_of(addr: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
+/// The main-table message for `route`, shared by add and delete.
+fn route_msg(route: &Route) -> RouteMessage {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = match route.dst {
+        IpNet::V4(_) => AddressFamily::Inet,
+        IpNet::V6(_) => AddressFamily::Inet6,
+    };
+    msg.header.destination_prefix_length = route.dst.prefix_len();
+    msg.header.table = RouteHeader::RT_TABLE_MAIN;
+    msg.header.protocol = RouteProtocol::Boot;
+    msg.header.kind = RouteType::Unicast;
+    msg.header.scope = if route.gateway.is_some() {
+        RouteScope::Universe
+    } else {
+        RouteScope::Link
+    };
+    if route.dst.prefix_len() > 0 {
+        msg.attributes
+            .push(RouteAttribute::Destination(route.dst.network().into()));
+    }
+    if let Some(gw) = route.gateway {
+        msg.attributes.push(RouteAttribute::Gateway(gw.into()));
+    }
+    msg.attributes.push(RouteAttribute::Oif(route.oif));
+    msg
+}
+
 impl Netlink {
     /// Adds a route; an identical existing route is not an error.
     pub fn add_route(&mut self, route: &Route) -> Result<()> {
-        let mut msg = RouteMessage::default();
-        msg.header.address_family = match route.dst {
-            IpNet::V4(_) => AddressFamily::Inet,
-            IpNet::V6(_) => AddressFamily::Inet6,
-        };
-        msg.header.destination_prefix_length = route.dst.prefix_len();
-        msg.header.table = RouteHeader::RT_TABLE_MAIN;
-        msg.header.protocol = RouteProtocol::Boot;
-        msg.header.kind = RouteType::Unicast;
-        msg.header.scope = if route.gateway.is_some() {
-            RouteScope::Universe
-        } else {
-            RouteScope::Link
-        };
-        if route.dst.prefix_len() > 0 {
-            msg.attributes
-                .push(RouteAttribute::Destination(route.dst.network().into()));
-        }
-        if let Some(gw) = route.gateway {
-            msg.attributes.push(RouteAttribute::Gateway(gw.into()));
-        }
-        msg.attributes.push(RouteAttribute::Oif(route.oif));
         match self.ack(
             &format!("add route {}", route.dst),
-            RouteNetlinkMessage::NewRoute(msg),
+            RouteNetlinkMessage::NewRoute(route_msg(route)),
             NLM_F_CREATE | NLM_F_EXCL,
         ) {
             Err(e) if e.is_exists() => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Deletes a route; a missing route is not an error.
+    pub fn delete_route(&mut self, route: &Route) -> Result<()> {
+        match self.ack(
+            &format!("delete route {}", route.dst),
+            RouteNetlinkMessage::DelRoute(route_msg(route)),
+            0,
+        ) {
+            Err(e) if e.is_not_found() => Ok(()),
             other => other,
         }
     }

@@ -132,13 +132,14 @@ impl TenantAddedEvent {
         self
     }
 
-    fn concentrator_in(&self, payload: &'static str) -> Result<Uuid, PayloadError> {
+    /// The CNCI UUID, checked as in [`TenantAdded::concentrator`]; `payload` names the event.
+    pub fn concentrator_in(&self, payload: &'static str) -> Result<Uuid, PayloadError> {
         uuid_key(payload, "concentrator_uuid", &self.concentrator_uuid)
     }
 
     /// ciao-cnci-agent `unmarshallSubnetParams`: a CIDR subnet, a key equal to its LE32 and not
     /// 0, and a parseable `agent_ip`; the same for added and removed.
-    fn remote_subnet_in(&self, payload: &'static str) -> Result<RemoteSubnet, PayloadError> {
+    pub fn remote_subnet_in(&self, payload: &'static str) -> Result<RemoteSubnet, PayloadError> {
         let subnet = subnet_of_key(payload, "tenant_subnet", &self.tenant_subnet)?;
         if self.subnet_key == 0 {
             return Err(PayloadError::Missing {

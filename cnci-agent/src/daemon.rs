@@ -1,0 +1,81 @@
+//! The daemon: bring the hub to its recorded state, then follow the scheduler's frames.
+
+use std::time::Duration;
+
+use ssntp::client::{Client, ClientConfig, ClientEvent};
+use ssntp::frame::role;
+
+use crate::error::Result;
+use crate::handlers::Agent;
+use crate::state::{Status, Store};
+
+/// How to reach the scheduler.
+pub struct Connection {
+    pub addr: String,
+    pub server_name: String,
+    pub tls: std::sync::Arc<rustls::ClientConfig>,
+}
+
+fn set_status(store: &Store, connected: bool) {
+    let status = Status {
+        pid: std::process::id(),
+        connected,
+    };
+    if let Err(e) = store.put_status(&status) {
+        eprintln!("{e}");
+    }
+}
+
+/// Runs until SIGINT or SIGTERM. Stopping leaves the kernel as it is, so tenant traffic keeps
+/// flowing while the agent restarts; `destroy` is the way to take a CNCI down.
+pub async fn run(agent: &mut Agent, status: &Store, conn: Connection) -> Result<()> {
+    set_status(status, false);
+    eprintln!(
+        "ciao-cnci-agent {} ready: tenant namespace {}",
+        agent.record.uuid, agent.record.netns
+    );
+    let (client, mut events) = Client::spawn(ClientConfig {
+        addr: conn.addr,
+        server_name: conn.server_name,
+        tls: conn.tls,
+        uuid: agent.record.uuid,
+        role: role::CNCIAGENT,
+        max_backoff: Duration::from_secs(5),
+    });
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| netcore::Error::Io {
+            op: "install SIGTERM handler".into(),
+            source: e,
+        })?;
+    loop {
+        let event = tokio::select! {
+            e = events.recv() => e,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        };
+        let Some(event) = event else { break };
+        match event {
+            ClientEvent::Connected(hello) => {
+                eprintln!("connected to scheduler {}", hello.uuid);
+                set_status(status, true);
+                if client.send(agent.concentrator_added()).await.is_err() {
+                    break;
+                }
+            }
+            ClientEvent::Frame(frame) => {
+                let replies = tokio::task::block_in_place(|| agent.handle(&frame));
+                for reply in replies {
+                    if client.send(reply).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            ClientEvent::Disconnected(reason) => {
+                eprintln!("scheduler session: {reason}; reconnecting");
+                set_status(status, false);
+            }
+        }
+    }
+    set_status(status, false);
+    Ok(())
+}

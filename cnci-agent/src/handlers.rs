@@ -1,0 +1,400 @@
+//! What the agent does with each SSNTP frame. Every handler records the desired state first,
+//! then converges the kernel, and is idempotent: frames may repeat and arrive in any order.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use ssntp::frame::{error, event, kind, Frame};
+use ssntp::payloads::{
+    AssignPublicIp, AssignPublicIpFailure, ConcentratorInstanceAdded,
+    ConcentratorInstanceAddedEvent, Payload, PublicIpAssigned, PublicIpCommand, PublicIpEvent,
+    PublicIpFailure, PublicIpFailureReason, PublicIpUnassigned, RefreshCnci, ReleasePublicIp,
+    TenantAdded, TenantAddedEvent, TenantRemoved, UnassignPublicIpFailure,
+};
+
+use crate::dhcp::DhcpSubnet;
+use crate::error::{Error, Result};
+use crate::hub::Hub;
+use crate::state::{AgentRecord, Desired, PublicIpRecord, Store, SubnetRecord};
+
+/// The running agent: its records, its kernel handle and its DHCP servers.
+pub struct Agent {
+    pub record: AgentRecord,
+    store: Store,
+    hub: Hub,
+    desired: Desired,
+    dhcp: HashMap<Ipv4Net, tokio::task::JoinHandle<()>>,
+    lease_secs: u32,
+}
+
+fn tunnel_kind(kind: ssntp::payloads::TunnelKind) -> netcore::TunnelKind {
+    match kind {
+        ssntp::payloads::TunnelKind::Vxlan => netcore::TunnelKind::Vxlan,
+        ssntp::payloads::TunnelKind::Gretap => netcore::TunnelKind::Gretap,
+        ssntp::payloads::TunnelKind::Geneve => netcore::TunnelKind::Geneve,
+    }
+}
+
+fn payload_err(e: ssntp::payloads::PayloadError) -> Error {
+    Error::Invalid(e.to_string())
+}
+
+impl Agent {
+    /// Opens the hub and converges the kernel with the recorded state. Must run inside a tokio
+    /// runtime (DHCP servers are spawned on it).
+    pub fn start(store: Store, record: AgentRecord, lease_secs: u32) -> Result<Agent> {
+        let mut hub = Hub::open(&record)?;
+        let desired = store.desired()?;
+        hub.reconcile(&desired)?;
+        let mut agent = Agent {
+            record,
+            store,
+            hub,
+            desired,
+            dhcp: HashMap::new(),
+            lease_secs,
+        };
+        let subnets: Vec<SubnetRecord> = agent.desired.subnets.values().cloned().collect();
+        for rec in &subnets {
+            agent.start_dhcp(rec);
+        }
+        Ok(agent)
+    }
+
+    pub fn desired(&self) -> &Desired {
+        &self.desired
+    }
+
+    /// The frame announcing this CNCI, sent after every (re)connect.
+    pub fn concentrator_added(&self) -> Frame {
+        let mac = self
+            .hub
+            .underlay_mac()
+            .map(netcore::ids::format_mac)
+            .unwrap_or_default();
+        let body = ConcentratorInstanceAddedEvent {
+            instance_uuid: self.record.uuid.to_string(),
+            tenant_uuid: self.record.tenant.to_string(),
+            concentrator_ip: self.record.underlay_ip.to_string(),
+            concentrator_mac: mac,
+        };
+        Frame::new(
+            kind::EVENT,
+            event::CONCENTRATOR_INSTANCE_ADDED,
+            self.record.uuid,
+            ConcentratorInstanceAdded(body).to_yaml(),
+        )
+    }
+
+    fn start_dhcp(&mut self, rec: &SubnetRecord) {
+        if self.dhcp.get(&rec.subnet).is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let bridge = crate::names::bridge(rec.subnet);
+        let socket = crate::dhcp::bind_socket(self.hub.tenant_ns(), &bridge)
+            .and_then(tokio::net::UdpSocket::from_std);
+        let socket = match socket {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("dhcp on {}: cannot open the server socket: {e}", rec.subnet);
+                return;
+            }
+        };
+        let subnet = DhcpSubnet {
+            subnet: rec.subnet,
+            gateway: rec.gateway(),
+            mtu: u16::try_from(self.hub.subnet_mtu(rec.kind)).unwrap_or(1500),
+            dns: self.record.dns.clone(),
+            lease_secs: self.lease_secs,
+        };
+        self.dhcp
+            .insert(rec.subnet, tokio::spawn(crate::dhcp::serve(socket, subnet)));
+    }
+
+    fn stop_dhcp(&mut self, subnet: Ipv4Net) {
+        if let Some(task) = self.dhcp.remove(&subnet) {
+            task.abort();
+        }
+    }
+
+    /// Handles one frame; returns the frames to send back.
+    pub fn handle(&mut self, frame: &Frame) -> Vec<Frame> {
+        let payload = frame.payload.as_slice();
+        let result = match (frame.kind, frame.operand) {
+            (kind::EVENT, event::TENANT_ADDED) => TenantAdded::from_yaml(payload)
+                .map_err(payload_err)
+                .and_then(|p| self.tenant_added(&p.0)),
+            (kind::EVENT, event::TENANT_REMOVED) => TenantRemoved::from_yaml(payload)
+                .map_err(payload_err)
+                .and_then(|p| self.tenant_removed(&p.0)),
+            (kind::COMMAND, ssntp::frame::command::ASSIGN_PUBLIC_IP) => {
+                return vec![self.public_ip(payload, true)]
+            }
+            (kind::COMMAND, ssntp::frame::command::RELEASE_PUBLIC_IP) => {
+                return vec![self.public_ip(payload, false)]
+            }
+            (kind::COMMAND, ssntp::frame::command::REFRESH_CNCI) => self.refresh(payload),
+            (k, op) => {
+                eprintln!("ignoring frame kind {k} operand {op}");
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            eprintln!("frame kind {} operand {}: {e}", frame.kind, frame.operand);
+        }
+        Vec::new()
+    }
+
+    /// Checks that an event is for this CNCI and tenant and returns its subnet record key.
+    fn check_tenant_event(&self, ev: &TenantAddedEvent, name: &'static str) -> Result<()> {
+        let cnci = ev.concentrator_in(name).map_err(payload_err)?;
+        if cnci != self.record.uuid {
+            return Err(Error::Invalid(format!(
+                "{name} is for CNCI {cnci}, this is {}",
+                self.record.uuid
+            )));
+        }
+        if ev.tenant_uuid != self.record.tenant.to_string() {
+            return Err(Error::Invalid(format!(
+                "{name} from {} is for tenant {:?}, this CNCI serves tenant {}",
+                ev.agent_ip, ev.tenant_uuid, self.record.tenant
+            )));
+        }
+        Ok(())
+    }
+
+    fn tenant_added(&mut self, ev: &TenantAddedEvent) -> Result<()> {
+        self.check_tenant_event(ev, TenantAdded::NAME)?;
+        let remote = ev
+            .remote_subnet_in(TenantAdded::NAME)
+            .map_err(payload_err)?;
+        let subnet = Ipv4Net::new(remote.subnet.network(), remote.subnet.prefix_len())
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let kind = tunnel_kind(remote.tunnel_kind);
+        let node = remote.agent_ip;
+        let existing = self.desired.subnets.get(&subnet).cloned();
+        let mut rec = existing.clone().unwrap_or(SubnetRecord {
+            subnet,
+            kind,
+            id: remote.tunnel_id,
+            nodes: Default::default(),
+        });
+        if rec.kind != kind || rec.id != remote.tunnel_id {
+            return Err(Error::Conflict(format!(
+                "subnet {subnet} is carried by {} {}; node {node} asked for {kind} {}",
+                rec.kind, rec.id, remote.tunnel_id
+            )));
+        }
+        if !rec.nodes.insert(node) {
+            return Ok(()); // a repeat: recorded and programmed already
+        }
+        self.store.put_subnet(&rec)?;
+        self.desired.subnets.insert(subnet, rec.clone());
+        if existing.is_some() {
+            self.hub.add_node(&rec, node)?;
+        } else {
+            self.hub.ensure_subnet(&rec)?;
+            self.start_dhcp(&rec);
+        }
+        eprintln!(
+            "tenant subnet {subnet}: added node {node} ({kind} {})",
+            rec.id
+        );
+        Ok(())
+    }
+
+    fn tenant_removed(&mut self, ev: &TenantAddedEvent) -> Result<()> {
+        self.check_tenant_event(ev, TenantRemoved::NAME)?;
+        let remote = ev
+            .remote_subnet_in(TenantRemoved::NAME)
+            .map_err(payload_err)?;
+        let subnet = Ipv4Net::new(remote.subnet.network(), remote.subnet.prefix_len())
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let node = remote.agent_ip;
+        let Some(mut rec) = self.desired.subnets.get(&subnet).cloned() else {
+            return Ok(());
+        };
+        if !rec.nodes.remove(&node) {
+            return Ok(());
+        }
+        if rec.nodes.is_empty() {
+            self.store.remove_subnet(subnet)?;
+            self.desired.subnets.remove(&subnet);
+            self.stop_dhcp(subnet);
+            self.hub.remove_subnet(subnet)?;
+            eprintln!("tenant subnet {subnet}: last node {node} left, subnet removed");
+        } else {
+            self.store.put_subnet(&rec)?;
+            self.desired.subnets.insert(subnet, rec.clone());
+            self.hub.remove_node(&rec, node)?;
+            eprintln!("tenant subnet {subnet}: removed node {node}");
+        }
+        Ok(())
+    }
+
+    /// AssignPublicIP (`assign`) or ReleasePublicIP: the reply event, or the failure error.
+    fn public_ip(&mut self, payload: &[u8], assign: bool) -> Frame {
+        let parsed = if assign {
+            AssignPublicIp::from_yaml(payload).map(|p| p.0)
+        } else {
+            ReleasePublicIp::from_yaml(payload).map(|p| p.0)
+        };
+        let (cmd, outcome) = match parsed {
+            Ok(cmd) => {
+                let outcome = self.apply_public_ip(&cmd, assign);
+                (cmd, outcome)
+            }
+            Err(e) => (
+                PublicIpCommand::default(),
+                Err((PublicIpFailureReason::InvalidPayload, e.to_string())),
+            ),
+        };
+        let uuid = self.record.uuid;
+        match outcome {
+            Ok(()) => {
+                let body = PublicIpEvent::from(&cmd);
+                let (op, yaml) = if assign {
+                    (event::PUBLIC_IP_ASSIGNED, PublicIpAssigned(body).to_yaml())
+                } else {
+                    (
+                        event::PUBLIC_IP_UNASSIGNED,
+                        PublicIpUnassigned(body).to_yaml(),
+                    )
+                };
+                Frame::new(kind::EVENT, op, uuid, yaml)
+            }
+            Err((reason, message)) => {
+                eprintln!(
+                    "{} public IP {:?}: {message}",
+                    if assign { "assign" } else { "release" },
+                    cmd.public_ip
+                );
+                let op = if assign {
+                    error::ASSIGN_PUBLIC_IP_FAILURE
+                } else {
+                    error::UNASSIGN_PUBLIC_IP_FAILURE
+                };
+                let body = PublicIpFailure::for_command(&cmd, reason);
+                let yaml = if assign {
+                    AssignPublicIpFailure(body).to_yaml()
+                } else {
+                    UnassignPublicIpFailure(body).to_yaml()
+                };
+                Frame::new(kind::ERROR, op, uuid, yaml)
+            }
+        }
+    }
+
+    fn apply_public_ip(
+        &mut self,
+        cmd: &PublicIpCommand,
+        assign: bool,
+    ) -> Result<(), (PublicIpFailureReason, String)> {
+        use PublicIpFailureReason::{AssignFailure, InvalidData, ReleaseFailure};
+        let fail = || {
+            if assign {
+                AssignFailure
+            } else {
+                ReleaseFailure
+            }
+        };
+        if cmd.concentrator_uuid != self.record.uuid.to_string() {
+            return Err((InvalidData, format!("for CNCI {:?}", cmd.concentrator_uuid)));
+        }
+        let public: Ipv4Addr = cmd.public_ip.parse().map_err(|_| {
+            (
+                InvalidData,
+                format!("public_ip {:?} is not IPv4", cmd.public_ip),
+            )
+        })?;
+        let private: Ipv4Addr = cmd.private_ip.parse().map_err(|_| {
+            (
+                InvalidData,
+                format!("private_ip {:?} is not IPv4", cmd.private_ip),
+            )
+        })?;
+        let current = self.desired.public_ips.get(&public).cloned();
+        if assign {
+            match &current {
+                Some(c) if c.private_ip == private => return Ok(()),
+                Some(c) => {
+                    return Err((
+                        fail(),
+                        format!("{public} is mapped to {} already", c.private_ip),
+                    ))
+                }
+                None => {}
+            }
+            if let Some(other) = self
+                .desired
+                .public_ips
+                .values()
+                .find(|p| p.private_ip == private)
+            {
+                return Err((
+                    fail(),
+                    format!("{private} already has public IP {}", other.public_ip),
+                ));
+            }
+            let rec = PublicIpRecord {
+                public_ip: public,
+                private_ip: private,
+                instance_uuid: cmd.instance_uuid.clone(),
+                vnic_mac: cmd.vnic_mac.clone(),
+            };
+            self.store
+                .put_public_ip(&rec)
+                .map_err(|e| (fail(), e.to_string()))?;
+            self.desired.public_ips.insert(public, rec);
+            if let Err(e) = self.hub.apply_public_ips(&self.desired.public_ips) {
+                self.desired.public_ips.remove(&public);
+                let _ = self.store.remove_public_ip(public);
+                let _ = self.hub.apply_public_ips(&self.desired.public_ips);
+                return Err((fail(), e.to_string()));
+            }
+        } else {
+            let Some(current) = current else {
+                return Ok(()); // released already
+            };
+            if current.private_ip != private {
+                return Err((
+                    fail(),
+                    format!(
+                        "{public} is mapped to {}, not {private}",
+                        current.private_ip
+                    ),
+                ));
+            }
+            self.store
+                .remove_public_ip(public)
+                .map_err(|e| (fail(), e.to_string()))?;
+            self.desired.public_ips.remove(&public);
+            self.hub
+                .apply_public_ips(&self.desired.public_ips)
+                .map_err(|e| (fail(), e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// RefreshCNCI lists the tenant's other CNCIs. With one CNCI per tenant (this design)
+    /// there is nobody to mesh with; the list is validated and logged.
+    fn refresh(&mut self, payload: &[u8]) -> Result<()> {
+        let refresh = RefreshCnci::from_yaml(payload).map_err(payload_err)?;
+        let cnci = refresh.cnci().map_err(payload_err)?;
+        if cnci != self.record.uuid {
+            return Err(Error::Invalid(format!("cnci_refresh is for {cnci}")));
+        }
+        for peer in &refresh.0.cncis {
+            let ip = peer.physical_addr().map_err(payload_err)?;
+            let subnet = peer.subnet().map_err(payload_err)?;
+            peer.tunnel_addr().map_err(payload_err)?;
+            eprintln!(
+                "cnci_refresh: peer CNCI {ip} serves {}/{}",
+                subnet.network(),
+                subnet.prefix_len()
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,573 @@
+//! The hub data plane in the kernel: the tenant namespace, its uplink, one bridge per tenant
+//! subnet holding the gateway, and the tunnel ends toward the compute nodes.
+//!
+//! Every method converges the kernel toward a record and is safe to repeat: it creates what is
+//! missing, fixes what differs and leaves what is right alone, so a restarted agent does not
+//! disturb traffic that is flowing. Tunnel devices are created in the underlay namespace (their
+//! sockets must live there) and then moved into the tenant namespace, so a workload can never
+//! reach a socket that demultiplexes other tenants' VNIs (reference/vxlan-hub.md).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use ipnet::{IpNet, Ipv4Net};
+use netcore::netlink::{
+    GeneveSpec, GreSpec, InfoData, Link, LinkChange, LinkKind, Netlink, NewLink, Route, VethPeer,
+    VxlanSpec, GENEVE_PORT, VXLAN_PORT,
+};
+use netcore::TunnelKind;
+use netlink_packet_route::link::InfoVxlan;
+
+use crate::error::{Error, Result};
+use crate::names;
+use crate::nft;
+use crate::state::{AgentRecord, Desired, PublicIpRecord, SubnetRecord};
+
+/// The MAC address a flood-list entry carries.
+const FLOOD_MAC: [u8; 6] = [0; 6];
+
+/// A handle on one CNCI's piece of the network node.
+pub struct Hub {
+    agent: AgentRecord,
+    underlay: Netlink,
+    tenant_ns: OwnedFd,
+    tenant: Netlink,
+    underlay_index: u32,
+    underlay_mtu: u32,
+    underlay_mac: Option<[u8; 6]>,
+    underlay_nets: Vec<Ipv4Net>,
+}
+
+/// The alias of a link the agent made, so leftovers in the underlay namespace can be found.
+fn alias(agent: &AgentRecord, what: &str) -> String {
+    format!("ciao-hub:{}:{what}", agent.uuid)
+}
+
+impl Hub {
+    /// Opens (creating) the tenant namespace and finds the underlay interface, which must hold
+    /// the agent's underlay address in the calling namespace.
+    pub fn open(agent: &AgentRecord) -> Result<Hub> {
+        let mut underlay = Netlink::open()?;
+        let addrs = underlay.addresses(None)?;
+        let mine = addrs
+            .iter()
+            .find(|a| a.net.addr() == IpAddr::V4(agent.underlay_ip))
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "underlay address {} is on no interface of this network namespace",
+                    agent.underlay_ip
+                ))
+            })?;
+        let index = mine.index;
+        let underlay_nets = addrs
+            .iter()
+            .filter(|a| a.index == index)
+            .filter_map(|a| match a.net {
+                IpNet::V4(n) => Some(n.trunc()),
+                IpNet::V6(_) => None,
+            })
+            .collect();
+        let link = underlay
+            .link_by_index(index)?
+            .ok_or_else(|| Error::Invalid("the underlay interface vanished".into()))?;
+        if let Some(ext) = &agent.external_dev {
+            if underlay.link_by_name(ext)?.is_none() {
+                return Err(Error::Invalid(format!(
+                    "external device {ext} does not exist in this network namespace"
+                )));
+            }
+        }
+        let tenant_ns = netcore::netns::ensure_named(&agent.netns)?;
+        let tenant = Netlink::open_in(tenant_ns.as_fd())?;
+        Ok(Hub {
+            agent: agent.clone(),
+            underlay,
+            tenant_ns,
+            tenant,
+            underlay_index: index,
+            underlay_mtu: link.mtu,
+            underlay_mac: link.mac,
+            underlay_nets,
+        })
+    }
+
+    pub fn tenant_ns(&self) -> BorrowedFd<'_> {
+        self.tenant_ns.as_fd()
+    }
+
+    /// The MAC of the underlay interface (ConcentratorInstanceAdded's `concentrator_mac`).
+    pub fn underlay_mac(&self) -> Option<[u8; 6]> {
+        self.underlay_mac
+    }
+
+    /// MTU of a tenant subnet carried by `kind` over this underlay.
+    pub fn subnet_mtu(&self, kind: TunnelKind) -> u32 {
+        self.underlay_mtu.saturating_sub(kind.overhead())
+    }
+
+    fn uplink_addrs(&self) -> (Ipv4Addr, Ipv4Addr) {
+        let base = u32::from(self.agent.uplink.network());
+        (Ipv4Addr::from(base), Ipv4Addr::from(base + 1))
+    }
+
+    /// Forwarding on both sides, the uplink veth with its transfer addresses and the tenant's
+    /// default route, and the underlay namespace's rules.
+    pub fn ensure_base(&mut self) -> Result<()> {
+        netcore::netns::write_sysctl(self.tenant_ns.as_fd(), "ipv4/ip_forward", "1")?;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| netcore::Error::Io {
+            op: "enable forwarding in the underlay namespace".into(),
+            source: e,
+        })?;
+        let (outer_ip, inner_ip) = self.uplink_addrs();
+        let outer_name = names::uplink_underlay(self.agent.uuid);
+        let inner = self.tenant.link_by_name(names::UPLINK_TENANT)?;
+        let outer = match (self.underlay.link_by_name(&outer_name)?, inner) {
+            (Some(outer), Some(_)) => outer,
+            (stale, _) => {
+                if let Some(half) = stale {
+                    self.underlay.delete_link(half.index)?;
+                }
+                self.tenant.delete_link_by_name(names::UPLINK_TENANT)?;
+                let fd = self.tenant_ns.as_fd();
+                use std::os::fd::AsRawFd;
+                let mut spec = NewLink::new(
+                    outer_name.clone(),
+                    LinkKind::Veth(VethPeer {
+                        name: names::UPLINK_TENANT.into(),
+                        mac: None,
+                        mtu: None,
+                        netns: Some(fd.as_raw_fd()),
+                        up: false,
+                    }),
+                );
+                spec.up = false;
+                self.underlay.create_link(&spec)?
+            }
+        };
+        self.underlay.change_link(
+            outer.index,
+            &LinkChange {
+                up: Some(true),
+                alias: Some(alias(&self.agent, "uplink")),
+                ..Default::default()
+            },
+        )?;
+        let prefix = self.agent.uplink.prefix_len();
+        self.underlay.add_address(
+            outer.index,
+            IpNet::V4(Ipv4Net::new(outer_ip, prefix).map_err(bad)?),
+        )?;
+        let inner = self
+            .tenant
+            .link_by_name(names::UPLINK_TENANT)?
+            .ok_or_else(|| Error::Invalid("the uplink's tenant side vanished".into()))?;
+        self.tenant.add_address(
+            inner.index,
+            IpNet::V4(Ipv4Net::new(inner_ip, prefix).map_err(bad)?),
+        )?;
+        self.tenant.set_up(inner.index, true)?;
+        self.tenant.add_route(&Route {
+            dst: "0.0.0.0/0".parse().map_err(bad)?,
+            gateway: Some(IpAddr::V4(outer_ip)),
+            oif: inner.index,
+        })?;
+        let rules = nft::UnderlayRules {
+            table: names::underlay_table(self.agent.uuid),
+            uplink: outer_name,
+            uplink_net: self.agent.uplink,
+            external_dev: self.agent.external_dev.clone(),
+            underlay_nets: self.underlay_nets.clone(),
+        };
+        nft::ensure_table(None, &rules.table, &rules.render())?;
+        Ok(())
+    }
+
+    /// The bridge of a subnet, created with the gateway address if missing.
+    fn ensure_bridge(&mut self, rec: &SubnetRecord) -> Result<Link> {
+        let name = names::bridge(rec.subnet);
+        let mtu = self.subnet_mtu(rec.kind);
+        // A fixed MAC: a bridge otherwise takes its ports' addresses, and the gateway's MAC
+        // would change under the workloads' ARP caches as CNs come and go.
+        let mac = netcore::ids::mac_from_ip(rec.gateway());
+        let bridge = match self.tenant.link_by_name(&name)? {
+            Some(link) => link,
+            None => {
+                let mut spec = NewLink::new(name.clone(), LinkKind::Bridge);
+                spec.mtu = Some(mtu);
+                spec.mac = Some(mac);
+                self.tenant.create_link(&spec)?
+            }
+        };
+        if bridge.mac != Some(mac) {
+            self.tenant.set_mac(bridge.index, mac)?;
+        }
+        let gateway = Ipv4Net::new(rec.gateway(), rec.subnet.prefix_len()).map_err(bad)?;
+        self.tenant.add_address(bridge.index, IpNet::V4(gateway))?;
+        if !bridge.up || bridge.mtu != mtu || bridge.alias.is_none() {
+            self.tenant.change_link(
+                bridge.index,
+                &LinkChange {
+                    up: Some(true),
+                    mtu: Some(mtu),
+                    alias: Some(alias(&self.agent, &rec.subnet.to_string())),
+                    ..Default::default()
+                },
+            )?;
+        }
+        Ok(bridge)
+    }
+
+    /// Creates a tunnel device in the underlay namespace and moves it into the tenant's, as a
+    /// port of `bridge`. A half-made leftover of an earlier attempt is removed first.
+    fn create_port(&mut self, name: &str, kind: LinkKind, mtu: u32, bridge: u32) -> Result<()> {
+        self.underlay.delete_link_by_name(name)?;
+        let mut spec = NewLink::new(name, kind);
+        spec.mtu = Some(mtu);
+        let link = self.underlay.create_link(&spec)?;
+        let labelled = self
+            .underlay
+            .set_alias(link.index, &alias(&self.agent, name));
+        if let Err(e) = labelled.and_then(|()| {
+            use std::os::fd::AsRawFd;
+            self.underlay
+                .move_to_netns(link.index, self.tenant_ns.as_fd().as_raw_fd())
+        }) {
+            let _ = self.underlay.delete_link(link.index);
+            return Err(e.into());
+        }
+        let moved = self
+            .tenant
+            .link_by_name(name)?
+            .ok_or_else(|| Error::Invalid(format!("tunnel {name} vanished during its move")))?;
+        netcore::netns::write_sysctl(
+            self.tenant_ns.as_fd(),
+            &format!("ipv6/conf/{name}/disable_ipv6"),
+            "1",
+        )?;
+        self.tenant.set_master(moved.index, bridge)?;
+        self.tenant.set_up(moved.index, true)?;
+        Ok(())
+    }
+
+    fn vxlan_id(link: &Link) -> Option<u32> {
+        match &link.data {
+            Some(InfoData::Vxlan(attrs)) => attrs.iter().find_map(|a| match a {
+                InfoVxlan::Id(id) => Some(*id),
+                _ => None,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Brings one subnet to its record: bridge, tunnel device(s), flood list.
+    pub fn ensure_subnet(&mut self, rec: &SubnetRecord) -> Result<()> {
+        let bridge = self.ensure_bridge(rec)?;
+        let mtu = self.subnet_mtu(rec.kind);
+        match rec.kind {
+            TunnelKind::Vxlan => {
+                let name = names::vxlan(self.agent.uuid, rec.subnet);
+                let existing = self.tenant.link_by_name(&name)?;
+                let current = match existing {
+                    Some(l)
+                        if Self::vxlan_id(&l) == Some(rec.id) && l.master == Some(bridge.index) =>
+                    {
+                        l
+                    }
+                    other => {
+                        if let Some(l) = other {
+                            self.tenant.delete_link(l.index)?;
+                        }
+                        let kind = LinkKind::Vxlan(VxlanSpec {
+                            vni: rec.id,
+                            local: self.agent.underlay_ip,
+                            remote: None,
+                            port: VXLAN_PORT,
+                            underlay: Some(self.underlay_index),
+                            learning: true,
+                        });
+                        self.create_port(&name, kind, mtu, bridge.index)?;
+                        self.tenant
+                            .link_by_name(&name)?
+                            .ok_or_else(|| Error::Invalid(format!("vxlan {name} vanished")))?
+                    }
+                };
+                self.tenant.set_hairpin(current.index, true)?;
+                if !current.up {
+                    self.tenant.set_up(current.index, true)?;
+                }
+                let have = self.flood_list(current.index)?;
+                for node in rec.nodes.difference(&have) {
+                    self.tenant
+                        .fdb_append(current.index, FLOOD_MAC, Some(IpAddr::V4(*node)))?;
+                }
+                for node in have.difference(&rec.nodes) {
+                    self.tenant
+                        .fdb_delete(current.index, FLOOD_MAC, Some(IpAddr::V4(*node)))?;
+                }
+            }
+            TunnelKind::Gretap | TunnelKind::Geneve => {
+                let wanted: BTreeMap<String, Ipv4Addr> = rec
+                    .nodes
+                    .iter()
+                    .map(|n| (names::p2p(self.agent.uuid, rec.subnet, *n), *n))
+                    .collect();
+                for port in self.ports_of(bridge.index)? {
+                    if port.name.starts_with(names::VXLAN_PREFIX)
+                        || (port.name.starts_with(names::P2P_PREFIX)
+                            && !wanted.contains_key(&port.name))
+                    {
+                        self.tenant.delete_link(port.index)?;
+                    }
+                }
+                for (name, node) in &wanted {
+                    if self.tenant.link_by_name(name)?.is_some() {
+                        continue;
+                    }
+                    let kind = if rec.kind == TunnelKind::Gretap {
+                        LinkKind::GreTap(GreSpec {
+                            key: rec.id,
+                            local: self.agent.underlay_ip,
+                            remote: *node,
+                            underlay: Some(self.underlay_index),
+                        })
+                    } else {
+                        LinkKind::Geneve(GeneveSpec {
+                            vni: rec.id,
+                            remote: *node,
+                            port: GENEVE_PORT,
+                        })
+                    };
+                    self.create_port(name, kind, mtu, bridge.index)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flood_list(&mut self, index: u32) -> Result<BTreeSet<Ipv4Addr>> {
+        flood_list(&mut self.tenant, index)
+    }
+
+    fn ports_of(&mut self, bridge: u32) -> Result<Vec<Link>> {
+        Ok(self
+            .tenant
+            .links()?
+            .into_iter()
+            .filter(|l| l.master == Some(bridge))
+            .collect())
+    }
+
+    /// The compute nodes whose tunnel end the kernel has for this subnet.
+    pub fn programmed(&mut self, rec: &SubnetRecord) -> Result<BTreeSet<Ipv4Addr>> {
+        programmed(&mut self.tenant, self.agent.uuid, rec)
+    }
+
+    /// Adds one compute node to a subnet that [`Hub::ensure_subnet`] has already built: one
+    /// flood entry (or one point-to-point device) instead of a full pass, so a burst of
+    /// registrations costs one kernel call each.
+    pub fn add_node(&mut self, rec: &SubnetRecord, node: Ipv4Addr) -> Result<()> {
+        if rec.kind == TunnelKind::Vxlan {
+            let name = names::vxlan(self.agent.uuid, rec.subnet);
+            if let Some(link) = self.tenant.link_by_name(&name)? {
+                self.tenant
+                    .fdb_append(link.index, FLOOD_MAC, Some(IpAddr::V4(node)))?;
+                return Ok(());
+            }
+        }
+        self.ensure_subnet(rec)
+    }
+
+    /// Removes one compute node's tunnel end from a subnet that keeps other nodes.
+    pub fn remove_node(&mut self, rec: &SubnetRecord, node: Ipv4Addr) -> Result<()> {
+        match rec.kind {
+            TunnelKind::Vxlan => {
+                let name = names::vxlan(self.agent.uuid, rec.subnet);
+                if let Some(link) = self.tenant.link_by_name(&name)? {
+                    self.tenant
+                        .fdb_delete(link.index, FLOOD_MAC, Some(IpAddr::V4(node)))?;
+                }
+            }
+            TunnelKind::Gretap | TunnelKind::Geneve => {
+                let name = names::p2p(self.agent.uuid, rec.subnet, node);
+                self.tenant.delete_link_by_name(&name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a subnet's bridge and every tunnel port of it.
+    pub fn remove_subnet(&mut self, subnet: Ipv4Net) -> Result<()> {
+        let Some(bridge) = self.tenant.link_by_name(&names::bridge(subnet))? else {
+            return Ok(());
+        };
+        for port in self.ports_of(bridge.index)? {
+            self.tenant.delete_link(port.index)?;
+        }
+        self.tenant.delete_link(bridge.index)?;
+        Ok(())
+    }
+
+    /// Public IPs: a route to each through the uplink and a proxy-ARP entry on the external
+    /// device in the underlay namespace, DNAT/SNAT in the tenant namespace. Mappings not in
+    /// `public` are removed.
+    pub fn apply_public_ips(&mut self, public: &BTreeMap<Ipv4Addr, PublicIpRecord>) -> Result<()> {
+        let uplink = self
+            .underlay
+            .link_by_name(&names::uplink_underlay(self.agent.uuid))?
+            .ok_or_else(|| Error::Invalid("the uplink is missing".into()))?;
+        let ext = match &self.agent.external_dev {
+            Some(name) => self.underlay.link_by_name(name)?,
+            None => None,
+        };
+        if ext.is_none() && !public.is_empty() {
+            return Err(Error::Invalid(
+                "no external device is configured (--external-dev): public IPs cannot be served"
+                    .into(),
+            ));
+        }
+        let (_, inner_ip) = self.uplink_addrs();
+        let route = |ip: Ipv4Addr| -> Result<Route> {
+            Ok(Route {
+                dst: IpNet::V4(Ipv4Net::new(ip, 32).map_err(bad)?),
+                gateway: Some(IpAddr::V4(inner_ip)),
+                oif: uplink.index,
+            })
+        };
+        for existing in self.underlay.routes(uplink.index)? {
+            if let IpNet::V4(net) = existing.dst {
+                if net.prefix_len() == 32 && !public.contains_key(&net.addr()) {
+                    self.underlay.delete_route(&existing)?;
+                    if let Some(ext) = &ext {
+                        self.underlay
+                            .delete_proxy_neighbour(ext.index, net.addr())?;
+                    }
+                }
+            }
+        }
+        nft::replace_table(
+            Some(self.tenant_ns.as_fd()),
+            names::TENANT_TABLE,
+            &nft::tenant_rules(public),
+        )?;
+        if let Some(ext) = &ext {
+            for ip in public.keys() {
+                self.underlay.add_route(&route(*ip)?)?;
+                self.underlay.add_proxy_neighbour(ext.index, *ip)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Converges everything: base, every desired subnet, public IPs; removes subnets and
+    /// tunnel devices that are no longer desired and leftovers of interrupted creations.
+    pub fn reconcile(&mut self, desired: &Desired) -> Result<()> {
+        self.ensure_base()?;
+        let prefix = alias(&self.agent, "");
+        for link in self.underlay.links()? {
+            let leftover = link
+                .alias
+                .as_deref()
+                .is_some_and(|a| a.starts_with(&prefix) && !a.ends_with(":uplink"));
+            if leftover {
+                self.underlay.delete_link(link.index)?;
+            }
+        }
+        let wanted: BTreeSet<String> = desired.subnets.keys().map(|s| names::bridge(*s)).collect();
+        for link in self.tenant.links()? {
+            if link.name.starts_with(names::BRIDGE_PREFIX)
+                && link.kind.as_deref() == Some("bridge")
+                && !wanted.contains(&link.name)
+            {
+                for port in self.ports_of(link.index)? {
+                    self.tenant.delete_link(port.index)?;
+                }
+                self.tenant.delete_link(link.index)?;
+            }
+        }
+        for rec in desired.subnets.values() {
+            self.ensure_subnet(rec)?;
+        }
+        // Tunnel devices left unattached (e.g. by a kill between a move and its enslaving).
+        for link in self.tenant.links()? {
+            let ours = link.name.starts_with(names::VXLAN_PREFIX)
+                || link.name.starts_with(names::P2P_PREFIX);
+            if ours && link.master.is_none() {
+                self.tenant.delete_link(link.index)?;
+            }
+        }
+        self.apply_public_ips(&desired.public_ips)
+    }
+}
+
+fn flood_list(tenant: &mut Netlink, index: u32) -> Result<BTreeSet<Ipv4Addr>> {
+    Ok(tenant
+        .fdb_entries(index)?
+        .into_iter()
+        .filter(|e| e.index == index && e.mac == FLOOD_MAC)
+        .filter_map(|e| match e.dst {
+            Some(IpAddr::V4(ip)) => Some(ip),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The compute nodes whose tunnel end the kernel has for `rec`, read through a netlink socket
+/// in the tenant namespace (also used by `show`, which must not create anything).
+pub fn programmed(
+    tenant: &mut Netlink,
+    cnci: uuid::Uuid,
+    rec: &SubnetRecord,
+) -> Result<BTreeSet<Ipv4Addr>> {
+    match rec.kind {
+        TunnelKind::Vxlan => {
+            let name = names::vxlan(cnci, rec.subnet);
+            match tenant.link_by_name(&name)? {
+                Some(l) if Hub::vxlan_id(&l) == Some(rec.id) => flood_list(tenant, l.index),
+                _ => Ok(BTreeSet::new()),
+            }
+        }
+        TunnelKind::Gretap | TunnelKind::Geneve => {
+            let mut out = BTreeSet::new();
+            for node in &rec.nodes {
+                if tenant
+                    .link_by_name(&names::p2p(cnci, rec.subnet, *node))?
+                    .is_some()
+                {
+                    out.insert(*node);
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn bad(e: impl std::fmt::Display) -> Error {
+    Error::Invalid(e.to_string())
+}
+
+/// Removes everything an agent made: public IP proxy entries, its underlay rules, the uplink,
+/// leftovers in the underlay namespace, and the tenant namespace with all its links.
+pub fn destroy(agent: &AgentRecord, public: &BTreeMap<Ipv4Addr, PublicIpRecord>) -> Result<()> {
+    let mut underlay = Netlink::open()?;
+    if let Some(ext) = &agent.external_dev {
+        if let Some(ext) = underlay.link_by_name(ext)? {
+            for ip in public.keys() {
+                underlay.delete_proxy_neighbour(ext.index, *ip)?;
+            }
+        }
+    }
+    nft::delete_table(None, &names::underlay_table(agent.uuid))?;
+    let prefix = alias(agent, "");
+    for link in underlay.links()? {
+        if link
+            .alias
+            .as_deref()
+            .is_some_and(|a| a.starts_with(&prefix))
+        {
+            underlay.delete_link(link.index)?;
+        }
+    }
+    netcore::netns::delete_named(&agent.netns)?;
+    Ok(())
+}

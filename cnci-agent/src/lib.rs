@@ -1,0 +1,17 @@
+//! The CNCI agent: one tenant's concentrator on a network node.
+//!
+//! It is the hub of the tenant's overlay: compute nodes tunnel each tenant subnet to it (their
+//! TenantAdded events arrive over SSNTP), and it switches between them, routes between the
+//! tenant's subnets, NATs to the outside, maps public IPs and serves DHCP, all inside a network
+//! namespace of the tenant's own.
+
+pub mod daemon;
+pub mod dhcp;
+pub mod error;
+pub mod handlers;
+pub mod hub;
+pub mod names;
+pub mod nft;
+pub mod state;
+
+pub use error::{Error, Result};

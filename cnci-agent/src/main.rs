@@ -1,0 +1,244 @@
+//! `ciao-cnci-agent`: a tenant's CNCI on a network node (see the README).
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use cnci_agent::{daemon, handlers::Agent, hub, names, state::AgentRecord, state::Store};
+use ipnet::{IpNet, Ipv4Net};
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(name = "ciao-cnci-agent", version, about)]
+struct Cli {
+    /// This CNCI's state directory (one per agent).
+    #[arg(
+        long,
+        env = "CIAO_CNCI_STATE_DIR",
+        default_value = "/var/lib/ciao-cnci"
+    )]
+    state_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the CNCI: build the tenant's hub, connect to the scheduler as role cnciagent, and
+    /// follow TenantAdded/TenantRemoved, public IP commands and RefreshCNCI.
+    Run(Box<RunArgs>),
+    /// Print the recorded state and what the kernel has of it.
+    Show {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take the CNCI down: delete the tenant namespace, the uplink, the rules and the state.
+    Destroy,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The CNCI's identity: its SSNTP UUID, which CNs name as `concentrator_uuid`.
+    #[arg(long)]
+    uuid: Uuid,
+    /// The tenant this CNCI serves; events for other tenants are refused.
+    #[arg(long)]
+    tenant: Uuid,
+    /// Scheduler address, host:port.
+    #[arg(long, default_value = "127.0.0.1:8888")]
+    scheduler: String,
+    /// Name to verify the scheduler's certificate against; default: the host part.
+    #[arg(long)]
+    server_name: Option<String>,
+    /// This CNCI's certificate and key (role cnciagent), one PEM file as ciao-cert writes it.
+    #[arg(long)]
+    cert: PathBuf,
+    /// The CA certificate.
+    #[arg(long)]
+    ca: PathBuf,
+    /// The address CNs tunnel to (`concentrator_ip`); must be on an interface here.
+    #[arg(long)]
+    underlay_ip: Ipv4Addr,
+    /// The interface toward the outside: outbound NAT and public IPs go through it.
+    #[arg(long)]
+    external_dev: Option<String>,
+    /// Name of the tenant's network namespace; default `cnci-<first 8 hex digits of uuid>`.
+    #[arg(long)]
+    netns: Option<String>,
+    /// DNS server handed out by DHCP (repeatable).
+    #[arg(long)]
+    dns: Vec<Ipv4Addr>,
+    /// DHCP lease time in seconds.
+    #[arg(long, default_value_t = 3600)]
+    lease_secs: u32,
+}
+
+/// Transfer networks of uplinks: /31s from the shared address space (RFC 6598).
+const UPLINK_POOL: u32 = 0x6440_0000; // 100.64.0.0/10
+const UPLINK_PAIRS: u64 = 1 << 21;
+
+/// A /31 for this CNCI's uplink not used by any interface of this namespace, starting at a
+/// hash of the UUID (so a lost record usually gets the same pair again).
+fn allocate_uplink(uuid: Uuid) -> anyhow::Result<Ipv4Net> {
+    let mut nl = netcore::netlink::Netlink::open()?;
+    let used: Vec<Ipv4Addr> = nl
+        .addresses(None)?
+        .into_iter()
+        .filter_map(|a| match a.net {
+            IpNet::V4(n) => Some(n.addr()),
+            IpNet::V6(_) => None,
+        })
+        .collect();
+    let start = netcore::ids::fnv64(&[uuid.as_bytes()]) % UPLINK_PAIRS;
+    for step in 0..UPLINK_PAIRS {
+        let pair = ((start + step) % UPLINK_PAIRS) as u32;
+        let net = Ipv4Net::new(Ipv4Addr::from(UPLINK_POOL + pair * 2), 31)?;
+        if !used.iter().any(|a| net.contains(a)) {
+            return Ok(net);
+        }
+    }
+    bail!("no free uplink transfer network in 100.64.0.0/10")
+}
+
+fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<()> {
+    let store = Store::open(state_dir)?;
+    let _lock = store.lock()?;
+    let netns = args
+        .netns
+        .unwrap_or_else(|| names::default_netns(args.uuid));
+    let uplink = match store.agent()? {
+        Some(old) if old.uuid != args.uuid || old.tenant != args.tenant => bail!(
+            "state directory {} belongs to CNCI {} of tenant {}",
+            state_dir.display(),
+            old.uuid,
+            old.tenant
+        ),
+        Some(old) => old.uplink,
+        None => allocate_uplink(args.uuid)?,
+    };
+    let record = AgentRecord {
+        uuid: args.uuid,
+        tenant: args.tenant,
+        netns,
+        underlay_ip: args.underlay_ip,
+        external_dev: args.external_dev,
+        uplink,
+        dns: args.dns,
+    };
+    store.put_agent(&record)?;
+    let tls = ssntp::tls::client_config_from_files(&args.cert, &args.ca)
+        .context("TLS identity of the CNCI")?;
+    let conn = daemon::Connection {
+        server_name: args
+            .server_name
+            .unwrap_or_else(|| ssntp::client::host_of(&args.scheduler)),
+        addr: args.scheduler,
+        tls,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let status = Store::open(state_dir)?;
+        let mut agent = Agent::start(store, record, args.lease_secs)
+            .context("bring the hub to its recorded state")?;
+        daemon::run(&mut agent, &status, conn).await?;
+        anyhow::Ok(())
+    })
+}
+
+fn show(state_dir: &Path, json: bool) -> anyhow::Result<()> {
+    let store = Store::open(state_dir)?;
+    let Some(record) = store.agent()? else {
+        bail!("no CNCI recorded in {}", state_dir.display());
+    };
+    let desired = store.desired()?;
+    let status = store.status()?.unwrap_or_default();
+    let ns_path = Path::new(netcore::netns::NAMED_DIR).join(&record.netns);
+    let mut tenant = netcore::netns::open(&ns_path)
+        .ok()
+        .and_then(|fd| netcore::netlink::Netlink::open_in(std::os::fd::AsFd::as_fd(&fd)).ok());
+    let mut subnets = Vec::new();
+    for rec in desired.subnets.values() {
+        let programmed = match tenant.as_mut() {
+            Some(nl) => hub::programmed(nl, record.uuid, rec)?,
+            None => Default::default(),
+        };
+        subnets.push(serde_json::json!({
+            "subnet": rec.subnet.to_string(),
+            "kind": rec.kind.as_str(),
+            "id": rec.id,
+            "gateway": rec.gateway().to_string(),
+            "nodes": rec.nodes,
+            "programmed": programmed,
+        }));
+    }
+    let public: Vec<_> = desired
+        .public_ips
+        .values()
+        .map(|p| {
+            serde_json::json!({
+                "public_ip": p.public_ip, "private_ip": p.private_ip,
+                "instance_uuid": p.instance_uuid,
+            })
+        })
+        .collect();
+    let view = serde_json::json!({
+        "uuid": record.uuid,
+        "tenant": record.tenant,
+        "netns": record.netns,
+        "underlay_ip": record.underlay_ip,
+        "external_dev": record.external_dev,
+        "uplink": record.uplink.to_string(),
+        "connected": status.connected,
+        "subnets": subnets,
+        "public_ips": public,
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(());
+    }
+    println!("CNCI {} (tenant {})", record.uuid, record.tenant);
+    println!(
+        "  namespace {}, underlay {}, uplink {}, connected: {}",
+        record.netns, record.underlay_ip, record.uplink, status.connected
+    );
+    for s in &subnets {
+        println!(
+            "  subnet {} {} {} gateway {} nodes {} programmed {}",
+            s["subnet"], s["kind"], s["id"], s["gateway"], s["nodes"], s["programmed"]
+        );
+    }
+    for p in &public {
+        println!("  public {} -> {}", p["public_ip"], p["private_ip"]);
+    }
+    Ok(())
+}
+
+fn destroy(state_dir: &Path) -> anyhow::Result<()> {
+    let store = Store::open(state_dir)?;
+    let _lock = store
+        .lock()
+        .context("stop the agent before destroying its CNCI")?;
+    let Some(record) = store.agent()? else {
+        return Ok(());
+    };
+    let desired = store.desired()?;
+    hub::destroy(&record, &desired.public_ips)?;
+    drop(_lock);
+    store.wipe()?;
+    println!("CNCI {} destroyed", record.uuid);
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(&cli.state_dir, *args),
+        Command::Show { json } => show(&cli.state_dir, json),
+        Command::Destroy => destroy(&cli.state_dir),
+    }
+}

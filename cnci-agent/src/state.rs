@@ -1,0 +1,263 @@
+//! The agent's desired state on disk: written before the kernel is touched, replayed on start.
+//!
+//! One JSON file per object (`agent.json`, `subnets/<net>_<len>.json`, `public-ips/<ip>.json`),
+//! each written to a temporary file and renamed, so a kill at any moment leaves either the old
+//! or the new version. A registration touches only its subnet's small file, which keeps
+//! thousands of TenantAdded events cheap. `status.json` tells `show` whether the daemon is
+//! connected. One daemon per state directory, enforced with an exclusive lock on `lock`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use netcore::TunnelKind;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// Who the agent is and where its tenant lives; fixed for the life of the state directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub uuid: Uuid,
+    pub tenant: Uuid,
+    pub netns: String,
+    pub underlay_ip: Ipv4Addr,
+    pub external_dev: Option<String>,
+    /// The uplink's transfer network: `.0` on the underlay side, `.1` in the tenant namespace.
+    pub uplink: Ipv4Net,
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
+}
+
+/// One tenant subnet and the compute nodes that registered it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetRecord {
+    pub subnet: Ipv4Net,
+    pub kind: TunnelKind,
+    pub id: u32,
+    pub nodes: BTreeSet<Ipv4Addr>,
+}
+
+impl SubnetRecord {
+    /// The tenant gateway: the subnet's first address, as ciao's CNCI and our CNs use it.
+    pub fn gateway(&self) -> Ipv4Addr {
+        gateway_of(self.subnet)
+    }
+}
+
+/// The first host address of `subnet`.
+pub fn gateway_of(subnet: Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(subnet.network()).saturating_add(1))
+}
+
+/// One public IP mapped to a workload address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicIpRecord {
+    pub public_ip: Ipv4Addr,
+    pub private_ip: Ipv4Addr,
+    pub instance_uuid: String,
+    pub vnic_mac: String,
+}
+
+/// Everything the kernel should look like.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub subnets: BTreeMap<Ipv4Net, SubnetRecord>,
+    pub public_ips: BTreeMap<Ipv4Addr, PublicIpRecord>,
+}
+
+/// Whether the daemon has a scheduler session, for `show`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub pid: u32,
+    pub connected: bool,
+}
+
+/// The state directory.
+pub struct Store {
+    dir: PathBuf,
+}
+
+fn state_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::State {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn subnet_file(subnet: Ipv4Net) -> String {
+    format!("{}_{}.json", subnet.network(), subnet.prefix_len())
+}
+
+impl Store {
+    /// Opens (creating) a state directory.
+    pub fn open(dir: &Path) -> Result<Self> {
+        for sub in ["", "subnets", "public-ips"] {
+            let d = dir.join(sub);
+            std::fs::create_dir_all(&d).map_err(|e| state_err(&d, e))?;
+        }
+        Ok(Store {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes the daemon's exclusive lock; fails at once if another daemon holds it.
+    pub fn lock(&self) -> Result<nix::fcntl::Flock<File>> {
+        let path = self.dir.join("lock");
+        let file = File::create(&path).map_err(|e| state_err(&path, e))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+            |(_, e)| {
+                state_err(
+                    &path,
+                    format!("another agent runs on this state directory ({e})"),
+                )
+            },
+        )
+    }
+
+    fn write<T: Serialize>(&self, rel: &str, value: &T) -> Result<()> {
+        let path = self.dir.join(rel);
+        let tmp = self.dir.join(format!("{rel}.tmp"));
+        let bytes = serde_json::to_vec_pretty(value).map_err(|e| state_err(&path, e))?;
+        std::fs::write(&tmp, bytes).map_err(|e| state_err(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| state_err(&path, e))
+    }
+
+    fn read<T: DeserializeOwned>(&self, rel: &str) -> Result<Option<T>> {
+        let path = self.dir.join(rel);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| state_err(&path, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(state_err(&path, e)),
+        }
+    }
+
+    fn remove(&self, rel: &str) -> Result<()> {
+        let path = self.dir.join(rel);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(state_err(&path, e)),
+        }
+    }
+
+    fn read_all<T: DeserializeOwned>(&self, sub: &str) -> Result<Vec<T>> {
+        let dir = self.dir.join(sub);
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(|e| state_err(&dir, e))? {
+            let name = entry.map_err(|e| state_err(&dir, e))?.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".json") {
+                if let Some(v) = self.read(&format!("{sub}/{name}"))? {
+                    out.push(v);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn agent(&self) -> Result<Option<AgentRecord>> {
+        self.read("agent.json")
+    }
+
+    pub fn put_agent(&self, agent: &AgentRecord) -> Result<()> {
+        self.write("agent.json", agent)
+    }
+
+    pub fn desired(&self) -> Result<Desired> {
+        let subnets = self
+            .read_all::<SubnetRecord>("subnets")?
+            .into_iter()
+            .map(|s| (s.subnet, s))
+            .collect();
+        let public_ips = self
+            .read_all::<PublicIpRecord>("public-ips")?
+            .into_iter()
+            .map(|p| (p.public_ip, p))
+            .collect();
+        Ok(Desired {
+            subnets,
+            public_ips,
+        })
+    }
+
+    pub fn put_subnet(&self, record: &SubnetRecord) -> Result<()> {
+        self.write(&format!("subnets/{}", subnet_file(record.subnet)), record)
+    }
+
+    pub fn remove_subnet(&self, subnet: Ipv4Net) -> Result<()> {
+        self.remove(&format!("subnets/{}", subnet_file(subnet)))
+    }
+
+    pub fn put_public_ip(&self, record: &PublicIpRecord) -> Result<()> {
+        self.write(&format!("public-ips/{}.json", record.public_ip), record)
+    }
+
+    pub fn remove_public_ip(&self, ip: Ipv4Addr) -> Result<()> {
+        self.remove(&format!("public-ips/{ip}.json"))
+    }
+
+    pub fn status(&self) -> Result<Option<Status>> {
+        self.read("status.json")
+    }
+
+    pub fn put_status(&self, status: &Status) -> Result<()> {
+        self.write("status.json", status)
+    }
+
+    /// Removes the whole state directory (`destroy`).
+    pub fn wipe(self) -> Result<()> {
+        std::fs::remove_dir_all(&self.dir).map_err(|e| state_err(&self.dir, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_removal_is_idempotent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let subnet: Ipv4Net = "172.16.1.0/24".parse().expect("subnet");
+        let record = SubnetRecord {
+            subnet,
+            kind: TunnelKind::Vxlan,
+            id: 42,
+            nodes: [Ipv4Addr::new(10, 0, 0, 1)].into(),
+        };
+        store.put_subnet(&record).expect("put");
+        let public = PublicIpRecord {
+            public_ip: Ipv4Addr::new(203, 0, 113, 10),
+            private_ip: Ipv4Addr::new(172, 16, 1, 10),
+            instance_uuid: "i".into(),
+            vnic_mac: "02:00:ac:10:01:0a".into(),
+        };
+        store.put_public_ip(&public).expect("put public");
+        let desired = store.desired().expect("desired");
+        assert_eq!(desired.subnets.get(&subnet), Some(&record));
+        assert_eq!(desired.public_ips.len(), 1);
+        assert_eq!(record.gateway(), Ipv4Addr::new(172, 16, 1, 1));
+        store.remove_subnet(subnet).expect("remove");
+        store.remove_subnet(subnet).expect("remove again");
+        assert!(store.desired().expect("desired").subnets.is_empty());
+    }
+
+    #[test]
+    fn a_second_daemon_cannot_take_the_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let _held = store.lock().expect("first lock");
+        assert!(store.lock().is_err());
+    }
+}
