@@ -6,9 +6,9 @@
 //! which stops it reading its own socket: a flood is slowed at its source by TCP instead of
 //! growing the scheduler's memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, Notify};
@@ -29,6 +29,11 @@ pub struct SchedulerConfig {
     pub queue_depth: usize,
     /// A destination that cannot take a frame for this long is disconnected (Go: 30 s).
     pub write_timeout: Duration,
+    /// TenantAdded/TenantRemoved frames kept per CNCI that is not connected (0: drop them, as
+    /// Go does).
+    pub hold_depth: usize,
+    /// How long such a frame is kept.
+    pub hold_for: Duration,
 }
 
 impl SchedulerConfig {
@@ -39,6 +44,8 @@ impl SchedulerConfig {
             connect_timeout: crate::conn::CONNECT_TIMEOUT,
             queue_depth: 256,
             write_timeout: Duration::from_secs(30),
+            hold_depth: 4096,
+            hold_for: Duration::from_secs(600),
         }
     }
 }
@@ -58,7 +65,14 @@ struct Registry {
     /// Controllers in connection order: the first is the master.
     controllers: Vec<String>,
     configuration: Vec<u8>,
+    /// Tenant events for CNCIs that are not connected, oldest first, delivered when they
+    /// connect: the Go scheduler drops them, and a subnet attached while its CNCI restarts would
+    /// never reach it (compute nodes report each subnet once).
+    held: HashMap<String, VecDeque<(Instant, Frame)>>,
 }
+
+/// Absent CNCIs for which tenant events are held at most (bounds memory against bogus UUIDs).
+const MAX_HELD_CNCIS: usize = 4096;
 
 /// A running scheduler; cheap to clone, one per listener.
 #[derive(Clone)]
@@ -202,6 +216,12 @@ impl Scheduler {
             let conn = reg.next_conn;
             // A second session with the same UUID replaces the first, which is closed; unlike
             // Go, the old one's teardown will not remove the new entry (checked by `conn`).
+            let cutoff = self.cfg.hold_for;
+            if let Some(held) = reg.held.remove(key) {
+                for (_, frame) in held.into_iter().filter(|(at, _)| at.elapsed() < cutoff) {
+                    notices.push((tx.clone(), frame));
+                }
+            }
             if let Some(old) = reg.sessions.insert(
                 key.to_string(),
                 Session {
@@ -310,7 +330,16 @@ impl Scheduler {
                 .collect()
         };
         match (frame.kind, frame.operand) {
-            (kind::EVENT, event::TENANT_ADDED | event::TENANT_REMOVED) => to_uuid(&reg, named),
+            (kind::EVENT, event::TENANT_ADDED | event::TENANT_REMOVED) => {
+                let to = to_uuid(&reg, named.clone());
+                match named {
+                    Some(uuid) if to.is_empty() && self.cfg.hold_depth > 0 => {
+                        self.hold(&mut reg, uuid, frame.clone());
+                        Vec::new()
+                    }
+                    _ => to,
+                }
+            }
             (
                 kind::COMMAND,
                 command::ASSIGN_PUBLIC_IP | command::RELEASE_PUBLIC_IP | command::REFRESH_CNCI,
@@ -353,6 +382,25 @@ impl Scheduler {
             // STATUS is consumed; workload commands are not this scheduler's job; rest dropped.
             _ => Vec::new(),
         }
+    }
+
+    /// Keeps a tenant event for an absent CNCI (bounded: the oldest and expired go first).
+    /// Only canonical UUIDs are held; anything else could never connect.
+    fn hold(&self, reg: &mut Registry, uuid: String, frame: Frame) {
+        if !crate::payloads::is_canonical_uuid(&uuid)
+            || (reg.held.len() >= MAX_HELD_CNCIS && !reg.held.contains_key(&uuid))
+        {
+            return;
+        }
+        let queue = reg.held.entry(uuid).or_default();
+        while queue
+            .front()
+            .is_some_and(|(at, _)| at.elapsed() >= self.cfg.hold_for)
+            || queue.len() >= self.cfg.hold_depth
+        {
+            queue.pop_front();
+        }
+        queue.push_back((Instant::now(), frame));
     }
 
     async fn route(&self, from: &str, from_role: u32, own: &mpsc::Sender<Frame>, frame: Frame) {

@@ -185,3 +185,89 @@ async fn an_unknown_frame_type_is_answered_with_invalid_frame_type() {
         (kind::ERROR, ssntp::frame::error::INVALID_FRAME_TYPE)
     );
 }
+
+#[tokio::test]
+async fn tenant_events_for_an_absent_cnci_are_held_until_it_connects() {
+    let s = scheduler();
+    let (cnci, launcher) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut cn = connect(&s, launcher, role::AGENT).await;
+    for operand in [
+        event::TENANT_ADDED,
+        event::TENANT_REMOVED,
+        event::TENANT_ADDED,
+    ] {
+        let mut payload = tenant_added(&cnci.to_string());
+        if operand == event::TENANT_REMOVED {
+            payload = String::from_utf8(payload)
+                .expect("utf-8")
+                .replace("tenant_added:", "tenant_removed:")
+                .into_bytes();
+        }
+        cn.1.frame(&Frame::new(kind::EVENT, operand, launcher, payload))
+            .await
+            .expect("send");
+    }
+    // Make sure the scheduler routed them before the CNCI appears.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut c = connect(&s, cnci, role::CNCIAGENT).await;
+    let got: Vec<u8> = [
+        receive(&mut c).await,
+        receive(&mut c).await,
+        receive(&mut c).await,
+    ]
+    .into_iter()
+    .map(|f| f.expect("held frame delivered").operand)
+    .collect();
+    assert_eq!(
+        got,
+        [
+            event::TENANT_ADDED,
+            event::TENANT_REMOVED,
+            event::TENANT_ADDED
+        ],
+        "in order"
+    );
+    assert!(receive(&mut c).await.is_none(), "delivered once");
+}
+
+#[tokio::test]
+async fn held_tenant_events_are_bounded_and_can_be_turned_off() {
+    let mut cfg = SchedulerConfig::new(Uuid::new_v4());
+    cfg.hold_depth = 2;
+    let s = Scheduler::new(cfg.clone());
+    let (cnci, launcher) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut cn = connect(&s, launcher, role::AGENT).await;
+    for _ in 0..5 {
+        cn.1.frame(&Frame::new(
+            kind::EVENT,
+            event::TENANT_ADDED,
+            launcher,
+            tenant_added(&cnci.to_string()),
+        ))
+        .await
+        .expect("send");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut c = connect(&s, cnci, role::CNCIAGENT).await;
+    assert!(receive(&mut c).await.is_some());
+    assert!(receive(&mut c).await.is_some());
+    assert!(
+        receive(&mut c).await.is_none(),
+        "only the newest two are kept"
+    );
+
+    cfg.hold_depth = 0;
+    let s = Scheduler::new(cfg);
+    let mut cn = connect(&s, launcher, role::AGENT).await;
+    cn.1.frame(&Frame::new(
+        kind::EVENT,
+        event::TENANT_ADDED,
+        launcher,
+        tenant_added(&cnci.to_string()),
+    ))
+    .await
+    .expect("send");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut c = connect(&s, cnci, role::CNCIAGENT).await;
+    assert!(receive(&mut c).await.is_none(), "Go behaviour: dropped");
+}

@@ -11,6 +11,8 @@ use serde_json::Value;
 
 pub use serde_json::json;
 
+pub mod cluster;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A name unique to this process and call: `<prefix>-<pid>-<n>`.
@@ -152,6 +154,40 @@ impl ComputeNode {
     /// tunnel traffic never leaves namespaces the test made.
     pub fn new() -> Self {
         Self::with_underlay_mtu(1500)
+    }
+
+    /// A node plugged into an existing underlay: a veth pair whose node end is `ul0` with
+    /// `ip`/24 (MTU 1500) and whose other end, named `port`, is enslaved to `bridge` in `underlay`.
+    /// `cnci_ip` is the CNCI's underlay address.
+    pub fn on_bridge(underlay: &Netns, bridge: &str, port: &str, ip: &str, cnci_ip: &str) -> Self {
+        let ns = Netns::new("cn");
+        ns.exec(&[
+            "ip",
+            "link",
+            "add",
+            "ul0",
+            "mtu",
+            "1500",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            port,
+            "mtu",
+            "1500",
+            "netns",
+            &underlay.name,
+        ]);
+        ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "ul0"]);
+        ns.exec(&["ip", "link", "set", "ul0", "up"]);
+        underlay.exec(&["ip", "link", "set", port, "master", bridge, "up"]);
+        let state = tempfile::tempdir().expect("state dir");
+        ComputeNode {
+            ns,
+            state,
+            ip: ip.into(),
+            cnci_ip: cnci_ip.into(),
+        }
     }
 
     pub fn with_underlay_mtu(mtu: u32) -> Self {
@@ -365,7 +401,7 @@ pub fn cni_call(
     }
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace")
@@ -373,23 +409,59 @@ fn workspace_root() -> PathBuf {
 }
 
 fn cargo_build(package: &str, extra: &[&str]) {
+    assert!(
+        try_cargo_build(package, extra),
+        "cargo build -p {package} {extra:?} failed"
+    );
+}
+
+fn try_cargo_build(package: &str, extra: &[&str]) -> bool {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut args = vec!["build", "--quiet", "-p", package];
     args.extend_from_slice(extra);
-    let status = Command::new(cargo)
+    Command::new(cargo)
         .args(&args)
         .current_dir(workspace_root())
         .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cargo build {args:?} failed");
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
-/// The CNI plugin binary, built on first use (`CIAO_CNI_PLUGIN` overrides).
+/// `$CIAO_BIN_DIR/<name>` if that variable is set and the file exists: lets a program that ships
+/// next to the binaries (the `ciao-cluster` demo) use them instead of building debug ones.
+pub fn bin_dir_override(name: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(std::env::var_os("CIAO_BIN_DIR")?).join(name);
+    path.is_file().then_some(path)
+}
+
+/// The `ciao-cnci-agent` binary, built on first use (`CIAO_BIN_DIR` overrides); `None` if it
+/// does not build (yet).
+pub fn try_cnci_agent_tool() -> Option<PathBuf> {
+    static PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Some(p) = bin_dir_override("ciao-cnci-agent") {
+            return Some(p);
+        }
+        let path = workspace_root().join("target/debug/ciao-cnci-agent");
+        (try_cargo_build("ciao-cnci-agent", &[]) && path.is_file()).then_some(path)
+    })
+    .clone()
+}
+
+/// The `ciao-cnci-agent` binary; panics if it does not build.
+pub fn cnci_agent_tool() -> PathBuf {
+    try_cnci_agent_tool().expect("cargo build -p ciao-cnci-agent failed")
+}
+
+/// The CNI plugin binary, built on first use (`CIAO_CNI_PLUGIN`, then `CIAO_BIN_DIR`, override).
 pub fn plugin() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         if let Ok(p) = std::env::var("CIAO_CNI_PLUGIN") {
             return PathBuf::from(p);
+        }
+        if let Some(p) = bin_dir_override("ciao") {
+            return p;
         }
         cargo_build("ciao-cni", &[]);
         workspace_root().join("target/debug/ciao")
@@ -412,18 +484,25 @@ pub fn crash_plugin() -> PathBuf {
     .clone()
 }
 
-/// The `ciao-node` operator tool, built on first use.
+/// The `ciao-node` operator tool, built on first use (`CIAO_BIN_DIR` overrides).
 pub fn node_tool() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
+        if let Some(p) = bin_dir_override("ciao-node") {
+            return p;
+        }
         cargo_build("ciao-node", &[]);
         workspace_root().join("target/debug/ciao-node")
     })
     .clone()
 }
 
-/// A binary of the `ciao-scheduler` package (`ciao-scheduler`, `ciao-cert`), built on first use.
+/// A binary of the `ciao-scheduler` package (`ciao-scheduler`, `ciao-cert`), built on first use
+/// (`CIAO_BIN_DIR` overrides).
 pub fn scheduler_tool(name: &str) -> PathBuf {
+    if let Some(p) = bin_dir_override(name) {
+        return p;
+    }
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| cargo_build("ciao-scheduler", &[]));
     workspace_root().join("target/debug").join(name)

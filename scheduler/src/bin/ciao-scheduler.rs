@@ -34,6 +34,13 @@ struct Args {
     /// Frames queued per destination before its senders wait (backpressure).
     #[arg(long, default_value_t = 256)]
     queue_depth: usize,
+    /// TenantAdded/TenantRemoved frames held per CNCI that is not connected, delivered when it
+    /// connects (0 drops them, as the Go scheduler does).
+    #[arg(long, default_value_t = 4096)]
+    hold_depth: usize,
+    /// Seconds such a frame is held.
+    #[arg(long, default_value_t = 600)]
+    hold_secs: u64,
 }
 
 #[tokio::main]
@@ -53,6 +60,8 @@ async fn main() -> anyhow::Result<()> {
     }
     cfg.connect_timeout = Duration::from_secs_f64(args.connect_timeout);
     cfg.queue_depth = args.queue_depth;
+    cfg.hold_depth = args.hold_depth;
+    cfg.hold_for = Duration::from_secs(args.hold_secs);
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listen on {}", args.listen))?;

@@ -1,0 +1,699 @@
+//! The whole overlay end to end (issue 4): CNI-attached containers on two compute nodes, their
+//! reports delivered through the scheduler to each tenant's CNCI agent on the network node, and
+//! traffic through the hub. Real processes, real namespaces, real TLS.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ciao_tests::cluster::{subnet_entry, Cluster, Cn, Workload, EXT_IP, NN_IP};
+use ciao_tests::{client_tls, require_root, TENANT_A, TENANT_B};
+use netcore::{Cnci, Node, NodeConfig, SubnetConfig, TunnelKind, VnicId, VnicKind, VnicRequest};
+use ssntp::frame::{command, error, event, kind, role, Frame};
+use ssntp::payloads::{AssignPublicIp, Payload, PublicIpCommand, ReleasePublicIp};
+
+const S1: &str = "172.16.1.0/24";
+const S2: &str = "172.16.2.0/24";
+const S3: &str = "172.16.3.0/24";
+
+fn container(c: &Cluster, cn: Cn, t: &ciao_tests::cluster::Tenant, s: &str, ip: &str) -> Workload {
+    c.container(cn, t, s, ip).expect("container")
+}
+
+/// Runs `f` on a thread inside the network namespace at `ns` (the test thread stays put).
+fn in_netns<T: Send>(ns: &Path, f: impl FnOnce() -> T + Send) -> T {
+    let fd = std::fs::File::open(ns).expect("open netns");
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .expect("netns thread")
+    })
+}
+
+/// Opens an SSNTP session from the underlay namespace with `cert` as `role_bits`, sends
+/// `frames`, and returns the first frame back for which `wanted` holds (None: none wanted, or
+/// none within 10 s).
+fn ssntp_exchange(
+    cluster: &Cluster,
+    cert: &Path,
+    role_bits: u32,
+    frames: Vec<Frame>,
+    wanted: impl Fn(&Frame) -> bool + Send,
+) -> Option<Frame> {
+    let tls = client_tls(cert, &cluster.certs.ca());
+    in_netns(&cluster.underlay.path(), move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let mut session = ssntp::client::dial(
+                ciao_tests::cluster::SCHEDULER_ADDR,
+                "localhost",
+                tls,
+                uuid::Uuid::new_v4(),
+                role_bits,
+            )
+            .await
+            .expect("ssntp session");
+            for f in &frames {
+                session.writer.frame(f).await.expect("send");
+            }
+            tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    match session.reader.frame().await {
+                        Ok(Some(f)) if wanted(&f) => return Some(f),
+                        Ok(Some(_)) => continue,
+                        _ => return None,
+                    }
+                }
+            })
+            .await
+            .ok()
+            .flatten()
+        })
+    })
+}
+
+/// Counts frames arriving on a workload's eth0 with an nft netdev ingress counter.
+fn add_counter(w: &Workload, name: &str, filter: &str) {
+    let rules = format!(
+        "table netdev {name} {{\n chain c {{\n  type filter hook ingress device eth0 priority 0;\n  {filter} counter\n }}\n}}\n"
+    );
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), rules).expect("write rules");
+    w.exec(&["nft", "-f", file.path().to_str().expect("path")]);
+}
+
+fn counter(w: &Workload, name: &str) -> u64 {
+    let out = w.exec(&["nft", "list", "table", "netdev", name]);
+    out.split("packets ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("counter value")
+}
+
+/// FDB lines of a compute node's bridges that put `mac` on a tunnel device (`ct…`).
+fn mac_on_tunnel(cluster: &Cluster, cn: Cn, mac: &str) -> Vec<String> {
+    cluster
+        .cn(cn)
+        .ns
+        .exec(&["bridge", "fdb", "show"])
+        .lines()
+        .filter(|l| l.starts_with(mac) && l.contains(" dev ct"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn mac_of(ip: &str) -> String {
+    let o: Vec<u8> = ip.split('.').map(|p| p.parse().expect("octet")).collect();
+    format!("02:00:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+}
+
+#[test]
+fn same_subnet_across_nodes_through_the_hub_with_ipv6_on_and_a_stable_fdb() {
+    require_root!();
+    let mut cluster = Cluster::new().expect("cluster");
+    let ta = cluster.add_tenant(TENANT_A).expect("tenant A");
+    let a1 = container(&cluster, Cn::Cn1, &ta, S1, "172.16.1.10");
+    let a2 = container(&cluster, Cn::Cn2, &ta, S1, "172.16.1.11");
+    let a3 = container(&cluster, Cn::Cn1, &ta, S1, "172.16.1.12");
+    cluster
+        .wait_programmed(&ta, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
+        .expect("hub programmed");
+    for w in [&a1, &a2, &a3] {
+        let v6 = w.exec(&["sysctl", "-n", "net.ipv6.conf.eth0.disable_ipv6"]);
+        assert_eq!(
+            v6.trim(),
+            "0",
+            "IPv6 must stay on: DAD/MLD trigger reflection"
+        );
+    }
+    // a1 -> a2 across the hub while a3 -> a1 stays local: the reflection black hole would show
+    // as loss on both and as a1's MAC on CN1's tunnel port.
+    let remote = std::thread::scope(|s| {
+        let far = s.spawn(|| {
+            a1.ns
+                .try_exec(&["ping", "-c", "100", "-i", "0.02", "-W", "1", &a2.ip])
+        });
+        let near = s.spawn(|| {
+            a3.ns
+                .try_exec(&["ping", "-c", "100", "-i", "0.02", "-W", "1", &a1.ip])
+        });
+        let mut moved = Vec::new();
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            moved.extend(mac_on_tunnel(&cluster, Cn::Cn1, &mac_of(&a1.ip)));
+            moved.extend(mac_on_tunnel(&cluster, Cn::Cn1, &mac_of(&a3.ip)));
+            moved.extend(mac_on_tunnel(&cluster, Cn::Cn2, &mac_of(&a2.ip)));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            moved.is_empty(),
+            "local MACs learned on a tunnel port: {moved:?}"
+        );
+        let near = near.join().expect("near ping");
+        assert!(
+            String::from_utf8_lossy(&near.stdout).contains(" 0% packet loss"),
+            "local ping: {}",
+            String::from_utf8_lossy(&near.stdout)
+        );
+        far.join().expect("far ping")
+    });
+    let text = String::from_utf8_lossy(&remote.stdout);
+    assert!(
+        text.contains("100 received, 0% packet loss"),
+        "a1 -> a2: {text}"
+    );
+    for (cn, ip) in [(Cn::Cn1, &a1.ip), (Cn::Cn1, &a3.ip), (Cn::Cn2, &a2.ip)] {
+        let moved = mac_on_tunnel(&cluster, cn, &mac_of(ip));
+        assert!(
+            moved.is_empty(),
+            "{ip}'s MAC moved to the tunnel: {moved:?}"
+        );
+    }
+}
+
+#[test]
+fn a_tenants_subnets_are_routed_by_its_cnci() {
+    require_root!();
+    let mut cluster = Cluster::new().expect("cluster");
+    let ta = cluster.add_tenant(TENANT_A).expect("tenant A");
+    let a1 = container(&cluster, Cn::Cn1, &ta, S1, "172.16.1.10");
+    let a3 = container(&cluster, Cn::Cn2, &ta, S2, "172.16.2.10");
+    cluster
+        .wait_programmed(&ta, S1, &[Cn::Cn1.ip()])
+        .expect("s1");
+    cluster
+        .wait_programmed(&ta, S2, &[Cn::Cn2.ip()])
+        .expect("s2");
+    assert!(a1.ping(&a3.ip, 3), "S1 on CN1 -> S2 on CN2");
+    assert!(a3.ping(&a1.ip, 3), "and back");
+    let route = a1.exec(&["ip", "route", "get", &a3.ip]);
+    assert!(
+        route.contains("via 172.16.1.1"),
+        "through the gateway: {route}"
+    );
+}
+
+#[test]
+fn tenants_with_identical_subnets_exchange_no_packet_even_with_forged_vnis() {
+    require_root!();
+    let mut cluster = Cluster::new().expect("cluster");
+    let ta = cluster.add_tenant(TENANT_A).expect("tenant A");
+    let tb = cluster.add_tenant(TENANT_B).expect("tenant B");
+    let a1 = container(&cluster, Cn::Cn1, &ta, S1, "172.16.1.10");
+    let a2 = container(&cluster, Cn::Cn2, &ta, S1, "172.16.1.11");
+    let b1 = container(&cluster, Cn::Cn1, &tb, S1, "172.16.1.10");
+    let b2 = container(&cluster, Cn::Cn2, &tb, S1, "172.16.1.11");
+    for t in [&ta, &tb] {
+        cluster
+            .wait_programmed(t, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
+            .expect("programmed");
+    }
+    for w in [&a1, &a2, &b1, &b2] {
+        add_counter(w, "echo", "icmp type echo-request");
+        add_counter(w, "forged", "ether saddr 02:de:ad:be:ef:01");
+    }
+    assert!(a1.ping(&a2.ip, 20), "A internally");
+    assert_eq!(
+        (counter(&b1, "echo"), counter(&b2, "echo")),
+        (0, 0),
+        "A's pings reached B"
+    );
+    assert!(b1.ping(&b2.ip, 20), "B internally");
+    assert_eq!(counter(&a1, "echo"), 0, "B's pings reached A");
+    assert_eq!(counter(&a2, "echo"), 20, "A's own pings, counted");
+    assert_eq!(counter(&b2, "echo"), 20, "B's own pings, counted");
+
+    // a1 forges VXLAN with B's VNI toward the hub and both compute nodes.
+    let vni_b = subnet_entry(&cluster.agent_show(&tb).expect("show B"), S1)["id"]
+        .as_u64()
+        .expect("B's VNI") as u32;
+    let mut packet = vec![0x08, 0, 0, 0];
+    packet.extend_from_slice(&(vni_b << 8).to_be_bytes());
+    packet.extend_from_slice(&[0xff; 6]); // inner: broadcast
+    packet.extend_from_slice(&[0x02, 0xde, 0xad, 0xbe, 0xef, 0x01]);
+    packet.extend_from_slice(&[0x08, 0x06]);
+    packet.extend_from_slice(&[0u8; 28]);
+    let send_from = |ns: &Path, to: &str| {
+        let pkt = packet.clone();
+        let to = format!("{to}:4789");
+        in_netns(ns, move || {
+            let sock = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp");
+            for _ in 0..5 {
+                let _ = sock.send_to(&pkt, &to);
+            }
+        });
+    };
+    for target in [NN_IP, Cn::Cn1.ip(), Cn::Cn2.ip()] {
+        send_from(&a1.ns.path(), target);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for w in [&b1, &b2, &a1, &a2] {
+        assert_eq!(
+            counter(w, "forged"),
+            0,
+            "a forged frame got through to {}",
+            w.ns.name
+        );
+    }
+    // Control: the same frame from the underlay itself does reach B (the filter counts).
+    send_from(&cluster.nn.path(), Cn::Cn2.ip());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(counter(&b2, "forged") > 0, "control frame not counted");
+    assert_eq!(counter(&a2, "forged"), 0);
+}
+
+fn public_ip_command(
+    t: &ciao_tests::cluster::Tenant,
+    public: &str,
+    private: &str,
+) -> PublicIpCommand {
+    PublicIpCommand {
+        concentrator_uuid: t.cnci.clone(),
+        tenant_uuid: t.tenant.clone(),
+        instance_uuid: "d6c5ee7b-5a1d-4f4b-8a4e-3f0c2b1a0e9d".into(),
+        public_ip: public.into(),
+        private_ip: private.into(),
+        vnic_mac: mac_of(private),
+    }
+}
+
+#[test]
+fn outbound_nat_and_public_ips_assigned_and_released() {
+    require_root!();
+    let mut cluster = Cluster::new().expect("cluster");
+    let ta = cluster.add_tenant(TENANT_A).expect("tenant A");
+    let a1 = container(&cluster, Cn::Cn1, &ta, S1, "172.16.1.10");
+    cluster
+        .wait_programmed(&ta, S1, &[Cn::Cn1.ip()])
+        .expect("s1");
+    assert!(a1.ping(EXT_IP, 3), "outbound NAT");
+    const PUBLIC: &str = "203.0.113.10";
+    assert!(
+        !cluster.ext.ping(PUBLIC, 1),
+        "public IP answers before assignment"
+    );
+
+    let controller = cluster.certs.controller();
+    let cmd = public_ip_command(&ta, PUBLIC, &a1.ip);
+    let assign = Frame::new(
+        kind::COMMAND,
+        command::ASSIGN_PUBLIC_IP,
+        uuid::Uuid::new_v4(),
+        AssignPublicIp(cmd.clone()).to_yaml(),
+    );
+    let reply = ssntp_exchange(&cluster, &controller, role::CONTROLLER, vec![assign], |f| {
+        f.kind != kind::EVENT || f.operand != event::NODE_CONNECTED
+    })
+    .expect("a reply to AssignPublicIP");
+    assert_eq!(
+        (reply.kind, reply.operand),
+        (kind::EVENT, event::PUBLIC_IP_ASSIGNED)
+    );
+    assert!(String::from_utf8_lossy(&reply.payload).contains(PUBLIC));
+    assert!(
+        cluster.ext.ping(PUBLIC, 3),
+        "the outside reaches a1 at its public IP"
+    );
+    let conntrack_src = a1.exec(&["sh", "-c", "ping -c1 -W1 203.0.113.100 >/dev/null; echo ok"]);
+    assert!(conntrack_src.contains("ok"));
+
+    // A second public IP for the same workload, and garbage, are refused in SSNTP's own form.
+    let mut dup = public_ip_command(&ta, "203.0.113.11", &a1.ip);
+    let mut bad = dup.clone();
+    bad.public_ip = "not-an-ip".into();
+    for (cmd, reason) in [(&mut dup, "assign_failure"), (&mut bad, "invalid_data")] {
+        let f = Frame::new(
+            kind::COMMAND,
+            command::ASSIGN_PUBLIC_IP,
+            uuid::Uuid::new_v4(),
+            AssignPublicIp(cmd.clone()).to_yaml(),
+        );
+        let reply = ssntp_exchange(&cluster, &controller, role::CONTROLLER, vec![f], |f| {
+            f.kind == kind::ERROR || f.kind == kind::EVENT && f.operand != event::NODE_CONNECTED
+        })
+        .expect("a reply");
+        assert_eq!(
+            (reply.kind, reply.operand),
+            (kind::ERROR, error::ASSIGN_PUBLIC_IP_FAILURE)
+        );
+        assert!(String::from_utf8_lossy(&reply.payload).contains(reason));
+    }
+    assert!(
+        cluster.ext.ping(PUBLIC, 1),
+        "a refused command changed nothing"
+    );
+
+    let release = Frame::new(
+        kind::COMMAND,
+        command::RELEASE_PUBLIC_IP,
+        uuid::Uuid::new_v4(),
+        ReleasePublicIp(cmd).to_yaml(),
+    );
+    let reply = ssntp_exchange(
+        &cluster,
+        &controller,
+        role::CONTROLLER,
+        vec![release],
+        |f| f.kind != kind::EVENT || f.operand != event::NODE_CONNECTED,
+    )
+    .expect("a reply to ReleasePublicIP");
+    assert_eq!(
+        (reply.kind, reply.operand),
+        (kind::EVENT, event::PUBLIC_IP_UNASSIGNED)
+    );
+    assert!(
+        !cluster.ext.ping(PUBLIC, 2),
+        "still reachable after release"
+    );
+    assert!(a1.ping(EXT_IP, 2), "outbound NAT after release");
+    let show = cluster.agent_show(&ta).expect("show");
+    assert_eq!(show["public_ips"], serde_json::json!([]));
+}
+
+#[test]
+fn a_vm_like_tap_client_gets_its_address_from_the_cnci_dhcp() {
+    require_root!();
+    let mut cluster = Cluster::new().expect("cluster");
+    let ta = cluster.add_tenant(TENANT_A).expect("tenant A");
+    let a2 = container(&cluster, Cn::Cn2, &ta, S1, "172.16.1.11");
+    // The "guest": a namespace whose eth0 (MAC 02:00:ac:10:01:20) is wired to a port named like
+    // a QEMU tap on CN1, attached through the core's tap path as the QEMU hook will do.
+    let guest = ciao_tests::Netns::new("guest");
+    let tap = format!("tap{}", std::process::id() % 100000);
+    let cn1 = &cluster.cn1;
+    cn1.ns.exec(&[
+        "ip", "link", "add", &tap, "type", "veth", "peer", "name", "g0",
+    ]);
+    cn1.ns
+        .exec(&["ip", "link", "set", "g0", "netns", &guest.name]);
+    guest.exec(&["ip", "link", "set", "g0", "name", "eth0"]);
+    guest.exec(&[
+        "ip",
+        "link",
+        "set",
+        "eth0",
+        "address",
+        "02:00:ac:10:01:20",
+        "up",
+    ]);
+    let cfg = SubnetConfig {
+        tenant: ta.tenant.parse().expect("tenant"),
+        subnet: S1.parse().expect("subnet"),
+        cnci: Cnci {
+            uuid: ta.cnci.parse().expect("cnci"),
+            ip: NN_IP.parse().expect("ip"),
+        },
+        tunnel_kind: TunnelKind::Vxlan,
+        tunnel_id: None,
+        node_range: None,
+        gateway: None,
+        mtu: None,
+        underlay_device: None,
+    };
+    let req = VnicRequest {
+        id: VnicId {
+            owner: "vm-dhcp".into(),
+            ifname: tap.clone(),
+        },
+        kind: VnicKind::Tap {
+            name: tap.clone(),
+            uid: None,
+            gid: None,
+        },
+        ip: Some("172.16.1.32".parse().expect("ip")),
+        mac: None,
+        default_route: false,
+    };
+    let state = cn1.state.path().to_path_buf();
+    in_netns(&cn1.ns.path(), || {
+        let mut node = Node::open(&NodeConfig { state_dir: state }).expect("node");
+        node.attach(&cfg, &req).expect("attach the tap");
+    });
+    let net_key = netcore::ids::net_key(cfg.tenant, cfg.subnet);
+    cluster
+        .wait_programmed(&ta, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
+        .expect("CN1 registered by the tap attach");
+    let dir = tempfile::tempdir().expect("tmp");
+    let script = dir.path().join("udhcpc.sh");
+    let lease = dir.path().join("lease");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = bound ] || exit 0\nip addr add $ip/$mask dev $interface\nip route add default via $router\necho \"$ip $mask $router $mtu\" > {}\n",
+            lease.display()
+        ),
+    )
+    .expect("script");
+    Command::new("chmod")
+        .args(["+x"])
+        .arg(&script)
+        .status()
+        .expect("chmod");
+    let out = guest.try_exec(&[
+        "busybox",
+        "udhcpc",
+        "-i",
+        "eth0",
+        "-n",
+        "-q",
+        "-f",
+        "-t",
+        "5",
+        "-T",
+        "1",
+        "-O",
+        "mtu",
+        "-s",
+        script.to_str().expect("path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "udhcpc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = std::fs::read_to_string(&lease).expect("lease written");
+    assert_eq!(got.trim(), "172.16.1.32 24 172.16.1.1 1450");
+    assert!(
+        guest.ping(&a2.ip, 3),
+        "the guest reaches a container on CN2"
+    );
+    in_netns(&cn1.ns.path(), || {
+        let mut node = Node::open(&NodeConfig {
+            state_dir: cn1.state.path().to_path_buf(),
+        })
+        .expect("node");
+        node.detach(&net_key, &req.id).expect("detach");
+    });
+}
+
+#[test]
+fn the_last_container_of_a_subnet_leaving_a_node_takes_its_tunnel_end_off_the_hub() {
+    require_root!();
+    let mut cluster = Cluster::new().expect("cluster");
+    let ta = cluster.add_tenant(TENANT_A).expect("tenant A");
+    let a1 = container(&cluster, Cn::Cn1, &ta, S1, "172.16.1.10");
+    let a4 = container(&cluster, Cn::Cn1, &ta, S1, "172.16.1.12");
+    let mut a2 = container(&cluster, Cn::Cn2, &ta, S1, "172.16.1.11");
+    cluster
+        .wait_programmed(&ta, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
+        .expect("both");
+    assert!(a1.ping(&a2.ip, 2));
+    a2.remove().expect_ok("DEL a2");
+    assert!(
+        cluster.cn2.ciao_links().is_empty(),
+        "CN2 keeps links: {:?}",
+        cluster.cn2.ciao_links()
+    );
+    cluster
+        .wait_programmed(&ta, S1, &[Cn::Cn1.ip()])
+        .expect("CN2 off the flood list");
+    assert!(a1.ping(&a4.ip, 3), "CN1 local");
+    assert!(a1.ping("172.16.1.1", 3), "CN1 to its gateway at the hub");
+}
+
+#[test]
+fn the_agent_restarts_without_disturbing_flows_and_repeated_registrations_change_nothing() {
+    require_root!();
+    let mut cluster = Cluster::new().expect("cluster");
+    let ta = cluster.add_tenant(TENANT_A).expect("tenant A");
+    let a1 = container(&cluster, Cn::Cn1, &ta, S1, "172.16.1.10");
+    let a2 = container(&cluster, Cn::Cn2, &ta, S1, "172.16.1.11");
+    cluster
+        .wait_programmed(&ta, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
+        .expect("both");
+    let tenant_ns = cluster.tenant_ns(&ta);
+    let links_before = tenant_ns.exec(&["ip", "-o", "link", "show"]);
+    let fdb = |ns: &ciao_tests::Netns| {
+        let mut l: Vec<String> = ns
+            .exec(&["bridge", "fdb", "show"])
+            .lines()
+            .filter(|l| l.starts_with("00:00:00:00:00:00"))
+            .map(str::to_string)
+            .collect();
+        l.sort();
+        l
+    };
+    let flood_before = fdb(&tenant_ns);
+
+    let pings = std::thread::scope(|s| {
+        let flow = s.spawn(|| {
+            a1.ns
+                .try_exec(&["ping", "-c", "80", "-i", "0.05", "-W", "1", &a2.ip])
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        cluster.kill_agent(&ta);
+        std::thread::sleep(Duration::from_millis(500));
+        cluster.restart_agent(&ta).expect("restart");
+        flow.join().expect("ping")
+    });
+    let text = String::from_utf8_lossy(&pings.stdout);
+    let received: u32 = text
+        .split(" received")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("ping summary");
+    assert!(
+        received >= 60,
+        "a flow lost more than a second across the restart: {text}"
+    );
+    assert_eq!(
+        tenant_ns.exec(&["ip", "-o", "link", "show"]),
+        links_before,
+        "links recreated"
+    );
+    assert_eq!(fdb(&tenant_ns), flood_before);
+
+    // CN1's registration again, as a re-delivered report: nothing changes.
+    let vni = subnet_entry(&cluster.agent_show(&ta).expect("show"), S1)["id"]
+        .as_u64()
+        .expect("vni") as u32;
+    let again = ssntp::payloads::TenantAddedEvent::new(
+        uuid::Uuid::new_v4(),
+        Cn::Cn1.ip().parse().expect("ip"),
+        ta.tenant.parse().expect("tenant"),
+        S1.parse().expect("subnet"),
+        ta.cnci.parse().expect("cnci"),
+        NN_IP.parse().expect("ip"),
+    )
+    .with_tunnel(ssntp::payloads::TunnelKind::Vxlan, vni);
+    let frame = Frame::new(
+        kind::EVENT,
+        event::TENANT_ADDED,
+        uuid::Uuid::new_v4(),
+        ssntp::payloads::TenantAdded(again).to_yaml(),
+    );
+    ssntp_exchange(
+        &cluster,
+        &cluster.certs.agent(Cn::Cn1),
+        role::AGENT,
+        vec![frame.clone(), frame],
+        |_| false,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(tenant_ns.exec(&["ip", "-o", "link", "show"]), links_before);
+    assert_eq!(fdb(&tenant_ns), flood_before);
+    assert!(a1.ping(&a2.ip, 2));
+}
+
+#[test]
+fn a_subnet_attached_while_its_cnci_agent_is_down_reaches_it_when_it_returns() {
+    require_root!();
+    let mut cluster = Cluster::new().expect("cluster");
+    let ta = cluster.add_tenant(TENANT_A).expect("tenant A");
+    cluster.kill_agent(&ta);
+    let a1 = container(&cluster, Cn::Cn1, &ta, S1, "172.16.1.10");
+    let a2 = container(&cluster, Cn::Cn2, &ta, S1, "172.16.1.11");
+    for cn in Cn::ALL {
+        cluster
+            .wait_reports_delivered(cn, Duration::from_secs(10))
+            .expect("delivered to the scheduler");
+    }
+    cluster.restart_agent(&ta).expect("agent restarts");
+    cluster
+        .wait_programmed(&ta, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
+        .expect("held by the scheduler, delivered on connect");
+    assert!(a1.ping(&a2.ip, 3));
+}
+
+#[test]
+fn the_scheduler_restarts_the_agent_reregisters_and_attaches_made_meanwhile_arrive() {
+    require_root!();
+    let mut cluster = Cluster::new().expect("cluster");
+    let ta = cluster.add_tenant(TENANT_A).expect("tenant A");
+    let a1 = container(&cluster, Cn::Cn1, &ta, S1, "172.16.1.10");
+    cluster
+        .wait_programmed(&ta, S1, &[Cn::Cn1.ip()])
+        .expect("s1");
+    cluster.kill_scheduler();
+    let a5 = container(&cluster, Cn::Cn2, &ta, S3, "172.16.3.10");
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.restart_scheduler().expect("scheduler restarts");
+    // A controller connected now sees the agent announce itself again.
+    let cnci = ta.cnci.clone();
+    let announced = ssntp_exchange(
+        &cluster,
+        &cluster.certs.controller(),
+        role::CONTROLLER,
+        vec![],
+        move |f| {
+            f.kind == kind::EVENT
+                && f.operand == event::CONCENTRATOR_INSTANCE_ADDED
+                && String::from_utf8_lossy(&f.payload).contains(&cnci)
+        },
+    );
+    assert!(
+        announced.is_some(),
+        "no ConcentratorInstanceAdded after the scheduler restart"
+    );
+    cluster
+        .wait_connected(&ta, Duration::from_secs(15))
+        .expect("agent reconnected");
+    cluster
+        .wait_programmed(&ta, S3, &[Cn::Cn2.ip()])
+        .expect("the attach made during the outage arrived");
+    assert!(a1.ping(&a5.ip, 3), "routed to the new subnet");
+}
+
+#[test]
+fn a_df_packet_of_exactly_the_workload_mtu_crosses_the_hub_and_one_byte_more_fails() {
+    require_root!();
+    let mut cluster = Cluster::new().expect("cluster");
+    let ta = cluster.add_tenant(TENANT_A).expect("tenant A");
+    let a1 = container(&cluster, Cn::Cn1, &ta, S1, "172.16.1.10");
+    let a2 = container(&cluster, Cn::Cn2, &ta, S1, "172.16.1.11");
+    cluster
+        .wait_programmed(&ta, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
+        .expect("both");
+    let mtu = a1.exec(&["cat", "/sys/class/net/eth0/mtu"]);
+    assert_eq!(mtu.trim(), "1450");
+    // 1450 = 20 IP + 8 ICMP + 1422 payload.
+    let fits = a1.ns.try_exec(&[
+        "ping", "-M", "do", "-s", "1422", "-c", "3", "-W", "1", &a2.ip,
+    ]);
+    assert!(
+        fits.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fits.stdout)
+    );
+    let over = a1.ns.try_exec(&[
+        "ping", "-M", "do", "-s", "1423", "-c", "1", "-W", "1", &a2.ip,
+    ]);
+    assert!(!over.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&over.stdout),
+        String::from_utf8_lossy(&over.stderr)
+    );
+    assert!(
+        text.contains("message too long") || text.contains("mtu=1450"),
+        "{text}"
+    );
+}
