@@ -744,13 +744,25 @@ impl Cluster {
     /// Attaches a container of `t` in `subnet` with address `ip` on `cn`: a new namespace and a
     /// CNI ADD run in the node's namespace, as a runtime runs it.
     pub fn container(&self, cn: Cn, t: &Tenant, subnet: &str, ip: &str) -> Result<Workload> {
+        self.container_with(cn, t, subnet, ip, json!({}))
+    }
+
+    /// [`Cluster::container`] with extra network configuration keys (e.g. `tunnel`).
+    pub fn container_with(
+        &self,
+        cn: Cn,
+        t: &Tenant,
+        subnet: &str,
+        ip: &str,
+        extra: Value,
+    ) -> Result<Workload> {
         let prefix = subnet
             .split_once('/')
             .map(|(_, p)| p)
             .ok_or_else(|| anyhow!("subnet {subnet} has no prefix length"))?;
         let node = self.cn(cn);
         let ns = Netns::new("ctr");
-        let conf = json!({
+        let mut conf = json!({
             "cniVersion": "1.1.0",
             "name": format!("t{}-{}", &t.tenant[..8.min(t.tenant.len())], subnet.replace(['.', '/'], "-")),
             "type": "ciao",
@@ -761,6 +773,9 @@ impl Cluster {
             "defaultRoute": true,
             "runtimeConfig": {"ips": [format!("{ip}/{prefix}")]},
         });
+        if let (Some(conf), Some(extra)) = (conf.as_object_mut(), extra.as_object()) {
+            conf.extend(extra.clone());
+        }
         let mut w = Workload {
             ip: ip.to_string(),
             cn,
