@@ -172,6 +172,15 @@ impl Hub {
             gateway: Some(IpAddr::V4(outer_ip)),
             oif: inner.index,
         })?;
+        if let Some(ext) = &self.agent.external_dev {
+            // Answer ARP for public IPs at once, not after the default random proxy delay of
+            // up to 0.8 s that would lose the first packets to a newly assigned address.
+            let path = format!("/proc/sys/net/ipv4/neigh/{ext}/proxy_delay");
+            std::fs::write(&path, "0").map_err(|e| netcore::Error::Io {
+                op: format!("write {path}"),
+                source: e,
+            })?;
+        }
         let rules = nft::UnderlayRules {
             table: names::underlay_table(self.agent.uuid),
             uplink: outer_name,

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ciao_tests::cluster::{subnet_entry, Cluster, Cn, Workload, EXT_IP, NN_IP};
+use ciao_tests::cluster::{subnet_entry, Cluster, Cn, Tenant, Workload, EXT_IP, NN_IP};
 use ciao_tests::{client_tls, require_root, TENANT_A, TENANT_B};
 use netcore::{Cnci, Node, NodeConfig, SubnetConfig, TunnelKind, VnicId, VnicKind, VnicRequest};
 use ssntp::frame::{command, error, event, kind, role, Frame};
@@ -16,8 +16,20 @@ const S1: &str = "172.16.1.0/24";
 const S2: &str = "172.16.2.0/24";
 const S3: &str = "172.16.3.0/24";
 
-fn container(c: &Cluster, cn: Cn, t: &ciao_tests::cluster::Tenant, s: &str, ip: &str) -> Workload {
+fn container(c: &Cluster, cn: Cn, t: &Tenant, s: &str, ip: &str) -> Workload {
     c.container(cn, t, s, ip).expect("container")
+}
+
+/// A tenant's CNCI with a1 (.10 on CN1) and a2 (.11 on CN2) in subnet 1, the hub programmed
+/// toward both nodes.
+fn on_both_nodes(cluster: &mut Cluster, tenant: &str) -> (Tenant, Workload, Workload) {
+    let t = cluster.add_tenant(tenant).expect("tenant");
+    let w1 = container(cluster, Cn::Cn1, &t, S1, "172.16.1.10");
+    let w2 = container(cluster, Cn::Cn2, &t, S1, "172.16.1.11");
+    cluster
+        .wait_programmed(&t, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
+        .expect("hub programmed toward both nodes");
+    (t, w1, w2)
 }
 
 /// Runs `f` on a thread inside the network namespace at `ns` (the test thread stays put).
@@ -118,13 +130,8 @@ fn mac_of(ip: &str) -> String {
 fn same_subnet_across_nodes_through_the_hub_with_ipv6_on_and_a_stable_fdb() {
     require_root!();
     let mut cluster = Cluster::new().expect("cluster");
-    let ta = cluster.add_tenant(TENANT_A).expect("tenant A");
-    let a1 = container(&cluster, Cn::Cn1, &ta, S1, "172.16.1.10");
-    let a2 = container(&cluster, Cn::Cn2, &ta, S1, "172.16.1.11");
+    let (ta, a1, a2) = on_both_nodes(&mut cluster, TENANT_A);
     let a3 = container(&cluster, Cn::Cn1, &ta, S1, "172.16.1.12");
-    cluster
-        .wait_programmed(&ta, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
-        .expect("hub programmed");
     for w in [&a1, &a2, &a3] {
         let v6 = w.exec(&["sysctl", "-n", "net.ipv6.conf.eth0.disable_ipv6"]);
         assert_eq!(
@@ -204,17 +211,8 @@ fn a_tenants_subnets_are_routed_by_its_cnci() {
 fn tenants_with_identical_subnets_exchange_no_packet_even_with_forged_vnis() {
     require_root!();
     let mut cluster = Cluster::new().expect("cluster");
-    let ta = cluster.add_tenant(TENANT_A).expect("tenant A");
-    let tb = cluster.add_tenant(TENANT_B).expect("tenant B");
-    let a1 = container(&cluster, Cn::Cn1, &ta, S1, "172.16.1.10");
-    let a2 = container(&cluster, Cn::Cn2, &ta, S1, "172.16.1.11");
-    let b1 = container(&cluster, Cn::Cn1, &tb, S1, "172.16.1.10");
-    let b2 = container(&cluster, Cn::Cn2, &tb, S1, "172.16.1.11");
-    for t in [&ta, &tb] {
-        cluster
-            .wait_programmed(t, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
-            .expect("programmed");
-    }
+    let (_ta, a1, a2) = on_both_nodes(&mut cluster, TENANT_A);
+    let (tb, b1, b2) = on_both_nodes(&mut cluster, TENANT_B);
     for w in [&a1, &a2, &b1, &b2] {
         add_counter(w, "echo", "icmp type echo-request");
         add_counter(w, "forged", "ether saddr 02:de:ad:be:ef:01");
@@ -269,11 +267,7 @@ fn tenants_with_identical_subnets_exchange_no_packet_even_with_forged_vnis() {
     assert_eq!(counter(&a2, "forged"), 0);
 }
 
-fn public_ip_command(
-    t: &ciao_tests::cluster::Tenant,
-    public: &str,
-    private: &str,
-) -> PublicIpCommand {
+fn public_ip_command(t: &Tenant, public: &str, private: &str) -> PublicIpCommand {
     PublicIpCommand {
         concentrator_uuid: t.cnci.clone(),
         tenant_uuid: t.tenant.clone(),
@@ -321,8 +315,6 @@ fn outbound_nat_and_public_ips_assigned_and_released() {
         cluster.ext.ping(PUBLIC, 3),
         "the outside reaches a1 at its public IP"
     );
-    let conntrack_src = a1.exec(&["sh", "-c", "ping -c1 -W1 203.0.113.100 >/dev/null; echo ok"]);
-    assert!(conntrack_src.contains("ok"));
 
     // A second public IP for the same workload, and garbage, are refused in SSNTP's own form.
     let mut dup = public_ip_command(&ta, "203.0.113.11", &a1.ip);
@@ -522,12 +514,7 @@ fn the_last_container_of_a_subnet_leaving_a_node_takes_its_tunnel_end_off_the_hu
 fn the_agent_restarts_without_disturbing_flows_and_repeated_registrations_change_nothing() {
     require_root!();
     let mut cluster = Cluster::new().expect("cluster");
-    let ta = cluster.add_tenant(TENANT_A).expect("tenant A");
-    let a1 = container(&cluster, Cn::Cn1, &ta, S1, "172.16.1.10");
-    let a2 = container(&cluster, Cn::Cn2, &ta, S1, "172.16.1.11");
-    cluster
-        .wait_programmed(&ta, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
-        .expect("both");
+    let (ta, a1, a2) = on_both_nodes(&mut cluster, TENANT_A);
     let tenant_ns = cluster.tenant_ns(&ta);
     let links_before = tenant_ns.exec(&["ip", "-o", "link", "show"]);
     let fdb = |ns: &ciao_tests::Netns| {
@@ -666,12 +653,7 @@ fn the_scheduler_restarts_the_agent_reregisters_and_attaches_made_meanwhile_arri
 fn a_df_packet_of_exactly_the_workload_mtu_crosses_the_hub_and_one_byte_more_fails() {
     require_root!();
     let mut cluster = Cluster::new().expect("cluster");
-    let ta = cluster.add_tenant(TENANT_A).expect("tenant A");
-    let a1 = container(&cluster, Cn::Cn1, &ta, S1, "172.16.1.10");
-    let a2 = container(&cluster, Cn::Cn2, &ta, S1, "172.16.1.11");
-    cluster
-        .wait_programmed(&ta, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
-        .expect("both");
+    let (_ta, a1, a2) = on_both_nodes(&mut cluster, TENANT_A);
     let mtu = a1.exec(&["cat", "/sys/class/net/eth0/mtu"]);
     assert_eq!(mtu.trim(), "1450");
     // 1450 = 20 IP + 8 ICMP + 1422 payload.

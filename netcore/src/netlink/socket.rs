@@ -4,7 +4,7 @@
 //! runtime costs start-up time, and daemons call it from a blocking thread. The socket stays bound
 //! to the network namespace it was opened in, so one handle per namespace is all we need.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
@@ -49,19 +49,7 @@ impl Netlink {
     /// The socket is created on a short-lived thread that enters the namespace, so the calling
     /// thread (possibly a tokio worker) never changes namespace.
     pub fn open_in(ns: BorrowedFd<'_>) -> Result<Self> {
-        let fd = ns
-            .try_clone_to_owned()
-            .map_err(|e| Error::io("duplicate netns fd", e))?;
-        std::thread::scope(|scope| {
-            scope
-                .spawn(move || {
-                    nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                        .map_err(|e| Error::io("enter network namespace", e.into()))?;
-                    Self::open()
-                })
-                .join()
-                .unwrap_or_else(|_| Err(Error::Internal("netns thread panicked".into())))
-        })
+        crate::netns::run_in(ns, Self::open)
     }
 
     /// The raw socket fd, for diagnostics.
