@@ -7,7 +7,7 @@ packages=(
   iproute2 iputils-ping nftables iptables procps util-linux
   busybox-static            # container root filesystems built without a registry
   podman crun               # the real runtime test (CNI backend; crun runs with cgroups disabled)
-  containernetworking-plugins  # reference bridge + host-local plugins: benchmark baseline
+  containernetworking-plugins iperf3  # benchmark baselines: reference bridge + host-local plugins; iperf3 for overlay-bench
   uidmap
 )
 missing=()
