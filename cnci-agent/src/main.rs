@@ -206,14 +206,38 @@ fn show(state_dir: &Path, json: bool) -> anyhow::Result<()> {
         "  namespace {}, underlay {}, uplink {}, connected: {}",
         record.netns, record.underlay_ip, record.uplink, status.connected
     );
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(items) => {
+            let items: Vec<String> = items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| i.to_string())
+                })
+                .collect();
+            items.join(",")
+        }
+        other => other.to_string(),
+    };
     for s in &subnets {
         println!(
-            "  subnet {} {} {} gateway {} nodes {} programmed {}",
-            s["subnet"], s["kind"], s["id"], s["gateway"], s["nodes"], s["programmed"]
+            "  subnet {} {} {} gateway {} nodes [{}] programmed [{}]",
+            text(&s["subnet"]),
+            text(&s["kind"]),
+            s["id"],
+            text(&s["gateway"]),
+            text(&s["nodes"]),
+            text(&s["programmed"])
         );
     }
     for p in &public {
-        println!("  public {} -> {}", p["public_ip"], p["private_ip"]);
+        println!(
+            "  public {} -> {}",
+            text(&p["public_ip"]),
+            text(&p["private_ip"])
+        );
     }
     Ok(())
 }
