@@ -12,6 +12,7 @@ use serde_json::Value;
 pub use serde_json::json;
 
 pub mod cluster;
+pub mod qemu;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -495,6 +496,17 @@ pub fn node_tool() -> PathBuf {
         workspace_root().join("target/debug/ciao-node")
     })
     .clone()
+}
+
+/// A QEMU hook of the `ciao-vm-hooks` package (`ciao-qemu-ifup`, `ciao-qemu-ifdown`), built on
+/// first use (`CIAO_BIN_DIR` overrides).
+pub fn vm_hook(name: &str) -> PathBuf {
+    if let Some(p) = bin_dir_override(name) {
+        return p;
+    }
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| cargo_build("ciao-vm-hooks", &[]));
+    workspace_root().join("target/debug").join(name)
 }
 
 /// A binary of the `ciao-scheduler` package (`ciao-scheduler`, `ciao-cert`), built on first use
