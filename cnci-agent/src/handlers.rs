@@ -191,10 +191,26 @@ impl Agent {
         }
         self.store.put_subnet(&rec)?;
         self.desired.subnets.insert(subnet, rec.clone());
-        if existing.is_some() {
-            self.hub.add_node(&rec, node)?;
+        let programmed = if existing.is_some() {
+            self.hub.add_node(&rec, node)
         } else {
-            self.hub.ensure_subnet(&rec)?;
+            self.hub.ensure_subnet(&rec)
+        };
+        if let Err(e) = programmed {
+            // Not programmable (e.g. the VNI is taken on this underlay address): forget the
+            // registration rather than retrying it on every start.
+            rec.nodes.remove(&node);
+            if rec.nodes.is_empty() {
+                self.store.remove_subnet(subnet)?;
+                self.desired.subnets.remove(&subnet);
+                let _ = self.hub.remove_subnet(subnet);
+            } else {
+                self.store.put_subnet(&rec)?;
+                self.desired.subnets.insert(subnet, rec);
+            }
+            return Err(e);
+        }
+        if existing.is_none() {
             self.start_dhcp(&rec);
         }
         eprintln!(

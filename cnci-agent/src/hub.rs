@@ -494,8 +494,12 @@ impl Hub {
                 self.tenant.delete_link(link.index)?;
             }
         }
+        // One subnet the kernel refuses (say, its VNI taken by another tenant's CNCI on the same
+        // underlay address) must not keep the rest of the tenant down.
         for rec in desired.subnets.values() {
-            self.ensure_subnet(rec)?;
+            if let Err(e) = self.ensure_subnet(rec) {
+                eprintln!("subnet {}: {e}", rec.subnet);
+            }
         }
         // Tunnel devices left unattached (e.g. by a kill between a move and its enslaving).
         for link in self.tenant.links()? {

@@ -728,3 +728,39 @@ fn point_to_point_hubs_over_gretap_and_geneve() {
         assert!(a1.ping(&a2.ip, 3), "{kind}: across the hub");
     }
 }
+
+/// Two tenants whose subnets were configured with the same VNI: the network node can host it
+/// once per underlay address. The second CNCI refuses the registration and stays healthy.
+#[test]
+fn a_vni_taken_on_the_network_node_is_refused_without_harming_either_tenant() {
+    require_root!();
+    let mut cluster = Cluster::new().expect("cluster");
+    let ta = cluster.add_tenant(TENANT_A).expect("tenant A");
+    let tb = cluster.add_tenant(TENANT_B).expect("tenant B");
+    let same = serde_json::json!({"tunnel": {"kind": "vxlan", "id": 4242}});
+    let a1 = cluster
+        .container_with(Cn::Cn1, &ta, S1, "172.16.1.10", same.clone())
+        .expect("a1");
+    cluster
+        .wait_programmed(&ta, S1, &[Cn::Cn1.ip()])
+        .expect("A");
+    let _b2 = cluster
+        .container_with(Cn::Cn2, &tb, S1, "172.16.1.11", same)
+        .expect("b2 attaches on its node");
+    cluster
+        .wait_reports_delivered(Cn::Cn2, Duration::from_secs(10))
+        .expect("delivered");
+    std::thread::sleep(Duration::from_millis(500));
+    let show = cluster.agent_show(&tb).expect("show B");
+    assert!(
+        subnet_entry(&show, S1).is_null(),
+        "B recorded an unprogrammable subnet: {show}"
+    );
+    let b3 = container(&cluster, Cn::Cn2, &tb, S2, "172.16.2.10");
+    cluster
+        .wait_programmed(&tb, S2, &[Cn::Cn2.ip()])
+        .expect("B's other subnet");
+    assert!(b3.ping("172.16.2.1", 2), "B's CNCI serves its other subnet");
+    cluster.restart_agent(&tb).expect("B restarts cleanly");
+    assert!(a1.ping("172.16.1.1", 2), "A untouched");
+}
