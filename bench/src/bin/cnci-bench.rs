@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
+use ciao_bench::host::{cpu_time, machine_busy, round3, status_kib, utc_stamp, wait_quiet};
 use clap::Parser;
 use netcore::netlink::Netlink;
 use netlink_packet_route::neighbour::{NeighbourAttribute, NeighbourMessage};
@@ -155,16 +156,6 @@ impl Drop for Proc {
     }
 }
 
-/// A `kB` field of `/proc/<pid>/status` (VmRSS, VmHWM), in KiB.
-fn status_kib(pid: u32, field: &str) -> Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| anyhow!("no {field} in {path}"))
-}
-
 #[derive(Debug, Clone, Copy, Serialize)]
 struct Mem {
     rss_kib: u64,
@@ -176,51 +167,6 @@ fn mem(pid: u32) -> Result<Mem> {
         rss_kib: status_kib(pid, "VmRSS")?,
         hwm_kib: status_kib(pid, "VmHWM")?,
     })
-}
-
-/// User + system CPU time of a process so far, in seconds.
-fn cpu_secs(pid: &str) -> Result<f64> {
-    let path = format!("/proc/{pid}/stat");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-    let rest = text
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or_else(|| anyhow!("malformed {path}"))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| -> Result<u64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .ok_or_else(|| anyhow!("malformed {path}"))
-    };
-    Ok((tick(11)? + tick(12)?) as f64 / clock_ticks() as f64)
-}
-
-/// Busy CPU seconds of the whole machine (all cores) from `/proc/stat`.
-fn machine_busy_secs() -> Result<f64> {
-    let text = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("cpu "))
-        .ok_or_else(|| anyhow!("no cpu line in /proc/stat"))?;
-    let busy: u64 = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|t| t.parse::<u64>().ok())
-        .take(8)
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .map(|(_, t)| t)
-        .sum();
-    Ok(busy as f64 / clock_ticks() as f64)
-}
-
-fn clock_ticks() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100)
-        .max(1) as u64
 }
 
 /// CPU use of the agent, the scheduler, this bench and the machine over a phase.
@@ -243,10 +189,10 @@ impl CpuMeter {
     fn start(agent: u32, scheduler: u32) -> Result<Self> {
         let pids = [agent.to_string(), scheduler.to_string()];
         let at = [
-            cpu_secs(&pids[0])?,
-            cpu_secs(&pids[1])?,
-            cpu_secs("self")?,
-            machine_busy_secs()?,
+            cpu_time(&pids[0])?.as_secs_f64(),
+            cpu_time(&pids[1])?.as_secs_f64(),
+            cpu_time("self")?.as_secs_f64(),
+            machine_busy()?.as_secs_f64(),
         ];
         Ok(CpuMeter {
             pids,
@@ -259,30 +205,11 @@ impl CpuMeter {
         let wall = self.start.elapsed().as_secs_f64().max(1e-9);
         let pct = |now: f64, then: f64| ((now - then).max(0.0) / wall * 1000.0).round() / 10.0;
         Ok(CpuUse {
-            agent_pct: pct(cpu_secs(&self.pids[0])?, self.at[0]),
-            scheduler_pct: pct(cpu_secs(&self.pids[1])?, self.at[1]),
-            bench_pct: pct(cpu_secs("self")?, self.at[2]),
-            machine_pct: pct(machine_busy_secs()?, self.at[3]),
+            agent_pct: pct(cpu_time(&self.pids[0])?.as_secs_f64(), self.at[0]),
+            scheduler_pct: pct(cpu_time(&self.pids[1])?.as_secs_f64(), self.at[1]),
+            bench_pct: pct(cpu_time("self")?.as_secs_f64(), self.at[2]),
+            machine_pct: pct(machine_busy()?.as_secs_f64(), self.at[3]),
         })
-    }
-}
-
-/// Waits (up to `limit`) until the machine is below 15 % busy over a second; returns the last
-/// busy share seen, in % of all cores.
-fn wait_quiet(limit: Duration) -> Result<f64> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let deadline = Instant::now() + limit;
-    loop {
-        let before = machine_busy_secs()?;
-        std::thread::sleep(Duration::from_secs(1));
-        let busy = ((machine_busy_secs()? - before) / cpus * 100.0).round();
-        if busy < 15.0 || Instant::now() >= deadline {
-            if busy >= 15.0 {
-                eprintln!("cnci-bench: the machine is still {busy}% busy; numbers will be noisy");
-            }
-            return Ok(busy);
-        }
-        eprintln!("cnci-bench: waiting for the machine to be quiet ({busy}% busy)");
     }
 }
 
@@ -299,34 +226,6 @@ fn binary_next_to_me(arg: Option<PathBuf>, name: &str, package: &str) -> Result<
         bin.display()
     );
     Ok(bin)
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1e3).round() / 1e3
-}
-
-/// `YYYYMMDD-HHMMSS` in UTC.
-fn utc_stamp() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1225,7 +1124,7 @@ fn main() -> Result<()> {
     eprintln!("cnci-bench: generating certificates (RSA-2048)");
     let certs = make_certs()?;
     let busy_at_start_pct = if args.quiet_wait_secs > 0 {
-        wait_quiet(Duration::from_secs(args.quiet_wait_secs))?
+        wait_quiet(Duration::from_secs(args.quiet_wait_secs), "cnci-bench", || Ok(()))?
     } else {
         f64::NAN
     };

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use ciao_tests::cluster::{Cluster, Cn};
 use ciao_tests::{Netns, Proc, TENANT_A};
+use ciao_bench::host::{median, utc_stamp, wait_quiet};
 use clap::Parser;
 use serde::Serialize;
 
@@ -204,15 +205,6 @@ fn iperf(server_ns: &str, server_ip: &str, client_ns: &str, secs: u32) -> Result
     Ok(((bps / 1e7).round() / 100.0, retr))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 fn mtu_of(ns: &Netns, dev: &str) -> Result<u32> {
     let text = ns.exec(&["ip", "-o", "link", "show", dev]);
     let mut words = text.split_whitespace();
@@ -225,62 +217,6 @@ fn mtu_of(ns: &Netns, dev: &str) -> Result<u32> {
         }
     }
     bail!("no mtu in {text}")
-}
-
-fn busy_secs() -> Result<f64> {
-    let text = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("cpu "))
-        .ok_or_else(|| anyhow!("no cpu line in /proc/stat"))?;
-    let busy: u64 = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|t| t.parse::<u64>().ok())
-        .take(8)
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .map(|(_, t)| t)
-        .sum();
-    Ok(busy as f64 / 100.0)
-}
-
-/// Waits (up to `limit`) until the machine is below 15 % busy over a second.
-fn wait_quiet(limit: Duration) -> Result<f64> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let deadline = Instant::now() + limit;
-    loop {
-        check_stop()?;
-        let before = busy_secs()?;
-        std::thread::sleep(Duration::from_secs(1));
-        let busy = ((busy_secs()? - before) / cpus * 100.0).round();
-        if busy < 15.0 || Instant::now() >= deadline {
-            return Ok(busy);
-        }
-        eprintln!("overlay-bench: waiting for the machine to be quiet ({busy}% busy)");
-    }
-}
-
-fn utc_stamp() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -464,7 +400,7 @@ fn main() -> Result<()> {
     }
     install_signal_flag()?;
     let busy = if args.quiet_wait_secs > 0 {
-        wait_quiet(Duration::from_secs(args.quiet_wait_secs))?
+        wait_quiet(Duration::from_secs(args.quiet_wait_secs), "overlay-bench", check_stop)?
     } else {
         f64::NAN
     };

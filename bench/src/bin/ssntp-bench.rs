@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
+use ciao_bench::host::{cpu_time, machine_busy, round3, rss_kib, status_kib, wait_quiet};
 use clap::Parser;
 use serde::Serialize;
 use ssntp::certs::{Authority, Names, Shape, Validity};
@@ -162,16 +163,6 @@ impl Drop for SchedulerProcess {
     }
 }
 
-/// A `kB` field of `/proc/<pid>/status` (VmRSS, VmHWM), in KiB.
-fn status_kib(pid: u32, field: &str) -> Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| anyhow!("no {field} in {path}"))
-}
-
 /// Kernel memory of all TCP sockets on the machine (`/proc/net/sockstat`, pages), in KiB:
 /// where frames accepted from a flooding sender wait when the scheduler stops reading it.
 fn tcp_kernel_kib() -> Result<u64> {
@@ -195,62 +186,6 @@ fn tcp_kernel_kib() -> Result<u64> {
         .unwrap_or(4096)
         .max(1) as u64;
     Ok(pages * page / 1024)
-}
-
-fn rss_kib(pid: u32) -> Result<u64> {
-    status_kib(pid, "VmRSS")
-}
-
-/// User + system CPU time of a process so far.
-fn cpu_time(pid: &str) -> Result<Duration> {
-    let path = format!("/proc/{pid}/stat");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-    // Fields after the parenthesised command name start at field 3 (state); utime is 14.
-    let rest = text
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or_else(|| anyhow!("malformed {path}"))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| -> Result<u64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .ok_or_else(|| anyhow!("malformed {path}"))
-    };
-    let ticks = tick(11)? + tick(12)?;
-    Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
-}
-
-/// Busy CPU time of the whole machine (all cores) from `/proc/stat`, to show how much of a
-/// phase's CPU went to something other than the scheduler and this bench.
-fn machine_busy() -> Result<Duration> {
-    let text = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("cpu "))
-        .ok_or_else(|| anyhow!("no cpu line in /proc/stat"))?;
-    let ticks: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest time is already in user).
-    let busy: u64 = ticks
-        .iter()
-        .take(8)
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .map(|(_, t)| t)
-        .sum();
-    Ok(Duration::from_secs_f64(busy as f64 / clock_ticks() as f64))
-}
-
-fn clock_ticks() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100)
-        .max(1) as u64
 }
 
 /// CPU use of the scheduler, of this process and of the machine over a phase, in % of one core.
@@ -474,10 +409,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let rank = (p * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1e3).round() / 1e3
 }
 
 struct Ctx {
@@ -810,26 +741,6 @@ fn raise_nofile(need: u64) -> Result<u64> {
     Ok(hard)
 }
 
-/// Waits (up to `limit`) until the machine's CPUs are below 15 % busy over a second, since
-/// the scheduler and the clients share the same two cores with anything else running (a
-/// compile, for instance). Returns the last busy share seen, in % of all cores.
-fn wait_quiet(limit: Duration) -> Result<f64> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let deadline = Instant::now() + limit;
-    loop {
-        let before = machine_busy()?;
-        std::thread::sleep(Duration::from_secs(1));
-        let busy = (machine_busy()?.saturating_sub(before).as_secs_f64() / cpus * 100.0).round();
-        if busy < 15.0 || Instant::now() >= deadline {
-            if busy >= 15.0 {
-                eprintln!("ssntp-bench: the machine is still {busy}% busy; numbers will be noisy");
-            }
-            return Ok(busy);
-        }
-        eprintln!("ssntp-bench: waiting for the machine to be quiet ({busy}% busy)");
-    }
-}
-
 fn scheduler_binary(arg: Option<PathBuf>) -> Result<PathBuf> {
     let bin = match arg {
         Some(p) => p,
@@ -956,7 +867,7 @@ fn main() -> Result<()> {
         .build()
         .context("tokio runtime")?;
     let busy_at_start_pct = if args.quiet_wait_secs > 0 {
-        wait_quiet(Duration::from_secs(args.quiet_wait_secs))?
+        wait_quiet(Duration::from_secs(args.quiet_wait_secs), "ssntp-bench", || Ok(()))?
     } else {
         f64::NAN
     };
