@@ -1124,7 +1124,11 @@ fn main() -> Result<()> {
     eprintln!("cnci-bench: generating certificates (RSA-2048)");
     let certs = make_certs()?;
     let busy_at_start_pct = if args.quiet_wait_secs > 0 {
-        wait_quiet(Duration::from_secs(args.quiet_wait_secs), "cnci-bench", || Ok(()))?
+        wait_quiet(
+            Duration::from_secs(args.quiet_wait_secs),
+            "cnci-bench",
+            || Ok(()),
+        )?
     } else {
         f64::NAN
     };

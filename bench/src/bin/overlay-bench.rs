@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
+use ciao_bench::host::{median, utc_stamp, wait_quiet};
 use ciao_tests::cluster::{Cluster, Cn};
 use ciao_tests::{Netns, Proc, TENANT_A};
-use ciao_bench::host::{median, utc_stamp, wait_quiet};
 use clap::Parser;
 use serde::Serialize;
 
@@ -400,7 +400,11 @@ fn main() -> Result<()> {
     }
     install_signal_flag()?;
     let busy = if args.quiet_wait_secs > 0 {
-        wait_quiet(Duration::from_secs(args.quiet_wait_secs), "overlay-bench", check_stop)?
+        wait_quiet(
+            Duration::from_secs(args.quiet_wait_secs),
+            "overlay-bench",
+            check_stop,
+        )?
     } else {
         f64::NAN
     };

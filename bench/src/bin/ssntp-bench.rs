@@ -867,7 +867,11 @@ fn main() -> Result<()> {
         .build()
         .context("tokio runtime")?;
     let busy_at_start_pct = if args.quiet_wait_secs > 0 {
-        wait_quiet(Duration::from_secs(args.quiet_wait_secs), "ssntp-bench", || Ok(()))?
+        wait_quiet(
+            Duration::from_secs(args.quiet_wait_secs),
+            "ssntp-bench",
+            || Ok(()),
+        )?
     } else {
         f64::NAN
     };
