@@ -9,6 +9,7 @@ packages=(
   podman crun               # the real runtime test (CNI backend; crun runs with cgroups disabled)
   containernetworking-plugins iperf3  # benchmark baselines: reference bridge + host-local plugins; iperf3 for overlay-bench
   uidmap
+  docker.io                 # the Docker plugin tests start their own private dockerd (20.10)
 )
 missing=()
 for p in "${packages[@]}"; do

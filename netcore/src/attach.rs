@@ -96,6 +96,15 @@ impl Node {
                 }
                 Some((fd, inside))
             }
+            VnicKind::Handoff { ifname } => {
+                crate::config::validate_ifname("interface name", ifname)?;
+                if nl.link_by_name(ifname)?.is_some() {
+                    return Err(Error::Conflict(format!(
+                        "interface {ifname} already exists on this node"
+                    )));
+                }
+                None
+            }
             VnicKind::Tap { name, .. } => {
                 crate::config::validate_ifname("tap name", name)?;
                 None
@@ -117,12 +126,14 @@ impl Node {
             None => plan_net(nl, cfg)?,
         };
         let host_ifname = match &req.kind {
-            VnicKind::Veth { ifname, .. } => ids::host_veth_name(&net_key, &req.id.owner, ifname),
+            VnicKind::Veth { ifname, .. } | VnicKind::Handoff { ifname } => {
+                ids::host_veth_name(&net_key, &req.id.owner, ifname)
+            }
             VnicKind::Tap { name, .. } => name.clone(),
         };
         let existing_tap = match &req.kind {
             VnicKind::Tap { name, .. } => nl.link_by_name(name)?,
-            VnicKind::Veth { .. } => None,
+            VnicKind::Veth { .. } | VnicKind::Handoff { .. } => None,
         };
         if let (Some(link), VnicKind::Tap { name, .. }) = (&existing_tap, &req.kind) {
             if link.master.is_some() {
@@ -249,6 +260,48 @@ impl Node {
                         bridge: net.bridge.clone(),
                         bridge_mac: bridge.mac,
                         host_mac: Some(mac),
+                        first_instance,
+                    })
+                }
+                (VnicKind::Handoff { ifname }, _) => {
+                    // The far end stays here, down and without an address: the runtime moves
+                    // it into the workload and configures it there.
+                    let host = nl
+                        .create_link(&NewLink {
+                            name: vnic.host_ifname.clone(),
+                            kind: LinkKind::Veth(VethPeer {
+                                name: ifname.clone(),
+                                mac: Some(mac),
+                                mtu: Some(net.mtu),
+                                netns: None,
+                                up: false,
+                            }),
+                            mtu: Some(net.mtu),
+                            mac: None,
+                            master: Some(bridge.index),
+                            up: false,
+                        })
+                        .map_err(|e| bridge_full(e, &net.bridge))?;
+                    crash_point(7);
+                    disable_ipv6(&vnic.host_ifname)?;
+                    nl.change_link(
+                        host.index,
+                        &LinkChange {
+                            up: Some(true),
+                            alias: Some(ids::vnic_alias(&net_key, &vnic_key)),
+                            ..LinkChange::default()
+                        },
+                    )?;
+                    crash_point(8);
+                    locked.write_vnic(&vnic)?;
+                    crash_point(9);
+                    Ok(Attachment {
+                        vnic: vnic.clone(),
+                        address,
+                        gateway,
+                        bridge: net.bridge.clone(),
+                        bridge_mac: bridge.mac,
+                        host_mac: host.mac,
                         first_instance,
                     })
                 }

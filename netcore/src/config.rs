@@ -163,6 +163,10 @@ impl SubnetConfig {
 pub enum VnicKind {
     /// A veth pair whose far end is created as `ifname` in the network namespace at `netns`.
     Veth { netns: PathBuf, ifname: String },
+    /// A veth pair whose far end stays in the node's namespace as `ifname`, down and without an
+    /// address: for a runtime that moves the interface into the workload itself (Docker's
+    /// libnetwork does, at container start, after the plugin has answered).
+    Handoff { ifname: String },
     /// A persistent tap named `name` (QEMU attaches to it); created if missing.
     Tap {
         name: String,
@@ -180,7 +184,7 @@ impl VnicKind {
                 uid: *uid,
                 gid: *gid,
             },
-            VnicKind::Veth { .. } => TapOwner::default(),
+            VnicKind::Veth { .. } | VnicKind::Handoff { .. } => TapOwner::default(),
         }
     }
 }

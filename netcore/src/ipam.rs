@@ -38,7 +38,23 @@ pub fn check_requested(cfg: &SubnetConfig, ip: Ipv4Addr) -> Result<()> {
     Ok(())
 }
 
+/// Owner prefix of an address held for a workload that is not attached yet (a front end with its
+/// own IPAM calls, like Docker's, asks for an address before it attaches anything). GC, reconcile
+/// and the removal of a subnet leave holds alone; the front end releases them.
+pub const HOLD_PREFIX: &str = "hold:";
+
+/// True if a reservation's owner is a hold.
+pub fn is_hold(owner: &str) -> bool {
+    owner.starts_with(HOLD_PREFIX)
+}
+
+/// The reservation owner of a hold by `holder`.
+pub fn hold_owner(holder: &str) -> String {
+    format!("{HOLD_PREFIX}{holder}")
+}
+
 /// Reserves an address for `owner`: `requested` if given, otherwise the next free one.
+/// A requested address held as `hold:<owner>` passes to `owner`.
 pub fn reserve(
     state: &Locked<'_>,
     cfg: &SubnetConfig,
@@ -49,6 +65,10 @@ pub fn reserve(
     if let Some(ip) = requested {
         check_requested(cfg, ip)?;
         if state.reserve_ip(net, ip, owner)? {
+            return Ok(ip);
+        }
+        if state.ip_owner(net, ip)? == Some(hold_owner(owner)) {
+            state.set_ip_owner(net, ip, owner)?;
             return Ok(ip);
         }
         let holder = state.ip_owner(net, ip)?.unwrap_or_default();

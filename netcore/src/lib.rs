@@ -9,6 +9,7 @@ pub mod config;
 mod crash;
 pub mod error;
 pub mod firewall;
+mod hold;
 pub mod ids;
 pub mod ipam;
 pub mod maintain;

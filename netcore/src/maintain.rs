@@ -175,7 +175,7 @@ fn release_orphan_ips(
 ) -> Result<()> {
     let owners: HashSet<String> = locked.vnics(key)?.into_iter().map(|v| v.id.key()).collect();
     for (ip, owner) in locked.reservations(key)? {
-        if !owners.contains(&owner) {
+        if !owners.contains(&owner) && !crate::ipam::is_hold(&owner) {
             locked.release_ip(key, ip)?;
             summary.released_ips.push(format!("{ip} ({owner})"));
         }

@@ -7,7 +7,7 @@
 //! journal.json             the operation in flight; present only if a call died mid-way
 //! nets/<net>.json          one tenant subnet present on this node (bridge, tunnel, MTU)
 //! vnics/<net>/<vnic>.json  one attached VNIC
-//! ips/<net>/<ip>           IPAM reservation; the file holds the owning VNIC's key
+//! ips/<net>/<ip>           IPAM reservation: the owning VNIC's key, or `hold:<holder>` (see hold.rs)
 //! tunnels/<kind>-<id>      which tenant subnet owns a tunnel id on this node
 //! reports/<seq>.json       TenantAdded / TenantRemoved waiting for delivery
 //! ```
@@ -239,6 +239,8 @@ impl Locked<'_> {
             match fs::remove_dir(self.path(&dir)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
+                // Held addresses (see `ipam::hold`) keep their directory.
+                Err(e) if e.kind() == ErrorKind::DirectoryNotEmpty => {}
                 Err(e) => return Err(Error::io(format!("remove {dir}"), e)),
             }
         }
@@ -362,6 +364,11 @@ impl Locked<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Gives a reservation to a new owner (atomically).
+    pub fn set_ip_owner(&self, net: &str, ip: Ipv4Addr, owner: &str) -> Result<()> {
+        write_atomic(&self.path(format!("ips/{net}/{ip}")), owner.as_bytes())
     }
 
     /// Releases one address regardless of owner.

@@ -28,7 +28,8 @@ pub fn vnic(
     let alias = ids::vnic_alias(&vnic.net, &vnic.id.key());
     if let Some(link) = nl.link_by_name(&vnic.host_ifname)? {
         match &vnic.kind {
-            VnicKind::Veth { .. } => {
+            // Deleting the host end takes the far end with it, wherever it is now.
+            VnicKind::Veth { .. } | VnicKind::Handoff { .. } => {
                 if ours(link.alias.as_deref(), &alias) {
                     match nl.delete_link(link.index) {
                         Err(e) if !e.is_not_found() => return Err(e),
@@ -91,8 +92,11 @@ pub fn net(nl: &mut Netlink, locked: &Locked<'_>, key: &str, rollback: bool) -> 
     let slot =
         crate::subnet::tunnel_slot(net.config.tunnel_kind, net.tunnel_id, net.config.cnci.ip);
     locked.release_tunnel_id(&slot, key)?;
-    for (ip, _) in locked.reservations(key)? {
-        locked.release_ip(key, ip)?;
+    // Addresses held for workloads not attached yet (a front end's IPAM) outlive the bridge.
+    for (ip, owner) in locked.reservations(key)? {
+        if !crate::ipam::is_hold(&owner) {
+            locked.release_ip(key, ip)?;
+        }
     }
     locked.remove_ipam_cursor(key)?;
     locked.remove_net(key)

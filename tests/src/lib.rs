@@ -12,6 +12,7 @@ use serde_json::Value;
 pub use serde_json::json;
 
 pub mod cluster;
+pub mod docker;
 pub mod qemu;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -1,0 +1,154 @@
+//! The IpamDriver half: pools and addresses, on top of the core's IPAM of the tenant subnet.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde_json::json;
+
+use crate::api;
+use crate::error::PluginError;
+use crate::options;
+use crate::plugin::{Plugin, Reply, HOLDER};
+use crate::store::{check_id, NetworkRecord, PoolRecord};
+
+/// What the gateway RequestAddress carries in its options.
+const GATEWAY_TYPE: &str = "com.docker.network.gateway";
+
+impl Plugin {
+    pub(crate) fn request_pool(&mut self, r: api::RequestPool) -> Reply {
+        if r.v6 {
+            return Err(PluginError::Invalid(
+                "ciao networks are IPv4 only: drop --ipv6".into(),
+            ));
+        }
+        if r.pool.is_empty() {
+            return Err(PluginError::Invalid(
+                "the ciao IPAM driver needs --subnet: the tenant subnet, e.g. --subnet 172.16.1.0/24"
+                    .into(),
+            ));
+        }
+        if let Some(key) = r.options.as_ref().and_then(|o| o.keys().next()) {
+            return Err(PluginError::Invalid(format!(
+                "unknown --ipam-opt {key}: the ciao IPAM driver takes none (use -o on the network)"
+            )));
+        }
+        let pool = options::parse_subnet("--subnet", &r.pool)?;
+        if pool.prefix_len() > 30 {
+            return Err(PluginError::Invalid(format!(
+                "--subnet {pool} is too small: a tenant subnet needs at least a /30"
+            )));
+        }
+        let sub_pool = match r.sub_pool.as_str() {
+            "" => None,
+            text => {
+                let sub: Ipv4Net = text.parse().map_err(|_| {
+                    PluginError::Invalid(format!("--ip-range {text:?} is not an IPv4 CIDR"))
+                })?;
+                if !pool.contains(&sub) {
+                    return Err(PluginError::Invalid(format!(
+                        "--ip-range {sub} is outside --subnet {pool}"
+                    )));
+                }
+                Some(sub)
+            }
+        };
+        let _ = r.address_space;
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let id = format!(
+            "ciao-{}-{}-{}",
+            pool.network(),
+            pool.prefix_len(),
+            &suffix[..8]
+        );
+        self.store.put_pool(&PoolRecord {
+            id: id.clone(),
+            pool,
+            sub_pool,
+            gateway: None,
+            network: None,
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        })?;
+        Ok(json!({"PoolID": id, "Pool": pool.to_string(), "Data": {}}))
+    }
+
+    fn pool(&self, id: &str) -> Result<PoolRecord, PluginError> {
+        self.store.pool(id)?.ok_or_else(|| {
+            PluginError::Unknown(format!(
+                "unknown pool {id:?}: it was not requested from this ciao IPAM driver"
+            ))
+        })
+    }
+
+    pub(crate) fn release_pool(&mut self, r: api::PoolRef) -> Reply {
+        check_id("pool", &r.pool_id)?;
+        self.store.remove_pool(&r.pool_id)?;
+        Ok(json!({}))
+    }
+
+    pub(crate) fn request_address(&mut self, r: api::RequestAddress) -> Reply {
+        let mut pool = self.pool(&r.pool_id)?;
+        let requested = match r.address.as_str() {
+            "" => None,
+            text => {
+                let ip = options::parse_addr(text)?;
+                if !pool.pool.contains(&ip) {
+                    return Err(PluginError::Invalid(format!(
+                        "address {ip} is outside the network's subnet {}",
+                        pool.pool
+                    )));
+                }
+                Some(ip)
+            }
+        };
+        let is_gateway = r
+            .options
+            .as_ref()
+            .and_then(|o| o.get("RequestAddressType"))
+            .is_some_and(|t| t == GATEWAY_TYPE);
+        let prefix = pool.pool.prefix_len();
+        if is_gateway {
+            // The gateway is the CNCI's address in the subnet: recorded, never allocated.
+            let gw =
+                requested.unwrap_or_else(|| Ipv4Addr::from(u32::from(pool.pool.network()) + 1));
+            if gw == pool.pool.network() || gw == pool.pool.broadcast() {
+                return Err(PluginError::Invalid(format!(
+                    "--gateway {gw} is not a host address of {}",
+                    pool.pool
+                )));
+            }
+            pool.gateway = Some(gw);
+            self.store.put_pool(&pool)?;
+            return Ok(json!({"Address": format!("{gw}/{prefix}"), "Data": {}}));
+        }
+        let net = self.pool_network(&pool)?;
+        let ip = self.node.hold_address(&net.config, HOLDER, requested)?;
+        Ok(json!({"Address": format!("{ip}/{prefix}"), "Data": {}}))
+    }
+
+    fn pool_network(&self, pool: &PoolRecord) -> Result<NetworkRecord, PluginError> {
+        let id = pool.network.as_deref().ok_or_else(|| {
+            PluginError::Unknown(format!("pool {} has no network (yet)", pool.id))
+        })?;
+        self.network(id)
+    }
+
+    pub(crate) fn release_address(&mut self, r: api::ReleaseAddress) -> Reply {
+        // Releases are idempotent: an unknown pool or address has nothing left to release.
+        let Some(pool) = self.store.pool(&r.pool_id)? else {
+            return Ok(json!({}));
+        };
+        let ip = options::parse_addr(&r.address)?;
+        if pool.gateway == Some(ip) {
+            return Ok(json!({}));
+        }
+        if let Some(net_id) = &pool.network {
+            if let Some(net) = self.store.network(net_id)? {
+                self.node.release_hold(&net.config.net_key(), ip, HOLDER)?;
+            }
+        }
+        Ok(json!({}))
+    }
+}

@@ -1,0 +1,304 @@
+//! `docker network create -o key=value` options and Docker's IPAM data, turned into the core's
+//! [`SubnetConfig`]. Every value is checked here, at CreateNetwork, so a mistake is reported
+//! when the user makes it and not at the first `docker run`.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use netcore::{AddrRange, Cnci, SubnetConfig, TunnelKind};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::PluginError;
+
+/// Where Docker puts `-o` options in CreateNetwork.
+pub const GENERIC: &str = "com.docker.network.generic";
+
+/// The `-o` keys the driver understands.
+pub const KEYS: &[&str] = &[
+    "tenant",
+    "cnci",
+    "cnci.uuid",
+    "cnci.ip",
+    "tunnel.kind",
+    "tunnel.id",
+    "mtu",
+    "underlay",
+];
+
+fn bad(key: &str, message: impl std::fmt::Display) -> PluginError {
+    PluginError::Invalid(format!("option -o {key}: {message}"))
+}
+
+fn parse<T: std::str::FromStr>(key: &str, value: &str, what: &str) -> Result<T, PluginError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| bad(key, format!("{value:?} is not {what}")))
+}
+
+/// The generic options as strings; Docker sends them as strings, a JSON number is accepted too.
+pub fn generic_options(
+    options: &BTreeMap<String, Value>,
+) -> Result<BTreeMap<String, String>, PluginError> {
+    if options.get("com.docker.network.enable_ipv6") == Some(&Value::Bool(true)) {
+        return Err(PluginError::Invalid(
+            "ciao networks are IPv4 only: drop --ipv6".into(),
+        ));
+    }
+    let mut out = BTreeMap::new();
+    let Some(generic) = options.get(GENERIC) else {
+        return Ok(out);
+    };
+    let Value::Object(map) = generic else {
+        return Err(PluginError::Invalid(format!("{GENERIC} must be an object")));
+    };
+    for (key, value) in map {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            other => return Err(bad(key, format!("{other} is not a string"))),
+        };
+        out.insert(key.clone(), text);
+    }
+    Ok(out)
+}
+
+/// Refuses an option the driver does not know (a typo would otherwise be silently ignored).
+pub fn check_keys(opts: &BTreeMap<String, String>) -> Result<(), PluginError> {
+    match opts.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        Some(key) => Err(bad(
+            key,
+            format!("unknown option (known: {})", KEYS.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Builds and validates the tenant subnet of a network.
+pub fn subnet_config(
+    opts: &BTreeMap<String, String>,
+    subnet: Ipv4Net,
+    sub_pool: Option<Ipv4Net>,
+    gateway: Option<Ipv4Addr>,
+) -> Result<SubnetConfig, PluginError> {
+    check_keys(opts)?;
+    let get = |k: &str| opts.get(k).map(String::as_str);
+    let tenant: Uuid = match get("tenant") {
+        Some(v) => parse("tenant", v, "a UUID")?,
+        None => return Err(bad("tenant", "required: the tenant's UUID")),
+    };
+    let (cnci_uuid, cnci_ip) = match (get("cnci"), get("cnci.uuid"), get("cnci.ip")) {
+        (Some(v), None, None) => {
+            let (u, ip) = v
+                .split_once('@')
+                .ok_or_else(|| bad("cnci", format!("{v:?} is not <uuid>@<ipv4>")))?;
+            (
+                parse("cnci", u, "a UUID")?,
+                parse("cnci", ip, "an IPv4 address")?,
+            )
+        }
+        (None, Some(u), Some(ip)) => (
+            parse("cnci.uuid", u, "a UUID")?,
+            parse("cnci.ip", ip, "an IPv4 address")?,
+        ),
+        (Some(_), _, _) => {
+            return Err(bad(
+                "cnci",
+                "give either cnci=<uuid>@<ip> or cnci.uuid and cnci.ip",
+            ))
+        }
+        _ => {
+            return Err(bad(
+                "cnci",
+                "required: the tenant's CNCI as cnci=<uuid>@<underlay ipv4>",
+            ))
+        }
+    };
+    let tunnel_kind = match get("tunnel.kind") {
+        None => TunnelKind::default(),
+        Some(v) => serde_json::from_value(Value::String(v.trim().to_string())).map_err(|_| {
+            bad(
+                "tunnel.kind",
+                format!("{v:?} is not vxlan, gretap or geneve"),
+            )
+        })?,
+    };
+    let tunnel_id = get("tunnel.id")
+        .map(|v| parse::<u32>("tunnel.id", v, "an integer"))
+        .transpose()?;
+    let mtu = get("mtu")
+        .map(|v| parse::<u32>("mtu", v, "an integer"))
+        .transpose()?;
+    let node_range = sub_pool.map(|r| AddrRange {
+        // --ip-range may include the subnet's network and broadcast addresses; those never go out.
+        start: std::cmp::max(r.network(), Ipv4Addr::from(u32::from(subnet.network()) + 1)),
+        end: std::cmp::min(
+            r.broadcast(),
+            Ipv4Addr::from(u32::from(subnet.broadcast()).saturating_sub(1)),
+        ),
+    });
+    let cfg = SubnetConfig {
+        tenant,
+        subnet,
+        cnci: Cnci {
+            uuid: cnci_uuid,
+            ip: cnci_ip,
+        },
+        tunnel_kind,
+        tunnel_id,
+        node_range,
+        gateway,
+        mtu,
+        underlay_device: get("underlay").map(str::to_string),
+    };
+    cfg.validate().map_err(|e| match e {
+        netcore::Error::Invalid { field, message } => {
+            let key = match field.as_str() {
+                "gateway" => "--gateway".to_string(),
+                "subnet" => "--subnet".to_string(),
+                f if f.starts_with("range") => "--ip-range".to_string(),
+                f => format!("-o {f}"),
+            };
+            PluginError::Invalid(format!("{key}: {message}"))
+        }
+        other => PluginError::Core(other),
+    })?;
+    Ok(cfg)
+}
+
+/// Parses `a.b.c.d/len` (Docker's IPAM form) or a bare address.
+pub fn parse_addr(text: &str) -> Result<Ipv4Addr, PluginError> {
+    let bare = text.split('/').next().unwrap_or(text);
+    bare.parse()
+        .map_err(|_| PluginError::Invalid(format!("{text:?} is not an IPv4 address")))
+}
+
+/// Parses a tenant subnet: IPv4, no host bits, /30 or larger.
+pub fn parse_subnet(what: &str, text: &str) -> Result<Ipv4Net, PluginError> {
+    let net: Ipv4Net = text
+        .parse()
+        .map_err(|_| PluginError::Invalid(format!("{what} {text:?} is not an IPv4 CIDR")))?;
+    if net != net.trunc() {
+        return Err(PluginError::Invalid(format!(
+            "{what} {net} has host bits set (did you mean {}?)",
+            net.trunc()
+        )));
+    }
+    Ok(net)
+}
+
+/// Parses `02:00:0a:00:00:05`.
+pub fn parse_mac(text: &str) -> Result<[u8; 6], PluginError> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let mut mac = [0u8; 6];
+    if parts.len() != 6 {
+        return Err(PluginError::Invalid(format!(
+            "{text:?} is not a MAC address"
+        )));
+    }
+    for (byte, part) in mac.iter_mut().zip(parts) {
+        *byte = u8::from_str_radix(part, 16)
+            .map_err(|_| PluginError::Invalid(format!("{text:?} is not a MAC address")))?;
+    }
+    Ok(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const T: &str = "2491851d-dce9-48d6-b83a-a717417072ce";
+    const C: &str = "3390740c-dce9-48d6-b83a-a717417072ce@10.99.0.3";
+
+    #[test]
+    fn good_options_make_a_config() {
+        let subnet: Ipv4Net = "172.16.1.0/24".parse().expect("net");
+        let cfg = subnet_config(
+            &opts(&[
+                ("tenant", T),
+                ("cnci", C),
+                ("tunnel.id", "77"),
+                ("mtu", "1400"),
+            ]),
+            subnet,
+            Some("172.16.1.0/25".parse().expect("net")),
+            None,
+        )
+        .expect("valid");
+        assert_eq!(cfg.tunnel_id, Some(77));
+        let range = cfg.node_range.expect("range");
+        assert_eq!(range.start, Ipv4Addr::new(172, 16, 1, 1));
+        assert_eq!(range.end, Ipv4Addr::new(172, 16, 1, 127));
+        let split = subnet_config(
+            &opts(&[
+                ("tenant", T),
+                ("cnci.uuid", "3390740c-dce9-48d6-b83a-a717417072ce"),
+                ("cnci.ip", "10.99.0.3"),
+            ]),
+            subnet,
+            None,
+            None,
+        )
+        .expect("split cnci");
+        assert_eq!(split.cnci, cfg.cnci);
+    }
+
+    #[test]
+    fn each_bad_option_is_named() {
+        let subnet: Ipv4Net = "172.16.1.0/24".parse().expect("net");
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("cnci", C)], "-o tenant"),
+            (&[("tenant", "nope"), ("cnci", C)], "-o tenant"),
+            (&[("tenant", T)], "-o cnci"),
+            (&[("tenant", T), ("cnci", "x@10.0.0.1")], "-o cnci"),
+            (
+                &[("tenant", T), ("cnci", C), ("tunnel.kind", "ipip")],
+                "-o tunnel.kind",
+            ),
+            (
+                &[("tenant", T), ("cnci", C), ("tunnel.id", "0")],
+                "-o tunnel.id",
+            ),
+            (&[("tenant", T), ("cnci", C), ("mtu", "9")], "-o mtu"),
+            (&[("tenant", T), ("cnci", C), ("vni", "4")], "-o vni"),
+        ];
+        for (pairs, want) in cases {
+            let err = subnet_config(&opts(pairs), subnet, None, None)
+                .expect_err("invalid")
+                .to_string();
+            assert!(err.contains(want), "{pairs:?}: {err}");
+        }
+        let err = subnet_config(
+            &opts(&[("tenant", T), ("cnci", C)]),
+            subnet,
+            None,
+            Some(Ipv4Addr::new(172, 16, 1, 255)),
+        )
+        .expect_err("gateway");
+        assert!(err.to_string().contains("--gateway"), "{err}");
+    }
+
+    #[test]
+    fn addresses_and_macs_parse() {
+        assert_eq!(
+            parse_addr("10.0.0.5/24").expect("cidr"),
+            Ipv4Addr::new(10, 0, 0, 5)
+        );
+        assert!(parse_addr("x").is_err());
+        assert_eq!(
+            parse_mac("02:00:00:00:00:50").expect("mac"),
+            [2, 0, 0, 0, 0, 0x50]
+        );
+        assert!(parse_mac("02:00:00:00:00").is_err());
+        assert!(parse_subnet("--subnet", "10.0.0.1/24").is_err());
+    }
+}

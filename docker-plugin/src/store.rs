@@ -1,0 +1,186 @@
+//! The plugin's own records, beside the node state (`<state dir>/docker/`): Docker never replays
+//! CreateNetwork or RequestPool (not after a plugin restart, not after a dockerd restart), so
+//! pools, networks and endpoints must outlive both. One JSON file per object, written atomically
+//! (temporary file + rename): a kill -9 leaves the old or the new record, never a torn one.
+//!
+//! ```text
+//! docker/pools/<PoolID>.json         subnet, --ip-range, gateway, the network bound to it
+//! docker/networks/<NetworkID>.json   the tenant subnet configuration from CreateNetwork
+//! docker/endpoints/<EndpointID>.json address, MAC, network, interface handed to Docker
+//! ```
+//! Addresses themselves live in the core's IPAM (as holds or VNIC reservations), so Docker, CNI
+//! and VM workloads of one tenant subnet share them.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use netcore::SubnetConfig;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::PluginError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolRecord {
+    pub id: String,
+    pub pool: Ipv4Net,
+    pub sub_pool: Option<Ipv4Net>,
+    /// The gateway Docker asked for (or was given) at network creation.
+    pub gateway: Option<Ipv4Addr>,
+    /// The network created on this pool, once CreateNetwork came.
+    pub network: Option<String>,
+    /// When RequestPool made it (ns since the epoch): CreateNetwork binds the newest.
+    #[serde(default)]
+    pub created: u128,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    pub id: String,
+    pub pool_id: String,
+    pub config: SubnetConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    pub id: String,
+    pub network: String,
+    pub ip: Ipv4Addr,
+    /// The MAC the container interface gets (Docker's, or ciao's derived one).
+    pub mac: String,
+    /// Name of the veth end Docker moves into the container (the core's VNIC ifname).
+    pub ifname: String,
+}
+
+/// The record directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// Docker's ids are hex; pool ids are ours. Anything else could escape the directory.
+pub fn check_id(what: &str, id: &str) -> Result<(), PluginError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !id.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(PluginError::Invalid(format!(
+            "{what} {id:?} is not a valid id (1-128 characters of [A-Za-z0-9_.-])"
+        )))
+    }
+}
+
+fn io(op: &str, path: &Path, e: std::io::Error) -> PluginError {
+    PluginError::Core(netcore::Error::Internal(format!(
+        "{op} {}: {e}",
+        path.display()
+    )))
+}
+
+impl Store {
+    pub fn open(state_dir: &Path) -> Result<Self, PluginError> {
+        let root = state_dir.join("docker");
+        for sub in ["pools", "networks", "endpoints"] {
+            let dir = root.join(sub);
+            fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+        }
+        Ok(Self { root })
+    }
+
+    fn path(&self, kind: &str, id: &str) -> PathBuf {
+        self.root.join(kind).join(format!("{id}.json"))
+    }
+
+    fn get<T: DeserializeOwned>(&self, kind: &str, id: &str) -> Result<Option<T>, PluginError> {
+        let path = self.path(kind, id);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| io("parse", &path, std::io::Error::other(e))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("read", &path, e)),
+        }
+    }
+
+    fn put<T: Serialize>(&self, kind: &str, id: &str, value: &T) -> Result<(), PluginError> {
+        let bytes = serde_json::to_vec_pretty(value)
+            .map_err(|e| PluginError::Core(netcore::Error::Internal(e.to_string())))?;
+        netcore::state::write_atomic(&self.path(kind, id), &bytes)?;
+        Ok(())
+    }
+
+    fn remove(&self, kind: &str, id: &str) -> Result<(), PluginError> {
+        let path = self.path(kind, id);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("remove", &path, e)),
+        }
+    }
+
+    fn list<T: DeserializeOwned>(&self, kind: &str) -> Result<Vec<T>, PluginError> {
+        let dir = self.root.join(kind);
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|e| io("list", &dir, e))? {
+            let entry = entry.map_err(|e| io("list", &dir, e))?;
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if let Some(v) = self.get(kind, id)? {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn pool(&self, id: &str) -> Result<Option<PoolRecord>, PluginError> {
+        check_id("pool", id)?;
+        self.get("pools", id)
+    }
+    pub fn put_pool(&self, p: &PoolRecord) -> Result<(), PluginError> {
+        self.put("pools", &p.id, p)
+    }
+    pub fn remove_pool(&self, id: &str) -> Result<(), PluginError> {
+        self.remove("pools", id)
+    }
+    pub fn pools(&self) -> Result<Vec<PoolRecord>, PluginError> {
+        self.list("pools")
+    }
+
+    pub fn network(&self, id: &str) -> Result<Option<NetworkRecord>, PluginError> {
+        check_id("network", id)?;
+        self.get("networks", id)
+    }
+    pub fn put_network(&self, n: &NetworkRecord) -> Result<(), PluginError> {
+        self.put("networks", &n.id, n)
+    }
+    pub fn remove_network(&self, id: &str) -> Result<(), PluginError> {
+        self.remove("networks", id)
+    }
+    pub fn networks(&self) -> Result<Vec<NetworkRecord>, PluginError> {
+        self.list("networks")
+    }
+
+    pub fn endpoint(&self, id: &str) -> Result<Option<EndpointRecord>, PluginError> {
+        check_id("endpoint", id)?;
+        self.get("endpoints", id)
+    }
+    pub fn put_endpoint(&self, e: &EndpointRecord) -> Result<(), PluginError> {
+        self.put("endpoints", &e.id, e)
+    }
+    pub fn remove_endpoint(&self, id: &str) -> Result<(), PluginError> {
+        self.remove("endpoints", id)
+    }
+    pub fn endpoints(&self) -> Result<Vec<EndpointRecord>, PluginError> {
+        self.list("endpoints")
+    }
+}
