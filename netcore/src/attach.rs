@@ -174,8 +174,15 @@ impl Node {
             let address = Ipv4Net::new(ip, cfg.subnet.prefix_len())
                 .map_err(|e| Error::Internal(e.to_string()))?;
             let gateway = cfg.gateway();
-            match (&req.kind, container) {
-                (VnicKind::Veth { ifname, .. }, Some((fd, mut inside))) => {
+            let host_mac = match &req.kind {
+                VnicKind::Veth { ifname, .. } | VnicKind::Handoff { ifname } => {
+                    // A hand-off veth keeps its far end here, down and without an address: the
+                    // runtime (Docker) moves it into the workload and configures it there.
+                    let far_netns = match (&req.kind, &container) {
+                        (_, Some((fd, _))) => Some(fd.as_raw_fd()),
+                        (VnicKind::Handoff { .. }, None) => None,
+                        _ => return Err(Error::Internal("no netns handle".into())),
+                    };
                     let host = nl
                         .create_link(&NewLink {
                             name: vnic.host_ifname.clone(),
@@ -183,7 +190,7 @@ impl Node {
                                 name: ifname.clone(),
                                 mac: Some(mac),
                                 mtu: Some(net.mtu),
-                                netns: Some(fd.as_raw_fd()),
+                                netns: far_netns,
                                 // The kernel refuses to open a veth end before its peer is linked
                                 // (ENOTCONN), so the far end comes up in a second step.
                                 up: false,
@@ -204,34 +211,25 @@ impl Node {
                             ..LinkChange::default()
                         },
                     )?;
-                    let peer = inside.link_by_name(ifname)?.ok_or_else(|| {
-                        Error::Internal(format!("{ifname} vanished from the container"))
-                    })?;
-                    inside.set_up(peer.index, true)?;
-                    inside.add_address(peer.index, IpNet::V4(address))?;
-                    if req.default_route {
-                        inside.add_route(&Route {
-                            dst: "0.0.0.0/0"
-                                .parse()
-                                .map_err(|_| Error::Internal("net".into()))?,
-                            gateway: Some(IpAddr::V4(gateway)),
-                            oif: peer.index,
+                    if let Some((_, mut inside)) = container {
+                        let peer = inside.link_by_name(ifname)?.ok_or_else(|| {
+                            Error::Internal(format!("{ifname} vanished from the container"))
                         })?;
+                        inside.set_up(peer.index, true)?;
+                        inside.add_address(peer.index, IpNet::V4(address))?;
+                        if req.default_route {
+                            inside.add_route(&Route {
+                                dst: "0.0.0.0/0"
+                                    .parse()
+                                    .map_err(|_| Error::Internal("net".into()))?,
+                                gateway: Some(IpAddr::V4(gateway)),
+                                oif: peer.index,
+                            })?;
+                        }
                     }
-                    crash_point(8);
-                    locked.write_vnic(&vnic)?;
-                    crash_point(9);
-                    Ok(Attachment {
-                        vnic: vnic.clone(),
-                        address,
-                        gateway,
-                        bridge: net.bridge.clone(),
-                        bridge_mac: bridge.mac,
-                        host_mac: host.mac,
-                        first_instance,
-                    })
+                    host.mac
                 }
-                (VnicKind::Tap { name, .. }, _) => {
+                VnicKind::Tap { name, .. } => {
                     if vnic.created_tap {
                         tap::create_tap(name, req.kind.tap_owner())?;
                     }
@@ -250,63 +248,22 @@ impl Node {
                         },
                     )
                     .map_err(|e| bridge_full(e, &net.bridge))?;
-                    crash_point(8);
-                    locked.write_vnic(&vnic)?;
-                    crash_point(9);
-                    Ok(Attachment {
-                        vnic: vnic.clone(),
-                        address,
-                        gateway,
-                        bridge: net.bridge.clone(),
-                        bridge_mac: bridge.mac,
-                        host_mac: Some(mac),
-                        first_instance,
-                    })
+                    // For a tap the MAC that matters is the guest's.
+                    Some(mac)
                 }
-                (VnicKind::Handoff { ifname }, _) => {
-                    // The far end stays here, down and without an address: the runtime moves
-                    // it into the workload and configures it there.
-                    let host = nl
-                        .create_link(&NewLink {
-                            name: vnic.host_ifname.clone(),
-                            kind: LinkKind::Veth(VethPeer {
-                                name: ifname.clone(),
-                                mac: Some(mac),
-                                mtu: Some(net.mtu),
-                                netns: None,
-                                up: false,
-                            }),
-                            mtu: Some(net.mtu),
-                            mac: None,
-                            master: Some(bridge.index),
-                            up: false,
-                        })
-                        .map_err(|e| bridge_full(e, &net.bridge))?;
-                    crash_point(7);
-                    disable_ipv6(&vnic.host_ifname)?;
-                    nl.change_link(
-                        host.index,
-                        &LinkChange {
-                            up: Some(true),
-                            alias: Some(ids::vnic_alias(&net_key, &vnic_key)),
-                            ..LinkChange::default()
-                        },
-                    )?;
-                    crash_point(8);
-                    locked.write_vnic(&vnic)?;
-                    crash_point(9);
-                    Ok(Attachment {
-                        vnic: vnic.clone(),
-                        address,
-                        gateway,
-                        bridge: net.bridge.clone(),
-                        bridge_mac: bridge.mac,
-                        host_mac: host.mac,
-                        first_instance,
-                    })
-                }
-                (VnicKind::Veth { .. }, None) => Err(Error::Internal("no netns handle".into())),
-            }
+            };
+            crash_point(8);
+            locked.write_vnic(&vnic)?;
+            crash_point(9);
+            Ok(Attachment {
+                vnic: vnic.clone(),
+                address,
+                gateway,
+                bridge: net.bridge.clone(),
+                bridge_mac: bridge.mac,
+                host_mac,
+                first_instance,
+            })
         })();
 
         match result {

@@ -52,6 +52,21 @@ pub struct SubnetConfig {
 }
 
 impl SubnetConfig {
+    /// A VXLAN subnet with every optional setting at its default.
+    pub fn new(tenant: Uuid, subnet: Ipv4Net, cnci: Cnci) -> Self {
+        SubnetConfig {
+            tenant,
+            subnet,
+            cnci,
+            tunnel_kind: TunnelKind::Vxlan,
+            tunnel_id: None,
+            node_range: None,
+            gateway: None,
+            mtu: None,
+            underlay_device: None,
+        }
+    }
+
     /// Checks every value and fills nothing in; the error names the field.
     pub fn validate(&self) -> Result<()> {
         let subnet = self.subnet;
@@ -269,20 +284,14 @@ mod tests {
     use super::*;
 
     fn config() -> SubnetConfig {
-        SubnetConfig {
-            tenant: Uuid::from_u128(1),
-            subnet: "172.16.1.0/24".parse().expect("subnet"),
-            cnci: Cnci {
+        SubnetConfig::new(
+            Uuid::from_u128(1),
+            "172.16.1.0/24".parse().expect("subnet"),
+            Cnci {
                 uuid: Uuid::from_u128(2),
                 ip: Ipv4Addr::new(10, 99, 0, 3),
             },
-            tunnel_kind: TunnelKind::Vxlan,
-            tunnel_id: None,
-            node_range: None,
-            gateway: None,
-            mtu: None,
-            underlay_device: None,
-        }
+        )
     }
 
     #[test]

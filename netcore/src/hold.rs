@@ -70,24 +70,17 @@ mod tests {
     use super::*;
     use crate::config::Cnci;
     use crate::config::NodeConfig;
-    use crate::tunnel::TunnelKind;
     use uuid::Uuid;
 
     fn cfg() -> SubnetConfig {
-        SubnetConfig {
-            tenant: Uuid::from_u128(1),
-            subnet: "10.6.0.0/29".parse().expect("subnet"),
-            cnci: Cnci {
+        SubnetConfig::new(
+            Uuid::from_u128(1),
+            "10.6.0.0/29".parse().expect("subnet"),
+            Cnci {
                 uuid: Uuid::from_u128(2),
                 ip: Ipv4Addr::new(192, 0, 2, 1),
             },
-            tunnel_kind: TunnelKind::Vxlan,
-            tunnel_id: None,
-            node_range: None,
-            gateway: None,
-            mtu: None,
-            underlay_device: None,
-        }
+        )
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ciao_tests::cluster::{subnet_entry, Cluster, Cn, Tenant, Workload, EXT_IP, NN_IP};
 use ciao_tests::{client_tls, require_root, TENANT_A, TENANT_B};
-use netcore::{Cnci, Node, NodeConfig, SubnetConfig, TunnelKind, VnicId, VnicKind, VnicRequest};
+use netcore::{Cnci, Node, NodeConfig, SubnetConfig, VnicId, VnicKind, VnicRequest};
 use ssntp::frame::{command, error, event, kind, role, Frame};
 use ssntp::payloads::{AssignPublicIp, Payload, PublicIpCommand, ReleasePublicIp};
 
@@ -395,20 +395,14 @@ fn a_vm_like_tap_client_gets_its_address_from_the_cnci_dhcp() {
         "02:00:ac:10:01:20",
         "up",
     ]);
-    let cfg = SubnetConfig {
-        tenant: ta.tenant.parse().expect("tenant"),
-        subnet: S1.parse().expect("subnet"),
-        cnci: Cnci {
+    let cfg = SubnetConfig::new(
+        ta.tenant.parse().expect("tenant"),
+        S1.parse().expect("subnet"),
+        Cnci {
             uuid: ta.cnci.parse().expect("cnci"),
             ip: NN_IP.parse().expect("ip"),
         },
-        tunnel_kind: TunnelKind::Vxlan,
-        tunnel_id: None,
-        node_range: None,
-        gateway: None,
-        mtu: None,
-        underlay_device: None,
-    };
+    );
     let req = VnicRequest {
         id: VnicId {
             owner: "vm-dhcp".into(),

@@ -5,25 +5,19 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use ciao_tests::{require_root, ComputeNode, TENANT_A};
-use netcore::{Cnci, Node, NodeConfig, SubnetConfig, TunnelKind, VnicId, VnicKind, VnicRequest};
+use netcore::{Cnci, Node, NodeConfig, SubnetConfig, VnicId, VnicKind, VnicRequest};
 
 fn subnet(node: &ComputeNode) -> SubnetConfig {
-    SubnetConfig {
-        tenant: TENANT_A.parse().expect("uuid"),
-        subnet: "172.16.7.0/24".parse().expect("subnet"),
-        cnci: Cnci {
+    SubnetConfig::new(
+        TENANT_A.parse().expect("uuid"),
+        "172.16.7.0/24".parse().expect("subnet"),
+        Cnci {
             uuid: "3390740c-dce9-48d6-b83a-a717417072ce"
                 .parse()
                 .expect("uuid"),
             ip: node.cnci_ip.parse().expect("ip"),
         },
-        tunnel_kind: TunnelKind::Vxlan,
-        tunnel_id: None,
-        node_range: None,
-        gateway: None,
-        mtu: None,
-        underlay_device: None,
-    }
+    )
 }
 
 /// Runs `f` with a `Node` opened inside the compute node's namespace (on a dedicated thread, so
