@@ -96,6 +96,32 @@ pub fn wait_quiet(
     }
 }
 
+/// Reads `ciao-scheduler`'s stderr up to its banner (`... listening on <addr>`) and returns the
+/// address; the rest of its output is drained on a thread (echoed when `echo`), so the
+/// scheduler never blocks on a full pipe.
+pub fn scheduler_address(stderr: std::process::ChildStderr, echo: bool) -> Result<String> {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let addr = loop {
+        match lines.next() {
+            Some(Ok(line)) => match line.split_once(" listening on ") {
+                Some((_, addr)) => break addr.trim().to_string(),
+                None => eprintln!("ciao-scheduler: {line}"),
+            },
+            Some(Err(e)) => return Err(e).context("read the scheduler's stderr"),
+            None => anyhow::bail!("ciao-scheduler exited before listening"),
+        }
+    };
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if echo {
+                eprintln!("ciao-scheduler: {line}");
+            }
+        }
+    });
+    Ok(addr)
+}
+
 /// Rounds to three decimals, for reports.
 pub fn round3(x: f64) -> f64 {
     (x * 1e3).round() / 1e3

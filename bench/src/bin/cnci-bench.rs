@@ -15,7 +15,6 @@
 //! See `bench/README.md` for what is measured and how.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -24,7 +23,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use ciao_bench::host::{cpu_time, machine_busy, round3, status_kib, utc_stamp, wait_quiet};
+use ciao_bench::host::{
+    cpu_time, machine_busy, round3, scheduler_address, status_kib, utc_stamp, wait_quiet,
+};
 use clap::Parser;
 use netcore::netlink::Netlink;
 use netlink_packet_route::neighbour::{NeighbourAttribute, NeighbourMessage};
@@ -346,19 +347,7 @@ impl Hub {
         let stderr = child.stderr.take();
         self.scheduler = Some(Proc(child));
         let stderr = stderr.ok_or_else(|| anyhow!("no stderr pipe to the scheduler"))?;
-        let mut lines = BufReader::new(stderr).lines();
-        self.scheduler_addr = loop {
-            match lines.next() {
-                Some(Ok(line)) => match line.split_once(" listening on ") {
-                    Some((_, addr)) => break addr.trim().to_string(),
-                    None => eprintln!("ciao-scheduler: {line}"),
-                },
-                Some(Err(e)) => return Err(e).context("read the scheduler's stderr"),
-                None => bail!("ciao-scheduler exited before listening"),
-            }
-        };
-        // Keep draining stderr so the scheduler never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        self.scheduler_addr = scheduler_address(stderr, false)?;
         Ok(())
     }
 

@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,7 +20,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use ciao_bench::host::{cpu_time, machine_busy, round3, rss_kib, status_kib, wait_quiet};
+use ciao_bench::host::{
+    cpu_time, machine_busy, round3, rss_kib, scheduler_address, status_kib, wait_quiet,
+};
 use clap::Parser;
 use serde::Serialize;
 use ssntp::certs::{Authority, Names, Shape, Validity};
@@ -123,23 +124,7 @@ impl SchedulerProcess {
             addr: String::new(),
         };
         let stderr = stderr.ok_or_else(|| anyhow!("no stderr pipe to the scheduler"))?;
-        let mut lines = BufReader::new(stderr).lines();
-        guard.addr = loop {
-            match lines.next() {
-                Some(Ok(line)) => match line.split_once(" listening on ") {
-                    Some((_, addr)) => break addr.trim().to_string(),
-                    None => eprintln!("ciao-scheduler: {line}"),
-                },
-                Some(Err(e)) => return Err(e).context("read the scheduler's stderr"),
-                None => bail!("ciao-scheduler exited before listening"),
-            }
-        };
-        // Keep draining stderr so the scheduler never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                eprintln!("ciao-scheduler: {line}");
-            }
-        });
+        guard.addr = scheduler_address(stderr, true)?;
         Ok(guard)
     }
 
