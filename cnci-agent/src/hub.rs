@@ -482,31 +482,39 @@ impl Hub {
                 self.underlay.delete_link(link.index)?;
             }
         }
+        // One dump serves both clean-ups: bridges of subnets no record wants (with their ports),
+        // and tunnel devices left unattached (a kill between a move and its enslaving), which
+        // `ensure_subnet` below then re-creates.
         let wanted: BTreeSet<String> = desired.subnets.keys().map(|s| names::bridge(*s)).collect();
-        for link in self.tenant.links()? {
-            if link.name.starts_with(names::BRIDGE_PREFIX)
-                && link.kind.as_deref() == Some("bridge")
-                && !wanted.contains(&link.name)
-            {
-                for port in self.ports_of(link.index)? {
-                    self.tenant.delete_link(port.index)?;
-                }
+        let links = self.tenant.links()?;
+        let stray_bridges: BTreeSet<u32> = links
+            .iter()
+            .filter(|l| {
+                l.name.starts_with(names::BRIDGE_PREFIX)
+                    && l.kind.as_deref() == Some("bridge")
+                    && !wanted.contains(&l.name)
+            })
+            .map(|l| l.index)
+            .collect();
+        for link in &links {
+            let tunnel = link.name.starts_with(names::VXLAN_PREFIX)
+                || link.name.starts_with(names::P2P_PREFIX);
+            let orphan = match link.master {
+                Some(m) => stray_bridges.contains(&m),
+                None => tunnel,
+            };
+            if orphan {
                 self.tenant.delete_link(link.index)?;
             }
+        }
+        for bridge in &stray_bridges {
+            self.tenant.delete_link(*bridge)?;
         }
         // One subnet the kernel refuses (say, its VNI taken by another tenant's CNCI on the same
         // underlay address) must not keep the rest of the tenant down.
         for rec in desired.subnets.values() {
             if let Err(e) = self.ensure_subnet(rec) {
                 eprintln!("subnet {}: {e}", rec.subnet);
-            }
-        }
-        // Tunnel devices left unattached (e.g. by a kill between a move and its enslaving).
-        for link in self.tenant.links()? {
-            let ours = link.name.starts_with(names::VXLAN_PREFIX)
-                || link.name.starts_with(names::P2P_PREFIX);
-            if ours && link.master.is_none() {
-                self.tenant.delete_link(link.index)?;
             }
         }
         self.apply_public_ips(&desired.public_ips)

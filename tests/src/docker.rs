@@ -20,6 +20,39 @@ use serde_json::Value;
 use crate::{cargo_build, workspace_root, ComputeNode, Proc};
 
 /// The plugin binary, built on first use (`CIAO_BIN_DIR` overrides).
+/// The CNCI UUID the single-node Docker tests and benchmark name (no agent runs there).
+pub const CNCI: &str = "3390740c-dce9-48d6-b83a-a717417072ce";
+
+/// `docker network create -d <plugin> --ipam-driver <plugin> -o tenant=… -o cnci=<uuid>@<ip>
+/// <extra…> <name>`: a tenant network on the ciao plugin, as a user creates one.
+pub fn tenant_network_args(
+    plugin: &str,
+    tenant: &str,
+    cnci: &str,
+    cnci_ip: &str,
+    extra: &[&str],
+    name: &str,
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "network",
+        "create",
+        "-d",
+        plugin,
+        "--ipam-driver",
+        plugin,
+        "-o",
+        &format!("tenant={tenant}"),
+        "-o",
+        &format!("cnci={cnci}@{cnci_ip}"),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args.push(name.to_string());
+    args
+}
+
 pub fn plugin_bin() -> PathBuf {
     if let Some(p) = crate::bin_dir_override("ciao-docker-plugin") {
         return p;

@@ -4,10 +4,11 @@
 
 use std::sync::Mutex;
 
-use ciao_tests::docker::{crash_plugin_bin, snapshot, unavailable, Dockerd, PluginDaemon, IMAGE};
+use ciao_tests::docker::{
+    crash_plugin_bin, snapshot, tenant_network_args, unavailable, Dockerd, PluginDaemon, CNCI,
+    IMAGE,
+};
 use ciao_tests::{json, skip, ComputeNode, Netns, TENANT_A, TENANT_B};
-
-const CNCI: &str = "3390740c-dce9-48d6-b83a-a717417072ce";
 
 /// One dockerd at a time: each is heavy, and the machine has two cores.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -33,23 +34,8 @@ fn create_network(
     name: &str,
     extra: &[&str],
 ) {
-    let cnci = format!("cnci={CNCI}@{}", cn.cnci_ip);
-    let tenant = format!("tenant={tenant}");
-    let mut args = vec![
-        "network",
-        "create",
-        "-d",
-        &p.name,
-        "--ipam-driver",
-        &p.name,
-        "-o",
-        &tenant,
-        "-o",
-        &cnci,
-    ];
-    args.extend_from_slice(extra);
-    args.push(name);
-    d.docker(&args);
+    let args = tenant_network_args(&p.name, tenant, CNCI, &cn.cnci_ip, extra, name);
+    d.docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
 fn run(d: &Dockerd, name: &str, network: &str, extra: &[&str]) {
@@ -57,6 +43,13 @@ fn run(d: &Dockerd, name: &str, network: &str, extra: &[&str]) {
     args.extend_from_slice(extra);
     args.extend_from_slice(&[IMAGE, "sleep", "600"]);
     d.docker(&args);
+}
+
+/// Asserts the node has no link, address reservation or plugin record left.
+fn assert_no_trace(cn: &ComputeNode, when: &str) {
+    cn.assert_clean();
+    let left = plugin_records(cn);
+    assert!(left.is_empty(), "{when}: plugin records left: {left:?}");
 }
 
 /// The docker plugin's records left in the node state (pools, networks, endpoints).
@@ -75,23 +68,15 @@ fn network_lifecycle_connect_disconnect_and_rm_leaves_nothing() {
     let d = Dockerd::start(&cn);
     let p = PluginDaemon::start(&cn);
     // A bad option is refused at create time, naming it, and leaves no pool behind.
-    let (ok, _, err) = d.try_docker(&[
-        "network",
-        "create",
-        "-d",
+    let args = tenant_network_args(
         &p.name,
-        "--ipam-driver",
-        &p.name,
-        "--subnet",
-        "172.16.1.0/24",
-        "-o",
-        &format!("tenant={TENANT_A}"),
-        "-o",
-        &format!("cnci={CNCI}@{}", cn.cnci_ip),
-        "-o",
-        "tunnel.id=x",
+        TENANT_A,
+        CNCI,
+        &cn.cnci_ip,
+        &["--subnet", "172.16.1.0/24", "-o", "tunnel.id=x"],
         "bad",
-    ]);
+    );
+    let (ok, _, err) = d.try_docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(!ok && err.contains("-o tunnel.id"), "bad option: {err}");
     assert!(
         plugin_records(&cn).is_empty(),
@@ -171,7 +156,6 @@ fn network_lifecycle_connect_disconnect_and_rm_leaves_nothing() {
 
     d.docker(&["rm", "-f", "c0", "c1", "c2"]);
     d.docker(&["network", "rm", "tn"]);
-    cn.assert_clean();
     let handoffs: Vec<String> = cn
         .ns
         .links()
@@ -179,11 +163,7 @@ fn network_lifecycle_connect_disconnect_and_rm_leaves_nothing() {
         .filter(|l| l.starts_with("cd"))
         .collect();
     assert!(handoffs.is_empty(), "veth ends left: {handoffs:?}");
-    assert!(
-        plugin_records(&cn).is_empty(),
-        "records left: {:?}",
-        plugin_records(&cn)
-    );
+    assert_no_trace(&cn, "after the test");
     let events = cn.report_events();
     assert_eq!(events, ["tenant_added", "tenant_removed"], "reports");
 }
@@ -314,12 +294,7 @@ fn plugin_kill9_and_dockerd_restart_keep_networks_and_endpoints() {
     assert!(d.ping("c4", &ip1), "new container after dockerd restart");
     d.docker(&["rm", "-f", "c1", "c2", "c4"]);
     d.docker(&["network", "rm", "tn"]);
-    cn.assert_clean();
-    assert!(
-        plugin_records(&cn).is_empty(),
-        "records left: {:?}",
-        plugin_records(&cn)
-    );
+    assert_no_trace(&cn, "after the test");
 }
 
 #[test]
@@ -504,12 +479,7 @@ fn bad_input_gets_err_and_leaves_state_unchanged() {
         "/NetworkDriver.DeleteNetwork",
         &format!(r#"{{"NetworkID":"{nid}"}}"#),
     );
-    cn.assert_clean();
-    assert!(
-        plugin_records(&cn).is_empty(),
-        "records left: {:?}",
-        plugin_records(&cn)
-    );
+    assert_no_trace(&cn, "after the test");
 }
 
 #[test]
@@ -528,21 +498,15 @@ fn docker_container_on_cn1_talks_to_a_cni_container_on_cn2_through_the_hub() {
     let d = Dockerd::start(cn1);
     let p = PluginDaemon::start(cn1);
     let subnet = "172.16.1.0/24";
-    d.docker(&[
-        "network",
-        "create",
-        "-d",
+    let args = tenant_network_args(
         &p.name,
-        "--ipam-driver",
-        &p.name,
-        "--subnet",
-        subnet,
-        "-o",
-        &format!("tenant={}", t.tenant),
-        "-o",
-        &format!("cnci={}@{NN_IP}", t.cnci),
+        &t.tenant,
+        &t.cnci,
+        NN_IP,
+        &["--subnet", subnet],
         "tn",
-    ]);
+    );
+    d.docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
     run(&d, "c1", "tn", &["--ip", "172.16.1.10"]);
     let w = cluster
         .container(Cn::Cn2, &t, subnet, "172.16.1.12")
@@ -654,12 +618,7 @@ fn a_plugin_killed_at_each_step_of_create_endpoint_recovers_on_restart() {
             "/NetworkDriver.DeleteNetwork",
             &format!(r#"{{"NetworkID":"{nid}"}}"#),
         );
-        cn.assert_clean();
-        assert!(
-            plugin_records(&cn).is_empty(),
-            "step {step}: records left: {:?}",
-            plugin_records(&cn)
-        );
+        assert_no_trace(&cn, &format!("step {step}"));
         let strays: Vec<String> = cn
             .ns
             .links()

@@ -522,6 +522,39 @@ fn the_agent_restarts_without_disturbing_flows_and_repeated_registrations_change
         l
     };
     let flood_before = fdb(&tenant_ns);
+    // Leftovers no record wants: a bridge of an unknown subnet with a port, and an unattached
+    // device named like a tunnel. The restart's reconcile removes exactly these.
+    tenant_ns.exec(&["ip", "link", "add", "sbac10090024", "type", "bridge"]);
+    tenant_ns.exec(&[
+        "ip",
+        "link",
+        "add",
+        "th00000000beef",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "p1",
+    ]);
+    tenant_ns.exec(&[
+        "ip",
+        "link",
+        "set",
+        "th00000000beef",
+        "master",
+        "sbac10090024",
+    ]);
+    tenant_ns.exec(&[
+        "ip",
+        "link",
+        "add",
+        "vh00000000beef",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "p2",
+    ]);
 
     let pings = std::thread::scope(|s| {
         let flow = s.spawn(|| {

@@ -16,11 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use ciao_bench::host::{rss_kib, status_kib};
-use ciao_tests::docker::{unavailable, Dockerd, PluginDaemon, IMAGE};
+use ciao_tests::docker::{tenant_network_args, unavailable, Dockerd, PluginDaemon, CNCI, IMAGE};
 use ciao_tests::{ComputeNode, TENANT_A};
 use clap::Parser;
-
-const CNCI: &str = "3390740c-dce9-48d6-b83a-a717417072ce";
 
 #[derive(Parser)]
 #[command(
@@ -64,21 +62,15 @@ fn main() -> Result<()> {
     let p = PluginDaemon::start(&cn);
 
     // 1. docker run, interleaved.
-    d.docker(&[
-        "network",
-        "create",
-        "-d",
+    let net_args = tenant_network_args(
         &p.name,
-        "--ipam-driver",
-        &p.name,
-        "--subnet",
-        "172.16.1.0/24",
-        "-o",
-        &format!("tenant={TENANT_A}"),
-        "-o",
-        &format!("cnci={CNCI}@{}", cn.cnci_ip),
+        TENANT_A,
+        CNCI,
+        &cn.cnci_ip,
+        &["--subnet", "172.16.1.0/24"],
         "ciao-tenant",
-    ]);
+    );
+    d.docker(&net_args.iter().map(String::as_str).collect::<Vec<_>>());
     d.docker(&[
         "network",
         "create",
