@@ -50,6 +50,10 @@ pub mod event {
     pub const NODE_CONNECTED: u8 = 7;
     pub const NODE_DISCONNECTED: u8 = 8;
     pub const INSTANCE_STOPPED: u8 = 9;
+    /// This project's: a compute node's whole set of registrations at one CNCI
+    /// ([`crate::payloads::TenantSync`]). Far from ciao's range so a future ciao event cannot
+    /// collide with it.
+    pub const TENANT_SYNC: u8 = 64;
 }
 
 /// ERROR operands.

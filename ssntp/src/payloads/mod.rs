@@ -46,7 +46,8 @@ pub use public_ip::{
     UnassignPublicIpFailure,
 };
 pub use tenant::{
-    ParseTunnelKindError, RemoteSubnet, TenantAdded, TenantAddedEvent, TenantRemoved, TunnelKind,
+    ParseTunnelKindError, RemoteSubnet, TenantAdded, TenantAddedEvent, TenantRemoved, TenantSync,
+    TenantSyncEvent, TunnelKind,
 };
 
 /// A payload type: its YAML text as Go writes it, and a lenient parse as Go reads it.
@@ -188,7 +189,7 @@ fn required<'a>(
     }
 }
 
-fn invalid(
+pub(crate) fn invalid(
     payload: &'static str,
     key: &'static str,
     value: &str,

@@ -209,3 +209,86 @@ macro_rules! tenant_checks {
 }
 
 tenant_checks!(TenantAdded, TenantRemoved);
+
+yaml_struct! {
+    /// This project's EVENT TenantSync ([`crate::frame::event::TENANT_SYNC`]; ciao has no such
+    /// frame): a compute node's complete set of tunnel ends at one CNCI. The node sends it after
+    /// every (re)connect to the scheduler and whenever the CNCI announces itself again
+    /// (ConcentratorInstanceAdded forwarded to the nodes that use it), so a registration lost
+    /// with a dying scheduler, CNCI or node daemon is restored, and one whose TenantRemoved was
+    /// lost is pruned: the CNCI makes this agent's entries exactly `subnets`. Routed like
+    /// TenantAdded (by `concentrator_uuid`, only from the session whose UUID is `agent_uuid`).
+    /// Go peers never see it from a Go scheduler, which drops unknown events.
+    pub struct TenantSyncEvent {
+        /// SSNTP UUID of the sending node agent; every entry must name it too.
+        pub agent_uuid: String,
+        /// Routing key, as in TenantAdded.
+        pub concentrator_uuid: String,
+        pub tenant_uuid: String,
+        /// One TenantAdded body per subnet the node currently tunnels to this CNCI.
+        pub subnets: Vec<TenantAddedEvent>,
+    }
+}
+
+wrapped_payload! {
+    /// EVENT TenantSync: a node's whole set of registrations at one CNCI (see the body type).
+    TenantSync(TenantSyncEvent) = "tenant_sync"
+}
+
+impl TenantSync {
+    /// The CNCI this snapshot is for (canonical UUID, as the scheduler routes by).
+    pub fn concentrator(&self) -> Result<Uuid, PayloadError> {
+        self.0.concentrator_in()
+    }
+
+    /// The sending agent (canonical UUID).
+    pub fn agent(&self) -> Result<Uuid, PayloadError> {
+        uuid_key(Self::NAME, "agent_uuid", &self.0.agent_uuid)
+    }
+
+    /// Every entry checked as a TenantAdded body; each must name the same agent, CNCI and
+    /// tenant as the snapshot.
+    pub fn remote_subnets(&self) -> Result<Vec<RemoteSubnet>, PayloadError> {
+        let body = &self.0;
+        body.subnets
+            .iter()
+            .map(|e| {
+                if e.agent_uuid != body.agent_uuid {
+                    return Err(super::invalid(
+                        Self::NAME,
+                        "subnets.agent_uuid",
+                        &e.agent_uuid,
+                        "differs from the snapshot's agent_uuid",
+                    ));
+                }
+                if e.concentrator_uuid != body.concentrator_uuid {
+                    return Err(super::invalid(
+                        Self::NAME,
+                        "subnets.concentrator_uuid",
+                        &e.concentrator_uuid,
+                        "differs from the snapshot's concentrator_uuid",
+                    ));
+                }
+                if e.tenant_uuid != body.tenant_uuid {
+                    return Err(super::invalid(
+                        Self::NAME,
+                        "subnets.tenant_uuid",
+                        &e.tenant_uuid,
+                        "differs from the snapshot's tenant_uuid",
+                    ));
+                }
+                e.remote_subnet_in(Self::NAME)
+            })
+            .collect()
+    }
+}
+
+impl TenantSyncEvent {
+    fn concentrator_in(&self) -> Result<Uuid, PayloadError> {
+        uuid_key(
+            TenantSync::NAME,
+            "concentrator_uuid",
+            &self.concentrator_uuid,
+        )
+    }
+}

@@ -614,3 +614,49 @@ fn tricky_strings_round_trip() {
         assert_eq!(back.agent_uuid, s, "{}", text(&yaml));
     }
 }
+
+#[test]
+fn tenant_sync_round_trips_and_checks_every_entry() {
+    let agent = "f8a4f4c5-6d4e-4b3e-9d6c-1b2a3c4d5e6f";
+    let cnci = "3390740c-dce9-48d6-b83a-a717417072ce";
+    let tenant_uuid = "2491851d-dce9-48d6-b83a-a717417072ce";
+    let entry = |subnet: &str| {
+        let s: Ipv4Subnet = subnet.parse().expect("subnet");
+        TenantAddedEvent::new(
+            agent.parse().expect("agent"),
+            Ipv4Addr::new(10, 99, 0, 1),
+            tenant_uuid.parse().expect("tenant"),
+            s,
+            cnci.parse().expect("cnci"),
+            Ipv4Addr::new(10, 99, 0, 3),
+        )
+        .with_tunnel(TunnelKind::Vxlan, 42)
+    };
+    let sync = TenantSync(TenantSyncEvent {
+        agent_uuid: agent.into(),
+        concentrator_uuid: cnci.into(),
+        tenant_uuid: tenant_uuid.into(),
+        subnets: vec![entry("172.16.1.0/24"), entry("172.16.2.0/24")],
+    });
+    let back = TenantSync::from_yaml(&sync.to_yaml()).expect("parse");
+    assert_eq!(back.0, sync.0);
+    assert_eq!(back.concentrator().expect("cnci").to_string(), cnci);
+    assert_eq!(back.agent().expect("agent").to_string(), agent);
+    let subnets = back.remote_subnets().expect("entries");
+    assert_eq!(subnets.len(), 2);
+    assert_eq!(subnets[1].tunnel_id, 42);
+
+    let empty = TenantSync(TenantSyncEvent {
+        subnets: Vec::new(),
+        ..sync.0.clone()
+    });
+    let back = TenantSync::from_yaml(&empty.to_yaml()).expect("empty parses");
+    assert!(back.remote_subnets().expect("no entries").is_empty());
+
+    let mut forged = sync.0.clone();
+    forged.subnets[1].agent_uuid = "00000000-0000-0000-0000-000000000001".into();
+    let err = TenantSync(forged)
+        .remote_subnets()
+        .expect_err("foreign entry");
+    assert!(err.to_string().contains("subnets.agent_uuid"), "{err}");
+}
