@@ -822,6 +822,35 @@ impl Cluster {
     }
 }
 
+/// A process of the cluster, for [`Cluster::signal`].
+#[derive(Clone, Debug)]
+pub enum Member {
+    Scheduler,
+    Daemon(Cn),
+    Agent(Tenant),
+}
+
+impl Cluster {
+    /// Sends `signal` to a running member (by PID), e.g. SIGSTOP to freeze it with frames in
+    /// its socket buffers before a SIGKILL; false if it is not running.
+    pub fn signal(&mut self, member: &Member, signal: nix::sys::signal::Signal) -> bool {
+        let proc = match member {
+            Member::Scheduler => self.scheduler.as_ref(),
+            Member::Daemon(cn) => self.daemons[cn.index()].as_ref(),
+            Member::Agent(t) => self
+                .agents
+                .iter()
+                .find(|a| a.tenant.cnci == t.cnci)
+                .and_then(|a| a.proc.as_ref()),
+        };
+        let Some(proc) = proc else { return false };
+        let Ok(pid) = i32::try_from(proc.0.id()) else {
+            return false;
+        };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).is_ok()
+    }
+}
+
 /// A borrowed view of a namespace the cluster (or an agent) owns: derefs to [`Netns`] and does
 /// not delete it on drop.
 pub struct TenantNs(Option<Netns>);
