@@ -12,8 +12,8 @@ use netcore::state::NetRecord;
 use netcore::{Report, ReportEvent};
 use ssntp::frame::{event, kind, Frame};
 use ssntp::payloads::{
-    Ipv4Subnet, Payload, TenantAdded, TenantAddedEvent, TenantRemoved, TenantSync,
-    TenantSyncEvent, TunnelKind,
+    Ipv4Subnet, Payload, TenantAdded, TenantAddedEvent, TenantRemoved, TenantSync, TenantSyncEvent,
+    TunnelKind,
 };
 use uuid::Uuid;
 
@@ -214,7 +214,12 @@ mod tests {
         let sync = sync_of(&frames[2]);
         assert_eq!(sync.concentrator().expect("cnci"), CNCI_A);
         assert_eq!(sync.agent().expect("agent"), AGENT);
-        let listed: Vec<_> = sync.0.subnets.iter().map(|s| s.tenant_subnet.clone()).collect();
+        let listed: Vec<_> = sync
+            .0
+            .subnets
+            .iter()
+            .map(|s| s.tenant_subnet.clone())
+            .collect();
         assert_eq!(listed, added);
         assert_eq!(sync.remote_subnets().expect("checked").len(), 2);
     }

@@ -175,7 +175,10 @@ impl Delivery {
         send_reports(state, agent, writer, &first).await?;
         let everyone = announce::cncis_in(&first.nets);
         send_announcements(agent, writer, &everyone, &first.nets).await?;
-        tracing::info!(cncis = everyone.len(), "re-announced the node's registrations");
+        tracing::info!(
+            cncis = everyone.len(),
+            "re-announced the node's registrations"
+        );
         loop {
             tokio::select! {
                 err = &mut *closed => return Err(err.unwrap_or_else(|e| anyhow::anyhow!(e))),

@@ -13,8 +13,8 @@ use ciao_tests::{
 use ssntp::conn::{FrameReader, FrameWriter, ServerHello};
 use ssntp::frame::{event, kind, role, Frame};
 use ssntp::payloads::{
-    ConcentratorInstanceAdded, ConcentratorInstanceAddedEvent, Payload, TenantAdded,
-    TenantRemoved, TenantSync,
+    ConcentratorInstanceAdded, ConcentratorInstanceAddedEvent, Payload, TenantAdded, TenantRemoved,
+    TenantSync,
 };
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -236,16 +236,26 @@ async fn next_heard(reader: &mut StandInReader) -> (Uuid, Heard) {
         event::TENANT_ADDED => {
             let p = TenantAdded::from_yaml(&frame.payload).expect("payload");
             p.remote_subnet().expect("a valid remote subnet");
-            (p.concentrator().expect("cnci"), Heard::Added(p.0.tenant_subnet))
+            (
+                p.concentrator().expect("cnci"),
+                Heard::Added(p.0.tenant_subnet),
+            )
         }
         event::TENANT_REMOVED => {
             let p = TenantRemoved::from_yaml(&frame.payload).expect("payload");
-            (p.concentrator().expect("cnci"), Heard::Removed(p.0.tenant_subnet))
+            (
+                p.concentrator().expect("cnci"),
+                Heard::Removed(p.0.tenant_subnet),
+            )
         }
         event::TENANT_SYNC => {
             let p = TenantSync::from_yaml(&frame.payload).expect("payload");
             p.remote_subnets().expect("valid entries");
-            let mut listed: Vec<_> = p.0.subnets.iter().map(|s| s.tenant_subnet.clone()).collect();
+            let mut listed: Vec<_> =
+                p.0.subnets
+                    .iter()
+                    .map(|s| s.tenant_subnet.clone())
+                    .collect();
             listed.sort();
             (p.concentrator().expect("cnci"), Heard::Sync(listed))
         }
@@ -293,8 +303,13 @@ fn attach_three() -> Attached {
     for (i, subnet) in SUBNETS.iter().enumerate() {
         let ns = Netns::new("w");
         let conf = node.conf("1.1.0", &format!("n{i}"), TENANT_A, subnet);
-        node.cni("ADD", &format!("w{i}"), &ns.path().display().to_string(), &conf)
-            .expect_ok("ADD");
+        node.cni(
+            "ADD",
+            &format!("w{i}"),
+            &ns.path().display().to_string(),
+            &conf,
+        )
+        .expect_ok("ADD");
         workloads.push(ns);
     }
     Attached {
@@ -412,14 +427,22 @@ async fn a_cnci_that_comes_back_hears_the_set_again_and_other_cncis_hear_nothing
     // are handled in order, so anything sent for the first would arrive before the second's.
     // Other frames the node does not handle are ignored without closing the session.
     writer
-        .frame(&Frame::new(kind::EVENT, event::INSTANCE_DELETED, Uuid::new_v4(), b"x".to_vec()))
+        .frame(&Frame::new(
+            kind::EVENT,
+            event::INSTANCE_DELETED,
+            Uuid::new_v4(),
+            b"x".to_vec(),
+        ))
         .await
         .expect("send");
     writer
         .frame(&concentrator_added(Uuid::new_v4()))
         .await
         .expect("send");
-    writer.frame(&concentrator_added(cnci())).await.expect("send");
+    writer
+        .frame(&concentrator_added(cnci()))
+        .await
+        .expect("send");
     let (added, listed) = until_sync(&mut reader, cnci()).await;
     assert_eq!(added, all_subnets());
     assert_eq!(listed, all_subnets());
@@ -460,9 +483,16 @@ async fn removals_end_with_a_sync_of_what_is_left_and_an_empty_one_at_the_end() 
         }
     };
     assert_eq!(removed, [SUBNETS[1], SUBNETS[2]]);
-    assert!(last.is_empty(), "the last word is an empty TenantSync: {last:?}");
+    assert!(
+        last.is_empty(),
+        "the last word is an empty TenantSync: {last:?}"
+    );
     wait_delivered(&at.node).await;
-    assert!(at.node.ciao_links().is_empty(), "{:?}", at.node.ciao_links());
+    assert!(
+        at.node.ciao_links().is_empty(),
+        "{:?}",
+        at.node.ciao_links()
+    );
 }
 
 /// Dials the scheduler as the CNCI, retrying while a restarted scheduler comes up.
