@@ -86,28 +86,32 @@ impl Plugin {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// `POST /Plugin.Activate` as dockerd sends it; the parsed answer, or the error.
     async fn activate(&self) -> Result<serde_json::Value, String> {
-        let call = async {
-            let mut s = UnixStream::connect(&self.socket)
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
-            s.write_all(
-                b"POST /Plugin.Activate HTTP/1.1\r\nHost: \r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            )
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-            let mut resp = String::new();
-            s.read_to_string(&mut resp)
-                .await
-                .map_err(|e| format!("read: {e}"))?;
-            let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-            serde_json::from_str(body).map_err(|e| format!("answer {resp:?}: {e}"))
-        };
-        tokio::time::timeout(Duration::from_secs(10), call)
-            .await
-            .unwrap_or_else(|_| Err("no answer within 10 s".into()))
+        activate(&self.socket).await
     }
+}
+
+/// `POST /Plugin.Activate` as dockerd sends it; the parsed answer, or the error.
+async fn activate(socket: &Path) -> Result<serde_json::Value, String> {
+    let call = async {
+        let mut s = UnixStream::connect(socket)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        s.write_all(
+            b"POST /Plugin.Activate HTTP/1.1\r\nHost: \r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        serde_json::from_str(body).map_err(|e| format!("answer {resp:?}: {e}"))
+    };
+    tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .unwrap_or_else(|_| Err("no answer within 10 s".into()))
 }
 
 fn implements_network_driver(answer: &serde_json::Value) -> bool {
@@ -210,7 +214,6 @@ async fn out_of_descriptors_the_accept_loop_backs_off_and_recovers() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    eprintln!("{}", plugin.log_text());
     // Measured over 3 s of being out of descriptors (before: 4.98 s of CPU in 5 s and about
     // 190,000 log lines a second).
     let (ticks, lines, since) = (plugin.cpu_ticks(), plugin.log_lines(), Instant::now());
@@ -249,4 +252,65 @@ async fn out_of_descriptors_the_accept_loop_backs_off_and_recovers() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_meets_the_request_deadline_and_excess_connections_wait_their_turn() {
+    require_root!();
+    let node = ComputeNode::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugin = Plugin::start(
+        &node,
+        dir.path(),
+        &[
+            "--header-timeout-secs",
+            "60",
+            "--request-timeout-secs",
+            "2",
+            "--max-connections",
+            "4",
+        ],
+        None,
+    );
+
+    // Headers promise a body that never comes: closed at the request deadline, not the header
+    // timeout.
+    let started = Instant::now();
+    let mut stalled = UnixStream::connect(&plugin.socket).await.expect("connect");
+    stalled
+        .write_all(b"POST /Plugin.Activate HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        .await
+        .expect("write");
+    let mut rest = Vec::new();
+    // EOF or a reset: either way the plugin closed it.
+    let _ = tokio::time::timeout(Duration::from_secs(20), stalled.read_to_end(&mut rest))
+        .await
+        .expect("the stalled request is closed");
+    let lived = started.elapsed();
+    assert!(
+        lived >= Duration::from_millis(1500) && lived < Duration::from_secs(8),
+        "closed after {lived:?}"
+    );
+
+    // Four idle connections fill the cap; a fifth call waits in the backlog until one goes.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(UnixStream::connect(&plugin.socket).await.expect("connect"));
+    }
+    let socket = plugin.socket.clone();
+    let mut waiting = tokio::spawn(async move { activate(&socket).await });
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), &mut waiting)
+            .await
+            .is_err(),
+        "a fifth connection was served beyond the cap of 4"
+    );
+    drop(idle.pop());
+    let answer = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("served once a connection closed")
+        .expect("task")
+        .expect("Plugin.Activate answers");
+    assert!(implements_network_driver(&answer), "{answer}");
+    assert!(plugin.log_text().contains("connection cap reached"));
 }
