@@ -185,6 +185,28 @@ async fn slowloris_connections_are_closed_at_the_header_timeout_while_real_calls
     // And the plugin still answers.
     let answer = plugin.activate().await.expect("Plugin.Activate answers");
     assert!(implements_network_driver(&answer), "{answer}");
+
+    // An idle keep-alive connection (one request answered, no next one) is closed by the same
+    // timer.
+    let mut kept = UnixStream::connect(&plugin.socket).await.expect("connect");
+    kept.write_all(b"POST /Plugin.Activate HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        .await
+        .expect("write");
+    let answered = Instant::now();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), kept.read_to_end(&mut got))
+        .await
+        .expect("the idle keep-alive connection is closed");
+    let idle = answered.elapsed();
+    assert!(
+        String::from_utf8_lossy(&got).contains("NetworkDriver"),
+        "answered before the close"
+    );
+    assert!(
+        idle >= HEADER_TIMEOUT - Duration::from_millis(500)
+            && idle < HEADER_TIMEOUT + Duration::from_secs(4),
+        "idle keep-alive closed after {idle:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
