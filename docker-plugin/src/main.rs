@@ -3,6 +3,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -27,6 +28,32 @@ struct Args {
     /// Log every call, not only failures.
     #[arg(long, short)]
     verbose: bool,
+    /// Seconds a connection may take to send a request's headers, counted from when it starts
+    /// waiting for them (so also how long an idle keep-alive connection is kept).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_timeout_secs: u64,
+    /// Seconds from a request's headers to its answer, body included; a connection over it is
+    /// closed.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    request_timeout_secs: u64,
+    /// Connections served at once; more wait in the socket's listen backlog. Keep it well
+    /// under the process's file descriptor limit (LimitNOFILE in the unit).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    max_connections: u64,
+    /// Milliseconds to pause after a failed accept (e.g. out of file descriptors).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10000))]
+    accept_backoff_ms: u64,
+}
+
+impl Args {
+    fn limits(&self) -> server::Limits {
+        server::Limits {
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            accept_backoff: Duration::from_millis(self.accept_backoff_ms),
+        }
+    }
 }
 
 /// Removes a socket left by a killed instance; refuses if a live one still answers on it.
@@ -42,6 +69,14 @@ fn clear_stale_socket(path: &Path) -> Result<()> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
     let plugin = Plugin::open(&args.state_dir)
         .with_context(|| format!("open node state {}", args.state_dir.display()))?;
     if let Some(dir) = args.socket.parent() {
@@ -58,8 +93,10 @@ fn main() -> Result<()> {
             .with_context(|| format!("listen on {}", args.socket.display()))?;
         std::fs::set_permissions(&args.socket, std::fs::Permissions::from_mode(0o660))
             .with_context(|| format!("chmod {}", args.socket.display()))?;
-        eprintln!(
-            "ciao-docker-plugin: serving {} (state {})",
+        let limits = args.limits();
+        tracing::info!(
+            ?limits,
+            "serving {} (state {})",
             args.socket.display(),
             args.state_dir.display()
         );
@@ -75,12 +112,13 @@ fn main() -> Result<()> {
             listener,
             Arc::new(Mutex::new(plugin)),
             args.verbose,
+            limits,
             shutdown,
         )
         .await
         .context("serve")?;
         let _ = std::fs::remove_file(&args.socket);
-        eprintln!("ciao-docker-plugin: stopped");
+        tracing::info!("stopped");
         anyhow::Ok(())
     })
 }

@@ -150,10 +150,7 @@ impl Plugin {
         // A firewall failure must not make the driver unusable: log it, containers still start.
         for net in self.node.view()?.nets {
             if let Err(e) = netcore::firewall::allow_bridge(&net.net.bridge) {
-                eprintln!(
-                    "ciao-docker-plugin: DOCKER-USER rule for {}: {e}",
-                    net.net.bridge
-                );
+                tracing::warn!("DOCKER-USER rule for {}: {e}", net.net.bridge);
             }
         }
         Ok(json!({"Implements": ["NetworkDriver", "IpamDriver"]}))
@@ -362,7 +359,7 @@ impl Plugin {
             // The attach's undo or the detach released it: hold it again, if still free.
             if let Some(cfg) = self.find_config(key) {
                 if let Err(e) = self.node.hold_address(&cfg, HOLDER, Some(ip)) {
-                    eprintln!("ciao-docker-plugin: could not hold {ip} again: {e}");
+                    tracing::warn!("could not hold {ip} again: {e}");
                 }
             }
         }

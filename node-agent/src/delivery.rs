@@ -1,22 +1,33 @@
-//! Delivery of a compute node's recorded reports (TenantAdded / TenantRemoved) to the scheduler.
+//! Delivery of a compute node's recorded reports (TenantAdded / TenantRemoved) to the scheduler,
+//! and re-announcement of the node's current registrations.
 //!
 //! The front ends only record reports in the node's state directory and return; this loop owns
 //! the node's one SSNTP session (role AGENT, UUID = the node identity that reports carry). It
-//! sends the reports oldest first and deletes each only after its frame was written, so a
-//! crash or a dropped connection re-sends rather than loses (at-least-once; the CNCI's handlers
-//! are idempotent). It reconnects forever with jittered back-off.
+//! sends the reports oldest first and deletes each once its frame was written. A frame written
+//! is not a frame delivered (the scheduler or the CNCI may die with it), so the node also
+//! re-announces its current set ([`crate::announce`]) after every (re)connect and whenever the
+//! scheduler forwards a ConcentratorInstanceAdded for a CNCI the node uses. It reconnects
+//! forever with jittered back-off.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use netcore::state::StateDir;
-use netcore::{Report, ReportEvent};
+use netcore::state::{NetRecord, StateDir};
+use netcore::Report;
 use ssntp::frame::{event, kind, role, Frame};
-use ssntp::payloads::{
-    Ipv4Subnet, Payload, TenantAdded, TenantAddedEvent, TenantRemoved, TunnelKind,
-};
+use ssntp::payloads::{ConcentratorInstanceAdded, Payload};
+use tokio::io::AsyncWrite;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::announce::{self, CnciKey};
+
+/// How many CNCI announcements the reader may queue ahead of the writer; the reader waits
+/// (and with it the scheduler's writes) when they are not taken.
+const ANNOUNCE_QUEUE: usize = 64;
 
 /// Where and how to deliver.
 pub struct Delivery {
@@ -28,38 +39,48 @@ pub struct Delivery {
     pub poll: Duration,
 }
 
-/// The SSNTP frame for one report.
-pub fn frame_for(report: &Report) -> anyhow::Result<Frame> {
-    let subnet: Ipv4Subnet = report
-        .tenant_subnet
-        .parse()
-        .map_err(|e| anyhow::anyhow!("report subnet {}: {e:?}", report.tenant_subnet))?;
-    let kind_of = match report.tunnel_kind {
-        netcore::TunnelKind::Vxlan => TunnelKind::Vxlan,
-        netcore::TunnelKind::Gretap => TunnelKind::Gretap,
-        netcore::TunnelKind::Geneve => TunnelKind::Geneve,
-    };
-    let body = TenantAddedEvent::new(
-        report.agent_uuid,
-        report.agent_ip,
-        report.tenant_uuid,
-        subnet,
-        report.concentrator_uuid,
-        report.concentrator_ip,
-    )
-    .with_tunnel(kind_of, report.tunnel_id);
-    let (operand, payload) = match report.event {
-        ReportEvent::TenantAdded => (event::TENANT_ADDED, TenantAdded(body).to_yaml()),
-        ReportEvent::TenantRemoved => (event::TENANT_REMOVED, TenantRemoved(body).to_yaml()),
-    };
-    Ok(Frame::new(kind::EVENT, operand, report.agent_uuid, payload))
-}
-
 /// Jittered back-off between connection attempts: 1 s doubling to 30 s, each ±50 %.
 fn backoff(attempt: u32) -> Duration {
     let base = Duration::from_secs(1u64 << attempt.min(5)).min(Duration::from_secs(30));
     let jitter = uuid::Uuid::new_v4().as_u128() as u64 % 1000;
     base / 2 + base.mul_f64(jitter as f64 / 1000.0)
+}
+
+/// The CNCI a frame from the scheduler asks us to re-announce to, if any: only
+/// ConcentratorInstanceAdded is for the node; everything else is ignored.
+fn announced_cnci(frame: &Frame) -> Option<Uuid> {
+    if (frame.kind, frame.operand) != (kind::EVENT, event::CONCENTRATOR_INSTANCE_ADDED) {
+        tracing::debug!(
+            kind = frame.kind,
+            operand = frame.operand,
+            "ignoring a frame not for the node"
+        );
+        return None;
+    }
+    match ConcentratorInstanceAdded::from_yaml(&frame.payload)
+        .map_err(|e| e.to_string())
+        .and_then(|p| p.0.instance_uuid.parse::<Uuid>().map_err(|e| e.to_string()))
+    {
+        Ok(uuid) => Some(uuid),
+        Err(e) => {
+            tracing::warn!("ignoring an unreadable ConcentratorInstanceAdded: {e}");
+            None
+        }
+    }
+}
+
+/// A consistent view of the node: pending reports and subnets read under one lock.
+struct Snapshot {
+    reports: Vec<(String, Report)>,
+    nets: Vec<NetRecord>,
+}
+
+fn snapshot(state: &StateDir) -> anyhow::Result<Snapshot> {
+    let locked = state.lock()?;
+    Ok(Snapshot {
+        reports: locked.reports()?,
+        nets: locked.nets()?,
+    })
 }
 
 impl Delivery {
@@ -92,53 +113,140 @@ impl Delivery {
             {
                 Ok(session) => {
                     attempt = 0;
-                    eprintln!(
-                        "ciao-node: connected to scheduler {} as {uuid}",
-                        session.server.uuid
-                    );
-                    if let Err(e) = self.serve(&state, session).await {
-                        eprintln!("ciao-node: session ended: {e:#}");
+                    tracing::info!(scheduler = %session.server.uuid, node = %uuid, "connected");
+                    if let Err(e) = self.serve(&state, uuid, session).await {
+                        tracing::warn!("session ended: {e:#}");
                     }
                 }
-                Err(e) => eprintln!(
-                    "ciao-node: cannot reach the scheduler at {}: {e}",
-                    self.scheduler
-                ),
+                Err(e) => tracing::warn!("cannot reach the scheduler at {}: {e}", self.scheduler),
             }
             tokio::time::sleep(backoff(attempt)).await;
             attempt = attempt.saturating_add(1);
         }
     }
 
-    async fn serve(&self, state: &StateDir, session: ssntp::client::Session) -> anyhow::Result<()> {
+    async fn serve(
+        &self,
+        state: &StateDir,
+        agent: Uuid,
+        session: ssntp::client::Session,
+    ) -> anyhow::Result<()> {
         let ssntp::client::Session {
             mut reader,
             mut writer,
             ..
         } = session;
-        // Frames from the scheduler (CONFIGURE, ...) are read only to notice a closed session.
+        // The reader passes on the CNCIs announced by the scheduler and notices a closed
+        // session; each frame is bounded by the reader's message limit.
+        let (announce_tx, mut announce_rx) = mpsc::channel::<Uuid>(ANNOUNCE_QUEUE);
         let mut closed = tokio::spawn(async move {
             loop {
                 match reader.frame().await {
-                    Ok(Some(_)) => continue,
+                    Ok(Some(frame)) => {
+                        if let Some(cnci) = announced_cnci(&frame) {
+                            if announce_tx.send(cnci).await.is_err() {
+                                return anyhow::anyhow!("the session is being closed");
+                            }
+                        }
+                    }
                     Ok(None) => return anyhow::anyhow!("the scheduler closed the session"),
                     Err(e) => return anyhow::anyhow!(e),
                 }
             }
         });
+        let result = self
+            .deliver(state, agent, &mut writer, &mut closed, &mut announce_rx)
+            .await;
+        closed.abort();
+        result
+    }
+
+    /// Pending reports first, then every CNCI's current set; then new reports as they come and
+    /// a CNCI's set again whenever the scheduler announces that CNCI.
+    async fn deliver<W: AsyncWrite + Unpin>(
+        &self,
+        state: &StateDir,
+        agent: Uuid,
+        writer: &mut ssntp::conn::FrameWriter<W>,
+        closed: &mut tokio::task::JoinHandle<anyhow::Error>,
+        announce_rx: &mut mpsc::Receiver<Uuid>,
+    ) -> anyhow::Result<()> {
+        let first = snapshot(state)?;
+        send_reports(state, agent, writer, &first).await?;
+        let everyone = announce::cncis_in(&first.nets);
+        send_announcements(agent, writer, &everyone, &first.nets).await?;
+        tracing::info!(
+            cncis = everyone.len(),
+            "re-announced the node's registrations"
+        );
         loop {
-            let pending = { state.lock()?.reports()? };
-            for (name, report) in pending {
-                match frame_for(&report) {
-                    Ok(frame) => writer.frame(&frame).await.context("send a report")?,
-                    Err(e) => eprintln!("ciao-node: dropping unreadable report {name}: {e:#}"),
-                }
-                state.lock()?.remove_report(&name)?;
-            }
             tokio::select! {
-                err = &mut closed => return Err(err.unwrap_or_else(|e| anyhow::anyhow!(e))),
-                _ = tokio::time::sleep(self.poll) => {}
+                err = &mut *closed => return Err(err.unwrap_or_else(|e| anyhow::anyhow!(e))),
+                Some(cnci) = announce_rx.recv() => {
+                    // Several announcements of one CNCI in a row need one answer.
+                    let mut asked = BTreeSet::from([cnci]);
+                    while let Ok(more) = announce_rx.try_recv() {
+                        asked.insert(more);
+                    }
+                    let now = snapshot(state)?;
+                    send_reports(state, agent, writer, &now).await?;
+                    let keys: Vec<CnciKey> = asked
+                        .iter()
+                        .flat_map(|c| announce::cncis_named(&now.nets, *c))
+                        .collect();
+                    send_announcements(agent, writer, &keys, &now.nets).await?;
+                    tracing::info!(cncis = keys.len(), "re-announced to CNCIs that came back");
+                }
+                _ = tokio::time::sleep(self.poll) => {
+                    let now = snapshot(state)?;
+                    send_reports(state, agent, writer, &now).await?;
+                }
             }
         }
     }
+}
+
+/// Sends the snapshot's reports oldest first, deleting each once written; then a TenantSync to
+/// every CNCI whose last word from this node would otherwise not match the snapshot.
+async fn send_reports<W: AsyncWrite + Unpin>(
+    state: &StateDir,
+    agent: Uuid,
+    writer: &mut ssntp::conn::FrameWriter<W>,
+    snap: &Snapshot,
+) -> anyhow::Result<()> {
+    let mut delivered = Vec::new();
+    for (name, report) in &snap.reports {
+        match announce::frame_for(report) {
+            Ok(frame) => {
+                writer.frame(&frame).await.context("send a report")?;
+                delivered.push(report.clone());
+            }
+            Err(e) => tracing::error!("dropping unreadable report {name}: {e:#}"),
+        }
+        state.lock()?.remove_report(name)?;
+    }
+    let keys = announce::needing_final_word(&delivered, &snap.nets);
+    for key in &keys {
+        // Only the TenantSync: the TenantAdded frames for what is current were sent already.
+        let frames = announce::announcement(agent, *key, &snap.nets)?;
+        if let Some(sync) = frames.last() {
+            writer.frame(sync).await.context("send a TenantSync")?;
+        }
+    }
+    Ok(())
+}
+
+/// Sends each CNCI in `keys` its current set from `nets`.
+async fn send_announcements<W: AsyncWrite + Unpin>(
+    agent: Uuid,
+    writer: &mut ssntp::conn::FrameWriter<W>,
+    keys: &[CnciKey],
+    nets: &[NetRecord],
+) -> anyhow::Result<()> {
+    for key in keys {
+        for frame in announce::announcement(agent, *key, nets)? {
+            writer.frame(&frame).await.context("send an announcement")?;
+        }
+    }
+    Ok(())
 }

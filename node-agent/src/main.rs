@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod announce;
 mod delivery;
 
 #[derive(Parser)]
@@ -69,6 +70,14 @@ fn main() -> anyhow::Result<()> {
             ca,
             poll_ms,
         } => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .init();
             let tls = ssntp::tls::client_config_from_files(cert, ca)
                 .context("TLS identity of the node")?;
             let delivery = delivery::Delivery {
