@@ -121,9 +121,7 @@ fn claim_in(claims: &Path, state_dir: &Path) -> Result<()> {
                      one node has one state directory, shared by the CNI plugin, the Docker \
                      plugin, the QEMU hooks and ciao-node",
                     ours.state_dir.display(),
-                    path.file_name()
-                        .and_then(|n| n.to_str())
-                        .unwrap_or("?"),
+                    path.file_name().and_then(|n| n.to_str()).unwrap_or("?"),
                     c.state_dir.display()
                 ),
             ))
@@ -182,9 +180,6 @@ mod tests {
 
     #[test]
     fn namespace_keys_are_stable() {
-        assert_eq!(
-            namespace_key().expect("key"),
-            namespace_key().expect("key")
-        );
+        assert_eq!(namespace_key().expect("key"), namespace_key().expect("key"));
     }
 }

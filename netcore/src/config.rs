@@ -246,12 +246,18 @@ impl VnicId {
 
 /// Address blocks no tenant subnet may touch, and why.
 pub const RESERVED_SUBNETS: [(&str, &str); 7] = [
-    ("0.0.0.0/8", "\"this network\" (and 0.0.0.0/0, every address)"),
+    (
+        "0.0.0.0/8",
+        "\"this network\" (and 0.0.0.0/0, every address)",
+    ),
     ("127.0.0.0/8", "loopback"),
     ("169.254.0.0/16", "link-local"),
     ("224.0.0.0/4", "multicast"),
     ("240.0.0.0/4", "reserved (class E and 255.255.255.255)"),
-    ("100.64.0.0/10", "the CNCI uplink pool (shared address space)"),
+    (
+        "100.64.0.0/10",
+        "the CNCI uplink pool (shared address space)",
+    ),
     ("255.255.255.255/32", "broadcast"),
 ];
 

@@ -257,7 +257,7 @@ mod tests {
     #[test]
     fn aliases_round_trip() {
         let net = net_key(Uuid::from_u128(7), "10.0.0.0/24".parse().expect("subnet"));
-        let node = node_tag(Uuid::from_u128(0xabcdef12_0000_0000_0000_0000_0000_0001));
+        let node = node_tag(Uuid::from_u128(0xabcd_ef12_0000_0000_0000_0000_0000_0001));
         assert_eq!(node, "abcdef12");
         assert_eq!(
             parse_alias(&bridge_alias(&node, &net)),

@@ -152,8 +152,9 @@ impl Node {
             let Some(parsed) = ids::parse_alias(alias) else {
                 continue;
             };
-            let (AliasKind::Bridge { net } | AliasKind::Tunnel { net } | AliasKind::Vnic { net, .. }) =
-                &parsed.kind;
+            let (AliasKind::Bridge { net }
+            | AliasKind::Tunnel { net }
+            | AliasKind::Vnic { net, .. }) = &parsed.kind;
             let mine = match &parsed.node {
                 Some(tag) => *tag == node,
                 None => recorded_nets.contains(net),

@@ -167,7 +167,11 @@ pub(crate) fn repair_net(nl: &mut Netlink, node: &str, net: &NetRecord) -> Resul
 fn ensure_bridge(nl: &mut Netlink, node: &str, net: &NetRecord) -> Result<Link> {
     let alias = ids::bridge_alias(node, &net.key);
     if let Some(link) = nl.link_by_name(&net.bridge)? {
-        if link.alias.as_deref().is_some_and(|a| ids::alias_names(a, &alias)) {
+        if link
+            .alias
+            .as_deref()
+            .is_some_and(|a| ids::alias_names(a, &alias))
+        {
             if !link.up {
                 nl.set_up(link.index, true)?;
             }
@@ -200,7 +204,11 @@ fn up_with_alias(alias: String) -> LinkChange {
 fn ensure_tunnel(nl: &mut Netlink, node: &str, net: &NetRecord, bridge: &Link) -> Result<()> {
     let alias = ids::tunnel_alias(node, &net.key);
     if let Some(link) = nl.link_by_name(&net.tunnel)? {
-        if !link.alias.as_deref().is_some_and(|a| ids::alias_names(a, &alias)) {
+        if !link
+            .alias
+            .as_deref()
+            .is_some_and(|a| ids::alias_names(a, &alias))
+        {
             return Err(Error::Conflict(format!(
                 "a link named {} exists but is not this subnet's tunnel",
                 net.tunnel
