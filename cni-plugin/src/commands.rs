@@ -58,7 +58,48 @@ fn open_node(conf: &NetConf) -> Result<netcore::Node, CniError> {
     netcore::Node::open(&netcore::NodeConfig {
         state_dir: conf.state_dir(),
     })
-    .map_err(|e| CniError::new(Code::NotAvailable, e.to_string()))
+    .map_err(|e| match e {
+        netcore::Error::Invalid { field, message } => CniError::new(
+            Code::InvalidConfig,
+            format!("network configuration field {field}: {message}"),
+        ),
+        other => CniError::new(Code::NotAvailable, other.to_string()),
+    })
+}
+
+/// Maps the core's validation errors of a request to the CNI input they came from: the
+/// environment (code 4, naming the variable) or the configuration (code 7, naming the field).
+fn request_error(err: netcore::Error) -> CniError {
+    let netcore::Error::Invalid { field, message } = err else {
+        return err.into();
+    };
+    let var = match field.as_str() {
+        "netns" => Some("CNI_NETNS"),
+        "interface name" => Some("CNI_IFNAME"),
+        "container id" => Some("CNI_CONTAINERID"),
+        _ => None,
+    };
+    match (var, field.as_str()) {
+        (Some(var), _) => CniError::new(
+            Code::InvalidEnv,
+            format!("environment variable {var}: {message}"),
+        ),
+        (None, "mac") => CniError::new(
+            Code::InvalidConfig,
+            format!("network configuration field runtimeConfig.mac (or CNI_ARGS MAC): {message}"),
+        ),
+        (None, _) => CniError::new(
+            Code::InvalidConfig,
+            format!("network configuration field {field}: {message}"),
+        ),
+    }
+}
+
+/// Checks CNI_CONTAINERID and CNI_IFNAME (code 4 naming the variable).
+fn validated_id(env: &Env) -> Result<netcore::VnicId, CniError> {
+    let id = vnic_id(env);
+    id.validate().map_err(request_error)?;
+    Ok(id)
 }
 
 fn vnic_id(env: &Env) -> netcore::VnicId {
@@ -90,9 +131,7 @@ fn add(env: &Env, version: Version, conf: &NetConf) -> Result<Option<Value>, Cni
     env.require(&["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"])?;
     let args = conf::parse_cni_args(&env.args)?;
     let cfg = subnet_config(conf)?;
-    let id = vnic_id(env);
-    id.validate()
-        .map_err(|e| CniError::new(Code::InvalidEnv, e.to_string()))?;
+    let id = validated_id(env)?;
     let request = netcore::VnicRequest {
         id,
         kind: netcore::VnicKind::Veth {
@@ -104,7 +143,7 @@ fn add(env: &Env, version: Version, conf: &NetConf) -> Result<Option<Value>, Cni
         default_route: conf.default_route,
     };
     let mut node = open_node(conf)?;
-    let att = node.attach(&cfg, &request)?;
+    let att = node.attach(&cfg, &request).map_err(request_error)?;
 
     let mac = |m: Option<[u8; 6]>| m.map(netcore::ids::format_mac);
     let ours = CniResult {
@@ -133,7 +172,8 @@ fn add(env: &Env, version: Version, conf: &NetConf) -> Result<Option<Value>, Cni
             gateway: Some(att.gateway.to_string()),
             interface: Some(2),
         }],
-        routes: if conf.default_route {
+        // Only what was installed: an existing default route in the container is left alone.
+        routes: if att.default_route {
             vec![RouteConfig {
                 dst: "0.0.0.0/0".into(),
                 gw: Some(att.gateway.to_string()),
@@ -160,9 +200,7 @@ fn del(env: &Env, conf: &NetConf) -> Result<(), CniError> {
     // CNI_NETNS may be empty: the container is already gone (ctr does this).
     env.require(&["CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"])?;
     let cfg = subnet_config(conf)?;
-    let id = vnic_id(env);
-    id.validate()
-        .map_err(|e| CniError::new(Code::InvalidEnv, e.to_string()))?;
+    let id = validated_id(env)?;
     let mut node = open_node(conf)?;
     node.detach(&cfg.net_key(), &id)?;
     Ok(())
@@ -190,8 +228,9 @@ fn check(env: &Env, version: Version, conf: &NetConf) -> Result<(), CniError> {
                 "network configuration field prevResult: CHECK needs the ADD result",
             )
         })?;
+    let id = validated_id(env)?;
     let mut node = open_node(conf)?;
-    let vnic = node.check(&cfg.net_key(), &vnic_id(env))?;
+    let vnic = node.check(&cfg.net_key(), &id)?;
     // The result the runtime cached must describe what is really attached.
     let index = prev
         .interfaces

@@ -34,6 +34,10 @@ pub struct Attachment {
     pub host_mac: Option<[u8; 6]>,
     /// True if this attach created the subnet's bridge and tunnel on this node.
     pub first_instance: bool,
+    /// True if this attach installed the default route in the workload. False when none was
+    /// asked for, and when the workload already had one (it is left as it is: replacing a
+    /// route another plugin made would hijack that workload's traffic).
+    pub default_route: bool,
 }
 
 /// One compute node: its state directory and its netlink socket (in the caller's namespace).
@@ -43,10 +47,13 @@ pub struct Node {
 }
 
 impl Node {
-    /// Opens the node's state directory and a netlink socket in the current namespace.
+    /// Opens the node's state directory and a netlink socket in the calling thread's network
+    /// namespace, which the state directory must own (see [`crate::claim`]).
     pub fn open(cfg: &NodeConfig) -> Result<Self> {
+        let state = StateDir::open(&cfg.state_dir)?;
+        crate::claim::claim_namespace(state.root())?;
         Ok(Self {
-            state: StateDir::open(&cfg.state_dir)?,
+            state,
             nl: Netlink::open()?,
         })
     }
@@ -87,6 +94,15 @@ impl Node {
             } => {
                 crate::config::validate_ifname("interface name", ifname)?;
                 let fd = netns::open(path)?;
+                if netns::is_current(fd.as_fd())? {
+                    return Err(Error::invalid(
+                        "netns",
+                        format!(
+                            "{} is this node's own network namespace, not a workload's",
+                            path.display()
+                        ),
+                    ));
+                }
                 let mut inside = Netlink::open_in(fd.as_fd())?;
                 if inside.link_by_name(ifname)?.is_some() {
                     return Err(Error::Conflict(format!(
@@ -117,6 +133,12 @@ impl Node {
                 vnic_key, cfg.subnet, existing.host_ifname
             )));
         }
+        if let Some(mac) = req.mac {
+            let bridge_mac = ids::bridge_mac(cfg.tenant, cfg.subnet);
+            crate::config::validate_mac("mac", mac, bridge_mac)?;
+        }
+        check_cnci_not_local(nl, cfg)?;
+        let node_tag = locked.node_tag()?;
         let existing_net = locked.net(&net_key)?;
         let net = match &existing_net {
             Some(net) => {
@@ -157,12 +179,13 @@ impl Node {
         locked.write_journal(&Journal::Attach { vnic: vnic.clone() })?;
         crash_point(1);
 
+        let mut default_route = false;
         let result = (|| -> Result<Attachment> {
             let first_instance = existing_net.is_none();
             let bridge = if first_instance {
                 create_net(nl, &locked, &net)?
             } else {
-                repair_net(nl, &net)?
+                repair_net(nl, &node_tag, &net)?
             };
             // The journal has no address yet: an undo releases whatever this VNIC holds.
             let ip = ipam::reserve(&locked, cfg, &net_key, &vnic_key, req.ip)?;
@@ -207,7 +230,7 @@ impl Node {
                         host.index,
                         &LinkChange {
                             up: Some(true),
-                            alias: Some(ids::vnic_alias(&net_key, &vnic_key)),
+                            alias: Some(ids::vnic_alias(&node_tag, &net_key, &vnic_key)),
                             ..LinkChange::default()
                         },
                     )?;
@@ -218,7 +241,7 @@ impl Node {
                         inside.set_up(peer.index, true)?;
                         inside.add_address(peer.index, IpNet::V4(address))?;
                         if req.default_route {
-                            inside.add_route(&Route {
+                            default_route = inside.add_route_new(&Route {
                                 dst: "0.0.0.0/0"
                                     .parse()
                                     .map_err(|_| Error::Internal("net".into()))?,
@@ -242,7 +265,7 @@ impl Node {
                         link.index,
                         &LinkChange {
                             up: Some(true),
-                            alias: Some(ids::vnic_alias(&net_key, &vnic_key)),
+                            alias: Some(ids::vnic_alias(&node_tag, &net_key, &vnic_key)),
                             mtu: Some(net.mtu),
                             master: Some(bridge.index),
                         },
@@ -263,6 +286,7 @@ impl Node {
                 bridge_mac: bridge.mac,
                 host_mac,
                 first_instance,
+                default_route,
             })
         })();
 
@@ -328,6 +352,21 @@ pub(crate) fn recover(nl: &mut Netlink, locked: &Locked<'_>) -> Result<()> {
         }
     }
     locked.clear_journal()
+}
+
+/// Refuses a CNCI address that is one of this node's own: the tunnel would point at itself.
+fn check_cnci_not_local(nl: &mut Netlink, cfg: &SubnetConfig) -> Result<()> {
+    let ip = IpAddr::V4(cfg.cnci.ip);
+    if nl.addresses(None)?.iter().any(|a| a.net.addr() == ip) {
+        return Err(Error::invalid(
+            "cnci.ip",
+            format!(
+                "{} is an address of this node itself, not of the tenant's CNCI",
+                cfg.cnci.ip
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn bridge_full(err: Error, bridge: &str) -> Error {

@@ -85,6 +85,12 @@ impl SubnetConfig {
                 format!("{subnet} is too small: a tenant subnet needs at least a /30"),
             ));
         }
+        if let Some((range, why)) = reserved_overlap(subnet) {
+            return Err(Error::invalid(
+                "subnet",
+                format!("{subnet} overlaps {range}, {why}; a tenant subnet must be unicast space"),
+            ));
+        }
         if self.tenant.is_nil() {
             return Err(Error::invalid("tenant", "the nil UUID is not a tenant"));
         }
@@ -92,10 +98,10 @@ impl SubnetConfig {
             return Err(Error::invalid("cnci.uuid", "the nil UUID is not a CNCI"));
         }
         let cnci_ip = self.cnci.ip;
-        if cnci_ip.is_unspecified() || cnci_ip.is_multicast() || cnci_ip.is_broadcast() {
+        if let Some(why) = not_unicast(cnci_ip) {
             return Err(Error::invalid(
                 "cnci.ip",
-                format!("{cnci_ip} is not a unicast address"),
+                format!("{cnci_ip} is {why}, not the unicast underlay address of a CNCI"),
             ));
         }
         if let Some(id) = self.tunnel_id {
@@ -238,19 +244,91 @@ impl VnicId {
     }
 }
 
-/// Checks a Linux interface name.
+/// Address blocks no tenant subnet may touch, and why.
+pub const RESERVED_SUBNETS: [(&str, &str); 7] = [
+    (
+        "0.0.0.0/8",
+        "\"this network\" (and 0.0.0.0/0, every address)",
+    ),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved (class E and 255.255.255.255)"),
+    (
+        "100.64.0.0/10",
+        "the CNCI uplink pool (shared address space)",
+    ),
+    ("255.255.255.255/32", "broadcast"),
+];
+
+/// The reserved block `subnet` overlaps, if any.
+pub fn reserved_overlap(subnet: Ipv4Net) -> Option<(Ipv4Net, &'static str)> {
+    RESERVED_SUBNETS.iter().find_map(|(text, why)| {
+        let reserved: Ipv4Net = text.parse().ok()?;
+        let overlaps = reserved.contains(&subnet.network()) || subnet.contains(&reserved.network());
+        overlaps.then_some((reserved, *why))
+    })
+}
+
+/// Why `ip` is not a unicast host address, if it is not.
+pub fn not_unicast(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, ..] = ip.octets();
+    if ip.is_unspecified() || a == 0 {
+        Some("unspecified (0.0.0.0/8)")
+    } else if ip.is_loopback() {
+        Some("loopback")
+    } else if ip.is_broadcast() {
+        Some("broadcast")
+    } else if ip.is_multicast() {
+        Some("multicast")
+    } else if ip.is_link_local() {
+        Some("link-local")
+    } else if a >= 240 {
+        Some("reserved (240.0.0.0/4)")
+    } else {
+        None
+    }
+}
+
+/// Checks a workload MAC: unicast (group bit clear), not all-zero, not the bridge's own.
+pub fn validate_mac(field: &str, mac: [u8; 6], bridge: [u8; 6]) -> Result<()> {
+    let shown = crate::ids::format_mac(mac);
+    let why = if mac == [0xff; 6] {
+        "the broadcast address"
+    } else if mac[0] & 1 == 1 {
+        "a multicast (group) address"
+    } else if mac == [0; 6] {
+        "all zero"
+    } else if mac == bridge {
+        "the subnet bridge's own MAC"
+    } else {
+        return Ok(());
+    };
+    Err(Error::invalid(
+        field,
+        format!("{shown} is {why}; a workload needs a unicast MAC of its own"),
+    ))
+}
+
+/// Checks a Linux interface name as the kernel would use it: 1-15 bytes, no '/', ':', '%'
+/// (a name template) or whitespace, and not `.`, `..`, `all` or `default` (names of
+/// `/proc/sys/net/*/conf/` entries).
 pub fn validate_ifname(field: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 15
-        && name != "."
-        && name != ".."
-        && !name.contains(['/', ':', ' ', '\t', '\n', '\0']);
+        && !matches!(name, "." | ".." | "all" | "default")
+        && !name
+            .chars()
+            .any(|c| matches!(c, '/' | ':' | '%' | '\0') || c.is_whitespace());
     if ok {
         Ok(())
     } else {
         Err(Error::invalid(
             field,
-            format!("{name:?} is not a valid interface name (1-15 bytes, no '/', ':' or spaces)"),
+            format!(
+                "{name:?} is not a valid interface name (1-15 bytes; no '/', ':', '%' or \
+                 whitespace; not '.', '..', 'all' or 'default')"
+            ),
         ))
     }
 }
@@ -344,7 +422,39 @@ mod tests {
                 }),
             ),
             ("mtu", Box::new(|c| c.mtu = Some(100))),
+            (
+                "cnci.ip",
+                Box::new(|c| c.cnci.ip = Ipv4Addr::new(127, 0, 0, 1)),
+            ),
+            (
+                "cnci.ip",
+                Box::new(|c| c.cnci.ip = Ipv4Addr::new(169, 254, 1, 1)),
+            ),
+            (
+                "cnci.ip",
+                Box::new(|c| c.cnci.ip = Ipv4Addr::new(224, 0, 0, 1)),
+            ),
+            ("cnci.ip", Box::new(|c| c.cnci.ip = Ipv4Addr::BROADCAST)),
         ];
+        for subnet in [
+            "0.0.0.0/0",
+            "0.0.0.0/24",
+            "127.0.0.0/8",
+            "169.254.0.0/16",
+            "224.0.0.0/24",
+            "240.0.0.0/24",
+            "100.64.0.0/10",
+            "100.100.0.0/24",
+            "64.0.0.0/2",
+        ] {
+            let mut c = config();
+            c.subnet = subnet.parse().expect("net");
+            c.gateway = None;
+            match c.validate() {
+                Err(Error::Invalid { field, .. }) => assert_eq!(field, "subnet", "{subnet}"),
+                other => panic!("{subnet}: expected invalid, got {other:?}"),
+            }
+        }
         for (field, mutate) in cases {
             let mut c = config();
             mutate(&mut c);
@@ -375,6 +485,12 @@ mod tests {
             ("", "eth0"),
             ("a", ""),
             ("a", "0123456789abcdef"),
+            ("a", "eth%d"),
+            ("a", "all"),
+            ("a", "default"),
+            ("a", ".."),
+            ("a", "a b"),
+            ("a", "a\u{a0}b"),
         ] {
             let id = VnicId {
                 owner: owner.into(),

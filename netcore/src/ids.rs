@@ -112,19 +112,51 @@ pub fn host_veth_name(net_key: &str, owner: &str, ifname: &str) -> String {
 /// Prefix of every alias this system sets; a link with it is ours.
 pub const ALIAS_PREFIX: &str = "ciao:";
 
-/// Alias of a subnet bridge.
-pub fn bridge_alias(net_key: &str) -> String {
-    format!("{ALIAS_PREFIX}bridge:{net_key}")
+/// The longest alias the kernel stores (IFALIASZ minus the terminating NUL).
+pub const MAX_ALIAS_LEN: usize = 255;
+
+/// The short node id carried in every alias: the first 8 hex digits of the node's UUID, so that
+/// two state directories on one namespace (a mistake, refused by `claim`) or leftovers of an
+/// old node identity never take each other's links for their own.
+pub fn node_tag(node: Uuid) -> String {
+    node.simple().to_string()[..8].to_string()
 }
 
-/// Alias of a subnet tunnel.
-pub fn tunnel_alias(net_key: &str) -> String {
-    format!("{ALIAS_PREFIX}tunnel:{net_key}")
+/// Alias of a subnet bridge: `ciao:<node>:bridge:<net>`.
+pub fn bridge_alias(node: &str, net_key: &str) -> String {
+    format!("{ALIAS_PREFIX}{node}:bridge:{net_key}")
 }
 
-/// Alias of a VNIC's host-side link.
-pub fn vnic_alias(net_key: &str, vnic_key: &str) -> String {
-    format!("{ALIAS_PREFIX}vnic:{net_key}:{vnic_key}")
+/// Alias of a subnet tunnel: `ciao:<node>:tunnel:<net>`.
+pub fn tunnel_alias(node: &str, net_key: &str) -> String {
+    format!("{ALIAS_PREFIX}{node}:tunnel:{net_key}")
+}
+
+/// Alias of a VNIC's host-side link: `ciao:<node>:vnic:<net>:<vnic>`. A VNIC key too long for
+/// the kernel's alias limit (container ids may have 256 characters) is replaced by `#` and a
+/// hash of it; the record keeps the full key.
+pub fn vnic_alias(node: &str, net_key: &str, vnic_key: &str) -> String {
+    let full = format!("{ALIAS_PREFIX}{node}:vnic:{net_key}:{vnic_key}");
+    if full.len() <= MAX_ALIAS_LEN {
+        return full;
+    }
+    format!(
+        "{ALIAS_PREFIX}{node}:vnic:{net_key}:#{:016x}",
+        fnv64(&[vnic_key.as_bytes()])
+    )
+}
+
+/// True if `alias` labels the object that `expected` (a current alias) names: either exactly,
+/// or in the format before node ids (`ciao:<kind>:...`), which links made by earlier versions
+/// still carry.
+pub fn alias_names(alias: &str, expected: &str) -> bool {
+    alias == expected || legacy_of(expected).is_some_and(|legacy| alias == legacy)
+}
+
+fn legacy_of(alias: &str) -> Option<String> {
+    let rest = alias.strip_prefix(ALIAS_PREFIX)?;
+    let (_, body) = rest.split_once(':')?;
+    Some(format!("{ALIAS_PREFIX}{body}"))
 }
 
 /// What an alias says a link is.
@@ -135,22 +167,40 @@ pub enum AliasKind {
     Vnic { net: String, vnic: String },
 }
 
+/// A parsed alias: whose it is (`None` for the format before node ids) and what it labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alias {
+    pub node: Option<String>,
+    pub kind: AliasKind,
+}
+
+fn is_node_tag(text: &str) -> bool {
+    text.len() == 8 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Parses an alias set by this system; `None` for anything else.
-pub fn parse_alias(alias: &str) -> Option<AliasKind> {
+pub fn parse_alias(alias: &str) -> Option<Alias> {
     let rest = alias.strip_prefix(ALIAS_PREFIX)?;
-    let (kind, rest) = rest.split_once(':')?;
-    match kind {
-        "bridge" => Some(AliasKind::Bridge { net: rest.into() }),
-        "tunnel" => Some(AliasKind::Tunnel { net: rest.into() }),
+    let (first, after) = rest.split_once(':')?;
+    let (node, kind, rest) = if is_node_tag(first) {
+        let (kind, rest) = after.split_once(':')?;
+        (Some(first.to_string()), kind, rest)
+    } else {
+        (None, first, after)
+    };
+    let kind = match kind {
+        "bridge" => AliasKind::Bridge { net: rest.into() },
+        "tunnel" => AliasKind::Tunnel { net: rest.into() },
         "vnic" => {
             let (net, vnic) = rest.split_once(':')?;
-            Some(AliasKind::Vnic {
+            AliasKind::Vnic {
                 net: net.into(),
                 vnic: vnic.into(),
-            })
+            }
         }
-        _ => None,
-    }
+        _ => return None,
+    };
+    Some(Alias { node, kind })
 }
 
 /// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
@@ -207,18 +257,52 @@ mod tests {
     #[test]
     fn aliases_round_trip() {
         let net = net_key(Uuid::from_u128(7), "10.0.0.0/24".parse().expect("subnet"));
+        let node = node_tag(Uuid::from_u128(0xabcd_ef12_0000_0000_0000_0000_0000_0001));
+        assert_eq!(node, "abcdef12");
         assert_eq!(
-            parse_alias(&bridge_alias(&net)),
-            Some(AliasKind::Bridge { net: net.clone() })
-        );
-        assert_eq!(
-            parse_alias(&vnic_alias(&net, "abc:eth0")),
-            Some(AliasKind::Vnic {
-                net,
-                vnic: "abc:eth0".into()
+            parse_alias(&bridge_alias(&node, &net)),
+            Some(Alias {
+                node: Some(node.clone()),
+                kind: AliasKind::Bridge { net: net.clone() }
             })
         );
+        assert_eq!(
+            parse_alias(&vnic_alias(&node, &net, "abc:eth0")),
+            Some(Alias {
+                node: Some(node.clone()),
+                kind: AliasKind::Vnic {
+                    net: net.clone(),
+                    vnic: "abc:eth0".into()
+                }
+            })
+        );
+        let legacy = format!("ciao:tunnel:{net}");
+        assert_eq!(
+            parse_alias(&legacy),
+            Some(Alias {
+                node: None,
+                kind: AliasKind::Tunnel { net: net.clone() }
+            })
+        );
+        assert!(alias_names(&legacy, &tunnel_alias(&node, &net)));
+        assert!(!alias_names(
+            &tunnel_alias("00000000", &net),
+            &tunnel_alias(&node, &net)
+        ));
         assert_eq!(parse_alias("docker0"), None);
+    }
+
+    #[test]
+    fn long_vnic_keys_are_hashed_into_the_alias() {
+        let net = net_key(Uuid::from_u128(7), "10.0.0.0/24".parse().expect("subnet"));
+        for len in [1usize, 150, 188, 189, 245, 256] {
+            let key = format!("{}:eth0", "a".repeat(len));
+            let alias = vnic_alias("abcdef12", &net, &key);
+            assert!(alias.len() <= MAX_ALIAS_LEN, "{len}: {}", alias.len());
+        }
+        let a = vnic_alias("abcdef12", &net, &format!("{}:eth0", "a".repeat(256)));
+        let b = vnic_alias("abcdef12", &net, &format!("{}:eth0", "b".repeat(256)));
+        assert_ne!(a, b);
     }
 
     proptest! {

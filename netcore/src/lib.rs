@@ -5,6 +5,7 @@
 //! node state, crash recovery and the TenantAdded/TenantRemoved reports live only here.
 
 pub mod attach;
+pub mod claim;
 pub mod config;
 mod crash;
 pub mod error;

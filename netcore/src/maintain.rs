@@ -110,19 +110,25 @@ impl Node {
 
     /// Brings the kernel and the state directory back in line after crashes or a reboot:
     /// finishes the journal, re-creates missing bridges and tunnels of recorded subnets, drops
-    /// VNICs whose workload is gone, removes links labelled as ours that no record knows, and
-    /// releases addresses and tunnel ids nobody holds.
+    /// VNICs whose workload is gone, removes links labelled as this node's that no record
+    /// knows, and releases addresses and tunnel ids nobody holds.
+    ///
+    /// A link is this node's if its alias carries this state directory's node id; a link with
+    /// the alias format from before node ids is touched only if its subnet is recorded here.
     pub fn reconcile(&mut self) -> Result<Summary> {
         let locked = self.state.lock()?;
         let nl = &mut self.nl;
         recover(nl, &locked)?;
+        let node = locked.node_tag()?;
         let mut summary = Summary::default();
         let mut known_nets = HashSet::new();
         let mut known_vnics = HashSet::new();
+        let recorded_nets: HashSet<String> = locked.nets()?.into_iter().map(|n| n.key).collect();
         for net in locked.nets()? {
             for vnic in locked.vnics(&net.key)? {
                 if nl.link_by_name(&vnic.host_ifname)?.is_some() {
-                    known_vnics.insert((net.key.clone(), vnic.id.key()));
+                    // Compared as the alias shows it (long keys are hashed there).
+                    known_vnics.insert(ids::vnic_alias(&node, &net.key, &vnic.id.key()));
                 } else {
                     // The workload went away without a detach (its netns was deleted).
                     teardown::vnic(nl, &locked, &vnic, false)?;
@@ -131,7 +137,7 @@ impl Node {
             }
             // The last vanished VNIC took the subnet with it; otherwise make sure it is whole.
             if locked.net(&net.key)?.is_some() {
-                repair_net(nl, &net)?;
+                repair_net(nl, &node, &net)?;
                 // dockerd may have started since the bridge was made.
                 crate::firewall::allow_bridge(&net.bridge)?;
                 summary.repaired_nets.push(net.key.clone());
@@ -140,13 +146,27 @@ impl Node {
             }
         }
         for link in nl.links()? {
-            let Some(kind) = link.alias.as_deref().and_then(ids::parse_alias) else {
+            let Some(alias) = link.alias.as_deref() else {
                 continue;
             };
-            let stale = match &kind {
+            let Some(parsed) = ids::parse_alias(alias) else {
+                continue;
+            };
+            let (AliasKind::Bridge { net }
+            | AliasKind::Tunnel { net }
+            | AliasKind::Vnic { net, .. }) = &parsed.kind;
+            let mine = match &parsed.node {
+                Some(tag) => *tag == node,
+                None => recorded_nets.contains(net),
+            };
+            if !mine {
+                continue;
+            }
+            let stale = match &parsed.kind {
                 AliasKind::Bridge { net } | AliasKind::Tunnel { net } => !known_nets.contains(net),
                 AliasKind::Vnic { net, vnic } => {
-                    !known_vnics.contains(&(net.clone(), vnic.clone()))
+                    let current = ids::vnic_alias(&node, net, vnic);
+                    !known_vnics.contains(&current) && !known_vnics.contains(alias)
                 }
             };
             if !stale {

@@ -17,6 +17,16 @@ pub fn open(path: &Path) -> Result<OwnedFd> {
     }
 }
 
+/// True if `ns` is the calling thread's own network namespace (same device and inode as
+/// `/proc/thread-self/ns/net`): a workload namespace must never be the node itself.
+pub fn is_current(ns: BorrowedFd<'_>) -> Result<bool> {
+    let theirs = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&ns))
+        .map_err(|e| Error::io("stat netns", e.into()))?;
+    let own = nix::sys::stat::stat("/proc/thread-self/ns/net")
+        .map_err(|e| Error::io("stat /proc/thread-self/ns/net", e.into()))?;
+    Ok(theirs.st_dev == own.st_dev && theirs.st_ino == own.st_ino)
+}
+
 /// Where named namespaces live, as `ip netns` keeps them.
 pub const NAMED_DIR: &str = "/run/netns";
 

@@ -12,8 +12,14 @@
 //! reports/<seq>.json       TenantAdded / TenantRemoved waiting for delivery
 //! ```
 //! Per-object files keep the cost of one call independent of how many VNICs the node has.
-//! Writes go to a temporary file that is renamed over the target, so a killed process leaves
-//! either the old or the new content, never a torn file.
+//! Writes go to a temporary file that is fsynced and renamed over the target (and the directory
+//! fsynced), so a killed process or a power cut leaves either the old or the new content, never
+//! a torn file. Temporary names start with `~`, which no record name can (ids are
+//! `[A-Za-z0-9_.-]`), so a record never hides behind the temporary-file filter.
+//!
+//! A directory is a state directory only if its path is absolute and it is empty or already a
+//! ciao state directory (has `reports/` or `node.json`) when first opened: `/`, `/etc` or a
+//! relative path are refused before anything is written.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -87,13 +93,15 @@ pub struct StateDir {
 }
 
 impl StateDir {
-    /// Opens (creating if needed) a state directory.
+    /// Opens (creating if needed) a state directory; see the module doc for what is accepted.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
+        check_path(&root)?;
         // The last directory made exists only if all were made: one stat on the hot path.
         if root.join("reports").is_dir() {
             return Ok(Self { root });
         }
+        check_dedicated(&root)?;
         for sub in ["", "nets", "vnics", "ips", "tunnels", "reports"] {
             let dir = root.join(sub);
             fs::create_dir_all(&dir)
@@ -144,18 +152,81 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
         })
 }
 
-/// Writes `bytes` to `path` atomically (temporary file + rename).
+/// First character of every temporary file name; never the first of a record's name.
+pub const TMP_PREFIX: char = '~';
+
+/// Writes `bytes` to `path` atomically and durably: a temporary file in the same directory
+/// (named with [`TMP_PREFIX`]), fsynced, renamed over `path`, then the directory fsynced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("{TMP_PREFIX}tmp.{}.{seq}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
-        fs::rename(&tmp, path)
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
     };
     write().map_err(|e| {
         let _ = fs::remove_file(&tmp);
         Error::io(format!("write {}", path.display()), e)
     })
+}
+
+/// Refuses state directory paths that cannot be a dedicated directory.
+fn check_path(root: &Path) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::invalid(
+            "stateDir",
+            format!("{:?} {why}", root.display().to_string()),
+        ))
+    };
+    if !root.is_absolute() {
+        return bad("is not an absolute path");
+    }
+    if root
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return bad("contains '..'");
+    }
+    if root.parent().is_none() {
+        return bad("is the root directory");
+    }
+    Ok(())
+}
+
+/// A directory that is neither empty nor a ciao state directory belongs to something else.
+fn check_dedicated(root: &Path) -> Result<()> {
+    let mut entries = match fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("list {}", root.display()), e)),
+    };
+    if entries.next().is_none() || root.join("node.json").is_file() {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "stateDir",
+        format!(
+            "{} is not empty and is not a ciao state directory (no reports/ or node.json): \
+             give the node a dedicated directory",
+            root.display()
+        ),
+    ))
+}
+
+/// File name of a VNIC record: its key, or for keys too long for a file name (container ids
+/// may have 256 characters) a prefix of it, `#` and a hash of the whole key.
+fn vnic_file(key: &str) -> String {
+    const MAX: usize = 255 - ".json".len();
+    if key.len() <= MAX {
+        return format!("{key}.json");
+    }
+    let head: String = key.chars().take(150).collect();
+    format!("{head}#{:016x}.json", crate::ids::fnv64(&[key.as_bytes()]))
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
@@ -182,7 +253,7 @@ fn list_dir(dir: &Path) -> Result<Vec<String>> {
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
         if let Some(name) = entry.file_name().to_str() {
-            if !name.contains(".tmp") {
+            if !name.starts_with(TMP_PREFIX) {
                 names.push(name.to_string());
             }
         }
@@ -194,6 +265,11 @@ fn list_dir(dir: &Path) -> Result<Vec<String>> {
 impl Locked<'_> {
     fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
         self.dir.root.join(rel)
+    }
+
+    /// The short node id carried in this node's link aliases.
+    pub fn node_tag(&self) -> Result<String> {
+        Ok(crate::ids::node_tag(self.node_identity()?.uuid))
     }
 
     /// This node's identity, created on first use.
@@ -262,22 +338,36 @@ impl Locked<'_> {
     // --- vnics ---
 
     pub fn vnic(&self, net: &str, id: &VnicId) -> Result<Option<VnicRecord>> {
-        read_json(&self.path(format!("vnics/{net}/{}.json", id.key())))
+        let path = self.path(format!("vnics/{net}/{}", vnic_file(&id.key())));
+        let record: Option<VnicRecord> = read_json(&path)?;
+        match record {
+            // Only a hashed name can hold another id (a hash collision): not this VNIC's.
+            Some(r) if r.id != *id => Err(Error::Conflict(format!(
+                "record {} holds {}, not {}",
+                path.display(),
+                r.id.key(),
+                id.key()
+            ))),
+            other => Ok(other),
+        }
     }
 
     pub fn write_vnic(&self, vnic: &VnicRecord) -> Result<()> {
         let dir = self.path(format!("vnics/{}", vnic.net));
         fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-        write_json(&dir.join(format!("{}.json", vnic.id.key())), vnic)
+        write_json(&dir.join(vnic_file(&vnic.id.key())), vnic)
     }
 
     pub fn remove_vnic(&self, net: &str, id: &VnicId) -> Result<()> {
-        remove(&self.path(format!("vnics/{net}/{}.json", id.key())))
+        remove(&self.path(format!("vnics/{net}/{}", vnic_file(&id.key()))))
     }
 
     pub fn vnics(&self, net: &str) -> Result<Vec<VnicRecord>> {
         let mut out = Vec::new();
         for name in list_dir(&self.path(format!("vnics/{net}")))? {
+            if !name.ends_with(".json") {
+                continue;
+            }
             let path = self.path(format!("vnics/{net}/{name}"));
             if let Some(v) = read_json(&path)? {
                 out.push(v);

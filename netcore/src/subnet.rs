@@ -142,9 +142,10 @@ pub(crate) fn create_net(nl: &mut Netlink, locked: &Locked<'_>, net: &NetRecord)
             net.config.tunnel_kind, net.tunnel_id, net.config.cnci.ip, net.config.subnet, net.config.tenant
         )));
     }
-    let bridge = ensure_bridge(nl, net)?;
+    let node = locked.node_tag()?;
+    let bridge = ensure_bridge(nl, &node, net)?;
     crash_point(3);
-    ensure_tunnel(nl, net, &bridge)?;
+    ensure_tunnel(nl, &node, net, &bridge)?;
     crash_point(4);
     let agent = locked.node_identity()?.uuid;
     locked.queue_report(&Report::for_net(ReportEvent::TenantAdded, agent, net))?;
@@ -157,16 +158,20 @@ pub(crate) fn create_net(nl: &mut Netlink, locked: &Locked<'_>, net: &NetRecord)
 
 /// Re-creates a bridge or tunnel that vanished (e.g. after a reboot) for an existing subnet;
 /// returns the bridge.
-pub(crate) fn repair_net(nl: &mut Netlink, net: &NetRecord) -> Result<Link> {
-    let bridge = ensure_bridge(nl, net)?;
-    ensure_tunnel(nl, net, &bridge)?;
+pub(crate) fn repair_net(nl: &mut Netlink, node: &str, net: &NetRecord) -> Result<Link> {
+    let bridge = ensure_bridge(nl, node, net)?;
+    ensure_tunnel(nl, node, net, &bridge)?;
     Ok(bridge)
 }
 
-fn ensure_bridge(nl: &mut Netlink, net: &NetRecord) -> Result<Link> {
-    let alias = ids::bridge_alias(&net.key);
+fn ensure_bridge(nl: &mut Netlink, node: &str, net: &NetRecord) -> Result<Link> {
+    let alias = ids::bridge_alias(node, &net.key);
     if let Some(link) = nl.link_by_name(&net.bridge)? {
-        if link.alias.as_deref() == Some(alias.as_str()) {
+        if link
+            .alias
+            .as_deref()
+            .is_some_and(|a| ids::alias_names(a, &alias))
+        {
             if !link.up {
                 nl.set_up(link.index, true)?;
             }
@@ -196,10 +201,14 @@ fn up_with_alias(alias: String) -> LinkChange {
     }
 }
 
-fn ensure_tunnel(nl: &mut Netlink, net: &NetRecord, bridge: &Link) -> Result<()> {
-    let alias = ids::tunnel_alias(&net.key);
+fn ensure_tunnel(nl: &mut Netlink, node: &str, net: &NetRecord, bridge: &Link) -> Result<()> {
+    let alias = ids::tunnel_alias(node, &net.key);
     if let Some(link) = nl.link_by_name(&net.tunnel)? {
-        if link.alias.as_deref() != Some(alias.as_str()) {
+        if !link
+            .alias
+            .as_deref()
+            .is_some_and(|a| ids::alias_names(a, &alias))
+        {
             return Err(Error::Conflict(format!(
                 "a link named {} exists but is not this subnet's tunnel",
                 net.tunnel

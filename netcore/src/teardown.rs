@@ -12,7 +12,7 @@ use crate::state::{Locked, VnicRecord};
 /// True if a link with this alias may be removed as ours (a missing alias means a call died
 /// between creating the link and labelling it; the name is ours by construction).
 fn ours(alias: Option<&str>, expected: &str) -> bool {
-    alias.is_none_or(|a| a == expected)
+    alias.is_none_or(|a| ids::alias_names(a, expected))
 }
 
 /// Removes one VNIC and, if it was the subnet's last, the subnet.
@@ -25,7 +25,8 @@ pub fn vnic(
     vnic: &VnicRecord,
     rollback: bool,
 ) -> Result<()> {
-    let alias = ids::vnic_alias(&vnic.net, &vnic.id.key());
+    let node = locked.node_tag()?;
+    let alias = ids::vnic_alias(&node, &vnic.net, &vnic.id.key());
     if let Some(link) = nl.link_by_name(&vnic.host_ifname)? {
         match &vnic.kind {
             // Deleting the host end takes the far end with it, wherever it is now.
@@ -40,7 +41,11 @@ pub fn vnic(
             VnicKind::Tap { .. } => {
                 if vnic.created_tap && ours(link.alias.as_deref(), &alias) {
                     nl.delete_link(link.index)?;
-                } else if link.alias.as_deref() == Some(alias.as_str()) {
+                } else if link
+                    .alias
+                    .as_deref()
+                    .is_some_and(|a| ids::alias_names(a, &alias))
+                {
                     // QEMU's own tap: unplug it and forget it, QEMU removes it.
                     nl.set_master(link.index, 0)?;
                     nl.set_alias(link.index, "")?;
@@ -76,9 +81,10 @@ pub fn net(nl: &mut Netlink, locked: &Locked<'_>, key: &str, rollback: bool) -> 
         _ => {}
     }
     firewall::revoke_bridge(&net.bridge)?;
+    let node = locked.node_tag()?;
     for (name, alias) in [
-        (&net.tunnel, ids::tunnel_alias(key)),
-        (&net.bridge, ids::bridge_alias(key)),
+        (&net.tunnel, ids::tunnel_alias(&node, key)),
+        (&net.bridge, ids::bridge_alias(&node, key)),
     ] {
         if let Some(link) = nl.link_by_name(name)? {
             if ours(link.alias.as_deref(), &alias) {

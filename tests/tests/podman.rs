@@ -371,13 +371,13 @@ fn podman_containers_ping_across_the_ciao_bridge_and_leave_the_node_clean() {
     let node_links = aliased_links(&node.ns.exec(&["ip", "-o", "-d", "link", "show"]));
     let bridge = node_links
         .iter()
-        .find(|(_, alias)| alias.starts_with("ciao:bridge:"))
+        .find(|(_, alias)| alias.starts_with("ciao:") && alias.contains(":bridge:"))
         .map(|(name, _)| name.clone())
         .unwrap_or_else(|| panic!("no ciao bridge in the node: {node_links:?}"));
     assert!(
         node_links
             .iter()
-            .any(|(_, alias)| alias.starts_with("ciao:tunnel:")),
+            .any(|(_, alias)| alias.starts_with("ciao:") && alias.contains(":tunnel:")),
         "no ciao tunnel in the node: {node_links:?}"
     );
     let ports = node
@@ -386,7 +386,11 @@ fn podman_containers_ping_across_the_ciao_bridge_and_leave_the_node_clean() {
     for id in [&id1, &id2] {
         let (vnic, _) = node_links
             .iter()
-            .find(|(_, alias)| alias.starts_with("ciao:vnic:") && alias.contains(id.as_str()))
+            .find(|(_, alias)| {
+                alias.starts_with("ciao:")
+                    && alias.contains(":vnic:")
+                    && alias.contains(id.as_str())
+            })
             .unwrap_or_else(|| panic!("no vnic for container {id} in the node: {node_links:?}"));
         assert!(
             ports.contains(&format!(": {vnic}@")),

@@ -27,20 +27,30 @@ fn reconcile_repairs_tunnels_drops_vanished_workloads_and_strays() {
         .expect("tunnel");
 
     // Damage: the tunnel is gone, c2's namespace vanished without a DEL, a stray link carries
-    // our alias, and an address is reserved by nobody.
+    // this node's alias, another one the alias format from before node ids for a subnet this
+    // node records, and an address is reserved by nobody.
+    let shown: serde_json::Value =
+        serde_json::from_str(&node.tool(&["show", "--json"])).expect("show --json");
+    let tag = shown["agent_uuid"].as_str().expect("agent uuid")[..8].to_string();
     node.ns.exec(&["ip", "link", "del", &tunnel]);
     drop(c2);
-    node.ns.exec(&[
-        "ip", "link", "add", "cvstray", "type", "veth", "peer", "name", "cvstray1",
-    ]);
-    node.ns.exec(&[
-        "ip",
-        "link",
-        "set",
-        "cvstray",
-        "alias",
-        "ciao:vnic:gone_10.0.0.0_24:x:eth0",
-    ]);
+    let net = format!("{TENANT_A}_172.16.1.0_24");
+    for (name, alias) in [
+        (
+            "cvstray",
+            format!("ciao:{tag}:vnic:gone_10.0.0.0_24:x:eth0"),
+        ),
+        ("cvold", format!("ciao:vnic:{net}:old:eth0")),
+        // Not this node's: another node id, and the old format for a subnet not recorded here.
+        ("cvother", format!("ciao:00000000:vnic:{net}:x:eth0")),
+        ("cvlegacy", "ciao:vnic:gone_10.0.0.0_24:x:eth0".to_string()),
+    ] {
+        let peer = format!("{name}1");
+        node.ns.exec(&[
+            "ip", "link", "add", name, "type", "veth", "peer", "name", &peer,
+        ]);
+        node.ns.exec(&["ip", "link", "set", name, "alias", &alias]);
+    }
     let ips_dir = node
         .state
         .path()
@@ -50,11 +60,19 @@ fn reconcile_repairs_tunnels_drops_vanished_workloads_and_strays() {
     let summary = node.tool(&["reconcile"]);
     assert!(summary.contains("c2:eth0"), "{summary}");
     assert!(summary.contains("cvstray"), "{summary}");
+    assert!(summary.contains("cvold"), "{summary}");
     assert!(summary.contains("172.16.1.200"), "{summary}");
 
     let links = node.ciao_links();
     assert!(links.contains(&tunnel), "tunnel re-created: {links:?}");
     assert!(!links.contains(&"cvstray".to_string()), "{links:?}");
+    assert!(!links.contains(&"cvold".to_string()), "{links:?}");
+    for kept in ["cvother", "cvlegacy"] {
+        assert!(
+            links.contains(&kept.to_string()),
+            "{kept} is not this node's: {links:?}"
+        );
+    }
     let detail = node.ns.exec(&["ip", "-d", "link", "show", &tunnel]);
     assert!(detail.contains(&format!("master {bridge}")), "{detail}");
     assert!(!ips_dir.join("172.16.1.200").exists());
@@ -78,5 +96,8 @@ fn reconcile_repairs_tunnels_drops_vanished_workloads_and_strays() {
     );
 
     node.cni("DEL", "c1", "", &conf).expect_ok("DEL");
-    assert!(node.ciao_links().is_empty());
+    assert_eq!(node.ciao_links(), ["cvother", "cvlegacy"]);
+    for planted in ["cvother", "cvlegacy"] {
+        node.ns.exec(&["ip", "link", "del", planted]);
+    }
 }

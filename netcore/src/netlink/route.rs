@@ -76,6 +76,20 @@ impl Netlink {
         }
     }
 
+    /// Adds a route unless one for the same destination exists; `Ok(false)` when it did (EEXIST),
+    /// so a caller reports only what it installed.
+    pub fn add_route_new(&mut self, route: &Route) -> Result<bool> {
+        match self.ack(
+            &format!("add route {}", route.dst),
+            RouteNetlinkMessage::NewRoute(route_msg(route)),
+            NLM_F_CREATE | NLM_F_EXCL,
+        ) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_exists() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Deletes a route; a missing route is not an error.
     pub fn delete_route(&mut self, route: &Route) -> Result<()> {
         match self.ack(
