@@ -108,6 +108,21 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Reads and throws away up to `max` bytes, until the peer closes or fails. Before closing
+    /// a refused connection: a socket closed with unread input is reset, and the reset can
+    /// destroy the refusal on its way to the peer.
+    pub async fn discard(&mut self, max: usize) {
+        self.buf = Vec::new();
+        let mut scratch = [0u8; 4096];
+        let mut left = max;
+        while left > 0 {
+            match self.inner.read(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    }
+
     /// The next frame after the handshake; anything but a Frame is a protocol violation.
     pub async fn frame(&mut self) -> Result<Option<Frame>, ConnError> {
         match self.next().await? {

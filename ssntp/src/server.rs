@@ -106,10 +106,14 @@ const MAX_HELD_CNCIS: usize = 4096;
 /// told about the excess CNCIs' restarts).
 const MAX_CNCIS_PER_AGENT: usize = 4096;
 
+/// How long a refused connection is read (and discarded) before it is closed, at most.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1 << 20;
+
 /// What the handshake hands to the session loop.
 pub(crate) struct Accepted<R, W> {
-    reader: FrameReader<R>,
-    writer: FrameWriter<W>,
+    reader: R,
+    writer: W,
     key: String,
     role: u32,
     conn: u64,
@@ -276,19 +280,54 @@ impl Scheduler {
     }
 
     /// CONNECT within `timeout`, the identity checks, registration, CONNECTED. Every refusal
-    /// sends the ERROR frame Go sends and leaves the registry as it was.
+    /// sends the ERROR frame Go sends, leaves the registry as it was, and lingers briefly
+    /// (reading and discarding) so that the refusal reaches the peer before the close.
     pub(crate) async fn handshake<R, W>(
         &self,
         mut reader: FrameReader<R>,
         mut writer: FrameWriter<W>,
         peer: PeerIdentity,
         timeout: Duration,
-    ) -> Result<Accepted<R, W>, ConnError>
+    ) -> Result<Accepted<FrameReader<R>, FrameWriter<W>>, ConnError>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let client = read_connect(&mut reader, &mut writer, peer.roles, timeout).await?;
+        let result = self
+            .handshake_inner(&mut reader, &mut writer, peer, timeout)
+            .await;
+        match result {
+            Ok(a) => Ok(Accepted {
+                reader,
+                writer,
+                key: a.key,
+                role: a.role,
+                conn: a.conn,
+                tx: a.tx,
+                rx: a.rx,
+                kick: a.kick,
+                held: a.held,
+            }),
+            Err(e) => {
+                let _ = writer.shutdown().await;
+                let _ = tokio::time::timeout(LINGER, reader.discard(LINGER_BYTES)).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn handshake_inner<R, W>(
+        &self,
+        reader: &mut FrameReader<R>,
+        writer: &mut FrameWriter<W>,
+        peer: PeerIdentity,
+        timeout: Duration,
+    ) -> Result<Accepted<(), ()>, ConnError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let client = read_connect(reader, writer, peer.roles, timeout).await?;
         let span = tracing::Span::current();
         span.record("uuid", tracing::field::display(client.uuid));
         span.record("role", client.role);
@@ -297,7 +336,7 @@ impl Scheduler {
                 "CONNECT as {} but the certificate names only {:?}",
                 client.uuid, peer.uuids
             );
-            return Err(refuse(&mut writer, error::CONNECTION_ABORTED, reason).await);
+            return Err(refuse(writer, error::CONNECTION_ABORTED, reason).await);
         }
         let key = client.uuid.to_string();
         let (tx, rx) = mpsc::channel(self.cfg.queue_depth.max(1));
@@ -307,20 +346,20 @@ impl Scheduler {
             .await
         {
             Ok(r) => r,
-            Err(reason) => return Err(refuse(&mut writer, error::CONNECTION_ABORTED, reason).await),
+            Err(reason) => return Err(refuse(writer, error::CONNECTION_ABORTED, reason).await),
         };
         let hello = ServerHello {
             uuid: self.cfg.uuid,
             role: role::SCHEDULER,
             configuration: self.lock().configuration.clone(),
         };
-        if let Err(e) = send_connected(&mut writer, &hello, client.uuid).await {
+        if let Err(e) = send_connected(writer, &hello, client.uuid).await {
             self.unregister(&key, conn).await;
             return Err(e);
         }
         Ok(Accepted {
-            reader,
-            writer,
+            reader: (),
+            writer: (),
             key,
             role: client.role,
             conn,
@@ -333,7 +372,10 @@ impl Scheduler {
 
     /// The session after CONNECTED: a writer task draining the queue, this task reading and
     /// routing, until either side ends it or a newer session with the same UUID replaces it.
-    pub(crate) async fn run_session<R, W>(&self, a: Accepted<R, W>) -> Result<(), ConnError>
+    pub(crate) async fn run_session<R, W>(
+        &self,
+        a: Accepted<FrameReader<R>, FrameWriter<W>>,
+    ) -> Result<(), ConnError>
     where
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,

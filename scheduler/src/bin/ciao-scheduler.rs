@@ -69,6 +69,9 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(false)
+        // A closed stderr (a parent that stopped reading) must not turn every log line into
+        // a panic: the subscriber would report its write error on stderr with eprintln!.
+        .log_internal_errors(false)
         .init();
     Ok(())
 }
