@@ -334,9 +334,12 @@ where
             return Err(match other {
                 Err(e) => e,
                 Ok(None) => ConnError::Closed,
-                Ok(Some(Incoming::Connect(c))) if c.source.len() != 16 => ConnError::Protocol(
-                    format!("CONNECT Source of {} bytes, not a 16-byte UUID", c.source.len()),
-                ),
+                Ok(Some(Incoming::Connect(c))) if c.source.len() != 16 => {
+                    ConnError::Protocol(format!(
+                        "CONNECT Source of {} bytes, not a 16-byte UUID",
+                        c.source.len()
+                    ))
+                }
                 Ok(Some(m)) => ConnError::Protocol(format!("expected CONNECT, got {m:?}")),
             });
         }

@@ -45,7 +45,9 @@ impl Pending {
         let mut s = self.lock();
         while s.conns.len() >= self.cap.max(1) {
             if let Some((_, oldest)) = s.conns.pop_first() {
-                let _ = oldest.send("dropped as the oldest unauthenticated connection (--max-pending reached)");
+                let _ = oldest.send(
+                    "dropped as the oldest unauthenticated connection (--max-pending reached)",
+                );
             }
         }
         s.next += 1;

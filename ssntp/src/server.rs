@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
 
 use crate::certs::PeerIdentity;
-use crate::conn::{read_connect, refuse, send_connected, ConnError, FrameReader, FrameWriter};
 use crate::conn::ServerHello;
+use crate::conn::{read_connect, refuse, send_connected, ConnError, FrameReader, FrameWriter};
 use crate::frame::{command, error, event, kind, role, Frame};
 use crate::ratelog::RateLimit;
 
@@ -147,7 +147,11 @@ fn node_types(role_bits: u32) -> Vec<&'static str> {
 }
 
 /// Reads `top.<field>` of a YAML payload as strings, one entry per field.
-fn payload_fields<const N: usize>(payload: &[u8], top: &str, fields: [&str; N]) -> [Option<String>; N] {
+fn payload_fields<const N: usize>(
+    payload: &[u8],
+    top: &str,
+    fields: [&str; N],
+) -> [Option<String>; N] {
     let value: Option<serde_yaml_ng::Value> = serde_yaml_ng::from_slice(payload).ok();
     let body = value.as_ref().and_then(|v| v.get(top));
     fields.map(|f| {
@@ -263,7 +267,12 @@ impl Scheduler {
     /// says (roles, bound UUIDs, key): the claimed role must be a subset of its roles, a
     /// certificate naming UUIDs may only connect as one of them, and a UUID already in use may
     /// only be taken over with the same key or a certificate naming it.
-    pub async fn serve<R, W>(&self, reader: R, writer: W, peer: PeerIdentity) -> Result<(), ConnError>
+    pub async fn serve<R, W>(
+        &self,
+        reader: R,
+        writer: W,
+        peer: PeerIdentity,
+    ) -> Result<(), ConnError>
     where
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
@@ -569,7 +578,11 @@ impl Scheduler {
         match (frame.kind, frame.operand, named) {
             (kind::EVENT, _, Named::Tenant { cnci, agent, sync }) => {
                 if from_role & role::AGENT == 0 {
-                    self.log_drop(from, frame, "tenant event from a session without the AGENT role");
+                    self.log_drop(
+                        from,
+                        frame,
+                        "tenant event from a session without the AGENT role",
+                    );
                     return Vec::new();
                 }
                 if agent.as_deref() != Some(from) {
@@ -595,7 +608,11 @@ impl Scheduler {
             }
             (kind::EVENT, _, Named::InstanceAdded(instance)) => {
                 if from_role & role::CNCIAGENT == 0 || instance.as_deref() != Some(from) {
-                    self.log_drop(from, frame, "ConcentratorInstanceAdded not from the CNCI it names");
+                    self.log_drop(
+                        from,
+                        frame,
+                        "ConcentratorInstanceAdded not from the CNCI it names",
+                    );
                     return Vec::new();
                 }
                 let mut to = controllers(&reg);

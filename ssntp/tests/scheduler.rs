@@ -352,7 +352,10 @@ async fn tenant_events_only_from_the_agent_they_name() {
     let mut fake_cnci = connect(&s, fake, role::CNCIAGENT).await;
     // The attacks: another node's agent_uuid, and tenant events from roles other than AGENT.
     for (operand, body) in [
-        (event::TENANT_ADDED, tenant_added(other_cn, &cnci.to_string())),
+        (
+            event::TENANT_ADDED,
+            tenant_added(other_cn, &cnci.to_string()),
+        ),
         (
             event::TENANT_REMOVED,
             String::from_utf8(tenant_added(other_cn, &cnci.to_string()))
@@ -360,7 +363,10 @@ async fn tenant_events_only_from_the_agent_they_name() {
                 .replace("tenant_added:", "tenant_removed:")
                 .into_bytes(),
         ),
-        (event::TENANT_SYNC, tenant_sync(other_cn, cnci, &["172.16.9.0/24"])),
+        (
+            event::TENANT_SYNC,
+            tenant_sync(other_cn, cnci, &["172.16.9.0/24"]),
+        ),
     ] {
         agent
             .1
@@ -371,7 +377,12 @@ async fn tenant_events_only_from_the_agent_they_name() {
     let from_controller = tenant_added(ctl, &cnci.to_string());
     controller
         .1
-        .frame(&Frame::new(kind::EVENT, event::TENANT_ADDED, ctl, from_controller))
+        .frame(&Frame::new(
+            kind::EVENT,
+            event::TENANT_ADDED,
+            ctl,
+            from_controller,
+        ))
         .await
         .expect("send");
     fake_cnci
@@ -509,13 +520,19 @@ async fn a_cnci_announcing_itself_is_told_to_the_agents_that_use_it() {
     drop(a);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while s.is_connected(&user) {
-        assert!(std::time::Instant::now() < deadline, "A's session never ended");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A's session never ended"
+        );
         tokio::task::yield_now().await;
     }
     let mut a = connect(&s, user, role::AGENT).await;
     cnci1.1.frame(&instance_added(c1)).await.expect("send");
     barrier(&mut cnci1, c1).await;
-    assert!(barrier(&mut a, user).await.is_empty(), "forgotten with the old session");
+    assert!(
+        barrier(&mut a, user).await.is_empty(),
+        "forgotten with the old session"
+    );
 }
 
 #[tokio::test]
@@ -534,6 +551,11 @@ async fn a_uuid_in_use_is_only_taken_over_with_the_same_key() {
     assert!(barrier(&mut first, cnci).await.is_empty(), "untouched");
     let mut bound = identity(role::CNCIAGENT, "key three");
     bound.uuids = vec![cnci];
-    let _third = try_connect(&s, cnci, bound).await.expect("a certificate naming the UUID");
-    assert!(first.0.frame().await.map(|f| f.is_none()).unwrap_or(true), "replaced: closed");
+    let _third = try_connect(&s, cnci, bound)
+        .await
+        .expect("a certificate naming the UUID");
+    assert!(
+        first.0.frame().await.map(|f| f.is_none()).unwrap_or(true),
+        "replaced: closed"
+    );
 }

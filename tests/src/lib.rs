@@ -712,7 +712,12 @@ pub fn start_scheduler_logged(args: &[&str], nofile: Option<u64>) -> LoggedSched
         .next()
         .expect("scheduler banner")
         .expect("read banner");
-    let addr = banner.rsplit(' ').next().unwrap_or_default().trim().to_string();
+    let addr = banner
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = log.clone();
     std::thread::spawn(move || {
@@ -735,7 +740,10 @@ pub fn raise_own_fd_limit(n: u64) {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into the rlimit we own.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
     if limit.rlim_cur >= n {
         return;
     }

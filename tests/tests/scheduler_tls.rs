@@ -283,7 +283,10 @@ async fn ten_thousand_idle_connections_neither_kill_nor_bloat_the_scheduler() {
     assert!(hwm < 64 * 1024, "peak RSS {hwm} KiB");
     // The drops were logged with the peer and the reason (rate-limited).
     let line = sched
-        .wait_for_line(&["peer=127.0.0.1:", "oldest unauthenticated"], Duration::from_secs(10))
+        .wait_for_line(
+            &["peer=127.0.0.1:", "oldest unauthenticated"],
+            Duration::from_secs(10),
+        )
         .expect("a logged drop");
     eprintln!("{line}");
     let logged = sched
@@ -291,7 +294,10 @@ async fn ten_thousand_idle_connections_neither_kill_nor_bloat_the_scheduler() {
         .iter()
         .filter(|l| l.contains("connection refused"))
         .count();
-    assert!(logged < IDLE / 10, "{logged} refusal lines: not rate-limited");
+    assert!(
+        logged < IDLE / 10,
+        "{logged} refusal lines: not rate-limited"
+    );
     assert!(
         sched.lines().iter().any(|l| l.contains("RLIMIT_NOFILE")),
         "the fd limit is logged"
@@ -319,7 +325,9 @@ async fn a_connect_with_a_100_kb_source_is_refused() {
     );
     let cfg = client_config(dir.path(), "cert-agent-cn1.pem", "CAcert-localhost.pem");
     for source_len in [100 * 1024, 17] {
-        let tcp = tokio::net::TcpStream::connect(&sched.addr).await.expect("tcp");
+        let tcp = tokio::net::TcpStream::connect(&sched.addr)
+            .await
+            .expect("tcp");
         let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
         let tls = tokio_rustls::TlsConnector::from(cfg.clone())
             .connect(name, tcp)
@@ -348,11 +356,16 @@ async fn a_connect_with_a_100_kb_source_is_refused() {
                 (kind::ERROR, error::CONNECTION_FAILURE),
                 "Source of {source_len} bytes"
             ),
-            other => panic!("Source of {source_len} bytes: expected ConnectionFailure, got {other:?}"),
+            other => {
+                panic!("Source of {source_len} bytes: expected ConnectionFailure, got {other:?}")
+            }
         }
     }
     let line = sched
-        .wait_for_line(&["connection refused", "exceeds the limit of 4096"], Duration::from_secs(10))
+        .wait_for_line(
+            &["connection refused", "exceeds the limit of 4096"],
+            Duration::from_secs(10),
+        )
         .expect("the oversized CONNECT is logged");
     assert!(line.contains("peer=127.0.0.1:"), "{line}");
     assert!(sched
@@ -380,7 +393,9 @@ async fn a_connection_that_does_nothing_is_closed_after_the_handshake_timeout() 
         ],
         None,
     );
-    let mut idle = tokio::net::TcpStream::connect(&sched.addr).await.expect("tcp");
+    let mut idle = tokio::net::TcpStream::connect(&sched.addr)
+        .await
+        .expect("tcp");
     let mut buf = [0u8; 64];
     // The close is what is waited for; the outer limit only keeps a broken build from hanging.
     let n = tokio::time::timeout(Duration::from_secs(30), idle.read(&mut buf))
@@ -389,7 +404,10 @@ async fn a_connection_that_does_nothing_is_closed_after_the_handshake_timeout() 
         .unwrap_or(0);
     assert_eq!(n, 0, "closed without a byte");
     let line = sched
-        .wait_for_line(&["connection refused", "no TLS handshake within"], Duration::from_secs(10))
+        .wait_for_line(
+            &["connection refused", "no TLS handshake within"],
+            Duration::from_secs(10),
+        )
         .expect("logged");
     assert!(line.contains("peer=127.0.0.1:"), "{line}");
 }
@@ -446,7 +464,10 @@ async fn an_agent_certificate_cannot_take_over_a_cnci() {
         let f = next_frame(&mut c).await;
         assert_eq!(f.operand, event::TENANT_ADDED, "frame {i}");
     }
-    assert!(barrier(&mut c, cnci).await.is_empty(), "the CNCI still has its session");
+    assert!(
+        barrier(&mut c, cnci).await.is_empty(),
+        "the CNCI still has its session"
+    );
 
     // Another CNCI certificate (another key) may not take the UUID either.
     let other = dial(&addr, "127.0.0.1", other_cnci_cfg, cnci, role::CNCIAGENT).await;
@@ -506,23 +527,57 @@ async fn an_agent_certificate_cannot_take_over_a_cnci() {
             Err(e) => panic!("the CNCI never got its UUID back: {e}"),
         }
     };
-    assert_eq!(next_frame(&mut back).await.operand, event::TENANT_ADDED, "held for it");
+    assert_eq!(
+        next_frame(&mut back).await.operand,
+        event::TENANT_ADDED,
+        "held for it"
+    );
 }
 
 /// Makes a modern CA, a scheduler certificate and a CNCI certificate bound to `uuid`.
 fn modern_set(dir: &Path, uuid: Uuid) {
     let d = dir.to_str().expect("utf-8").to_string();
-    cert_tool(&["anchor", "--shape", "modern", "--org", "Ciao", "--out-dir", &d]);
+    cert_tool(&[
+        "anchor",
+        "--shape",
+        "modern",
+        "--org",
+        "Ciao",
+        "--out-dir",
+        &d,
+    ]);
     let anchor = dir.join("ca-localhost.pem");
     let a = anchor.to_str().expect("utf-8");
     cert_tool(&[
-        "issue", "--shape", "modern", "--anchor", a, "--role", "scheduler", "--host",
-        "localhost", "--ip", "127.0.0.1", "--out-dir", &d,
+        "issue",
+        "--shape",
+        "modern",
+        "--anchor",
+        a,
+        "--role",
+        "scheduler",
+        "--host",
+        "localhost",
+        "--ip",
+        "127.0.0.1",
+        "--out-dir",
+        &d,
     ]);
     let u = uuid.to_string();
     cert_tool(&[
-        "issue", "--shape", "modern", "--anchor", a, "--role", "cnciagent", "--host", "cnci",
-        "--uuid", &u, "--out-dir", &d,
+        "issue",
+        "--shape",
+        "modern",
+        "--anchor",
+        a,
+        "--role",
+        "cnciagent",
+        "--host",
+        "cnci",
+        "--uuid",
+        &u,
+        "--out-dir",
+        &d,
     ]);
 }
 
@@ -536,8 +591,19 @@ async fn a_certificate_naming_a_uuid_connects_only_as_that_uuid() {
         &dir.path().join("CAcert-localhost.pem"),
         &[],
     );
-    let cfg = client_config(dir.path(), "cert-cnciagent-cnci.pem", "CAcert-localhost.pem");
-    let other = dial(&addr, "localhost", cfg.clone(), Uuid::new_v4(), role::CNCIAGENT).await;
+    let cfg = client_config(
+        dir.path(),
+        "cert-cnciagent-cnci.pem",
+        "CAcert-localhost.pem",
+    );
+    let other = dial(
+        &addr,
+        "localhost",
+        cfg.clone(),
+        Uuid::new_v4(),
+        role::CNCIAGENT,
+    )
+    .await;
     assert!(
         matches!(other, Err(ConnError::Refused(e)) if e == error::CONNECTION_ABORTED),
         "{:?}",
@@ -569,13 +635,24 @@ fn ciao_cert_writes_private_keys_0600_under_umask_022() {
             });
         }
         let out = cmd.output().expect("run ciao-cert");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     run(&["anchor", "--host", "localhost", "--out-dir", d]);
     let anchor = dir.path().join("cert-scheduler-localhost.pem");
     run(&[
-        "issue", "--anchor", anchor.to_str().expect("utf-8"), "--role", "agent", "--host", "cn1",
-        "--out-dir", d,
+        "issue",
+        "--anchor",
+        anchor.to_str().expect("utf-8"),
+        "--role",
+        "agent",
+        "--host",
+        "cn1",
+        "--out-dir",
+        d,
     ]);
     let mode = |name: &str| {
         std::fs::metadata(dir.path().join(name))

@@ -93,8 +93,8 @@ async fn main() -> anyhow::Result<()> {
         cfg.configuration =
             std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
     }
-    cfg.handshake_timeout = Duration::try_from_secs_f64(args.handshake_timeout)
-        .context("--handshake-timeout")?;
+    cfg.handshake_timeout =
+        Duration::try_from_secs_f64(args.handshake_timeout).context("--handshake-timeout")?;
     cfg.max_pending = args.max_pending;
     cfg.queue_depth = args.queue_depth;
     cfg.hold_depth = args.hold_depth;
