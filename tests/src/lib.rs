@@ -740,10 +740,8 @@ pub fn raise_own_fd_limit(n: u64) {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into the rlimit we own.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
-        0
-    );
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(rc, 0, "getrlimit: {}", std::io::Error::last_os_error());
     if limit.rlim_cur >= n {
         return;
     }
