@@ -122,7 +122,9 @@ impl Scheduler {
             };
             let _ = tcp.set_nodelay(true);
             let (id, cancel) = pending.admit();
-            let span = tracing::info_span!(
+            // ERROR level so that the span (and its peer) is kept whatever the log level: a
+            // refusal logged at WARN must still name its peer under `--log-level warn`.
+            let span = tracing::error_span!(
                 "session",
                 peer = %addr,
                 uuid = tracing::field::Empty,
