@@ -670,3 +670,84 @@ fn ciao_cert_writes_private_keys_0600_under_umask_022() {
         .collect();
     assert_eq!(names.len(), 3, "no temporary file left: {names:?}");
 }
+
+#[tokio::test]
+async fn running_out_of_file_descriptors_is_logged_backed_off_and_survived() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    ciao_set(dir.path());
+    let cert = dir.path().join("cert-scheduler-localhost.pem");
+    let ca = dir.path().join("CAcert-localhost.pem");
+    let mut sched = ciao_tests::start_scheduler_logged(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--cert",
+            cert.to_str().expect("utf-8"),
+            "--ca",
+            ca.to_str().expect("utf-8"),
+        ],
+        Some(64),
+    );
+    // The attack: authenticated sessions until the scheduler cannot accept any more (a dial
+    // that gets no TLS answer within 2 s is one the scheduler could not accept).
+    let cfg = client_config(dir.path(), "cert-agent-cn1.pem", "CAcert-localhost.pem");
+    let mut sessions = Vec::new();
+    for _ in 0..100 {
+        let dialled = tokio::time::timeout(
+            Duration::from_secs(2),
+            dial(
+                &sched.addr,
+                "127.0.0.1",
+                cfg.clone(),
+                Uuid::new_v4(),
+                role::AGENT,
+            ),
+        )
+        .await;
+        match dialled {
+            Ok(Ok(s)) => sessions.push(s),
+            _ => break,
+        }
+    }
+    assert!(
+        sessions.len() < 64,
+        "{} sessions under a limit of 64",
+        sessions.len()
+    );
+    let line = sched
+        .wait_for_line(
+            &["accept failed", "Too many open files"],
+            Duration::from_secs(10),
+        )
+        .expect("the accept error is logged");
+    assert!(line.contains("backoff_ms="), "{line}");
+    assert!(sched.alive(), "the scheduler died: {:?}", sched.lines());
+    // Descriptors come back: a new client gets in again.
+    sessions.truncate(sessions.len().saturating_sub(8));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let dialled = tokio::time::timeout(
+            Duration::from_secs(5),
+            dial(
+                &sched.addr,
+                "127.0.0.1",
+                cfg.clone(),
+                Uuid::new_v4(),
+                role::AGENT,
+            ),
+        )
+        .await;
+        if let Ok(Ok(_)) = dialled {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no client got in again"
+        );
+    }
+    assert!(sched.alive());
+    let limits = sched
+        .wait_for_line(&["limits", "max_pending=32"], Duration::from_secs(1))
+        .expect("max_pending clamped to half the fd limit");
+    eprintln!("{line}\n{limits}");
+}

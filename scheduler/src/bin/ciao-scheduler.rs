@@ -95,7 +95,16 @@ async fn main() -> anyhow::Result<()> {
     }
     cfg.handshake_timeout =
         Duration::try_from_secs_f64(args.handshake_timeout).context("--handshake-timeout")?;
-    cfg.max_pending = args.max_pending;
+    // Pending connections may hold at most half the descriptors: the other half stays for
+    // authenticated sessions, so a flood of idle connections alone never exhausts them.
+    let fd_soft = fd_limit
+        .as_ref()
+        .map(|(_, (soft, _))| *soft)
+        .unwrap_or(1024);
+    cfg.max_pending = args
+        .max_pending
+        .min(usize::try_from(fd_soft / 2).unwrap_or(usize::MAX))
+        .max(1);
     cfg.queue_depth = args.queue_depth;
     cfg.hold_depth = args.hold_depth;
     cfg.hold_for = Duration::from_secs(args.hold_secs);
@@ -121,7 +130,8 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!(
         handshake_timeout_s = args.handshake_timeout,
-        max_pending = args.max_pending,
+        max_pending = cfg.max_pending,
+        max_pending_asked = args.max_pending,
         "limits"
     );
     let scheduler = Scheduler::new(cfg);
