@@ -570,6 +570,25 @@ mod tests {
     }
 
     #[test]
+    fn bound_uuids_and_key_are_read_back() -> Result<(), Box<dyn std::error::Error>> {
+        let ca = Authority::new(Shape::Modern, "T", Validity::default(), &Names::default())?;
+        let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let names = Names::new(&["cnci"], &[]).with_uuids(&[a, b]);
+        let leaf = ca.issue(role::CNCIAGENT, &names)?;
+        let id = PeerIdentity::from_der(&leaf.cert_der)?;
+        assert_eq!((id.roles, id.uuids.clone()), (role::CNCIAGENT, vec![a, b]));
+        let again = PeerIdentity::from_der(&ca.issue(role::CNCIAGENT, &names)?.cert_der)?;
+        assert!(
+            id.same_key(&id) && !id.same_key(&again),
+            "a new key is another holder"
+        );
+        let unbound = PeerIdentity::from_der(&ca.issue(role::AGENT, &Names::default())?.cert_der)?;
+        assert!(unbound.uuids.is_empty());
+        assert!(!PeerIdentity::default().same_key(&PeerIdentity::default()));
+        Ok(())
+    }
+
+    #[test]
     fn modern_shape_roles_and_extensions() -> Result<(), Box<dyn std::error::Error>> {
         let ca = Authority::new(
             Shape::Modern,
