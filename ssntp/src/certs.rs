@@ -102,6 +102,77 @@ pub fn roles_of(cert_der: &[u8]) -> Result<u32, CertError> {
     roles_of_parsed(&cert)
 }
 
+/// The prefix of a URI SAN naming a node UUID (RFC 4122 §3).
+const URN_UUID: &str = "urn:uuid:";
+
+/// What a verified peer certificate says about who may use it: the basis of the scheduler's
+/// decisions about a session (which role, which UUIDs, may it replace another session).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// Role bits (the OR of its role OIDs).
+    pub roles: u32,
+    /// Node UUIDs it names (`urn:uuid:` URI SANs); empty for ciao-shaped certificates.
+    pub uuids: Vec<uuid::Uuid>,
+    /// Its SubjectPublicKeyInfo (DER): two sessions presenting the same key are the same
+    /// holder, even across a certificate renewal. Empty if unknown, which matches nothing.
+    pub public_key: Vec<u8>,
+}
+
+impl PeerIdentity {
+    /// Reads a DER certificate.
+    pub fn from_der(der: &[u8]) -> Result<Self, CertError> {
+        let (_, cert) =
+            X509Certificate::from_der(der).map_err(|e| CertError::Parse(e.to_string()))?;
+        Self::from_parsed(&cert)
+    }
+
+    pub(crate) fn from_parsed(cert: &X509Certificate<'_>) -> Result<Self, CertError> {
+        Ok(PeerIdentity {
+            roles: roles_of_parsed(cert)?,
+            uuids: uuids_of_parsed(cert)?,
+            public_key: cert.public_key().raw.to_vec(),
+        })
+    }
+
+    /// True if both come from the same key pair (and the key is known).
+    pub fn same_key(&self, other: &PeerIdentity) -> bool {
+        !self.public_key.is_empty() && self.public_key == other.public_key
+    }
+
+    /// True if the certificate names `uuid`.
+    pub fn names(&self, uuid: &uuid::Uuid) -> bool {
+        self.uuids.contains(uuid)
+    }
+}
+
+/// The node UUIDs a certificate names as `urn:uuid:` URI SANs. A malformed one is an error
+/// rather than ignored: it would silently turn a bound certificate into an unbound one.
+fn uuids_of_parsed(cert: &X509Certificate<'_>) -> Result<Vec<uuid::Uuid>, CertError> {
+    use x509_parser::prelude::GeneralName;
+    let Some(san) = cert
+        .subject_alternative_name()
+        .map_err(|e| CertError::Parse(e.to_string()))?
+    else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for name in &san.value.general_names {
+        if let GeneralName::URI(uri) = name {
+            let Some(text) = uri
+                .get(..URN_UUID.len())
+                .filter(|p| p.eq_ignore_ascii_case(URN_UUID))
+                .map(|_| &uri[URN_UUID.len()..])
+            else {
+                continue;
+            };
+            let u = uuid::Uuid::parse_str(text)
+                .map_err(|e| CertError::Parse(format!("URI SAN {uri:?}: {e}")))?;
+            out.push(u);
+        }
+    }
+    Ok(out)
+}
+
 /// Which certificate layout to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
@@ -149,12 +220,16 @@ impl Default for Validity {
     }
 }
 
-/// Subject alternative names of a certificate (ciao-cert's `-host`, `-ip` and `-email`).
+/// Subject alternative names of a certificate (ciao-cert's `-host`, `-ip` and `-email`, and
+/// this project's node UUIDs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Names {
     pub hosts: Vec<String>,
     pub ips: Vec<IpAddr>,
     pub email: Option<String>,
+    /// SSNTP UUIDs the holder may connect as, written as `urn:uuid:<uuid>` URI SANs: a
+    /// scheduler refuses a CONNECT from this certificate whose Source is not one of them.
+    pub uuids: Vec<uuid::Uuid>,
 }
 
 impl Names {
@@ -163,7 +238,14 @@ impl Names {
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
             ips: ips.to_vec(),
             email: None,
+            uuids: Vec::new(),
         }
+    }
+
+    /// Binds the certificate to these node UUIDs (`urn:uuid:` SANs).
+    pub fn with_uuids(mut self, uuids: &[uuid::Uuid]) -> Self {
+        self.uuids = uuids.to_vec();
+        self
     }
 
     fn sans(&self) -> Result<Vec<SanType>, CertError> {
@@ -177,6 +259,9 @@ impl Names {
         }
         for ip in &self.ips {
             sans.push(SanType::IpAddress(*ip));
+        }
+        for u in &self.uuids {
+            sans.push(SanType::URI(format!("{URN_UUID}{u}").try_into()?));
         }
         Ok(sans)
     }
@@ -482,6 +567,25 @@ mod tests {
             Some("1.3.6.1.4.1.343.8.5")
         );
         assert_eq!(role_oid(0x40), None);
+    }
+
+    #[test]
+    fn bound_uuids_and_key_are_read_back() -> Result<(), Box<dyn std::error::Error>> {
+        let ca = Authority::new(Shape::Modern, "T", Validity::default(), &Names::default())?;
+        let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let names = Names::new(&["cnci"], &[]).with_uuids(&[a, b]);
+        let leaf = ca.issue(role::CNCIAGENT, &names)?;
+        let id = PeerIdentity::from_der(&leaf.cert_der)?;
+        assert_eq!((id.roles, id.uuids.clone()), (role::CNCIAGENT, vec![a, b]));
+        let again = PeerIdentity::from_der(&ca.issue(role::CNCIAGENT, &names)?.cert_der)?;
+        assert!(
+            id.same_key(&id) && !id.same_key(&again),
+            "a new key is another holder"
+        );
+        let unbound = PeerIdentity::from_der(&ca.issue(role::AGENT, &Names::default())?.cert_der)?;
+        assert!(unbound.uuids.is_empty());
+        assert!(!PeerIdentity::default().same_key(&PeerIdentity::default()));
+        Ok(())
     }
 
     #[test]

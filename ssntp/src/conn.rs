@@ -15,6 +15,11 @@ use crate::gob::{split_message, GobError, DEFAULT_MAX_MESSAGE};
 /// How long the server waits for CONNECT, as the Go scheduler (`readTimeout`).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Bytes a client may send before its CONNECT is complete. A Go client sends 148 (the
+/// ConnectFrame definition and value, Source and Destination of 16 bytes each); the cap keeps
+/// a pending, unauthenticated connection from making the server buffer more.
+pub const MAX_CONNECT_BYTES: usize = 4096;
+
 /// Why a connection failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -31,6 +36,9 @@ pub enum ConnError {
     Refused(u8),
     #[error("ssntp: protocol violation: {0}")]
     Protocol(String),
+    /// The server refused the CONNECT (the ERROR frame `code` was sent) for `reason`.
+    #[error("ssntp: connection refused (error {code}): {reason}")]
+    RefusedPeer { code: u8, reason: String },
 }
 
 /// Reads SSNTP messages from one direction of a connection.
@@ -39,6 +47,8 @@ pub struct FrameReader<R> {
     buf: Vec<u8>,
     decoder: FrameDecoder,
     limit: usize,
+    /// Bytes that may still be read, while an input budget is set.
+    budget: Option<usize>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -48,7 +58,21 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             buf: Vec::with_capacity(4096),
             decoder: FrameDecoder::new(),
             limit: DEFAULT_MAX_MESSAGE,
+            budget: None,
         }
+    }
+
+    /// Caps what may be read from now on at `bytes` in total (and each message at that size),
+    /// until [`FrameReader::unlimit`]; more is a [`GobError::TooLarge`].
+    pub fn limit_input(&mut self, bytes: usize) {
+        self.limit = bytes;
+        self.budget = Some(bytes.saturating_sub(self.buf.len()));
+    }
+
+    /// Back to the default per-message limit and no total budget.
+    pub fn unlimit(&mut self) {
+        self.limit = DEFAULT_MAX_MESSAGE;
+        self.budget = None;
     }
 
     /// The next frame; `Ok(None)` when the peer closed the stream between messages.
@@ -68,12 +92,33 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             // Read into the buffer itself: no per-connection 8 KiB array kept across the await.
             self.buf.reserve(8192);
             let n = self.inner.read_buf(&mut self.buf).await?;
+            if let Some(left) = self.budget {
+                self.budget = Some(left.checked_sub(n).ok_or(GobError::TooLarge {
+                    size: n as u64,
+                    limit: self.limit,
+                })?);
+            }
             if n == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
                 } else {
                     Err(ConnError::Closed)
                 };
+            }
+        }
+    }
+
+    /// Reads and throws away up to `max` bytes, until the peer closes or fails. Before closing
+    /// a refused connection: a socket closed with unread input is reset, and the reset can
+    /// destroy the refusal on its way to the peer.
+    pub async fn discard(&mut self, max: usize) {
+        self.buf = Vec::new();
+        let mut scratch = [0u8; 4096];
+        let mut left = max;
+        while left > 0 {
+            match self.inner.read(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
             }
         }
     }
@@ -242,13 +287,45 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let client = read_connect(reader, writer, client_cert_roles, timeout).await?;
+    send_connected(writer, server, client.uuid).await?;
+    Ok(client)
+}
+
+/// Sends `refusal(code)` (best effort) and returns the matching error.
+pub async fn refuse<W: AsyncWrite + Unpin>(
+    writer: &mut FrameWriter<W>,
+    code: u8,
+    reason: String,
+) -> ConnError {
+    let _ = writer.frame(&refusal(code)).await;
+    ConnError::RefusedPeer { code, reason }
+}
+
+/// The first half of the server side: waits up to `timeout` for CONNECT (at most
+/// [`MAX_CONNECT_BYTES`] of input), checks the frame, its 16-byte Source and the claimed role
+/// against `client_cert_roles`. On failure it sends the ERROR frame the Go scheduler sends
+/// (ConnectionFailure for a bad or missing CONNECT, ConnectionAborted for a role the
+/// certificate lacks) and returns the error.
+pub async fn read_connect<R, W>(
+    reader: &mut FrameReader<R>,
+    writer: &mut FrameWriter<W>,
+    client_cert_roles: u32,
+    timeout: Duration,
+) -> Result<ClientHello, ConnError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    reader.limit_input(MAX_CONNECT_BYTES);
     let first = match tokio::time::timeout(timeout, reader.next()).await {
         Err(_) => Err(ConnError::Timeout(timeout)),
         Ok(r) => r,
     };
+    reader.unlimit();
     let connect = match first {
         Ok(Some(Incoming::Connect(c)))
-            if c.kind == kind::COMMAND && c.operand == command::CONNECT && c.source.len() >= 16 =>
+            if c.kind == kind::COMMAND && c.operand == command::CONNECT && c.source.len() == 16 =>
         {
             c
         }
@@ -257,6 +334,12 @@ where
             return Err(match other {
                 Err(e) => e,
                 Ok(None) => ConnError::Closed,
+                Ok(Some(Incoming::Connect(c))) if c.source.len() != 16 => {
+                    ConnError::Protocol(format!(
+                        "CONNECT Source of {} bytes, not a 16-byte UUID",
+                        c.source.len()
+                    ))
+                }
                 Ok(Some(m)) => ConnError::Protocol(format!("expected CONNECT, got {m:?}")),
             });
         }
@@ -268,8 +351,20 @@ where
             connect.role, client_cert_roles
         )));
     }
-    let uuid = Uuid::from_slice(&connect.source[..16])
+    let uuid = Uuid::from_slice(&connect.source)
         .map_err(|e| ConnError::Protocol(format!("client UUID: {e}")))?;
+    Ok(ClientHello {
+        uuid,
+        role: connect.role,
+    })
+}
+
+/// The second half of the server side: CONNECTED, carrying the cluster configuration.
+pub async fn send_connected<W: AsyncWrite + Unpin>(
+    writer: &mut FrameWriter<W>,
+    server: &ServerHello,
+    client: Uuid,
+) -> Result<(), ConnError> {
     writer
         .connected(&ConnectedFrame {
             major: 0,
@@ -278,13 +373,9 @@ where
             operand: status::CONNECTED,
             role: server.role,
             source: server.uuid.as_bytes().to_vec(),
-            destination: uuid.as_bytes().to_vec(),
+            destination: client.as_bytes().to_vec(),
             payload_length: server.configuration.len() as u32,
             payload: server.configuration.clone(),
         })
-        .await?;
-    Ok(ClientHello {
-        uuid,
-        role: connect.role,
-    })
+        .await
 }

@@ -8,6 +8,8 @@ pub mod client;
 pub mod conn;
 pub mod frame;
 pub mod gob;
+mod listener;
 pub mod payloads;
+pub mod ratelog;
 pub mod server;
 pub mod tls;

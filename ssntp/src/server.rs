@@ -6,7 +6,7 @@
 //! which stops it reading its own socket: a flood is slowed at its source by TCP instead of
 //! growing the scheduler's memory.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -14,8 +14,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
 
-use crate::conn::{server_handshake, ConnError, FrameReader, FrameWriter, ServerHello};
+use crate::certs::PeerIdentity;
+use crate::conn::ServerHello;
+use crate::conn::{read_connect, refuse, send_connected, ConnError, FrameReader, FrameWriter};
 use crate::frame::{command, error, event, kind, role, Frame};
+use crate::ratelog::RateLimit;
 
 /// How a scheduler behaves.
 #[derive(Debug, Clone)]
@@ -23,25 +26,35 @@ pub struct SchedulerConfig {
     pub uuid: Uuid,
     /// The CONNECTED payload (`configure:` YAML), replaced by a controller's CONFIGURE.
     pub configuration: Vec<u8>,
-    /// How long a new connection may take to send CONNECT (Go: 30 s).
-    pub connect_timeout: Duration,
+    /// How long a new connection may take from its TCP accept to a complete CONNECT, the TLS
+    /// handshake included (Go: 30 s for CONNECT alone, none for TLS).
+    pub handshake_timeout: Duration,
+    /// Connections accepted but not yet through CONNECT; one more drops the oldest of them.
+    pub max_pending: usize,
     /// Frames queued per destination before senders to it are made to wait.
     pub queue_depth: usize,
     /// A destination that cannot take a frame for this long is disconnected (Go: 30 s).
     pub write_timeout: Duration,
-    /// TenantAdded/TenantRemoved frames kept per CNCI that is not connected (0: drop them, as
-    /// Go does).
+    /// TenantAdded/TenantRemoved/TenantSync frames kept per CNCI that is not connected (0: drop
+    /// them, as Go does).
     pub hold_depth: usize,
     /// How long such a frame is kept.
     pub hold_for: Duration,
 }
+
+/// Default of [`SchedulerConfig::handshake_timeout`].
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default of [`SchedulerConfig::max_pending`].
+pub const MAX_PENDING: usize = 256;
 
 impl SchedulerConfig {
     pub fn new(uuid: Uuid) -> Self {
         Self {
             uuid,
             configuration: Vec::new(),
-            connect_timeout: crate::conn::CONNECT_TIMEOUT,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            max_pending: MAX_PENDING,
             queue_depth: 256,
             write_timeout: Duration::from_secs(30),
             hold_depth: 4096,
@@ -53,8 +66,18 @@ impl SchedulerConfig {
 struct Session {
     conn: u64,
     role: u32,
+    /// The certificate it connected with: decides whether another session may replace it.
+    identity: PeerIdentity,
     tx: mpsc::Sender<Frame>,
     kick: Arc<Notify>,
+}
+
+/// A tenant event kept for an absent CNCI.
+struct Held {
+    at: Instant,
+    /// For a TenantSync, its agent: a newer sync from the same agent replaces it.
+    sync_of: Option<String>,
+    frame: Frame,
 }
 
 #[derive(Default)]
@@ -68,17 +91,48 @@ struct Registry {
     /// Tenant events for CNCIs that are not connected, oldest first, delivered when they
     /// connect: the Go scheduler drops them, and a subnet attached while its CNCI restarts would
     /// never reach it (compute nodes report each subnet once).
-    held: HashMap<String, VecDeque<(Instant, Frame)>>,
+    held: HashMap<String, VecDeque<Held>>,
+    /// CNCI UUID -> agent sessions that sent it TenantAdded or TenantSync: they are told when
+    /// that CNCI announces itself (ConcentratorInstanceAdded), so they re-send their set.
+    users: HashMap<String, HashSet<String>>,
+    /// Agent UUID -> the CNCIs it is listed under in `users` (to forget it when it leaves).
+    used: HashMap<String, HashSet<String>>,
 }
 
 /// Absent CNCIs for which tenant events are held at most (bounds memory against bogus UUIDs).
 const MAX_HELD_CNCIS: usize = 4096;
 
+/// CNCIs remembered per agent session at most (a node serving more tenants than this is not
+/// told about the excess CNCIs' restarts).
+const MAX_CNCIS_PER_AGENT: usize = 4096;
+
+/// How long a refused connection is read (and discarded) before it is closed, at most.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// What the handshake hands to the session loop.
+pub(crate) struct Accepted<R, W> {
+    reader: R,
+    writer: W,
+    key: String,
+    role: u32,
+    conn: u64,
+    tx: mpsc::Sender<Frame>,
+    rx: mpsc::Receiver<Frame>,
+    kick: Arc<Notify>,
+    /// Frames held for this CNCI, delivered once its writer runs.
+    held: Vec<Frame>,
+}
+
 /// A running scheduler; cheap to clone, one per listener.
 #[derive(Clone)]
 pub struct Scheduler {
-    cfg: Arc<SchedulerConfig>,
+    pub(crate) cfg: Arc<SchedulerConfig>,
     registry: Arc<Mutex<Registry>>,
+    /// Log lines about refused or dropped connections.
+    pub(crate) refusals: Arc<RateLimit>,
+    /// Log lines about dropped frames.
+    drops: Arc<RateLimit>,
 }
 
 fn node_types(role_bits: u32) -> Vec<&'static str> {
@@ -92,10 +146,60 @@ fn node_types(role_bits: u32) -> Vec<&'static str> {
     out
 }
 
-/// Reads `top.field` of a YAML payload as a string.
-fn payload_field(payload: &[u8], top: &str, field: &str) -> Option<String> {
-    let value: serde_yaml_ng::Value = serde_yaml_ng::from_slice(payload).ok()?;
-    value.get(top)?.get(field)?.as_str().map(str::to_string)
+/// Reads `top.<field>` of a YAML payload as strings, one entry per field.
+fn payload_fields<const N: usize>(
+    payload: &[u8],
+    top: &str,
+    fields: [&str; N],
+) -> [Option<String>; N] {
+    let value: Option<serde_yaml_ng::Value> = serde_yaml_ng::from_slice(payload).ok();
+    let body = value.as_ref().and_then(|v| v.get(top));
+    fields.map(|f| {
+        body.and_then(|b| b.get(f))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    })
+}
+
+/// What a frame names, parsed before taking the registry lock so that routing on several cores
+/// is not serialised behind YAML parsing.
+enum Named {
+    /// TenantAdded/Removed/Sync: the CNCI it is for and the agent it claims to come from.
+    Tenant {
+        cnci: Option<String>,
+        agent: Option<String>,
+        sync: bool,
+    },
+    /// A command for the CNCI with this UUID.
+    Cnci(Option<String>),
+    /// ConcentratorInstanceAdded: the CNCI it announces.
+    InstanceAdded(Option<String>),
+    Nothing,
+}
+
+fn named(frame: &Frame) -> Named {
+    let p = &frame.payload;
+    let tenant = |top: &str, sync: bool| {
+        let [cnci, agent] = payload_fields(p, top, ["concentrator_uuid", "agent_uuid"]);
+        Named::Tenant { cnci, agent, sync }
+    };
+    let one = |top: &str, field: &str| payload_fields(p, top, [field])[0].take();
+    match (frame.kind, frame.operand) {
+        (kind::EVENT, event::TENANT_ADDED) => tenant("tenant_added", false),
+        (kind::EVENT, event::TENANT_REMOVED) => tenant("tenant_removed", false),
+        (kind::EVENT, event::TENANT_SYNC) => tenant("tenant_sync", true),
+        (kind::COMMAND, command::ASSIGN_PUBLIC_IP) => {
+            Named::Cnci(one("assign_public_ip", "concentrator_uuid"))
+        }
+        (kind::COMMAND, command::RELEASE_PUBLIC_IP) => {
+            Named::Cnci(one("release_public_ip", "concentrator_uuid"))
+        }
+        (kind::COMMAND, command::REFRESH_CNCI) => Named::Cnci(one("cnci_refresh", "cnci_uuid")),
+        (kind::EVENT, event::CONCENTRATOR_INSTANCE_ADDED) => {
+            Named::InstanceAdded(one("concentrator_instance_added", "instance_uuid"))
+        }
+        _ => Named::Nothing,
+    }
 }
 
 impl Scheduler {
@@ -107,6 +211,8 @@ impl Scheduler {
         Self {
             cfg: Arc::new(cfg),
             registry: Arc::new(Mutex::new(registry)),
+            refusals: Arc::new(RateLimit::new(20, Duration::from_secs(1))),
+            drops: Arc::new(RateLimit::new(20, Duration::from_secs(1))),
         }
     }
 
@@ -136,35 +242,164 @@ impl Scheduler {
         Frame::new(kind::EVENT, operand, self.cfg.uuid, payload.into_bytes())
     }
 
-    /// Serves one connection until it closes. `cert_roles` are the role bits of the client's
-    /// certificate; the claimed role must be a subset of them.
-    pub async fn serve<R, W>(&self, reader: R, writer: W, cert_roles: u32) -> Result<(), ConnError>
+    /// Logs (rate-limited) a refused or dropped connection; the caller's span names the peer.
+    pub(crate) fn log_refusal(&self, reason: &dyn std::fmt::Display) {
+        if let Some(suppressed) = self.refusals.allow() {
+            tracing::warn!(%reason, suppressed, "connection refused");
+        }
+    }
+
+    /// Logs (rate-limited) a dropped frame.
+    fn log_drop(&self, from: &str, frame: &Frame, reason: &str) {
+        if let Some(suppressed) = self.drops.allow() {
+            tracing::warn!(
+                from,
+                kind = frame.kind,
+                operand = frame.operand,
+                reason,
+                suppressed,
+                "frame dropped"
+            );
+        }
+    }
+
+    /// Serves one connection until it closes. `peer` is what the client's verified certificate
+    /// says (roles, bound UUIDs, key): the claimed role must be a subset of its roles, a
+    /// certificate naming UUIDs may only connect as one of them, and a UUID already in use may
+    /// only be taken over with the same key or a certificate naming it.
+    pub async fn serve<R, W>(
+        &self,
+        reader: R,
+        writer: W,
+        peer: PeerIdentity,
+    ) -> Result<(), ConnError>
     where
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        let mut reader = FrameReader::new(reader);
-        let mut writer = FrameWriter::new(writer);
+        let accepted = self
+            .handshake(
+                FrameReader::new(reader),
+                FrameWriter::new(writer),
+                peer,
+                self.cfg.handshake_timeout,
+            )
+            .await?;
+        self.run_session(accepted).await
+    }
+
+    /// CONNECT within `timeout`, the identity checks, registration, CONNECTED. Every refusal
+    /// sends the ERROR frame Go sends, leaves the registry as it was, and lingers briefly
+    /// (reading and discarding) so that the refusal reaches the peer before the close.
+    pub(crate) async fn handshake<R, W>(
+        &self,
+        mut reader: FrameReader<R>,
+        mut writer: FrameWriter<W>,
+        peer: PeerIdentity,
+        timeout: Duration,
+    ) -> Result<Accepted<FrameReader<R>, FrameWriter<W>>, ConnError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let result = self
+            .handshake_inner(&mut reader, &mut writer, peer, timeout)
+            .await;
+        match result {
+            Ok(a) => Ok(Accepted {
+                reader,
+                writer,
+                key: a.key,
+                role: a.role,
+                conn: a.conn,
+                tx: a.tx,
+                rx: a.rx,
+                kick: a.kick,
+                held: a.held,
+            }),
+            Err(e) => {
+                let _ = writer.shutdown().await;
+                let _ = tokio::time::timeout(LINGER, reader.discard(LINGER_BYTES)).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn handshake_inner<R, W>(
+        &self,
+        reader: &mut FrameReader<R>,
+        writer: &mut FrameWriter<W>,
+        peer: PeerIdentity,
+        timeout: Duration,
+    ) -> Result<Accepted<(), ()>, ConnError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let client = read_connect(reader, writer, peer.roles, timeout).await?;
+        let span = tracing::Span::current();
+        span.record("uuid", tracing::field::display(client.uuid));
+        span.record("role", client.role);
+        if !peer.uuids.is_empty() && !peer.names(&client.uuid) {
+            let reason = format!(
+                "CONNECT as {} but the certificate names only {:?}",
+                client.uuid, peer.uuids
+            );
+            return Err(refuse(writer, error::CONNECTION_ABORTED, reason).await);
+        }
+        let key = client.uuid.to_string();
+        let (tx, rx) = mpsc::channel(self.cfg.queue_depth.max(1));
+        let kick = Arc::new(Notify::new());
+        let (conn, held) = match self
+            .register(&key, client.role, &peer, tx.clone(), kick.clone())
+            .await
+        {
+            Ok(r) => r,
+            Err(reason) => return Err(refuse(writer, error::CONNECTION_ABORTED, reason).await),
+        };
         let hello = ServerHello {
             uuid: self.cfg.uuid,
             role: role::SCHEDULER,
             configuration: self.lock().configuration.clone(),
         };
-        let client = server_handshake(
-            &mut reader,
-            &mut writer,
-            cert_roles,
-            &hello,
-            self.cfg.connect_timeout,
-        )
-        .await?;
-        let key = client.uuid.to_string();
-        let (tx, rx) = mpsc::channel(self.cfg.queue_depth.max(1));
-        let kick = Arc::new(Notify::new());
-        let conn = self
-            .register(&key, client.role, tx.clone(), kick.clone())
-            .await;
+        if let Err(e) = send_connected(writer, &hello, client.uuid).await {
+            self.unregister(&key, conn).await;
+            return Err(e);
+        }
+        Ok(Accepted {
+            reader: (),
+            writer: (),
+            key,
+            role: client.role,
+            conn,
+            tx,
+            rx,
+            kick,
+            held,
+        })
+    }
 
+    /// The session after CONNECTED: a writer task draining the queue, this task reading and
+    /// routing, until either side ends it or a newer session with the same UUID replaces it.
+    pub(crate) async fn run_session<R, W>(
+        &self,
+        a: Accepted<FrameReader<R>, FrameWriter<W>>,
+    ) -> Result<(), ConnError>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let Accepted {
+            mut reader,
+            mut writer,
+            key,
+            role: role_bits,
+            conn,
+            tx,
+            rx,
+            kick,
+            held,
+        } = a;
         let write_timeout = self.cfg.write_timeout;
         let writer_kick = kick.clone();
         let writer_task = tokio::spawn(async move {
@@ -184,6 +419,13 @@ impl Scheduler {
             let _ = writer.shutdown().await;
             writer_kick.notify_one();
         });
+        // Held frames go in only now that the writer drains the queue (there may be more of
+        // them than the queue holds).
+        for frame in held {
+            if tx.send(frame).await.is_err() {
+                break;
+            }
+        }
 
         let result = loop {
             let next = tokio::select! {
@@ -191,7 +433,7 @@ impl Scheduler {
                 _ = kick.notified() => break Ok(()),
             };
             match next {
-                Ok(Some(frame)) => self.route(&key, client.role, &tx, frame).await,
+                Ok(Some(frame)) => self.route(&key, role_bits, &tx, frame).await,
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             }
@@ -202,24 +444,41 @@ impl Scheduler {
         result
     }
 
+    /// Adds a session, replacing one with the same UUID only if `peer` holds the same key or
+    /// names that UUID (else the reason for refusing the new one). Returns the connection id
+    /// and the frames held for it.
     async fn register(
         &self,
         key: &str,
         role_bits: u32,
+        peer: &PeerIdentity,
         tx: mpsc::Sender<Frame>,
         kick: Arc<Notify>,
-    ) -> u64 {
+    ) -> Result<(u64, Vec<Frame>), String> {
         let mut notices = Vec::new();
+        let mut held_frames = Vec::new();
         let conn = {
             let mut reg = self.lock();
+            if let Some(old) = reg.sessions.get(key) {
+                let named = Uuid::parse_str(key).is_ok_and(|u| peer.names(&u));
+                if !(old.identity.same_key(peer) || named) {
+                    return Err(format!(
+                        "UUID {key} is in use by a session with another certificate"
+                    ));
+                }
+            }
             reg.next_conn += 1;
             let conn = reg.next_conn;
-            // A second session with the same UUID replaces the first, which is closed; unlike
-            // Go, the old one's teardown will not remove the new entry (checked by `conn`).
+            // The replaced session is closed; unlike Go, its teardown will not remove the new
+            // entry (checked by `conn`).
             let cutoff = self.cfg.hold_for;
-            if let Some(held) = reg.held.remove(key) {
-                for (_, frame) in held.into_iter().filter(|(at, _)| at.elapsed() < cutoff) {
-                    notices.push((tx.clone(), frame));
+            if role_bits & role::CNCIAGENT != 0 {
+                if let Some(held) = reg.held.remove(key) {
+                    held_frames.extend(
+                        held.into_iter()
+                            .filter(|h| h.at.elapsed() < cutoff)
+                            .map(|h| h.frame),
+                    );
                 }
             }
             if let Some(old) = reg.sessions.insert(
@@ -227,6 +486,7 @@ impl Scheduler {
                 Session {
                     conn,
                     role: role_bits,
+                    identity: peer.clone(),
                     tx: tx.clone(),
                     kick,
                 },
@@ -238,7 +498,7 @@ impl Scheduler {
                 // A new controller learns about every node already connected.
                 for (uuid, s) in &reg.sessions {
                     for t in node_types(s.role) {
-                        notices.push((tx.clone(), self.node_event(event::NODE_CONNECTED, uuid, t)));
+                        held_frames.push(self.node_event(event::NODE_CONNECTED, uuid, t));
                     }
                 }
             }
@@ -255,7 +515,7 @@ impl Scheduler {
         for (to, frame) in notices {
             let _ = to.send(frame).await;
         }
-        conn
+        Ok((conn, held_frames))
     }
 
     async fn unregister(&self, key: &str, conn: u64) {
@@ -271,6 +531,14 @@ impl Scheduler {
             let role_bits = s.role;
             reg.sessions.remove(key);
             reg.controllers.retain(|c| c != key);
+            for cnci in reg.used.remove(key).unwrap_or_default() {
+                if let Some(users) = reg.users.get_mut(&cnci) {
+                    users.remove(key);
+                    if users.is_empty() {
+                        reg.users.remove(&cnci);
+                    }
+                }
+            }
             for t in node_types(role_bits) {
                 for c in &reg.controllers {
                     if let Some(s) = reg.sessions.get(c) {
@@ -287,7 +555,8 @@ impl Scheduler {
         }
     }
 
-    /// Where a frame goes (reference/ssntp.md §8, the networking rules).
+    /// Where a frame goes (reference/ssntp.md §8, the networking rules, plus this project's
+    /// checks of who may send what).
     fn destinations(
         &self,
         from: &str,
@@ -295,33 +564,10 @@ impl Scheduler {
         own: &mpsc::Sender<Frame>,
         frame: &Frame,
     ) -> Vec<mpsc::Sender<Frame>> {
-        let p = &frame.payload;
-        // The payload names the destination; parse it before taking the registry lock so that
-        // routing on several cores is not serialised behind YAML parsing.
-        let named = match (frame.kind, frame.operand) {
-            (kind::EVENT, event::TENANT_ADDED) => {
-                payload_field(p, "tenant_added", "concentrator_uuid")
-            }
-            (kind::EVENT, event::TENANT_REMOVED) => {
-                payload_field(p, "tenant_removed", "concentrator_uuid")
-            }
-            (kind::COMMAND, command::ASSIGN_PUBLIC_IP) => {
-                payload_field(p, "assign_public_ip", "concentrator_uuid")
-            }
-            (kind::COMMAND, command::RELEASE_PUBLIC_IP) => {
-                payload_field(p, "release_public_ip", "concentrator_uuid")
-            }
-            (kind::COMMAND, command::REFRESH_CNCI) => payload_field(p, "cnci_refresh", "cnci_uuid"),
-            _ => None,
-        };
+        let named = named(frame);
         let mut reg = self.lock();
         let is_master = from_role & role::CONTROLLER != 0
             && reg.controllers.first().map(String::as_str) == Some(from);
-        let to_uuid = |reg: &Registry, uuid: Option<String>| -> Vec<mpsc::Sender<Frame>> {
-            // The key is the exact string: an upper-case or unknown UUID reaches nobody.
-            uuid.and_then(|u| reg.sessions.get(&u).map(|s| vec![s.tx.clone()]))
-                .unwrap_or_default()
-        };
         let controllers = |reg: &Registry| -> Vec<mpsc::Sender<Frame>> {
             reg.controllers
                 .iter()
@@ -329,38 +575,71 @@ impl Scheduler {
                 .filter_map(|c| reg.sessions.get(c).map(|s| s.tx.clone()))
                 .collect()
         };
-        match (frame.kind, frame.operand) {
-            (kind::EVENT, event::TENANT_ADDED | event::TENANT_REMOVED) => {
-                let to = to_uuid(&reg, named.clone());
-                match named {
-                    Some(uuid) if to.is_empty() && self.cfg.hold_depth > 0 => {
-                        self.hold(&mut reg, uuid, frame.clone());
-                        Vec::new()
-                    }
-                    _ => to,
+        match (frame.kind, frame.operand, named) {
+            (kind::EVENT, _, Named::Tenant { cnci, agent, sync }) => {
+                if from_role & role::AGENT == 0 {
+                    self.log_drop(
+                        from,
+                        frame,
+                        "tenant event from a session without the AGENT role",
+                    );
+                    return Vec::new();
                 }
+                if agent.as_deref() != Some(from) {
+                    self.log_drop(from, frame, "agent_uuid is not the sending session's UUID");
+                    return Vec::new();
+                }
+                // The key is the exact string: an upper-case or unknown UUID reaches nobody.
+                let Some(cnci) = cnci else {
+                    return Vec::new();
+                };
+                if frame.operand != event::TENANT_REMOVED {
+                    remember_user(&mut reg, &cnci, from);
+                }
+                let to = cnci_session(&reg, &cnci);
+                if to.is_empty() && self.cfg.hold_depth > 0 {
+                    let sync_of = sync.then(|| from.to_string());
+                    self.hold(&mut reg, cnci, sync_of, frame.clone());
+                }
+                to
             }
-            (
-                kind::COMMAND,
-                command::ASSIGN_PUBLIC_IP | command::RELEASE_PUBLIC_IP | command::REFRESH_CNCI,
-            ) if is_master => to_uuid(&reg, named),
-            (kind::COMMAND, command::CONFIGURE) => {
+            (kind::COMMAND, _, Named::Cnci(cnci)) if is_master => {
+                cnci.map(|c| cnci_session(&reg, &c)).unwrap_or_default()
+            }
+            (kind::EVENT, _, Named::InstanceAdded(instance)) => {
+                if from_role & role::CNCIAGENT == 0 || instance.as_deref() != Some(from) {
+                    self.log_drop(
+                        from,
+                        frame,
+                        "ConcentratorInstanceAdded not from the CNCI it names",
+                    );
+                    return Vec::new();
+                }
+                let mut to = controllers(&reg);
+                if let Some(users) = reg.users.get(from) {
+                    to.extend(
+                        users
+                            .iter()
+                            .filter_map(|a| reg.sessions.get(a))
+                            .filter(|s| s.role & role::AGENT != 0)
+                            .map(|s| s.tx.clone()),
+                    );
+                }
+                to
+            }
+            (kind::COMMAND, command::CONFIGURE, _) => {
                 if from_role & role::CONTROLLER != 0 {
-                    reg.configuration = p.clone();
+                    reg.configuration = frame.payload.clone();
                 }
                 Vec::new()
             }
-            (
-                kind::EVENT,
-                event::CONCENTRATOR_INSTANCE_ADDED
-                | event::PUBLIC_IP_ASSIGNED
-                | event::PUBLIC_IP_UNASSIGNED,
-            )
+            (kind::EVENT, event::PUBLIC_IP_ASSIGNED | event::PUBLIC_IP_UNASSIGNED, _)
             | (
                 kind::EVENT,
                 event::INSTANCE_DELETED | event::INSTANCE_STOPPED | event::TRACE_REPORT,
+                _,
             )
-            | (kind::COMMAND, command::STATS)
+            | (kind::COMMAND, command::STATS, _)
             | (
                 kind::ERROR,
                 error::ASSIGN_PUBLIC_IP_FAILURE
@@ -368,8 +647,9 @@ impl Scheduler {
                 | error::START_FAILURE
                 | error::DELETE_FAILURE
                 | error::ATTACH_VOLUME_FAILURE,
+                _,
             ) => controllers(&reg),
-            (k, _) if k > kind::EVENT => {
+            (k, _, _) if k > kind::EVENT => {
                 // Go answers an unknown frame type with InvalidFrameType and keeps the session.
                 let _ = own.try_send(Frame::new(
                     kind::ERROR,
@@ -384,23 +664,31 @@ impl Scheduler {
         }
     }
 
-    /// Keeps a tenant event for an absent CNCI (bounded: the oldest and expired go first).
-    /// Only canonical UUIDs are held; anything else could never connect.
-    fn hold(&self, reg: &mut Registry, uuid: String, frame: Frame) {
+    /// Keeps a tenant event for an absent CNCI (bounded: the oldest and expired go first; a
+    /// TenantSync replaces the same agent's older one). Only canonical UUIDs are held; anything
+    /// else could never connect.
+    fn hold(&self, reg: &mut Registry, uuid: String, sync_of: Option<String>, frame: Frame) {
         if !crate::payloads::is_canonical_uuid(&uuid)
             || (reg.held.len() >= MAX_HELD_CNCIS && !reg.held.contains_key(&uuid))
         {
             return;
         }
         let queue = reg.held.entry(uuid).or_default();
+        if let Some(agent) = &sync_of {
+            queue.retain(|h| h.sync_of.as_ref() != Some(agent));
+        }
         while queue
             .front()
-            .is_some_and(|(at, _)| at.elapsed() >= self.cfg.hold_for)
+            .is_some_and(|h| h.at.elapsed() >= self.cfg.hold_for)
             || queue.len() >= self.cfg.hold_depth
         {
             queue.pop_front();
         }
-        queue.push_back((Instant::now(), frame));
+        queue.push_back(Held {
+            at: Instant::now(),
+            sync_of,
+            frame,
+        });
     }
 
     async fn route(&self, from: &str, from_role: u32, own: &mpsc::Sender<Frame>, frame: Frame) {
@@ -411,29 +699,28 @@ impl Scheduler {
     }
 }
 
-impl Scheduler {
-    /// Accepts TLS connections on `listener` forever, serving each on its own task. The
-    /// client's role bits come from its verified certificate.
-    pub async fn run_tls(
-        self,
-        listener: tokio::net::TcpListener,
-        config: Arc<rustls::ServerConfig>,
-    ) -> std::io::Result<()> {
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        loop {
-            let (tcp, _) = listener.accept().await?;
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let sched = self.clone();
-            tokio::spawn(async move {
-                // A failed TLS handshake (foreign CA, expired certificate) just drops the peer.
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let roles = crate::tls::peer_roles(tls.get_ref().1);
-                let (r, w) = tokio::io::split(tls);
-                let _ = sched.serve(r, w, roles).await;
-            });
-        }
+/// The queue of the CNCI session with exactly this UUID, if one is connected with the CNCI
+/// role: frames for a CNCI never go to a session that merely claims its UUID.
+fn cnci_session(reg: &Registry, uuid: &str) -> Vec<mpsc::Sender<Frame>> {
+    reg.sessions
+        .get(uuid)
+        .filter(|s| s.role & role::CNCIAGENT != 0)
+        .map(|s| vec![s.tx.clone()])
+        .unwrap_or_default()
+}
+
+/// Notes that agent `agent` registers with CNCI `cnci` (bounded per agent).
+fn remember_user(reg: &mut Registry, cnci: &str, agent: &str) {
+    if !crate::payloads::is_canonical_uuid(cnci) {
+        return;
     }
+    let used = reg.used.entry(agent.to_string()).or_default();
+    if used.len() >= MAX_CNCIS_PER_AGENT && !used.contains(cnci) {
+        return;
+    }
+    used.insert(cnci.to_string());
+    reg.users
+        .entry(cnci.to_string())
+        .or_default()
+        .insert(agent.to_string());
 }

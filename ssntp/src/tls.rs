@@ -96,6 +96,16 @@ pub fn peer_roles(state: &CommonState) -> u32 {
         .unwrap_or(0)
 }
 
+/// What the peer's verified leaf certificate says about it (roles, bound UUIDs, key); empty
+/// (no roles, matching nothing) if there is none or it cannot be read.
+pub fn peer_identity(state: &CommonState) -> certs::PeerIdentity {
+    state
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| certs::PeerIdentity::from_der(c).ok())
+        .unwrap_or_default()
+}
+
 /// Client-side options.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -219,6 +229,9 @@ impl CaVerifier {
             }
             Err(_) => return Err(bad(CertificateError::BadEncoding)),
         }
+        // A certificate whose identity cannot be read (e.g. a malformed urn:uuid SAN) is refused
+        // here rather than treated later as one that names no UUID.
+        certs::PeerIdentity::from_parsed(&cert).map_err(|_| bad(CertificateError::BadEncoding))?;
         if self.required_roles != 0 {
             let roles =
                 certs::roles_of_parsed(&cert).map_err(|_| bad(CertificateError::BadEncoding))?;

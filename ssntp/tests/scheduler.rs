@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use ssntp::conn::{client_handshake, FrameReader, FrameWriter};
-use ssntp::frame::{command, event, kind, role, Frame};
+use ssntp::certs::PeerIdentity;
+use ssntp::conn::{client_handshake, ConnError, FrameReader, FrameWriter};
+use ssntp::frame::{command, error, event, kind, role, Frame};
 use ssntp::server::{Scheduler, SchedulerConfig};
 use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
 use uuid::Uuid;
@@ -14,19 +15,55 @@ type Client = (
     FrameWriter<WriteHalf<DuplexStream>>,
 );
 
-async fn connect(s: &Scheduler, uuid: Uuid, role_bits: u32) -> Client {
+/// A certificate identity with the given roles and a key named `key` (what the TLS listener
+/// would read from a real certificate).
+fn identity(role_bits: u32, key: &str) -> PeerIdentity {
+    PeerIdentity {
+        roles: role_bits,
+        uuids: Vec::new(),
+        public_key: key.as_bytes().to_vec(),
+    }
+}
+
+async fn try_connect(s: &Scheduler, uuid: Uuid, peer: PeerIdentity) -> Result<Client, ConnError> {
     let (a, b) = tokio::io::duplex(64 * 1024);
     let (sr, sw) = tokio::io::split(b);
     let sched = s.clone();
+    let role_bits = peer.roles;
     tokio::spawn(async move {
-        let _ = sched.serve(sr, sw, role_bits).await;
+        let _ = sched.serve(sr, sw, peer).await;
     });
     let (cr, cw) = tokio::io::split(a);
     let (mut r, mut w) = (FrameReader::new(cr), FrameWriter::new(cw));
-    client_handshake(&mut r, &mut w, uuid, role_bits, role::SCHEDULER)
+    client_handshake(&mut r, &mut w, uuid, role_bits, role::SCHEDULER).await?;
+    Ok((r, w))
+}
+
+/// Connects as `uuid` with a certificate of its own (the same one on every reconnect).
+async fn connect(s: &Scheduler, uuid: Uuid, role_bits: u32) -> Client {
+    try_connect(s, uuid, identity(role_bits, &format!("key of {uuid}")))
         .await
-        .expect("handshake");
-    (r, w)
+        .expect("handshake")
+}
+
+/// Waits until the scheduler has routed everything `c` sent before: it answers an unknown frame
+/// type in order, after the frames before it (frames other than that reply are returned).
+async fn barrier(c: &mut Client, me: Uuid) -> Vec<Frame> {
+    c.1.frame(&Frame::new(9, 0, me, Vec::new()))
+        .await
+        .expect("send");
+    let mut other = Vec::new();
+    loop {
+        let f = tokio::time::timeout(Duration::from_secs(10), c.0.frame())
+            .await
+            .expect("barrier reply in time")
+            .expect("read")
+            .expect("frame");
+        if (f.kind, f.operand) == (kind::ERROR, error::INVALID_FRAME_TYPE) {
+            return other;
+        }
+        other.push(f);
+    }
 }
 
 async fn receive(c: &mut Client) -> Option<Frame> {
@@ -36,8 +73,8 @@ async fn receive(c: &mut Client) -> Option<Frame> {
         .and_then(|r| r.ok().flatten())
 }
 
-fn tenant_added(cnci: &str) -> Vec<u8> {
-    format!("tenant_added:\n  agent_uuid: a9e17000-0000-4000-8000-000000000002\n  agent_ip: 10.99.0.2\n  tenant_uuid: 2491851d-dce9-48d6-b83a-a717417072ce\n  tenant_subnet: 172.16.1.0/24\n  concentrator_uuid: {cnci}\n  concentrator_ip: 10.99.0.3\n  subnet_key: 69804\n").into_bytes()
+fn tenant_added(agent: Uuid, cnci: &str) -> Vec<u8> {
+    format!("tenant_added:\n  agent_uuid: {agent}\n  agent_ip: 10.99.0.2\n  tenant_uuid: 2491851d-dce9-48d6-b83a-a717417072ce\n  tenant_subnet: 172.16.1.0/24\n  concentrator_uuid: {cnci}\n  concentrator_ip: 10.99.0.3\n  subnet_key: 69804\n").into_bytes()
 }
 
 fn scheduler() -> Scheduler {
@@ -55,7 +92,7 @@ async fn tenant_added_reaches_exactly_the_named_cnci() {
         kind::EVENT,
         event::TENANT_ADDED,
         launcher,
-        tenant_added(&c1.to_string()),
+        tenant_added(launcher, &c1.to_string()),
     ))
     .await
     .expect("send");
@@ -81,7 +118,7 @@ async fn tenant_added_reaches_exactly_the_named_cnci() {
             kind::EVENT,
             event::TENANT_ADDED,
             launcher,
-            tenant_added(&bad),
+            tenant_added(launcher, &bad),
         ))
         .await
         .expect("send");
@@ -120,7 +157,7 @@ async fn public_ip_commands_only_from_the_master_controller() {
     );
 
     // CNCI events go to every controller.
-    let added = b"concentrator_instance_added:\n  instance_uuid: x\n".to_vec();
+    let added = format!("concentrator_instance_added:\n  instance_uuid: {cnci}\n").into_bytes();
     c.1.frame(&Frame::new(
         kind::EVENT,
         event::CONCENTRATOR_INSTANCE_ADDED,
@@ -158,7 +195,7 @@ async fn a_cnci_reconnecting_with_the_same_uuid_keeps_receiving() {
         kind::EVENT,
         event::TENANT_ADDED,
         launcher,
-        tenant_added(&cnci.to_string()),
+        tenant_added(launcher, &cnci.to_string()),
     ))
     .await
     .expect("send");
@@ -196,7 +233,7 @@ async fn tenant_events_for_an_absent_cnci_are_held_until_it_connects() {
         event::TENANT_REMOVED,
         event::TENANT_ADDED,
     ] {
-        let mut payload = tenant_added(&cnci.to_string());
+        let mut payload = tenant_added(launcher, &cnci.to_string());
         if operand == event::TENANT_REMOVED {
             payload = String::from_utf8(payload)
                 .expect("utf-8")
@@ -242,7 +279,7 @@ async fn held_tenant_events_are_bounded_and_can_be_turned_off() {
             kind::EVENT,
             event::TENANT_ADDED,
             launcher,
-            tenant_added(&cnci.to_string()),
+            tenant_added(launcher, &cnci.to_string()),
         ))
         .await
         .expect("send");
@@ -263,11 +300,262 @@ async fn held_tenant_events_are_bounded_and_can_be_turned_off() {
         kind::EVENT,
         event::TENANT_ADDED,
         launcher,
-        tenant_added(&cnci.to_string()),
+        tenant_added(launcher, &cnci.to_string()),
     ))
     .await
     .expect("send");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut c = connect(&s, cnci, role::CNCIAGENT).await;
     assert!(receive(&mut c).await.is_none(), "Go behaviour: dropped");
+}
+
+fn tenant_sync(agent: Uuid, cnci: Uuid, subnets: &[&str]) -> Vec<u8> {
+    let mut text = format!(
+        "tenant_sync:\n  agent_uuid: {agent}\n  concentrator_uuid: {cnci}\n  tenant_uuid: 2491851d-dce9-48d6-b83a-a717417072ce\n  subnets:\n"
+    );
+    for s in subnets {
+        text.push_str(&format!("  - agent_uuid: {agent}\n    agent_ip: 10.99.0.2\n    tenant_uuid: 2491851d-dce9-48d6-b83a-a717417072ce\n    tenant_subnet: {s}\n    concentrator_uuid: {cnci}\n    concentrator_ip: 10.99.0.3\n    subnet_key: 1\n"));
+    }
+    text.into_bytes()
+}
+
+fn instance_added(cnci: Uuid) -> Frame {
+    Frame::new(
+        kind::EVENT,
+        event::CONCENTRATOR_INSTANCE_ADDED,
+        cnci,
+        format!("concentrator_instance_added:\n  instance_uuid: {cnci}\n  tenant_uuid: \"\"\n  concentrator_ip: 10.99.0.3\n  concentrator_mac: 02:00:0a:63:00:03\n").into_bytes(),
+    )
+}
+
+async fn next_frame(c: &mut Client) -> Frame {
+    tokio::time::timeout(Duration::from_secs(10), c.0.frame())
+        .await
+        .expect("a frame in time")
+        .expect("read")
+        .expect("frame")
+}
+
+#[tokio::test]
+async fn tenant_events_only_from_the_agent_they_name() {
+    let s = scheduler();
+    let (cnci, cn, other_cn, ctl) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
+    let mut c = connect(&s, cnci, role::CNCIAGENT).await;
+    let mut agent = connect(&s, cn, role::AGENT).await;
+    let mut controller = connect(&s, ctl, role::CONTROLLER).await;
+    let fake = Uuid::new_v4();
+    let mut fake_cnci = connect(&s, fake, role::CNCIAGENT).await;
+    // The attacks: another node's agent_uuid, and tenant events from roles other than AGENT.
+    for (operand, body) in [
+        (
+            event::TENANT_ADDED,
+            tenant_added(other_cn, &cnci.to_string()),
+        ),
+        (
+            event::TENANT_REMOVED,
+            String::from_utf8(tenant_added(other_cn, &cnci.to_string()))
+                .expect("utf-8")
+                .replace("tenant_added:", "tenant_removed:")
+                .into_bytes(),
+        ),
+        (
+            event::TENANT_SYNC,
+            tenant_sync(other_cn, cnci, &["172.16.9.0/24"]),
+        ),
+    ] {
+        agent
+            .1
+            .frame(&Frame::new(kind::EVENT, operand, cn, body))
+            .await
+            .expect("send");
+    }
+    let from_controller = tenant_added(ctl, &cnci.to_string());
+    controller
+        .1
+        .frame(&Frame::new(
+            kind::EVENT,
+            event::TENANT_ADDED,
+            ctl,
+            from_controller,
+        ))
+        .await
+        .expect("send");
+    fake_cnci
+        .1
+        .frame(&Frame::new(
+            kind::EVENT,
+            event::TENANT_ADDED,
+            fake,
+            tenant_added(fake, &cnci.to_string()),
+        ))
+        .await
+        .expect("send");
+    barrier(&mut agent, cn).await;
+    barrier(&mut controller, ctl).await;
+    barrier(&mut fake_cnci, fake).await;
+    // The real one, sent after the forgeries were routed, is the first the CNCI gets.
+    agent
+        .1
+        .frame(&Frame::new(
+            kind::EVENT,
+            event::TENANT_ADDED,
+            cn,
+            tenant_added(cn, &cnci.to_string()),
+        ))
+        .await
+        .expect("send");
+    let got = next_frame(&mut c).await;
+    assert_eq!(got.operand, event::TENANT_ADDED);
+    assert!(
+        String::from_utf8_lossy(&got.payload).contains(&format!("agent_uuid: {cn}")),
+        "forged frames were dropped, the genuine one arrived first"
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_sync_is_held_newest_first_and_delivered_when_the_cnci_connects() {
+    let s = scheduler();
+    let (cnci, cn) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut agent = connect(&s, cn, role::AGENT).await;
+    for subnets in [&["172.16.1.0/24"][..], &["172.16.1.0/24", "172.16.2.0/24"]] {
+        agent
+            .1
+            .frame(&Frame::new(
+                kind::EVENT,
+                event::TENANT_SYNC,
+                cn,
+                tenant_sync(cn, cnci, subnets),
+            ))
+            .await
+            .expect("send");
+    }
+    barrier(&mut agent, cn).await;
+    let mut c = connect(&s, cnci, role::CNCIAGENT).await;
+    let got = next_frame(&mut c).await;
+    assert_eq!(got.operand, event::TENANT_SYNC);
+    assert!(
+        String::from_utf8_lossy(&got.payload).contains("172.16.2.0/24"),
+        "the newer snapshot replaced the older one"
+    );
+    // Only one held: the CNCI's next frame is what the agent sends now.
+    agent
+        .1
+        .frame(&Frame::new(
+            kind::EVENT,
+            event::TENANT_ADDED,
+            cn,
+            tenant_added(cn, &cnci.to_string()),
+        ))
+        .await
+        .expect("send");
+    assert_eq!(next_frame(&mut c).await.operand, event::TENANT_ADDED);
+}
+
+#[tokio::test]
+async fn a_cnci_announcing_itself_is_told_to_the_agents_that_use_it() {
+    let s = scheduler();
+    let (c1, c2, user, stranger, ctl) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
+    let mut controller = connect(&s, ctl, role::CONTROLLER).await;
+    let mut a = connect(&s, user, role::AGENT).await;
+    let mut b = connect(&s, stranger, role::AGENT).await;
+    a.1.frame(&Frame::new(
+        kind::EVENT,
+        event::TENANT_ADDED,
+        user,
+        tenant_added(user, &c1.to_string()),
+    ))
+    .await
+    .expect("send");
+    b.1.frame(&Frame::new(
+        kind::EVENT,
+        event::TENANT_SYNC,
+        stranger,
+        tenant_sync(stranger, c2, &[]),
+    ))
+    .await
+    .expect("send");
+    barrier(&mut a, user).await;
+    barrier(&mut b, stranger).await;
+
+    // C1 (re)connects: it gets what was held, and its announcement reaches A and the controller.
+    let mut cnci1 = connect(&s, c1, role::CNCIAGENT).await;
+    assert_eq!(next_frame(&mut cnci1).await.operand, event::TENANT_ADDED);
+    // A forged announcement (another CNCI's UUID) is dropped.
+    cnci1.1.frame(&instance_added(c2)).await.expect("send");
+    cnci1.1.frame(&instance_added(c1)).await.expect("send");
+    barrier(&mut cnci1, c1).await;
+    let got = next_frame(&mut a).await;
+    assert_eq!(got.operand, event::CONCENTRATOR_INSTANCE_ADDED);
+    assert!(String::from_utf8_lossy(&got.payload).contains(&c1.to_string()));
+    let seen: Vec<Frame> = barrier(&mut controller, ctl).await;
+    let announced: Vec<String> = seen
+        .iter()
+        .filter(|f| f.operand == event::CONCENTRATOR_INSTANCE_ADDED && f.kind == kind::EVENT)
+        .map(|f| String::from_utf8_lossy(&f.payload).into_owned())
+        .collect();
+    assert_eq!(announced.len(), 1, "{announced:?}");
+    assert!(announced[0].contains(&c1.to_string()));
+
+    // B never named C1: the first frame it gets is C2's announcement, not C1's.
+    let mut cnci2 = connect(&s, c2, role::CNCIAGENT).await;
+    assert_eq!(next_frame(&mut cnci2).await.operand, event::TENANT_SYNC);
+    cnci2.1.frame(&instance_added(c2)).await.expect("send");
+    let got = next_frame(&mut b).await;
+    assert_eq!(got.operand, event::CONCENTRATOR_INSTANCE_ADDED);
+    assert!(String::from_utf8_lossy(&got.payload).contains(&c2.to_string()));
+
+    // A session that ended is forgotten: A reconnects, C1 announces, only the new A gets it
+    // because it registered again.
+    drop(a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.is_connected(&user) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A's session never ended"
+        );
+        tokio::task::yield_now().await;
+    }
+    let mut a = connect(&s, user, role::AGENT).await;
+    cnci1.1.frame(&instance_added(c1)).await.expect("send");
+    barrier(&mut cnci1, c1).await;
+    assert!(
+        barrier(&mut a, user).await.is_empty(),
+        "forgotten with the old session"
+    );
+}
+
+#[tokio::test]
+async fn a_uuid_in_use_is_only_taken_over_with_the_same_key() {
+    let s = scheduler();
+    let cnci = Uuid::new_v4();
+    let mut first = try_connect(&s, cnci, identity(role::CNCIAGENT, "key one"))
+        .await
+        .expect("first");
+    let refused = try_connect(&s, cnci, identity(role::CNCIAGENT | role::AGENT, "key two")).await;
+    assert!(
+        matches!(refused, Err(ConnError::Refused(e)) if e == error::CONNECTION_ABORTED),
+        "{:?}",
+        refused.err()
+    );
+    assert!(barrier(&mut first, cnci).await.is_empty(), "untouched");
+    let mut bound = identity(role::CNCIAGENT, "key three");
+    bound.uuids = vec![cnci];
+    let _third = try_connect(&s, cnci, bound)
+        .await
+        .expect("a certificate naming the UUID");
+    assert!(
+        first.0.frame().await.map(|f| f.is_none()).unwrap_or(true),
+        "replaced: closed"
+    );
 }

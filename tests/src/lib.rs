@@ -632,3 +632,122 @@ pub fn client_tls(cert: &Path, ca: &Path) -> std::sync::Arc<rustls::ClientConfig
 /// Tenant UUIDs used across tests.
 pub const TENANT_A: &str = "2491851d-dce9-48d6-b83a-a717417072ce";
 pub const TENANT_B: &str = "5f0c2a1e-7b3d-4c8e-9a61-0d2e4f6a8b9c";
+
+/// A `ciao-scheduler` whose stderr is kept: its log lines can be waited for.
+pub struct LoggedScheduler {
+    pub proc: Proc,
+    pub addr: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl LoggedScheduler {
+    pub fn pid(&self) -> u32 {
+        self.proc.0.id()
+    }
+
+    /// The log lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits (polling, up to `limit`) for a log line containing every one of `needles`.
+    pub fn wait_for_line(&self, needles: &[&str], limit: std::time::Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(l) = self
+                .lines()
+                .into_iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return Some(l);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// True while the process runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.proc.0.try_wait(), Ok(None))
+    }
+
+    /// A `kB` field of /proc/<pid>/status (e.g. `VmRSS`, `VmHWM`).
+    pub fn status_kib(&self, field: &str) -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    }
+}
+
+/// Starts `ciao-scheduler` with `args` (and, if given, RLIMIT_NOFILE soft = hard = `nofile`),
+/// waits for its banner and keeps reading its log in a thread.
+pub fn start_scheduler_logged(args: &[&str], nofile: Option<u64>) -> LoggedScheduler {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(scheduler_tool("ciao-scheduler"));
+    cmd.args(args).stderr(Stdio::piped());
+    if let Some(n) = nofile {
+        let limit = libc::rlimit {
+            rlim_cur: n,
+            rlim_max: n,
+        };
+        // SAFETY: setrlimit is async-signal-safe and `limit` is a plain value copied into the
+        // closure; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    let mut child = cmd.spawn().expect("start ciao-scheduler");
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let banner = lines
+        .next()
+        .expect("scheduler banner")
+        .expect("read banner");
+    let addr = banner
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        }
+    });
+    LoggedScheduler {
+        proc: Proc(child),
+        addr,
+        log,
+    }
+}
+
+/// Raises this process's RLIMIT_NOFILE (soft and hard) to at least `n` (needs root for the
+/// hard limit).
+pub fn raise_own_fd_limit(n: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the rlimit we own.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(rc, 0, "getrlimit: {}", std::io::Error::last_os_error());
+    if limit.rlim_cur >= n {
+        return;
+    }
+    limit.rlim_cur = n;
+    limit.rlim_max = limit.rlim_max.max(n);
+    // SAFETY: setrlimit reads the rlimit we own.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
+}

@@ -7,10 +7,16 @@
 //! Files: `CAcert-<host>.pem` (the CA certificate clients and servers trust), the anchor
 //! (`cert-scheduler-<host>.pem` in the ciao shape, where it is the scheduler's certificate;
 //! `ca-<host>.pem` in the modern shape), and `cert-<roles>-<host>.pem` per issued certificate:
-//! certificate and key in one PEM file, as ciao loads them.
+//! certificate and key in one PEM file, as ciao loads them. Files holding a private key are
+//! mode 0600 from the moment they exist (written to a 0600 temporary file, then renamed).
+//!
+//!   ciao-cert issue --shape modern --anchor certs/ca-x.pem --role cnciagent --uuid <uuid> ...
+//!
+//! binds the certificate to node UUIDs (`urn:uuid:` SANs): the scheduler then refuses it a
+//! CONNECT as any other UUID.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -65,6 +71,9 @@ enum Command {
         hosts: Vec<String>,
         #[arg(long = "ip")]
         ips: Vec<IpAddr>,
+        /// Node UUIDs this certificate may connect as (repeatable; `urn:uuid:` SANs).
+        #[arg(long = "uuid")]
+        uuids: Vec<uuid::Uuid>,
         #[arg(long, default_value_t = 365)]
         days: u64,
         #[arg(long, default_value = ".")]
@@ -97,10 +106,40 @@ fn role_bits(names: &[String]) -> anyhow::Result<u32> {
     Ok(bits)
 }
 
-fn write(dir: &std::path::Path, name: &str, text: &str) -> anyhow::Result<PathBuf> {
+/// Who may read a file: a private key is its owner's alone.
+#[derive(Clone, Copy)]
+enum Secrecy {
+    Public,
+    PrivateKey,
+}
+
+/// Writes `text` to `dir/name` atomically: a temporary file in `dir` (created 0600 by
+/// `tempfile`, and set to the final mode explicitly so no umask matters), synced, renamed over
+/// the target. A key is never readable by others, not even while it is being written.
+fn write(dir: &Path, name: &str, text: &str, secrecy: Secrecy) -> anyhow::Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let path = dir.join(name);
-    std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .tempfile_in(dir)
+        .with_context(|| format!("create a temporary file in {}", dir.display()))?;
+    let mode = match secrecy {
+        Secrecy::Public => 0o644,
+        Secrecy::PrivateKey => 0o600,
+    };
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {mode:o} {}", tmp.path().display()))?;
+    tmp.write_all(text.as_bytes())
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("write {}", tmp.path().display()))?;
+    tmp.persist(&path)
+        .with_context(|| format!("rename into {}", path.display()))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("sync {}", dir.display()))?;
     println!("{}", path.display());
     Ok(path)
 }
@@ -119,14 +158,24 @@ fn main() -> anyhow::Result<()> {
             let names = Names::new(&host_refs, &ips);
             let authority = Authority::new(shape(s), &org, Validity::days(days), &names)?;
             let tag = hosts.first().map(String::as_str).unwrap_or("localhost");
-            write(&out_dir, &format!("CAcert-{tag}.pem"), authority.cert_pem())?;
+            write(
+                &out_dir,
+                &format!("CAcert-{tag}.pem"),
+                authority.cert_pem(),
+                Secrecy::Public,
+            )?;
             // ciao shape: the anchor is the scheduler's own certificate. Modern: a CA whose key
             // only signs; the scheduler gets a leaf with `issue --role scheduler`.
             let anchor_file = match s {
                 ShapeArg::Ciao => format!("cert-scheduler-{tag}.pem"),
                 ShapeArg::Modern => format!("ca-{tag}.pem"),
             };
-            write(&out_dir, &anchor_file, &authority.anchor().combined_pem())?;
+            write(
+                &out_dir,
+                &anchor_file,
+                &authority.anchor().combined_pem(),
+                Secrecy::PrivateKey,
+            )?;
         }
         Command::Issue {
             shape: s,
@@ -134,6 +183,7 @@ fn main() -> anyhow::Result<()> {
             role,
             hosts,
             ips,
+            uuids,
             days,
             out_dir,
         } => {
@@ -142,7 +192,7 @@ fn main() -> anyhow::Result<()> {
             let authority = Authority::from_pem(shape(s), &pem, &pem).context("load the anchor")?;
             let bits = role_bits(&role)?;
             let host_refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
-            let names = Names::new(&host_refs, &ips);
+            let names = Names::new(&host_refs, &ips).with_uuids(&uuids);
             let validity = Validity::days(days);
             let issued = authority.issue_with_validity(bits, &names, validity)?;
             let tag = hosts.first().map(String::as_str).unwrap_or("localhost");
@@ -150,6 +200,7 @@ fn main() -> anyhow::Result<()> {
                 &out_dir,
                 &format!("cert-{}-{tag}.pem", role.join("+")),
                 &issued.combined_pem(),
+                Secrecy::PrivateKey,
             )?;
         }
     }

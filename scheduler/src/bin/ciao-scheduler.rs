@@ -28,9 +28,16 @@ struct Args {
     /// YAML sent to clients in CONNECTED (`configure:` ...).
     #[arg(long)]
     configuration: Option<PathBuf>,
-    /// Seconds a new connection may take to send CONNECT.
-    #[arg(long, default_value_t = 30.0)]
-    connect_timeout: f64,
+    /// Seconds a new connection may take from TCP accept to a complete CONNECT, the TLS
+    /// handshake included (`--connect-timeout` is the older name).
+    #[arg(long, visible_alias = "connect-timeout", default_value_t = 10.0)]
+    handshake_timeout: f64,
+    /// Connections accepted but not yet through CONNECT; one more drops the oldest of them.
+    #[arg(long, default_value_t = ssntp::server::MAX_PENDING)]
+    max_pending: usize,
+    /// Log filter (tracing EnvFilter syntax, e.g. `info` or `ssntp=debug`).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    log_level: String,
     /// Frames queued per destination before its senders wait (backpressure).
     #[arg(long, default_value_t = 256)]
     queue_depth: usize,
@@ -43,9 +50,37 @@ struct Args {
     hold_secs: u64,
 }
 
+/// Raises the soft RLIMIT_NOFILE to the hard limit: every connection is a descriptor, and the
+/// usual soft limit of 1024 is far below what a cluster's nodes need. Returns (before, after).
+fn raise_fd_limit() -> anyhow::Result<((u64, u64), (u64, u64))> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit(RLIMIT_NOFILE)")?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).context("setrlimit(RLIMIT_NOFILE)")?;
+    }
+    let now = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit(RLIMIT_NOFILE)")?;
+    Ok(((soft, hard), now))
+}
+
+fn init_logging(filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("log filter {filter:?}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        // A closed stderr (a parent that stopped reading) must not turn every log line into
+        // a panic: the subscriber would report its write error on stderr with eprintln!.
+        .log_internal_errors(false)
+        .init();
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    init_logging(&args.log_level)?;
+    let fd_limit = raise_fd_limit();
     let cert =
         std::fs::read(&args.cert).with_context(|| format!("read {}", args.cert.display()))?;
     let ca = std::fs::read(&args.ca).with_context(|| format!("read {}", args.ca.display()))?;
@@ -58,22 +93,51 @@ async fn main() -> anyhow::Result<()> {
         cfg.configuration =
             std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
     }
-    cfg.connect_timeout = Duration::from_secs_f64(args.connect_timeout);
+    cfg.handshake_timeout =
+        Duration::try_from_secs_f64(args.handshake_timeout).context("--handshake-timeout")?;
+    // Pending connections may hold at most half the descriptors: the other half stays for
+    // authenticated sessions, so a flood of idle connections alone never exhausts them.
+    let fd_soft = fd_limit
+        .as_ref()
+        .map(|(_, (soft, _))| *soft)
+        .unwrap_or(1024);
+    cfg.max_pending = args
+        .max_pending
+        .min(usize::try_from(fd_soft / 2).unwrap_or(usize::MAX))
+        .max(1);
     cfg.queue_depth = args.queue_depth;
     cfg.hold_depth = args.hold_depth;
     cfg.hold_for = Duration::from_secs(args.hold_secs);
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listen on {}", args.listen))?;
+    // The banner is the first line on stderr, whatever the log level: tests and benchmarks
+    // read the address from it.
     eprintln!(
         "ciao-scheduler {} listening on {}",
         cfg.uuid,
         listener.local_addr()?
     );
+    match fd_limit {
+        Ok(((soft, hard), (now_soft, now_hard))) => tracing::info!(
+            soft,
+            hard,
+            now_soft,
+            now_hard,
+            "RLIMIT_NOFILE raised to the hard limit"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not raise RLIMIT_NOFILE"),
+    }
+    tracing::info!(
+        handshake_timeout_s = args.handshake_timeout,
+        max_pending = cfg.max_pending,
+        max_pending_asked = args.max_pending,
+        "limits"
+    );
     let scheduler = Scheduler::new(cfg);
     tokio::select! {
-        r = scheduler.run_tls(listener, tls) => r.context("accept")?,
-        _ = tokio::signal::ctrl_c() => eprintln!("ciao-scheduler: interrupted, exiting"),
+        never = scheduler.run_tls(listener, tls) => match never {},
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, exiting"),
     }
     Ok(())
 }
