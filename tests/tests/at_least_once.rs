@@ -193,7 +193,9 @@ fn killing_any_daemon_mid_burst_loses_no_registration_and_keeps_no_stale_one() {
     };
 
     let mut attached: BTreeSet<usize> = BTreeSet::new();
-    let phases = [Victim::CnciAgent, Victim::Scheduler, Victim::NodeDaemon];
+    // The CNCI last: its phase detaches subnets of earlier phases while it is frozen, so a
+    // TenantRemoved dies with it and only the node's snapshot (TenantSync) can prune the entry.
+    let phases = [Victim::NodeDaemon, Victim::Scheduler, Victim::CnciAgent];
     let per_phase = BURST.div_ceil(phases.len());
     for (phase, victim) in phases.into_iter().enumerate() {
         let range = phase * per_phase..((phase + 1) * per_phase).min(BURST);
