@@ -201,7 +201,7 @@ fn s1_vni(cluster: &Cluster, t: &Tenant) -> u32 {
 }
 
 #[test]
-fn forged_tunnel_ends_reserved_subnets_and_snapshots_leave_the_hub_exactly_as_registered() {
+fn forged_tunnel_ends_and_reserved_subnets_leave_the_hub_exactly_as_registered() {
     require_root!();
     let mut cluster = Cluster::new().expect("cluster");
     let (ta, tb, a1, a2) = two_tenants(&mut cluster);
