@@ -63,7 +63,13 @@ pub async fn run(agent: &mut Agent, status: &Store, conn: Connection) -> Result<
                 }
             }
             ClientEvent::Frame(frame) => {
-                let replies = tokio::task::block_in_place(|| agent.handle(&frame));
+                let replies = tokio::task::block_in_place(|| {
+                    let replies = agent.handle(&frame);
+                    if events.is_empty() {
+                        agent.idle();
+                    }
+                    replies
+                });
                 for reply in replies {
                     if client.send(reply).await.is_err() {
                         break;

@@ -15,6 +15,9 @@ pub enum Error {
     /// The request contradicts what is already configured.
     #[error("{0}")]
     Conflict(String),
+    /// The request exceeds a configured limit.
+    #[error("limit: {0}")]
+    Limit(String),
     /// The request is malformed or not for this agent.
     #[error("{0}")]
     Invalid(String),

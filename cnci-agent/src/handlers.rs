@@ -10,25 +10,40 @@ use ssntp::payloads::{
     AssignPublicIp, AssignPublicIpFailure, ConcentratorInstanceAdded,
     ConcentratorInstanceAddedEvent, Payload, PublicIpAssigned, PublicIpCommand, PublicIpEvent,
     PublicIpFailure, PublicIpFailureReason, PublicIpUnassigned, RefreshCnci, ReleasePublicIp,
-    TenantAdded, TenantAddedEvent, TenantRemoved, UnassignPublicIpFailure,
+    TenantAdded, TenantAddedEvent, TenantRemoved, TenantSync, UnassignPublicIpFailure,
 };
 
 use crate::dhcp::DhcpSubnet;
 use crate::error::{Error, Result};
 use crate::hub::Hub;
+use crate::register::Limits;
 use crate::state::{AgentRecord, Desired, PublicIpRecord, Store, SubnetRecord};
+use crate::validate::Fences;
 
 /// The running agent: its records, its kernel handle and its DHCP servers.
 pub struct Agent {
     pub record: AgentRecord,
-    store: Store,
-    hub: Hub,
-    desired: Desired,
+    pub(crate) store: Store,
+    pub(crate) hub: Hub,
+    pub(crate) desired: Desired,
     dhcp: HashMap<Ipv4Net, tokio::task::JoinHandle<()>>,
     lease_secs: u32,
+    pub(crate) limits: Limits,
+    public_ranges: Vec<Ipv4Net>,
+    /// The node's addresses and ranges, read at start and again for each public IP command.
+    pub(crate) fences: Fences,
 }
 
-fn tunnel_kind(kind: ssntp::payloads::TunnelKind) -> netcore::TunnelKind {
+/// What the operator configured beside the record: limits and public ranges.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub lease_secs: u32,
+    pub limits: Limits,
+    /// `--public-range`: where public IPs may come from; none: every AssignPublicIP refused.
+    pub public_ranges: Vec<Ipv4Net>,
+}
+
+pub(crate) fn tunnel_kind(kind: ssntp::payloads::TunnelKind) -> netcore::TunnelKind {
     match kind {
         ssntp::payloads::TunnelKind::Vxlan => netcore::TunnelKind::Vxlan,
         ssntp::payloads::TunnelKind::Gretap => netcore::TunnelKind::Gretap,
@@ -43,8 +58,12 @@ fn payload_err(e: ssntp::payloads::PayloadError) -> Error {
 impl Agent {
     /// Opens the hub and converges the kernel with the recorded state. Must run inside a tokio
     /// runtime (DHCP servers are spawned on it).
-    pub fn start(store: Store, record: AgentRecord, lease_secs: u32) -> Result<Agent> {
+    pub fn start(store: Store, record: AgentRecord, policy: Policy) -> Result<Agent> {
         let mut hub = Hub::open(&record)?;
+        let fences = hub.fences(&policy.public_ranges)?;
+        for range in &policy.public_ranges {
+            crate::validate::public_range(*range, &fences).map_err(Error::Invalid)?;
+        }
         let desired = store.desired()?;
         hub.reconcile(&desired)?;
         let mut agent = Agent {
@@ -53,7 +72,10 @@ impl Agent {
             hub,
             desired,
             dhcp: HashMap::new(),
-            lease_secs,
+            lease_secs: policy.lease_secs,
+            limits: policy.limits,
+            public_ranges: policy.public_ranges,
+            fences,
         };
         let subnets: Vec<SubnetRecord> = agent.desired.subnets.values().cloned().collect();
         for rec in &subnets {
@@ -64,6 +86,20 @@ impl Agent {
 
     pub fn desired(&self) -> &Desired {
         &self.desired
+    }
+
+    /// Blocks until the kernel objects of removed subnets are all gone (tests, benchmarks).
+    pub fn wait_removed(&mut self) {
+        self.idle();
+        self.hub.wait_bridges_gone();
+    }
+
+    /// Work deferred while frames were waiting: deletes the links of removed subnets in one
+    /// batch. The daemon calls it whenever no frame is queued.
+    pub fn idle(&mut self) {
+        if let Err(e) = self.hub.flush_retired() {
+            eprintln!("deleting the links of removed subnets: {e}");
+        }
     }
 
     /// The frame announcing this CNCI, sent after every (re)connect.
@@ -87,7 +123,7 @@ impl Agent {
         )
     }
 
-    fn start_dhcp(&mut self, rec: &SubnetRecord) {
+    pub(crate) fn start_dhcp(&mut self, rec: &SubnetRecord) {
         if self.dhcp.get(&rec.subnet).is_some_and(|t| !t.is_finished()) {
             return;
         }
@@ -112,7 +148,7 @@ impl Agent {
             .insert(rec.subnet, tokio::spawn(crate::dhcp::serve(socket, subnet)));
     }
 
-    fn stop_dhcp(&mut self, subnet: Ipv4Net) {
+    pub(crate) fn stop_dhcp(&mut self, subnet: Ipv4Net) {
         if let Some(task) = self.dhcp.remove(&subnet) {
             task.abort();
         }
@@ -120,6 +156,7 @@ impl Agent {
 
     /// Handles one frame; returns the frames to send back.
     pub fn handle(&mut self, frame: &Frame) -> Vec<Frame> {
+        self.hub.busy();
         let payload = frame.payload.as_slice();
         let result = match (frame.kind, frame.operand) {
             (kind::EVENT, event::TENANT_ADDED) => TenantAdded::from_yaml(payload)
@@ -128,6 +165,9 @@ impl Agent {
             (kind::EVENT, event::TENANT_REMOVED) => TenantRemoved::from_yaml(payload)
                 .map_err(payload_err)
                 .and_then(|p| self.tenant_removed(&p.0)),
+            (kind::EVENT, event::TENANT_SYNC) => TenantSync::from_yaml(payload)
+                .map_err(payload_err)
+                .and_then(|p| self.tenant_sync(&p)),
             (kind::COMMAND, ssntp::frame::command::ASSIGN_PUBLIC_IP) => {
                 return vec![self.public_ip(payload, true)]
             }
@@ -147,7 +187,11 @@ impl Agent {
     }
 
     /// Checks that an event is for this CNCI and tenant and returns its subnet record key.
-    fn check_tenant_event(&self, ev: &TenantAddedEvent, name: &'static str) -> Result<()> {
+    pub(crate) fn check_tenant_event(
+        &self,
+        ev: &TenantAddedEvent,
+        name: &'static str,
+    ) -> Result<()> {
         let cnci = ev.concentrator_in(name).map_err(payload_err)?;
         if cnci != self.record.uuid {
             return Err(Error::Invalid(format!(
@@ -160,91 +204,6 @@ impl Agent {
                 "{name} from {} is for tenant {:?}, this CNCI serves tenant {}",
                 ev.agent_ip, ev.tenant_uuid, self.record.tenant
             )));
-        }
-        Ok(())
-    }
-
-    fn tenant_added(&mut self, ev: &TenantAddedEvent) -> Result<()> {
-        self.check_tenant_event(ev, TenantAdded::NAME)?;
-        let remote = ev
-            .remote_subnet_in(TenantAdded::NAME)
-            .map_err(payload_err)?;
-        let subnet = Ipv4Net::new(remote.subnet.network(), remote.subnet.prefix_len())
-            .map_err(|e| Error::Invalid(e.to_string()))?;
-        let kind = tunnel_kind(remote.tunnel_kind);
-        let node = remote.agent_ip;
-        let existing = self.desired.subnets.get(&subnet).cloned();
-        let mut rec = existing.clone().unwrap_or(SubnetRecord {
-            subnet,
-            kind,
-            id: remote.tunnel_id,
-            nodes: Default::default(),
-        });
-        if rec.kind != kind || rec.id != remote.tunnel_id {
-            return Err(Error::Conflict(format!(
-                "subnet {subnet} is carried by {} {}; node {node} asked for {kind} {}",
-                rec.kind, rec.id, remote.tunnel_id
-            )));
-        }
-        if !rec.nodes.insert(node) {
-            return Ok(()); // a repeat: recorded and programmed already
-        }
-        self.store.put_subnet(&rec)?;
-        self.desired.subnets.insert(subnet, rec.clone());
-        let programmed = if existing.is_some() {
-            self.hub.add_node(&rec, node)
-        } else {
-            self.hub.ensure_subnet(&rec)
-        };
-        if let Err(e) = programmed {
-            // Not programmable (e.g. the VNI is taken on this underlay address): forget the
-            // registration rather than retrying it on every start.
-            rec.nodes.remove(&node);
-            if rec.nodes.is_empty() {
-                self.store.remove_subnet(subnet)?;
-                self.desired.subnets.remove(&subnet);
-                let _ = self.hub.remove_subnet(subnet);
-            } else {
-                self.store.put_subnet(&rec)?;
-                self.desired.subnets.insert(subnet, rec);
-            }
-            return Err(e);
-        }
-        if existing.is_none() {
-            self.start_dhcp(&rec);
-        }
-        eprintln!(
-            "tenant subnet {subnet}: added node {node} ({kind} {})",
-            rec.id
-        );
-        Ok(())
-    }
-
-    fn tenant_removed(&mut self, ev: &TenantAddedEvent) -> Result<()> {
-        self.check_tenant_event(ev, TenantRemoved::NAME)?;
-        let remote = ev
-            .remote_subnet_in(TenantRemoved::NAME)
-            .map_err(payload_err)?;
-        let subnet = Ipv4Net::new(remote.subnet.network(), remote.subnet.prefix_len())
-            .map_err(|e| Error::Invalid(e.to_string()))?;
-        let node = remote.agent_ip;
-        let Some(mut rec) = self.desired.subnets.get(&subnet).cloned() else {
-            return Ok(());
-        };
-        if !rec.nodes.remove(&node) {
-            return Ok(());
-        }
-        if rec.nodes.is_empty() {
-            self.store.remove_subnet(subnet)?;
-            self.desired.subnets.remove(&subnet);
-            self.stop_dhcp(subnet);
-            self.hub.remove_subnet(subnet)?;
-            eprintln!("tenant subnet {subnet}: last node {node} left, subnet removed");
-        } else {
-            self.store.put_subnet(&rec)?;
-            self.desired.subnets.insert(subnet, rec.clone());
-            self.hub.remove_node(&rec, node)?;
-            eprintln!("tenant subnet {subnet}: removed node {node}");
         }
         Ok(())
     }
@@ -342,6 +301,8 @@ impl Agent {
                 }
                 None => {}
             }
+            self.check_public_ip(public, private)
+                .map_err(|why| (InvalidData, why))?;
             if let Some(other) = self
                 .desired
                 .public_ips
@@ -391,6 +352,32 @@ impl Agent {
                 .map_err(|e| (fail(), e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// Item 9 of issue 10: the public IP must come from a configured range and belong to
+    /// nobody else here; the private IP must be a workload address of the tenant.
+    fn check_public_ip(&mut self, public: Ipv4Addr, private: Ipv4Addr) -> Result<(), String> {
+        match self.hub.fences(&self.public_ranges) {
+            Ok(f) => self.fences = f,
+            Err(e) => eprintln!("re-reading the node's addresses: {e}; using those from start"),
+        }
+        let cns: std::collections::BTreeSet<Ipv4Addr> = self
+            .desired
+            .subnets
+            .values()
+            .flat_map(|r| r.nodes())
+            .collect();
+        crate::validate::public_ip(public, &self.fences, &cns)?;
+        if let Some(route) = self
+            .hub
+            .public_ip_in_use(public)
+            .map_err(|e| e.to_string())?
+        {
+            return Err(format!(
+                "public_ip {public} is in use on this node ({route})"
+            ));
+        }
+        crate::validate::private_ip(private, self.desired.subnets.keys().copied())
     }
 
     /// RefreshCNCI lists the tenant's other CNCIs. With one CNCI per tenant (this design)

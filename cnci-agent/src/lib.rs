@@ -12,6 +12,9 @@ pub mod handlers;
 pub mod hub;
 pub mod names;
 pub mod nft;
+pub mod reaper;
+pub mod register;
 pub mod state;
+pub mod validate;
 
 pub use error::{Error, Result};

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use cnci_agent::{daemon, handlers::Agent, hub, names, state::AgentRecord, state::Store};
+use cnci_agent::handlers::{Agent, Policy};
+use cnci_agent::register::Limits;
+use cnci_agent::{daemon, hub, names, state::AgentRecord, state::Store};
 use ipnet::{IpNet, Ipv4Net};
 use uuid::Uuid;
 
@@ -73,6 +75,17 @@ struct RunArgs {
     /// DHCP lease time in seconds.
     #[arg(long, default_value_t = 3600)]
     lease_secs: u32,
+    /// Where public IPs may come from (repeatable CIDR, e.g. the part of the external network
+    /// set aside for them). None: every AssignPublicIP is refused.
+    #[arg(long = "public-range")]
+    public_ranges: Vec<Ipv4Net>,
+    /// Most tenant subnets this CNCI carries; each costs a bridge, a tunnel device and a DHCP
+    /// socket, so the default stays well inside a 1024 file-descriptor limit.
+    #[arg(long, default_value_t = 512)]
+    max_subnets: usize,
+    /// Most compute nodes registered per subnet: a broadcast is copied to each of them.
+    #[arg(long, default_value_t = 1024)]
+    max_nodes_per_subnet: usize,
 }
 
 /// Transfer networks of uplinks: /31s from the shared address space (RFC 6598).
@@ -143,8 +156,16 @@ fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         let status = Store::open(state_dir)?;
-        let mut agent = Agent::start(store, record, args.lease_secs)
-            .context("bring the hub to its recorded state")?;
+        let policy = Policy {
+            lease_secs: args.lease_secs,
+            limits: Limits {
+                max_subnets: args.max_subnets,
+                max_nodes_per_subnet: args.max_nodes_per_subnet,
+            },
+            public_ranges: args.public_ranges,
+        };
+        let mut agent =
+            Agent::start(store, record, policy).context("bring the hub to its recorded state")?;
         daemon::run(&mut agent, &status, conn).await?;
         anyhow::Ok(())
     })
@@ -172,7 +193,8 @@ fn show(state_dir: &Path, json: bool) -> anyhow::Result<()> {
             "kind": rec.kind.as_str(),
             "id": rec.id,
             "gateway": rec.gateway().to_string(),
-            "nodes": rec.nodes,
+            "nodes": rec.nodes(),
+            "agents": rec.agents,
             "programmed": programmed,
         }));
     }

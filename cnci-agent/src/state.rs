@@ -39,10 +39,53 @@ pub struct SubnetRecord {
     pub subnet: Ipv4Net,
     pub kind: TunnelKind,
     pub id: u32,
-    pub nodes: BTreeSet<Ipv4Addr>,
+    /// Registrations by the sending agent: its UUID and its tunnel end. Only that agent's
+    /// TenantRemoved (or TenantSync) takes an entry out; no two agents share a tunnel end.
+    #[serde(default)]
+    pub agents: BTreeMap<Uuid, Ipv4Addr>,
+    /// Tunnel ends recorded before registrations had owners (the old `nodes` set). The first
+    /// agent that registers, syncs or removes the same address of the subnet takes it over.
+    #[serde(default, rename = "nodes", skip_serializing_if = "BTreeSet::is_empty")]
+    pub legacy: BTreeSet<Ipv4Addr>,
 }
 
 impl SubnetRecord {
+    /// An empty record of a subnet.
+    pub fn new(subnet: Ipv4Net, kind: TunnelKind, id: u32) -> Self {
+        SubnetRecord {
+            subnet,
+            kind,
+            id,
+            agents: BTreeMap::new(),
+            legacy: BTreeSet::new(),
+        }
+    }
+
+    /// Every tunnel end the hub must reach for this subnet.
+    pub fn nodes(&self) -> BTreeSet<Ipv4Addr> {
+        self.agents
+            .values()
+            .copied()
+            .chain(self.legacy.iter().copied())
+            .collect()
+    }
+
+    /// The agent that registered `ip`; `Some(None)` for a legacy entry.
+    pub fn owner_of(&self, ip: Ipv4Addr) -> Option<Option<Uuid>> {
+        if self.legacy.contains(&ip) {
+            return Some(None);
+        }
+        self.agents
+            .iter()
+            .find(|(_, a)| **a == ip)
+            .map(|(u, _)| Some(*u))
+    }
+
+    /// Whether nobody is registered any more.
+    pub fn is_empty(&self) -> bool {
+        self.agents.is_empty() && self.legacy.is_empty()
+    }
+
     /// The tenant gateway: the subnet's first address, as ciao's CNCI and our CNs use it.
     pub fn gateway(&self) -> Ipv4Addr {
         gateway_of(self.subnet)
@@ -230,12 +273,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
         let subnet: Ipv4Net = "172.16.1.0/24".parse().expect("subnet");
-        let record = SubnetRecord {
-            subnet,
-            kind: TunnelKind::Vxlan,
-            id: 42,
-            nodes: [Ipv4Addr::new(10, 0, 0, 1)].into(),
-        };
+        let mut record = SubnetRecord::new(subnet, TunnelKind::Vxlan, 42);
+        record
+            .agents
+            .insert(Uuid::from_u128(7), Ipv4Addr::new(10, 0, 0, 1));
         store.put_subnet(&record).expect("put");
         let public = PublicIpRecord {
             public_ip: Ipv4Addr::new(203, 0, 113, 10),
@@ -251,6 +292,19 @@ mod tests {
         store.remove_subnet(subnet).expect("remove");
         store.remove_subnet(subnet).expect("remove again");
         assert!(store.desired().expect("desired").subnets.is_empty());
+    }
+
+    #[test]
+    fn an_old_nodes_set_is_read_as_legacy_entries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let old = r#"{"subnet":"172.16.1.0/24","kind":"vxlan","id":42,"nodes":["10.0.0.1"]}"#;
+        std::fs::write(dir.path().join("subnets/172.16.1.0_24.json"), old).expect("write");
+        let desired = store.desired().expect("desired");
+        let rec = desired.subnets.values().next().expect("record");
+        assert!(rec.agents.is_empty());
+        assert_eq!(rec.nodes(), [Ipv4Addr::new(10, 0, 0, 1)].into());
+        assert_eq!(rec.owner_of(Ipv4Addr::new(10, 0, 0, 1)), Some(None));
     }
 
     #[test]

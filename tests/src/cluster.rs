@@ -38,6 +38,8 @@ pub const NN_IP: &str = "10.250.0.3";
 pub const NN_EXT_IP: &str = "203.0.113.1";
 /// The external host.
 pub const EXT_IP: &str = "203.0.113.100";
+/// Every CNCI's `--public-range`: 203.0.113.9 to .14 are assignable public IPs.
+pub const PUBLIC_RANGE: &str = "203.0.113.8/29";
 /// Name the scheduler's certificate is checked against (a SAN of the anchor).
 pub const SERVER_NAME: &str = "localhost";
 
@@ -88,6 +90,8 @@ pub struct Tenant {
     pub netns: String,
     /// The agent's state directory.
     pub state_dir: PathBuf,
+    /// Extra `run` flags for the agent (limits, public ranges), after the fixture's own.
+    pub agent_args: Vec<String>,
 }
 
 struct Agent {
@@ -568,6 +572,7 @@ impl Cluster {
             cnci: uuid::Uuid::new_v4().to_string(),
             netns: unique("tnt"),
             state_dir: state.path().to_path_buf(),
+            agent_args: Vec::new(),
         };
         self.agents.push(Agent {
             tenant: t.clone(),
@@ -624,7 +629,13 @@ impl Cluster {
             "ext0",
             "--netns",
             &t.netns,
+            // The public addresses: part of ext0's network, clear of the network node's own
+            // address (203.0.113.1) and the external host's (EXT_IP).
+            "--public-range",
+            PUBLIC_RANGE,
         ];
+        let mut args: Vec<&str> = args.to_vec();
+        args.extend(t.agent_args.iter().map(String::as_str));
         let log = self.agent_mut(t)?.log.clone();
         let from = log_len(&log);
         let mut proc = spawn_in(&nn, &bin, &args, &log)?;
