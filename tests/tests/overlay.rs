@@ -90,6 +90,26 @@ fn ssntp_exchange(
     })
 }
 
+/// Waits (up to 20 s) for a whole line (its newline arrived) containing `needle` in `log` past
+/// byte `from`.
+fn wait_complete_line(log: &Path, from: u64, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read(log).unwrap_or_default();
+        let tail = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
+        let complete = tail.rfind('\n').map_or("", |end| &tail[..end]);
+        if complete.lines().any(|l| l.contains(needle)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no line with {needle:?} in {} within 20 s:\n{tail}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Counts frames arriving on a workload's eth0 with an nft netdev ingress counter.
 fn add_counter(w: &Workload, name: &str, filter: &str) {
     let rules = format!(
@@ -585,33 +605,13 @@ fn the_agent_restarts_without_disturbing_flows_and_repeated_registrations_change
     );
     assert_eq!(fdb(&tenant_ns), flood_before);
 
-    // CN1's registration again, as a re-delivered report: nothing changes.
-    let vni = subnet_entry(&cluster.agent_show(&ta).expect("show"), S1)["id"]
-        .as_u64()
-        .expect("vni") as u32;
-    let again = ssntp::payloads::TenantAddedEvent::new(
-        uuid::Uuid::new_v4(),
-        Cn::Cn1.ip().parse().expect("ip"),
-        ta.tenant.parse().expect("tenant"),
-        S1.parse().expect("subnet"),
-        ta.cnci.parse().expect("cnci"),
-        NN_IP.parse().expect("ip"),
-    )
-    .with_tunnel(ssntp::payloads::TunnelKind::Vxlan, vni);
-    let frame = Frame::new(
-        kind::EVENT,
-        event::TENANT_ADDED,
-        uuid::Uuid::new_v4(),
-        ssntp::payloads::TenantAdded(again).to_yaml(),
-    );
-    ssntp_exchange(
-        &cluster,
-        &cluster.certs.agent(Cn::Cn1),
-        role::AGENT,
-        vec![frame.clone(), frame],
-        |_| false,
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    // CN1's registration again, re-delivered for real: its daemon restarts and re-announces
+    // (TenantAdded, then TenantSync). Nothing changes.
+    let cnci_log = cluster.log(&ta.cnci);
+    let from = std::fs::metadata(&cnci_log).map(|m| m.len()).unwrap_or(0);
+    cluster.kill_daemon(Cn::Cn1);
+    cluster.start_daemon(Cn::Cn1).expect("cn1 daemon restarts");
+    wait_complete_line(&cnci_log, from, "tenant_sync from agent");
     assert_eq!(tenant_ns.exec(&["ip", "-o", "link", "show"]), links_before);
     assert_eq!(fdb(&tenant_ns), flood_before);
     assert!(a1.ping(&a2.ip, 2));
