@@ -199,16 +199,18 @@ impl Guest {
     }
 
     /// Waits for a serial line containing `needle`; returns it and the time since QEMU started.
-    /// Fails early if QEMU exits first.
+    /// A line counts only once its newline has arrived (the guest writes the serial port a few
+    /// bytes at a time, and a busy host reads it between them). Fails early if QEMU exits first.
     pub fn wait_line(&mut self, needle: &str, timeout: Duration) -> Result<(String, Duration)> {
         let deadline = Instant::now() + timeout;
         loop {
             let text = self.serial_text();
-            if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+            if let Some(line) = complete_lines(&text).lines().find(|l| l.contains(needle)) {
                 return Ok((line.trim().to_string(), self.started.elapsed()));
             }
             if let Some(status) = self.try_status()? {
-                // The line may have landed between the read and the exit.
+                // The line may have landed between the read and the exit; the output is final
+                // now, so a last line without its newline counts too.
                 if let Some(line) = self.serial_text().lines().find(|l| l.contains(needle)) {
                     return Ok((line.trim().to_string(), self.started.elapsed()));
                 }
@@ -281,4 +283,24 @@ pub fn log_dir(name: &str) -> PathBuf {
     workspace_root()
         .join("target/qemu-guest/runs")
         .join(crate::unique(name))
+}
+
+/// The part of `text` up to and including its last newline: the lines that are complete.
+fn complete_lines(text: &str) -> &str {
+    text.rfind('\n').map_or("", |end| &text[..=end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::complete_lines;
+
+    #[test]
+    fn a_line_without_its_newline_is_not_complete() {
+        let partial = "boot\r\nCIAO-GUEST dhcp ok ip=172.16.1.32/24 router=172.";
+        assert_eq!(complete_lines(partial), "boot\r\n");
+        assert!(!complete_lines(partial).contains("CIAO-GUEST"));
+        let whole = "CIAO-GUEST dhcp ok ip=172.16.1.32/24 router=172.16.1.1\r\n";
+        assert_eq!(complete_lines(whole), whole);
+        assert_eq!(complete_lines(""), "");
+    }
 }

@@ -43,6 +43,7 @@ fn in_netns<T: Send>(ns: &Path, f: impl FnOnce() -> T + Send) -> T {
 fn session(
     cluster: &Cluster,
     cert: &Path,
+    uuid: Uuid,
     role_bits: u32,
     frames: Vec<Frame>,
     wanted: impl Fn(&Frame) -> bool + Send,
@@ -54,10 +55,9 @@ fn session(
             .build()
             .expect("runtime");
         rt.block_on(async move {
-            let mut s =
-                ssntp::client::dial(SCHEDULER_ADDR, "localhost", tls, Uuid::new_v4(), role_bits)
-                    .await
-                    .expect("ssntp session");
+            let mut s = ssntp::client::dial(SCHEDULER_ADDR, "localhost", tls, uuid, role_bits)
+                .await
+                .expect("ssntp session");
             for f in &frames {
                 s.writer.frame(f).await.expect("send");
             }
@@ -77,12 +77,22 @@ fn session(
     })
 }
 
-/// Sends frames with cn1's agent certificate (a compute node turned attacker).
+/// Sends frames with cn1's agent certificate (a compute node turned attacker). The session
+/// claims the UUID the frames name as their agent (a ciao-shape certificate binds no UUID), so
+/// the scheduler's own check (`agent_uuid` = the sender) lets them through and the CNCI's
+/// defence is what is tested.
 fn send_as_cn1(cluster: &Cluster, frames: Vec<Frame>) {
     let cert = cluster.certs.agent(Cn::Cn1);
-    // Nothing comes back for events: wait for the scheduler to take them (it answers
-    // nothing), i.e. just send; the caller waits for the effect on the CNCI.
-    session(cluster, &cert, role::AGENT, frames, |_| true);
+    let agent = frames
+        .first()
+        .map(|f| Uuid::from_bytes(f.origin))
+        .unwrap_or_else(Uuid::new_v4);
+    assert!(
+        frames.iter().all(|f| f.origin == *agent.as_bytes()),
+        "one agent per session"
+    );
+    // Nothing comes back for events: just send; the caller waits for the effect on the CNCI.
+    session(cluster, &cert, agent, role::AGENT, frames, |_| true);
 }
 
 /// A registration body of `t`'s CNCI from `agent` at `agent_ip` for `subnet`.
@@ -305,9 +315,14 @@ fn public_ip_frame(t: &Tenant, public: &str, private: &str, assign: bool) -> Fra
 /// Sends one public IP command as the controller and returns the CNCI's answer.
 fn controller_says(cluster: &Cluster, f: Frame) -> Frame {
     let cert = cluster.certs.controller();
-    session(cluster, &cert, role::CONTROLLER, vec![f], |f| {
-        f.kind == kind::ERROR || f.kind == kind::EVENT && f.operand != event::NODE_CONNECTED
-    })
+    session(
+        cluster,
+        &cert,
+        Uuid::new_v4(),
+        role::CONTROLLER,
+        vec![f],
+        |f| f.kind == kind::ERROR || f.kind == kind::EVENT && f.operand != event::NODE_CONNECTED,
+    )
     .expect("an answer")
 }
 
