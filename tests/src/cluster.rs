@@ -845,6 +845,15 @@ impl Cluster {
     /// Sends `signal` to a running member (by PID), e.g. SIGSTOP to freeze it with frames in
     /// its socket buffers before a SIGKILL; false if it is not running.
     pub fn signal(&mut self, member: &Member, signal: nix::sys::signal::Signal) -> bool {
+        let Some(pid) = self.pid(member).and_then(|p| i32::try_from(p).ok()) else {
+            return false;
+        };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).is_ok()
+    }
+
+    /// The PID of a member's process (started with `nsenter --net`, which execs: the program's
+    /// own PID), while it is started.
+    pub fn pid(&self, member: &Member) -> Option<u32> {
         let proc = match member {
             Member::Scheduler => self.scheduler.as_ref(),
             Member::Daemon(cn) => self.daemons[cn.index()].as_ref(),
@@ -854,12 +863,21 @@ impl Cluster {
                 .find(|a| a.tenant.cnci == t.cnci)
                 .and_then(|a| a.proc.as_ref()),
         };
-        let Some(proc) = proc else { return false };
-        let Ok(pid) = i32::try_from(proc.0.id()) else {
-            return false;
-        };
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).is_ok()
+        proc.map(|p| p.0.id())
     }
+}
+
+/// What a process's open file descriptors point at (`/proc/<pid>/fd`, e.g. `socket:[123]`,
+/// `/tmp/x.log`), sorted; `None` if the process is gone.
+pub fn open_fds(pid: u32) -> Option<Vec<String>> {
+    let mut targets: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|t| t.display().to_string())
+        .collect();
+    targets.sort();
+    Some(targets)
 }
 
 /// A borrowed view of a namespace the cluster (or an agent) owns: derefs to [`Netns`] and does

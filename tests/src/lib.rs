@@ -13,6 +13,7 @@ pub use serde_json::json;
 
 pub mod cluster;
 pub mod docker;
+pub mod matrix;
 pub mod qemu;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

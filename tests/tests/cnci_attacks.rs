@@ -7,8 +7,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ciao_tests::cluster::{
-    subnet_entry, Cluster, Cn, Tenant, Workload, EXT_IP, NN_EXT_IP, NN_IP, SCHEDULER_ADDR,
+    open_fds, subnet_entry, Cluster, Cn, Member, Tenant, Workload, EXT_IP, NN_EXT_IP, NN_IP,
+    SCHEDULER_ADDR,
 };
+use ciao_tests::matrix::TwoTenants;
 use ciao_tests::{client_tls, require_root, TENANT_A, TENANT_B};
 use ssntp::frame::{command, error, event, kind, role, Frame};
 use ssntp::payloads::{
@@ -38,12 +40,12 @@ fn in_netns<T: Send>(ns: &Path, f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
-/// One SSNTP session with `cert` as `role_bits`: sends `frames`, then returns the first frame
-/// back for which `wanted` holds (None: `wanted` never held within 10 s).
+/// One SSNTP session with `cert` as `me` in `role_bits`: sends `frames`, then returns the first
+/// frame back for which `wanted` holds (None: `wanted` never held within 10 s).
 fn session(
     cluster: &Cluster,
     cert: &Path,
-    uuid: Uuid,
+    me: Uuid,
     role_bits: u32,
     frames: Vec<Frame>,
     wanted: impl Fn(&Frame) -> bool + Send,
@@ -55,7 +57,7 @@ fn session(
             .build()
             .expect("runtime");
         rt.block_on(async move {
-            let mut s = ssntp::client::dial(SCHEDULER_ADDR, "localhost", tls, uuid, role_bits)
+            let mut s = ssntp::client::dial(SCHEDULER_ADDR, "localhost", tls, me, role_bits)
                 .await
                 .expect("ssntp session");
             for f in &frames {
@@ -77,22 +79,21 @@ fn session(
     })
 }
 
-/// Sends frames with cn1's agent certificate (a compute node turned attacker). The session
-/// claims the UUID the frames name as their agent (a ciao-shape certificate binds no UUID), so
-/// the scheduler's own check (`agent_uuid` = the sender) lets them through and the CNCI's
-/// defence is what is tested.
+/// Sends frames with cn1's agent certificate (a compute node turned attacker), in a session
+/// whose UUID is the frames' `agent_uuid` (their origin): the scheduler drops tenant events
+/// naming another agent, so what reaches the CNCI is what a compromised node can still send.
 fn send_as_cn1(cluster: &Cluster, frames: Vec<Frame>) {
     let cert = cluster.certs.agent(Cn::Cn1);
-    let agent = frames
+    let me = frames
         .first()
-        .map(|f| Uuid::from_bytes(f.origin))
-        .unwrap_or_else(Uuid::new_v4);
+        .map_or_else(Uuid::new_v4, |f| Uuid::from_bytes(f.origin));
     assert!(
-        frames.iter().all(|f| f.origin == *agent.as_bytes()),
-        "one agent per session"
+        frames.iter().all(|f| f.origin == *me.as_bytes()),
+        "one sending agent per session"
     );
-    // Nothing comes back for events: just send; the caller waits for the effect on the CNCI.
-    session(cluster, &cert, agent, role::AGENT, frames, |_| true);
+    // Nothing comes back for events: wait for the scheduler to take them (it answers
+    // nothing), i.e. just send; the caller waits for the effect on the CNCI.
+    session(cluster, &cert, me, role::AGENT, frames, |_| true);
 }
 
 /// A registration body of `t`'s CNCI from `agent` at `agent_ip` for `subnet`.
@@ -210,6 +211,108 @@ fn s1_vni(cluster: &Cluster, t: &Tenant) -> u32 {
     u32::try_from(id).expect("vni")
 }
 
+/// The open file descriptors of the scheduler and of `tenants`' agents, by member.
+fn fds_of(cluster: &Cluster, tenants: &[&Tenant]) -> Vec<(String, Vec<String>)> {
+    let mut members = vec![("scheduler".to_string(), Member::Scheduler)];
+    members.extend(
+        tenants
+            .iter()
+            .map(|t| (format!("CNCI {}", t.cnci), Member::Agent((*t).clone()))),
+    );
+    members
+        .into_iter()
+        .map(|(name, m)| {
+            let pid = cluster
+                .pid(&m)
+                .unwrap_or_else(|| panic!("{name} not running"));
+            let fds = open_fds(pid).unwrap_or_else(|| panic!("{name} (pid {pid}) is gone"));
+            (name, fds)
+        })
+        .collect()
+}
+
+/// Waits until the scheduler and the agents hold as many file descriptors as in `before`
+/// (sessions of the attackers close asynchronously); panics with both lists after 20 s.
+fn wait_fds_back(cluster: &Cluster, tenants: &[&Tenant], before: &[(String, Vec<String>)]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = fds_of(cluster, tenants);
+        let counts =
+            |v: &[(String, Vec<String>)]| v.iter().map(|(_, f)| f.len()).collect::<Vec<_>>();
+        if counts(&now) == counts(before) {
+            for (name, fds) in &now {
+                eprintln!(
+                    "{name}: {} file descriptors, as before the attacks",
+                    fds.len()
+                );
+            }
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "file descriptors left over: before {before:#?}, now {now:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every file under the agent's state directory (relative paths, sorted).
+fn state_files(t: &Tenant) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).expect("state dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else if let Ok(rel) = path.strip_prefix(root) {
+                out.push(rel.display().to_string());
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&t.state_dir, &t.state_dir, &mut files);
+    files.sort();
+    files
+}
+
+/// The agent's state holds exactly its own records and one record per subnet of `registered`
+/// (subnet, tunnel ends), each naming exactly those ends.
+fn assert_state_records(t: &Tenant, registered: &[(&str, &[&str])]) {
+    let mut want: Vec<String> = ["agent.json", "lock", "status.json"]
+        .map(String::from)
+        .to_vec();
+    for (subnet, _) in registered {
+        want.push(format!("subnets/{}.json", subnet.replace('/', "_")));
+    }
+    want.sort();
+    assert_eq!(state_files(t), want, "state records of CNCI {}", t.cnci);
+    for (subnet, ends) in registered {
+        let path = t
+            .state_dir
+            .join(format!("subnets/{}.json", subnet.replace('/', "_")));
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("subnet record")).expect("json");
+        let mut have: Vec<&str> = record["agents"]
+            .as_object()
+            .map(|m| m.values().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        have.sort();
+        let mut want = ends.to_vec();
+        want.sort();
+        assert_eq!(have, want, "{}: {record}", path.display());
+        assert!(record.get("nodes").is_none(), "legacy entries: {record}");
+    }
+}
+
+/// Completes the two-tenant layout around `existing` and asserts the whole matrix.
+fn assert_matrix(cluster: &Cluster, ta: &Tenant, tb: &Tenant, existing: Vec<Workload>) {
+    let two = TwoTenants::attach(cluster, ta, tb, existing).expect("the two-tenant layout");
+    let late = TwoTenants::wait_hubs(cluster, &[('A', ta), ('B', tb)]);
+    assert!(late.is_empty(), "{late:#?}");
+    let matrix = two.matrix(cluster);
+    assert!(matrix.as_expected(), "{}", matrix.render());
+    assert_eq!(matrix.score(), "42 of 42", "{}", matrix.render());
+}
+
 #[test]
 fn forged_tunnel_ends_and_reserved_subnets_leave_the_hub_exactly_as_registered() {
     require_root!();
@@ -218,6 +321,7 @@ fn forged_tunnel_ends_and_reserved_subnets_leave_the_hub_exactly_as_registered()
     let vni = s1_vni(&cluster, &ta);
     let real = agents_of(&cluster, &ta, S1);
     assert_eq!(real.as_object().map(|m| m.len()), Some(2), "{real}");
+    let fds_before = fds_of(&cluster, &[&ta, &tb]);
     let forger = Uuid::new_v4();
 
     // Item 3: bogus flood targets, a removal with 0.0.0.0, a removal and a claim of cn2's
@@ -284,6 +388,12 @@ fn forged_tunnel_ends_and_reserved_subnets_leave_the_hub_exactly_as_registered()
     // The datapath is unchanged, across the hub and to the outside.
     assert!(a1.ping(&a2.ip, 3), "a1 -> a2 after the attacks");
     assert!(a1.ping(EXT_IP, 2), "a1 -> outside after the attacks");
+
+    // Nothing left over: the attackers' sessions are closed, the state is the real one.
+    wait_fds_back(&cluster, &[&ta, &tb], &fds_before);
+    assert_state_records(&ta, &[(S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])]);
+    assert_state_records(&tb, &[]);
+    assert_matrix(&cluster, &ta, &tb, vec![a1, a2]);
 }
 
 fn public_ip_frame(t: &Tenant, public: &str, private: &str, assign: bool) -> Frame {
@@ -344,6 +454,7 @@ fn public_ips_outside_the_range_or_owned_by_the_node_are_refused_and_limits_hold
     cluster
         .wait_programmed(&ta, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
         .expect("hub");
+    let fds_before = fds_of(&cluster, &[&ta]);
 
     // Item 9: each of these used to be accepted.
     let refused = [
@@ -437,4 +548,10 @@ fn public_ips_outside_the_range_or_owned_by_the_node_are_refused_and_limits_hold
         .expect("removed");
     wait_bridges(&cluster, &ta, &[S1]);
     assert!(a1.ping(&a2.ip, 3), "a1 -> a2 after the attacks");
+
+    // Nothing left over: sessions closed, no public IP or forged subnet record.
+    wait_fds_back(&cluster, &[&ta], &fds_before);
+    assert_state_records(&ta, &[(S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])]);
+    let tb = cluster.add_tenant(TENANT_B).expect("tenant B");
+    assert_matrix(&cluster, &ta, &tb, vec![a1, a2]);
 }

@@ -233,6 +233,32 @@ async fn barrier(s: &mut ssntp::client::Session, me: Uuid) -> Vec<ssntp::frame::
     }
 }
 
+/// The number of file descriptors process `pid` has open.
+fn fd_count(pid: u32) -> usize {
+    ciao_tests::cluster::open_fds(pid)
+        .unwrap_or_else(|| panic!("process {pid} is gone"))
+        .len()
+}
+
+/// Waits (up to 20 s: the scheduler notices closed connections asynchronously) until process
+/// `pid` has exactly `baseline` file descriptors open again.
+async fn wait_fds_back(pid: u32, baseline: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = fd_count(pid);
+        if now == baseline {
+            eprintln!("the scheduler holds {now} file descriptors, as before the attack");
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scheduler holds {now} file descriptors, {baseline} before the attack: {:#?}",
+            ciao_tests::cluster::open_fds(pid)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_idle_connections_neither_kill_nor_bloat_the_scheduler() {
     const IDLE: usize = 10_000;
@@ -253,6 +279,7 @@ async fn ten_thousand_idle_connections_neither_kill_nor_bloat_the_scheduler() {
         Some(1024),
     );
     let rss_start = sched.status_kib("VmRSS").expect("VmRSS");
+    let fds_start = fd_count(sched.pid());
     // The attack: plain TCP connections that never send a byte, ten times the fd limit.
     let mut idle = Vec::with_capacity(IDLE);
     for _ in 0..IDLE {
@@ -304,6 +331,9 @@ async fn ten_thousand_idle_connections_neither_kill_nor_bloat_the_scheduler() {
     );
     drop(s);
     drop(idle);
+    // Every connection of the flood is closed on the scheduler's side too.
+    wait_fds_back(sched.pid(), fds_start).await;
+    assert!(sched.alive(), "the scheduler died: {:?}", sched.lines());
 }
 
 #[tokio::test]
@@ -427,7 +457,7 @@ async fn an_agent_certificate_cannot_take_over_a_cnci() {
             ("agent", "cn2"),
         ],
     );
-    let (_sched, addr) = start(
+    let (sched, addr) = start(
         &dir.path().join("cert-scheduler-localhost.pem"),
         &dir.path().join("CAcert-localhost.pem"),
         &[],
@@ -444,6 +474,8 @@ async fn an_agent_certificate_cannot_take_over_a_cnci() {
     let mut l = dial(&addr, "127.0.0.1", launcher_cfg, cn, role::AGENT)
         .await
         .expect("launcher connects");
+    // Two sessions, as at the end (the launcher's and the CNCI's).
+    let fds_before = fd_count(sched.0.id());
 
     // The attack, in a loop: an agent certificate connecting with the CNCI's UUID while the
     // launcher reports 40 subnets to that CNCI.
@@ -532,6 +564,9 @@ async fn an_agent_certificate_cannot_take_over_a_cnci() {
         event::TENANT_ADDED,
         "held for it"
     );
+    // The refused squatters, the squatter's session and the replaced CNCI sessions are closed:
+    // the launcher's and the CNCI's sessions are all that is left.
+    wait_fds_back(sched.0.id(), fds_before).await;
 }
 
 /// Makes a modern CA, a scheduler certificate and a CNCI certificate bound to `uuid`.

@@ -22,9 +22,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use ciao_tests::cluster::{
-    ping_reply_ttl, subnet_entry, Certs, Cluster, Cn, Tenant, Workload, EXT_IP, NN_EXT_IP, NN_IP,
-    SCHEDULER_ADDR,
+    subnet_entry, Certs, Cluster, Cn, Tenant, EXT_IP, NN_EXT_IP, NN_IP, SCHEDULER_ADDR,
 };
+use ciao_tests::matrix::{TwoTenants, HUBS};
 use ciao_tests::{TENANT_A, TENANT_B};
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
@@ -35,19 +35,6 @@ struct Args {
     /// Tear down right after printing the matrix instead of waiting for Ctrl-C.
     #[arg(long)]
     exit: bool,
-}
-
-/// The TTL the external host answers with.
-const EXT_TTL: u32 = 200;
-
-/// One row/column of the matrix.
-struct Endpoint {
-    label: String,
-    ns: String,
-    ip: String,
-    /// `None` for the external host.
-    tenant: Option<char>,
-    ttl: u32,
 }
 
 fn main() -> ExitCode {
@@ -92,63 +79,17 @@ fn run(args: &Args, signals: &SigSet) -> Result<bool> {
         ('A', cluster.add_tenant(TENANT_A).context("tenant A")?),
         ('B', cluster.add_tenant(TENANT_B).context("tenant B")?),
     ];
-    let layout = [
-        (Cn::Cn1, "172.16.1.0/24", "172.16.1.10"),
-        (Cn::Cn2, "172.16.1.0/24", "172.16.1.11"),
-        (Cn::Cn2, "172.16.2.0/24", "172.16.2.10"),
-    ];
-    let mut workloads: Vec<(String, char, Workload, u8)> = Vec::new();
-    let mut ttl = 100u8;
-    for (name, t) in &tenants {
-        for (i, (cn, subnet, ip)) in layout.iter().enumerate() {
-            let w = cluster
-                .container(*cn, t, subnet, ip)
-                .with_context(|| format!("container {name}{}", i + 1))?;
-            w.set_default_ttl(ttl);
-            workloads.push((format!("{name}{}", i + 1), *name, w, ttl));
-            ttl += 10;
-        }
-    }
-    let mut settled = true;
-    for (name, t) in &tenants {
-        for (subnet, nodes) in [
-            ("172.16.1.0/24", vec![Cn::Cn1.ip(), Cn::Cn2.ip()]),
-            ("172.16.2.0/24", vec![Cn::Cn2.ip()]),
-        ] {
-            if let Err(e) = cluster.wait_programmed(t, subnet, &nodes) {
-                settled = false;
-                eprintln!("warning: tenant {name}: {e:#}");
-            }
-        }
+    let two = TwoTenants::attach(&cluster, &tenants[0].1, &tenants[1].1, Vec::new())?;
+    let late = TwoTenants::wait_hubs(&cluster, &[('A', &tenants[0].1), ('B', &tenants[1].1)]);
+    for warning in &late {
+        eprintln!("warning: {warning}");
     }
 
-    print_topology(&cluster, &tenants, &workloads);
+    print_topology(&cluster, &tenants, &two);
 
-    let mut endpoints: Vec<Endpoint> = workloads
-        .iter()
-        .map(|(label, tenant, w, ttl)| Endpoint {
-            label: label.clone(),
-            ns: w.ns.name.clone(),
-            ip: w.ip.clone(),
-            tenant: Some(*tenant),
-            ttl: u32::from(*ttl),
-        })
-        .collect();
-    cluster.ext.exec(&[
-        "sysctl",
-        "-q",
-        "-w",
-        &format!("net.ipv4.ip_default_ttl={EXT_TTL}"),
-    ]);
-    endpoints.push(Endpoint {
-        label: "ext".into(),
-        ns: cluster.ext.name.clone(),
-        ip: EXT_IP.into(),
-        tenant: None,
-        ttl: EXT_TTL,
-    });
-    let as_expected = print_matrix(&endpoints);
-    if !settled {
+    let matrix = two.matrix(&cluster);
+    print!("{}", matrix.render());
+    if !late.is_empty() {
         println!("(some hubs were not programmed in time: see the warnings above)");
     }
 
@@ -159,16 +100,12 @@ fn run(args: &Args, signals: &SigSet) -> Result<bool> {
         let _ = signals.wait();
     }
     println!("== tearing down");
-    drop(workloads);
+    drop(two);
     drop(cluster);
-    Ok(as_expected)
+    Ok(matrix.as_expected())
 }
 
-fn print_topology(
-    cluster: &Cluster,
-    tenants: &[(char, Tenant)],
-    workloads: &[(String, char, Workload, u8)],
-) {
+fn print_topology(cluster: &Cluster, tenants: &[(char, Tenant)], two: &TwoTenants) {
     println!("\n== topology");
     println!(
         "  underlay  {:<22} bridge ulbr 10.250.0.1/24; ciao-scheduler {} on {SCHEDULER_ADDR}",
@@ -197,7 +134,7 @@ fn print_topology(
         println!("    CNCI {} in tenant namespace {}", t.cnci, t.netns);
         match cluster.agent_show(t) {
             Ok(show) => {
-                for subnet in ["172.16.1.0/24", "172.16.2.0/24"] {
+                for (subnet, _) in HUBS {
                     let e = subnet_entry(&show, subnet);
                     println!(
                         "    subnet {subnet}: {} id {} gateway {} nodes {} programmed {}",
@@ -213,9 +150,11 @@ fn print_topology(
         }
     }
     println!("\n  containers");
-    for (label, _, w, _) in workloads {
+    for c in &two.members {
+        let w = &c.workload;
         println!(
-            "    {label:<4} {:<22} {:<12} on {} subnet {}",
+            "    {:<4} {:<22} {:<12} on {} subnet {}",
+            c.label,
             w.ns.name,
             w.ip,
             w.cn.name(),
@@ -223,96 +162,4 @@ fn print_topology(
         );
     }
     println!("\n  logs: {}", cluster.logs.path().display());
-}
-
-/// Pings every pair in parallel, prints the matrix, returns whether every cell matched.
-fn print_matrix(endpoints: &[Endpoint]) -> bool {
-    let n = endpoints.len();
-    // results[i][j]: the reply's TTL from i pinging j.
-    let results: Vec<Vec<Option<u32>>> = std::thread::scope(|s| {
-        let handles: Vec<Vec<_>> = endpoints
-            .iter()
-            .enumerate()
-            .map(|(i, src)| {
-                endpoints
-                    .iter()
-                    .enumerate()
-                    .map(|(j, dst)| {
-                        (i != j).then(|| s.spawn(move || ping_reply_ttl(&src.ns, &dst.ip, 1)))
-                    })
-                    .collect()
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|row| {
-                row.into_iter()
-                    .map(|h| h.and_then(|h| h.join().ok().flatten()))
-                    .collect()
-            })
-            .collect()
-    });
-
-    let who = |ttl: u32| {
-        endpoints
-            .iter()
-            .find(|e| ttl <= e.ttl && e.ttl - ttl <= 4)
-            .map(|e| e.label.as_str())
-            .unwrap_or("?")
-    };
-    println!("\n== reachability (row pings column; ✓ reached, ✗ not; ! = not as expected)");
-    print!("  {:<5}", "from");
-    for e in endpoints {
-        print!("{:>6}", e.label);
-    }
-    println!();
-    let mut mismatches = 0;
-    let mut notes = Vec::new();
-    for (i, src) in endpoints.iter().enumerate() {
-        print!("  {:<5}", src.label);
-        for (j, dst) in endpoints.iter().enumerate() {
-            if i == j {
-                print!("{:>6}", "-");
-                continue;
-            }
-            let reply = results[i][j];
-            let reached = reply.is_some_and(|t| t <= dst.ttl && dst.ttl - t <= 4);
-            if let (Some(t), false) = (reply, reached) {
-                let by = who(t);
-                let by = if by == src.label {
-                    format!("{by} itself")
-                } else {
-                    by.to_string()
-                };
-                notes.push(format!(
-                    "  {} -> {} ({}): answered by {by}, not by {}",
-                    src.label, dst.label, dst.ip, dst.label
-                ));
-            }
-            let expected = match (src.tenant, dst.tenant) {
-                (Some(a), Some(b)) => a == b,
-                (Some(_), None) => true,
-                (None, _) => false,
-            };
-            let mark = if reached { "✓" } else { "✗" };
-            let flag = if reached == expected {
-                " "
-            } else {
-                mismatches += 1;
-                "!"
-            };
-            print!("{:>5}{flag}", mark);
-        }
-        println!();
-    }
-    for note in &notes {
-        println!("{note}");
-    }
-    let cells = n * (n - 1);
-    println!(
-        "\n  {} of {cells} cells as expected (same tenant reachable across nodes and subnets, \
-         other tenant not, outside reachable from containers and not the reverse)",
-        cells - mismatches
-    );
-    mismatches == 0
 }
