@@ -7,11 +7,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ciao_tests::cluster::{
-    open_fds, subnet_entry, Cluster, Cn, Member, Tenant, Workload, EXT_IP, NN_EXT_IP, NN_IP,
-    SCHEDULER_ADDR,
+    open_fds, ssntp_exchange, subnet_entry, Cluster, Cn, Member, Tenant, Workload, EXT_IP,
+    NN_EXT_IP, NN_IP,
 };
 use ciao_tests::matrix::TwoTenants;
-use ciao_tests::{client_tls, require_root, TENANT_A, TENANT_B};
+use ciao_tests::{require_root, TENANT_A, TENANT_B};
 use ssntp::frame::{command, error, event, kind, role, Frame};
 use ssntp::payloads::{
     AssignPublicIp, Payload, PublicIpCommand, ReleasePublicIp, TenantAdded, TenantAddedEvent,
@@ -25,58 +25,6 @@ const FAKE_CN: &str = "10.250.0.77";
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().expect("address")
-}
-
-/// Runs `f` on a thread inside the network namespace at `ns`.
-fn in_netns<T: Send>(ns: &Path, f: impl FnOnce() -> T + Send) -> T {
-    let fd = std::fs::File::open(ns).expect("open netns");
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-        .join()
-        .expect("netns thread")
-    })
-}
-
-/// One SSNTP session with `cert` as `me` in `role_bits`: sends `frames`, then returns the first
-/// frame back for which `wanted` holds (None: `wanted` never held within 10 s).
-fn session(
-    cluster: &Cluster,
-    cert: &Path,
-    me: Uuid,
-    role_bits: u32,
-    frames: Vec<Frame>,
-    wanted: impl Fn(&Frame) -> bool + Send,
-) -> Option<Frame> {
-    let tls = client_tls(cert, &cluster.certs.ca());
-    in_netns(&cluster.underlay.path(), move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let mut s = ssntp::client::dial(SCHEDULER_ADDR, "localhost", tls, me, role_bits)
-                .await
-                .expect("ssntp session");
-            for f in &frames {
-                s.writer.frame(f).await.expect("send");
-            }
-            tokio::time::timeout(Duration::from_secs(10), async {
-                loop {
-                    match s.reader.frame().await {
-                        Ok(Some(f)) if wanted(&f) => return Some(f),
-                        Ok(Some(_)) => continue,
-                        _ => return None,
-                    }
-                }
-            })
-            .await
-            .ok()
-            .flatten()
-        })
-    })
 }
 
 /// Sends frames with cn1's agent certificate (a compute node turned attacker), in a session
@@ -93,7 +41,7 @@ fn send_as_cn1(cluster: &Cluster, frames: Vec<Frame>) {
     );
     // Nothing comes back for events: wait for the scheduler to take them (it answers
     // nothing), i.e. just send; the caller waits for the effect on the CNCI.
-    session(cluster, &cert, me, role::AGENT, frames, |_| true);
+    ssntp_exchange(cluster, &cert, me, role::AGENT, frames, |_| true);
 }
 
 /// A registration body of `t`'s CNCI from `agent` at `agent_ip` for `subnet`.
@@ -425,7 +373,7 @@ fn public_ip_frame(t: &Tenant, public: &str, private: &str, assign: bool) -> Fra
 /// Sends one public IP command as the controller and returns the CNCI's answer.
 fn controller_says(cluster: &Cluster, f: Frame) -> Frame {
     let cert = cluster.certs.controller();
-    session(
+    ssntp_exchange(
         cluster,
         &cert,
         Uuid::new_v4(),

@@ -32,6 +32,23 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Starts the real scheduler on `port` with the scheduler certificate in `certs`.
+fn scheduler_on(certs: &Path, port: u16) -> Proc {
+    let (cert, ca) = (
+        certs.join("cert-scheduler-localhost.pem"),
+        certs.join("CAcert-localhost.pem"),
+    );
+    let (sched, _) = start_scheduler(&[
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--cert",
+        cert.to_str().expect("utf-8"),
+        "--ca",
+        ca.to_str().expect("utf-8"),
+    ]);
+    sched
+}
+
 fn delivery(node: &ComputeNode, certs: &Path, port: u16) -> Proc {
     Proc(
         Command::new(node_tool())
@@ -58,9 +75,7 @@ fn delivery(node: &ComputeNode, certs: &Path, port: u16) -> Proc {
 async fn reports_survive_a_down_scheduler_and_a_killed_daemon_and_arrive_in_order() {
     require_root!();
     let certs = tempfile::tempdir().expect("tempdir");
-    let dir = certs.path().to_str().expect("utf-8");
     ciao_certificates(certs.path(), &[("agent", "cn1"), ("cnciagent", "cnci")]);
-    let anchor = format!("{dir}/cert-scheduler-localhost.pem");
     let port = free_port();
 
     // The scheduler is down. The node's daemon runs and keeps retrying; an attach is prompt.
@@ -88,14 +103,7 @@ async fn reports_survive_a_down_scheduler_and_a_killed_daemon_and_arrive_in_orde
     );
 
     // The scheduler comes up with the CNCI connected; the daemon comes back.
-    let (_sched, _) = start_scheduler(&[
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--cert",
-        &anchor,
-        "--ca",
-        &format!("{dir}/CAcert-localhost.pem"),
-    ]);
+    let _sched = scheduler_on(certs.path(), port);
     let cnci: Uuid = "3390740c-dce9-48d6-b83a-a717417072ce"
         .parse()
         .expect("uuid");
@@ -332,16 +340,48 @@ fn cnci() -> Uuid {
     CNCI.parse().expect("uuid")
 }
 
-#[tokio::test]
-async fn a_node_reannounces_everything_to_a_new_scheduler_after_the_old_one_died() {
-    require_root!();
+/// A node with [`attach_three`] and its delivery daemon connected to a stand-in scheduler.
+struct Delivering {
+    certs: tempfile::TempDir,
+    port: u16,
+    at: Attached,
+    stand_in: StandIn,
+    daemon: Proc,
+    reader: StandInReader,
+    writer: StandInWriter,
+}
+
+async fn delivering() -> Delivering {
     let certs = tempfile::tempdir().expect("tempdir");
     ciao_certificates(certs.path(), &[("agent", "cn1")]);
     let port = free_port();
     let at = attach_three();
     let stand_in = StandIn::bind(certs.path(), port).await;
-    let _daemon = delivery(&at.node, certs.path(), port);
-    let (mut reader, writer) = stand_in.session().await;
+    let daemon = delivery(&at.node, certs.path(), port);
+    let (reader, writer) = stand_in.session().await;
+    Delivering {
+        certs,
+        port,
+        at,
+        stand_in,
+        daemon,
+        reader,
+        writer,
+    }
+}
+
+#[tokio::test]
+async fn a_node_reannounces_everything_to_a_new_scheduler_after_the_old_one_died() {
+    require_root!();
+    let Delivering {
+        certs,
+        port,
+        at,
+        stand_in,
+        daemon: _daemon,
+        mut reader,
+        writer,
+    } = delivering().await;
     // The three reports, then the re-announcement of the current set.
     let (reports, none) = until_sync_after_reports(&mut reader).await;
     assert_eq!(reports, all_subnets());
@@ -378,13 +418,15 @@ async fn until_sync_after_reports(reader: &mut StandInReader) -> (Vec<String>, V
 #[tokio::test]
 async fn a_node_daemon_killed_and_restarted_reannounces_its_set() {
     require_root!();
-    let certs = tempfile::tempdir().expect("tempdir");
-    ciao_certificates(certs.path(), &[("agent", "cn1")]);
-    let port = free_port();
-    let at = attach_three();
-    let stand_in = StandIn::bind(certs.path(), port).await;
-    let daemon = delivery(&at.node, certs.path(), port);
-    let (mut reader, _writer) = stand_in.session().await;
+    let Delivering {
+        certs,
+        port,
+        at,
+        stand_in,
+        daemon,
+        mut reader,
+        writer: _writer,
+    } = delivering().await;
     until_sync_after_reports(&mut reader).await;
     wait_delivered(&at.node).await;
 
@@ -414,13 +456,15 @@ fn concentrator_added(uuid: Uuid) -> Frame {
 #[tokio::test]
 async fn a_cnci_that_comes_back_hears_the_set_again_and_other_cncis_hear_nothing() {
     require_root!();
-    let certs = tempfile::tempdir().expect("tempdir");
-    ciao_certificates(certs.path(), &[("agent", "cn1")]);
-    let port = free_port();
-    let at = attach_three();
-    let stand_in = StandIn::bind(certs.path(), port).await;
-    let _daemon = delivery(&at.node, certs.path(), port);
-    let (mut reader, mut writer) = stand_in.session().await;
+    let Delivering {
+        certs: _certs,
+        at: _at,
+        stand_in: _stand_in,
+        daemon: _daemon,
+        mut reader,
+        mut writer,
+        ..
+    } = delivering().await;
     until_sync_after_reports(&mut reader).await;
 
     // A CNCI the node does not use announces itself, then the node's own CNCI does; frames
@@ -451,13 +495,15 @@ async fn a_cnci_that_comes_back_hears_the_set_again_and_other_cncis_hear_nothing
 #[tokio::test]
 async fn removals_end_with_a_sync_of_what_is_left_and_an_empty_one_at_the_end() {
     require_root!();
-    let certs = tempfile::tempdir().expect("tempdir");
-    ciao_certificates(certs.path(), &[("agent", "cn1")]);
-    let port = free_port();
-    let at = attach_three();
-    let stand_in = StandIn::bind(certs.path(), port).await;
-    let _daemon = delivery(&at.node, certs.path(), port);
-    let (mut reader, _writer) = stand_in.session().await;
+    let Delivering {
+        certs: _certs,
+        at,
+        stand_in: _stand_in,
+        daemon: _daemon,
+        mut reader,
+        writer: _writer,
+        ..
+    } = delivering().await;
     until_sync_after_reports(&mut reader).await;
 
     detach(&at.node, 0);
@@ -544,20 +590,10 @@ async fn cnci_hears_every_subnet(session: &mut ssntp::client::Session) {
 async fn a_real_scheduler_killed_and_restarted_gets_every_subnet_again_to_the_cnci() {
     require_root!();
     let certs = tempfile::tempdir().expect("tempdir");
-    let dir = certs.path().to_str().expect("utf-8");
     ciao_certificates(certs.path(), &[("agent", "cn1"), ("cnciagent", "cnci")]);
     let port = free_port();
-    let args = [
-        "--listen".to_string(),
-        format!("127.0.0.1:{port}"),
-        "--cert".into(),
-        format!("{dir}/cert-scheduler-localhost.pem"),
-        "--ca".into(),
-        format!("{dir}/CAcert-localhost.pem"),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let at = attach_three();
-    let (scheduler, _) = start_scheduler(&args);
+    let scheduler = scheduler_on(certs.path(), port);
     let mut session = cnci_session(certs.path(), port).await;
     let _daemon = delivery(&at.node, certs.path(), port);
     cnci_hears_every_subnet(&mut session).await;
@@ -566,7 +602,7 @@ async fn a_real_scheduler_killed_and_restarted_gets_every_subnet_again_to_the_cn
     // kill -9 with the reports delivered and deleted; the CNCI's session goes with it.
     drop(scheduler);
     drop(session);
-    let (_scheduler, _) = start_scheduler(&args);
+    let _scheduler = scheduler_on(certs.path(), port);
     let mut session = cnci_session(certs.path(), port).await;
     cnci_hears_every_subnet(&mut session).await;
 }
