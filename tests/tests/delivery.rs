@@ -341,14 +341,15 @@ fn cnci() -> Uuid {
 }
 
 /// A node with [`attach_three`] and its delivery daemon connected to a stand-in scheduler.
+/// Fields drop in order: the session and the daemon go before the node and the certificates.
 struct Delivering {
-    certs: tempfile::TempDir,
-    port: u16,
-    at: Attached,
-    stand_in: StandIn,
-    daemon: Proc,
-    reader: StandInReader,
     writer: StandInWriter,
+    reader: StandInReader,
+    daemon: Proc,
+    stand_in: StandIn,
+    at: Attached,
+    port: u16,
+    certs: tempfile::TempDir,
 }
 
 async fn delivering() -> Delivering {
@@ -360,37 +361,29 @@ async fn delivering() -> Delivering {
     let daemon = delivery(&at.node, certs.path(), port);
     let (reader, writer) = stand_in.session().await;
     Delivering {
-        certs,
-        port,
-        at,
-        stand_in,
-        daemon,
-        reader,
         writer,
+        reader,
+        daemon,
+        stand_in,
+        at,
+        port,
+        certs,
     }
 }
 
 #[tokio::test]
 async fn a_node_reannounces_everything_to_a_new_scheduler_after_the_old_one_died() {
     require_root!();
-    let Delivering {
-        certs,
-        port,
-        at,
-        stand_in,
-        daemon: _daemon,
-        mut reader,
-        writer,
-    } = delivering().await;
+    let mut d = delivering().await;
     // The three reports, then the re-announcement of the current set.
-    let (reports, none) = until_sync_after_reports(&mut reader).await;
+    let (reports, none) = until_sync_after_reports(&mut d.reader).await;
     assert_eq!(reports, all_subnets());
     assert_eq!(none, all_subnets());
-    wait_delivered(&at.node).await;
+    wait_delivered(&d.at.node).await;
 
     // The scheduler dies with everything it was told; a new one listens on the same port.
-    drop((reader, writer, stand_in));
-    let stand_in = StandIn::bind(certs.path(), port).await;
+    drop((d.reader, d.writer, d.stand_in));
+    let stand_in = StandIn::bind(d.certs.path(), d.port).await;
     let (mut reader, _writer) = stand_in.session().await;
     let (added, listed) = until_sync(&mut reader, cnci()).await;
     assert_eq!(added, all_subnets(), "TenantAdded for every subnet again");
@@ -418,21 +411,13 @@ async fn until_sync_after_reports(reader: &mut StandInReader) -> (Vec<String>, V
 #[tokio::test]
 async fn a_node_daemon_killed_and_restarted_reannounces_its_set() {
     require_root!();
-    let Delivering {
-        certs,
-        port,
-        at,
-        stand_in,
-        daemon,
-        mut reader,
-        writer: _writer,
-    } = delivering().await;
-    until_sync_after_reports(&mut reader).await;
-    wait_delivered(&at.node).await;
+    let mut d = delivering().await;
+    until_sync_after_reports(&mut d.reader).await;
+    wait_delivered(&d.at.node).await;
 
-    drop(daemon); // kill -9
-    let _daemon = delivery(&at.node, certs.path(), port);
-    let (mut reader, _writer) = stand_in.session().await;
+    drop(d.daemon); // kill -9
+    let _daemon = delivery(&d.at.node, d.certs.path(), d.port);
+    let (mut reader, _writer) = d.stand_in.session().await;
     let (added, listed) = until_sync(&mut reader, cnci()).await;
     assert_eq!(added, all_subnets());
     assert_eq!(listed, all_subnets());
@@ -456,21 +441,13 @@ fn concentrator_added(uuid: Uuid) -> Frame {
 #[tokio::test]
 async fn a_cnci_that_comes_back_hears_the_set_again_and_other_cncis_hear_nothing() {
     require_root!();
-    let Delivering {
-        certs: _certs,
-        at: _at,
-        stand_in: _stand_in,
-        daemon: _daemon,
-        mut reader,
-        mut writer,
-        ..
-    } = delivering().await;
-    until_sync_after_reports(&mut reader).await;
+    let mut d = delivering().await;
+    until_sync_after_reports(&mut d.reader).await;
 
     // A CNCI the node does not use announces itself, then the node's own CNCI does; frames
     // are handled in order, so anything sent for the first would arrive before the second's.
     // Other frames the node does not handle are ignored without closing the session.
-    writer
+    d.writer
         .frame(&Frame::new(
             kind::EVENT,
             event::INSTANCE_DELETED,
@@ -479,15 +456,15 @@ async fn a_cnci_that_comes_back_hears_the_set_again_and_other_cncis_hear_nothing
         ))
         .await
         .expect("send");
-    writer
+    d.writer
         .frame(&concentrator_added(Uuid::new_v4()))
         .await
         .expect("send");
-    writer
+    d.writer
         .frame(&concentrator_added(cnci()))
         .await
         .expect("send");
-    let (added, listed) = until_sync(&mut reader, cnci()).await;
+    let (added, listed) = until_sync(&mut d.reader, cnci()).await;
     assert_eq!(added, all_subnets());
     assert_eq!(listed, all_subnets());
 }
@@ -495,33 +472,25 @@ async fn a_cnci_that_comes_back_hears_the_set_again_and_other_cncis_hear_nothing
 #[tokio::test]
 async fn removals_end_with_a_sync_of_what_is_left_and_an_empty_one_at_the_end() {
     require_root!();
-    let Delivering {
-        certs: _certs,
-        at,
-        stand_in: _stand_in,
-        daemon: _daemon,
-        mut reader,
-        writer: _writer,
-        ..
-    } = delivering().await;
-    until_sync_after_reports(&mut reader).await;
+    let mut d = delivering().await;
+    until_sync_after_reports(&mut d.reader).await;
 
-    detach(&at.node, 0);
+    detach(&d.at.node, 0);
     assert_eq!(
-        next_heard(&mut reader).await,
+        next_heard(&mut d.reader).await,
         (cnci(), Heard::Removed(SUBNETS[0].into()))
     );
     assert_eq!(
-        next_heard(&mut reader).await,
+        next_heard(&mut d.reader).await,
         (cnci(), Heard::Sync(all_subnets()[1..].to_vec()))
     );
-    detach(&at.node, 1);
-    detach(&at.node, 2);
+    detach(&d.at.node, 1);
+    detach(&d.at.node, 2);
     // Both removals (in one batch or two), each batch closed by a sync of what is left; the
     // last word is an empty sync.
     let mut removed = Vec::new();
     let last = loop {
-        match next_heard(&mut reader).await {
+        match next_heard(&mut d.reader).await {
             (to, Heard::Removed(s)) if to == cnci() => removed.push(s),
             (to, Heard::Sync(left)) if to == cnci() && removed.len() == 2 => break left,
             (to, Heard::Sync(left)) if to == cnci() => assert_eq!(left, [SUBNETS[2]]),
@@ -533,11 +502,11 @@ async fn removals_end_with_a_sync_of_what_is_left_and_an_empty_one_at_the_end() 
         last.is_empty(),
         "the last word is an empty TenantSync: {last:?}"
     );
-    wait_delivered(&at.node).await;
+    wait_delivered(&d.at.node).await;
     assert!(
-        at.node.ciao_links().is_empty(),
+        d.at.node.ciao_links().is_empty(),
         "{:?}",
-        at.node.ciao_links()
+        d.at.node.ciao_links()
     );
 }
 

@@ -2,7 +2,7 @@
 //! shapes connect, a role the certificate lacks is aborted, a foreign CA is refused, silence is
 //! answered with ConnectionFailure, and TenantAdded reaches the CNCI it names.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use ciao_tests::{
@@ -158,46 +158,7 @@ async fn a_foreign_ca_is_refused_and_silence_gets_connection_failure() {
 #[tokio::test]
 async fn modern_certificates_connect() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path().to_str().expect("utf-8").to_string();
-    cert_tool(&[
-        "anchor",
-        "--shape",
-        "modern",
-        "--org",
-        "Ciao",
-        "--out-dir",
-        &d,
-    ]);
-    let ca_and_key = PathBuf::from(&d).join("ca-localhost.pem");
-    let a = ca_and_key.to_str().expect("utf-8");
-    cert_tool(&[
-        "issue",
-        "--shape",
-        "modern",
-        "--anchor",
-        a,
-        "--role",
-        "scheduler",
-        "--host",
-        "localhost",
-        "--ip",
-        "127.0.0.1",
-        "--out-dir",
-        &d,
-    ]);
-    cert_tool(&[
-        "issue",
-        "--shape",
-        "modern",
-        "--anchor",
-        a,
-        "--role",
-        "cnciagent",
-        "--host",
-        "cnci",
-        "--out-dir",
-        &d,
-    ]);
+    modern_set(dir.path(), None);
     let (_sched, addr) = start(dir.path(), &[]);
     let cfg = client_config(
         dir.path(),
@@ -533,8 +494,8 @@ async fn an_agent_certificate_cannot_take_over_a_cnci() {
     wait_fds_back(sched.0.id(), fds_before).await;
 }
 
-/// Makes a modern CA, a scheduler certificate and a CNCI certificate bound to `uuid`.
-fn modern_set(dir: &Path, uuid: Uuid) {
+/// Makes a modern CA, a scheduler certificate and a CNCI certificate (bound to `uuid` if given).
+fn modern_set(dir: &Path, uuid: Option<Uuid>) {
     let d = dir.to_str().expect("utf-8").to_string();
     cert_tool(&[
         "anchor",
@@ -562,8 +523,8 @@ fn modern_set(dir: &Path, uuid: Uuid) {
         "--out-dir",
         &d,
     ]);
-    let u = uuid.to_string();
-    cert_tool(&[
+    let u = uuid.map(|u| u.to_string());
+    let mut cnci = vec![
         "issue",
         "--shape",
         "modern",
@@ -573,18 +534,20 @@ fn modern_set(dir: &Path, uuid: Uuid) {
         "cnciagent",
         "--host",
         "cnci",
-        "--uuid",
-        &u,
         "--out-dir",
         &d,
-    ]);
+    ];
+    if let Some(u) = &u {
+        cnci.extend(["--uuid", u.as_str()]);
+    }
+    cert_tool(&cnci);
 }
 
 #[tokio::test]
 async fn a_certificate_naming_a_uuid_connects_only_as_that_uuid() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bound = Uuid::new_v4();
-    modern_set(dir.path(), bound);
+    modern_set(dir.path(), Some(bound));
     let (_sched, addr) = start(dir.path(), &[]);
     let cfg = client_config(
         dir.path(),
