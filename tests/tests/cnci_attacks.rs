@@ -137,19 +137,25 @@ fn wait_bridges(cluster: &Cluster, t: &Tenant, subnets: &[&str]) {
     }
 }
 
+/// a1 (.10 on cn1) and a2 (.11 on cn2) in `t`'s S1, the hub programmed toward both nodes.
+fn on_both_nodes(cluster: &mut Cluster, t: &Tenant) -> (Workload, Workload) {
+    let a1 = cluster
+        .container(Cn::Cn1, t, S1, "172.16.1.10")
+        .expect("a1");
+    let a2 = cluster
+        .container(Cn::Cn2, t, S1, "172.16.1.11")
+        .expect("a2");
+    cluster
+        .wait_programmed(t, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
+        .expect("hub toward both nodes");
+    (a1, a2)
+}
+
 /// Tenant A with a1 on cn1 and a2 on cn2 in S1 (hub toward both), and tenant B's CNCI.
 fn two_tenants(cluster: &mut Cluster) -> (Tenant, Tenant, Workload, Workload) {
     let ta = cluster.add_tenant(TENANT_A).expect("tenant A");
     let tb = cluster.add_tenant(TENANT_B).expect("tenant B");
-    let a1 = cluster
-        .container(Cn::Cn1, &ta, S1, "172.16.1.10")
-        .expect("a1");
-    let a2 = cluster
-        .container(Cn::Cn2, &ta, S1, "172.16.1.11")
-        .expect("a2");
-    cluster
-        .wait_programmed(&ta, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
-        .expect("hub toward both nodes");
+    let (a1, a2) = on_both_nodes(cluster, &ta);
     (ta, tb, a1, a2)
 }
 
@@ -393,15 +399,7 @@ fn public_ips_outside_the_range_or_owned_by_the_node_are_refused_and_limits_hold
         .map(String::from)
         .to_vec();
     cluster.start_agent(&ta).expect("agent A");
-    let a1 = cluster
-        .container(Cn::Cn1, &ta, S1, "172.16.1.10")
-        .expect("a1");
-    let a2 = cluster
-        .container(Cn::Cn2, &ta, S1, "172.16.1.11")
-        .expect("a2");
-    cluster
-        .wait_programmed(&ta, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
-        .expect("hub");
+    let (a1, a2) = on_both_nodes(&mut cluster, &ta);
     let fds_before = fds_of(&cluster, &[&ta]);
 
     // Item 9: each of these used to be accepted.

@@ -629,6 +629,16 @@ fn ciao_cert_writes_private_keys_0600_under_umask_022() {
     assert_eq!(names.len(), 3, "no temporary file left: {names:?}");
 }
 
+/// Dials as a new agent; None when the session was not up within `limit`.
+async fn dial_new_agent(
+    addr: &str,
+    cfg: &std::sync::Arc<rustls::ClientConfig>,
+    limit: Duration,
+) -> Option<ssntp::client::Session> {
+    let dialled = dial(addr, "127.0.0.1", cfg.clone(), Uuid::new_v4(), role::AGENT);
+    tokio::time::timeout(limit, dialled).await.ok()?.ok()
+}
+
 #[tokio::test]
 async fn running_out_of_file_descriptors_is_logged_backed_off_and_survived() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -639,20 +649,10 @@ async fn running_out_of_file_descriptors_is_logged_backed_off_and_survived() {
     let cfg = client_config(dir.path(), "cert-agent-cn1.pem", "CAcert-localhost.pem");
     let mut sessions = Vec::new();
     for _ in 0..100 {
-        let dialled = tokio::time::timeout(
-            Duration::from_secs(2),
-            dial(
-                &sched.addr,
-                "127.0.0.1",
-                cfg.clone(),
-                Uuid::new_v4(),
-                role::AGENT,
-            ),
-        )
-        .await;
+        let dialled = dial_new_agent(&sched.addr, &cfg, Duration::from_secs(2)).await;
         match dialled {
-            Ok(Ok(s)) => sessions.push(s),
-            _ => break,
+            Some(s) => sessions.push(s),
+            None => break,
         }
     }
     assert!(
@@ -672,18 +672,8 @@ async fn running_out_of_file_descriptors_is_logged_backed_off_and_survived() {
     sessions.truncate(sessions.len().saturating_sub(8));
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let dialled = tokio::time::timeout(
-            Duration::from_secs(5),
-            dial(
-                &sched.addr,
-                "127.0.0.1",
-                cfg.clone(),
-                Uuid::new_v4(),
-                role::AGENT,
-            ),
-        )
-        .await;
-        if let Ok(Ok(_)) = dialled {
+        let dialled = dial_new_agent(&sched.addr, &cfg, Duration::from_secs(5)).await;
+        if dialled.is_some() {
             break;
         }
         assert!(
