@@ -81,6 +81,26 @@ fn scheduler() -> Scheduler {
     Scheduler::new(SchedulerConfig::new(Uuid::new_v4()))
 }
 
+/// Sends an event from `c` with `origin` in its header.
+async fn send_event(c: &mut Client, operand: u8, origin: Uuid, payload: Vec<u8>) {
+    c.1.frame(&Frame::new(kind::EVENT, operand, origin, payload))
+        .await
+        .expect("send");
+}
+
+/// Sends, as `agent`, a TenantAdded naming `agent` and the concentrator `cnci`.
+async fn send_tenant_added(c: &mut Client, agent: Uuid, cnci: &str) {
+    send_event(c, event::TENANT_ADDED, agent, tenant_added(agent, cnci)).await;
+}
+
+/// A TenantRemoved payload: the TenantAdded one under the other name.
+fn tenant_removed(agent: Uuid, cnci: &str) -> Vec<u8> {
+    String::from_utf8(tenant_added(agent, cnci))
+        .expect("utf-8")
+        .replace("tenant_added:", "tenant_removed:")
+        .into_bytes()
+}
+
 #[tokio::test]
 async fn tenant_added_reaches_exactly_the_named_cnci() {
     let s = scheduler();
@@ -88,14 +108,7 @@ async fn tenant_added_reaches_exactly_the_named_cnci() {
     let mut cnci1 = connect(&s, c1, role::CNCIAGENT).await;
     let mut cnci2 = connect(&s, c2, role::CNCIAGENT).await;
     let mut cn = connect(&s, launcher, role::AGENT).await;
-    cn.1.frame(&Frame::new(
-        kind::EVENT,
-        event::TENANT_ADDED,
-        launcher,
-        tenant_added(launcher, &c1.to_string()),
-    ))
-    .await
-    .expect("send");
+    send_tenant_added(&mut cn, launcher, &c1.to_string()).await;
     let got = receive(&mut cnci1).await.expect("cnci1 gets it");
     assert_eq!(got.operand, event::TENANT_ADDED);
     assert_eq!(
@@ -114,14 +127,7 @@ async fn tenant_added_reaches_exactly_the_named_cnci() {
         Uuid::new_v4().to_string(),
         String::new(),
     ] {
-        cn.1.frame(&Frame::new(
-            kind::EVENT,
-            event::TENANT_ADDED,
-            launcher,
-            tenant_added(launcher, &bad),
-        ))
-        .await
-        .expect("send");
+        send_tenant_added(&mut cn, launcher, &bad).await;
     }
     assert!(receive(&mut cnci1).await.is_none());
     assert!(receive(&mut cnci2).await.is_none());
@@ -158,14 +164,7 @@ async fn public_ip_commands_only_from_the_master_controller() {
 
     // CNCI events go to every controller.
     let added = format!("concentrator_instance_added:\n  instance_uuid: {cnci}\n").into_bytes();
-    c.1.frame(&Frame::new(
-        kind::EVENT,
-        event::CONCENTRATOR_INSTANCE_ADDED,
-        cnci,
-        added,
-    ))
-    .await
-    .expect("send");
+    send_event(&mut c, event::CONCENTRATOR_INSTANCE_ADDED, cnci, added).await;
     for ctl in [&mut master, &mut backup] {
         // Skip the NodeConnected the launcher's arrival produced.
         let mut seen = Vec::new();
@@ -191,14 +190,7 @@ async fn a_cnci_reconnecting_with_the_same_uuid_keeps_receiving() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(s.is_connected(&cnci));
     let mut cn = connect(&s, launcher, role::AGENT).await;
-    cn.1.frame(&Frame::new(
-        kind::EVENT,
-        event::TENANT_ADDED,
-        launcher,
-        tenant_added(launcher, &cnci.to_string()),
-    ))
-    .await
-    .expect("send");
+    send_tenant_added(&mut cn, launcher, &cnci.to_string()).await;
     assert_eq!(
         receive(&mut new)
             .await
@@ -233,16 +225,12 @@ async fn tenant_events_for_an_absent_cnci_are_held_until_it_connects() {
         event::TENANT_REMOVED,
         event::TENANT_ADDED,
     ] {
-        let mut payload = tenant_added(launcher, &cnci.to_string());
-        if operand == event::TENANT_REMOVED {
-            payload = String::from_utf8(payload)
-                .expect("utf-8")
-                .replace("tenant_added:", "tenant_removed:")
-                .into_bytes();
-        }
-        cn.1.frame(&Frame::new(kind::EVENT, operand, launcher, payload))
-            .await
-            .expect("send");
+        let payload = if operand == event::TENANT_REMOVED {
+            tenant_removed(launcher, &cnci.to_string())
+        } else {
+            tenant_added(launcher, &cnci.to_string())
+        };
+        send_event(&mut cn, operand, launcher, payload).await;
     }
     // Make sure the scheduler routed them before the CNCI appears.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -275,14 +263,7 @@ async fn held_tenant_events_are_bounded_and_can_be_turned_off() {
     let (cnci, launcher) = (Uuid::new_v4(), Uuid::new_v4());
     let mut cn = connect(&s, launcher, role::AGENT).await;
     for _ in 0..5 {
-        cn.1.frame(&Frame::new(
-            kind::EVENT,
-            event::TENANT_ADDED,
-            launcher,
-            tenant_added(launcher, &cnci.to_string()),
-        ))
-        .await
-        .expect("send");
+        send_tenant_added(&mut cn, launcher, &cnci.to_string()).await;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut c = connect(&s, cnci, role::CNCIAGENT).await;
@@ -296,14 +277,7 @@ async fn held_tenant_events_are_bounded_and_can_be_turned_off() {
     cfg.hold_depth = 0;
     let s = Scheduler::new(cfg);
     let mut cn = connect(&s, launcher, role::AGENT).await;
-    cn.1.frame(&Frame::new(
-        kind::EVENT,
-        event::TENANT_ADDED,
-        launcher,
-        tenant_added(launcher, &cnci.to_string()),
-    ))
-    .await
-    .expect("send");
+    send_tenant_added(&mut cn, launcher, &cnci.to_string()).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut c = connect(&s, cnci, role::CNCIAGENT).await;
     assert!(receive(&mut c).await.is_none(), "Go behaviour: dropped");
@@ -358,57 +332,23 @@ async fn tenant_events_only_from_the_agent_they_name() {
         ),
         (
             event::TENANT_REMOVED,
-            String::from_utf8(tenant_added(other_cn, &cnci.to_string()))
-                .expect("utf-8")
-                .replace("tenant_added:", "tenant_removed:")
-                .into_bytes(),
+            tenant_removed(other_cn, &cnci.to_string()),
         ),
         (
             event::TENANT_SYNC,
             tenant_sync(other_cn, cnci, &["172.16.9.0/24"]),
         ),
     ] {
-        agent
-            .1
-            .frame(&Frame::new(kind::EVENT, operand, cn, body))
-            .await
-            .expect("send");
+        send_event(&mut agent, operand, cn, body).await;
     }
     let from_controller = tenant_added(ctl, &cnci.to_string());
-    controller
-        .1
-        .frame(&Frame::new(
-            kind::EVENT,
-            event::TENANT_ADDED,
-            ctl,
-            from_controller,
-        ))
-        .await
-        .expect("send");
-    fake_cnci
-        .1
-        .frame(&Frame::new(
-            kind::EVENT,
-            event::TENANT_ADDED,
-            fake,
-            tenant_added(fake, &cnci.to_string()),
-        ))
-        .await
-        .expect("send");
+    send_event(&mut controller, event::TENANT_ADDED, ctl, from_controller).await;
+    send_tenant_added(&mut fake_cnci, fake, &cnci.to_string()).await;
     barrier(&mut agent, cn).await;
     barrier(&mut controller, ctl).await;
     barrier(&mut fake_cnci, fake).await;
     // The real one, sent after the forgeries were routed, is the first the CNCI gets.
-    agent
-        .1
-        .frame(&Frame::new(
-            kind::EVENT,
-            event::TENANT_ADDED,
-            cn,
-            tenant_added(cn, &cnci.to_string()),
-        ))
-        .await
-        .expect("send");
+    send_tenant_added(&mut agent, cn, &cnci.to_string()).await;
     let got = next_frame(&mut c).await;
     assert_eq!(got.operand, event::TENANT_ADDED);
     assert!(
@@ -423,16 +363,13 @@ async fn a_tenant_sync_is_held_newest_first_and_delivered_when_the_cnci_connects
     let (cnci, cn) = (Uuid::new_v4(), Uuid::new_v4());
     let mut agent = connect(&s, cn, role::AGENT).await;
     for subnets in [&["172.16.1.0/24"][..], &["172.16.1.0/24", "172.16.2.0/24"]] {
-        agent
-            .1
-            .frame(&Frame::new(
-                kind::EVENT,
-                event::TENANT_SYNC,
-                cn,
-                tenant_sync(cn, cnci, subnets),
-            ))
-            .await
-            .expect("send");
+        send_event(
+            &mut agent,
+            event::TENANT_SYNC,
+            cn,
+            tenant_sync(cn, cnci, subnets),
+        )
+        .await;
     }
     barrier(&mut agent, cn).await;
     let mut c = connect(&s, cnci, role::CNCIAGENT).await;
@@ -443,16 +380,7 @@ async fn a_tenant_sync_is_held_newest_first_and_delivered_when_the_cnci_connects
         "the newer snapshot replaced the older one"
     );
     // Only one held: the CNCI's next frame is what the agent sends now.
-    agent
-        .1
-        .frame(&Frame::new(
-            kind::EVENT,
-            event::TENANT_ADDED,
-            cn,
-            tenant_added(cn, &cnci.to_string()),
-        ))
-        .await
-        .expect("send");
+    send_tenant_added(&mut agent, cn, &cnci.to_string()).await;
     assert_eq!(next_frame(&mut c).await.operand, event::TENANT_ADDED);
 }
 
@@ -469,22 +397,14 @@ async fn a_cnci_announcing_itself_is_told_to_the_agents_that_use_it() {
     let mut controller = connect(&s, ctl, role::CONTROLLER).await;
     let mut a = connect(&s, user, role::AGENT).await;
     let mut b = connect(&s, stranger, role::AGENT).await;
-    a.1.frame(&Frame::new(
-        kind::EVENT,
-        event::TENANT_ADDED,
-        user,
-        tenant_added(user, &c1.to_string()),
-    ))
-    .await
-    .expect("send");
-    b.1.frame(&Frame::new(
-        kind::EVENT,
+    send_tenant_added(&mut a, user, &c1.to_string()).await;
+    send_event(
+        &mut b,
         event::TENANT_SYNC,
         stranger,
         tenant_sync(stranger, c2, &[]),
-    ))
-    .await
-    .expect("send");
+    )
+    .await;
     barrier(&mut a, user).await;
     barrier(&mut b, stranger).await;
 

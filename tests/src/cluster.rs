@@ -867,6 +867,59 @@ impl Cluster {
     }
 }
 
+/// Runs `f` on a thread inside the network namespace at `ns` (the calling thread stays put).
+pub fn in_netns<T: Send>(ns: &Path, f: impl FnOnce() -> T + Send) -> T {
+    let fd = std::fs::File::open(ns).expect("open netns");
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .expect("netns thread")
+    })
+}
+
+/// One SSNTP session from the underlay namespace with `cert` as `me` in `role_bits`: sends
+/// `frames`, then returns the first frame back for which `wanted` holds (None: the session
+/// ended, or `wanted` never held within 10 s).
+pub fn ssntp_exchange(
+    cluster: &Cluster,
+    cert: &Path,
+    me: uuid::Uuid,
+    role_bits: u32,
+    frames: Vec<ssntp::frame::Frame>,
+    wanted: impl Fn(&ssntp::frame::Frame) -> bool + Send,
+) -> Option<ssntp::frame::Frame> {
+    let tls = crate::client_tls(cert, &cluster.certs.ca());
+    in_netns(&cluster.underlay.path(), move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let mut s = ssntp::client::dial(SCHEDULER_ADDR, "localhost", tls, me, role_bits)
+                .await
+                .expect("ssntp session");
+            for f in &frames {
+                s.writer.frame(f).await.expect("send");
+            }
+            tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    match s.reader.frame().await {
+                        Ok(Some(f)) if wanted(&f) => return Some(f),
+                        Ok(Some(_)) => continue,
+                        _ => return None,
+                    }
+                }
+            })
+            .await
+            .ok()
+            .flatten()
+        })
+    })
+}
+
 /// What a process's open file descriptors point at (`/proc/<pid>/fd`, e.g. `socket:[123]`,
 /// `/tmp/x.log`), sorted; `None` if the process is gone.
 pub fn open_fds(pid: u32) -> Option<Vec<String>> {

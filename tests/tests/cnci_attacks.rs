@@ -7,11 +7,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ciao_tests::cluster::{
-    open_fds, subnet_entry, Cluster, Cn, Member, Tenant, Workload, EXT_IP, NN_EXT_IP, NN_IP,
-    SCHEDULER_ADDR,
+    open_fds, ssntp_exchange, subnet_entry, Cluster, Cn, Member, Tenant, Workload, EXT_IP,
+    NN_EXT_IP, NN_IP,
 };
 use ciao_tests::matrix::TwoTenants;
-use ciao_tests::{client_tls, require_root, TENANT_A, TENANT_B};
+use ciao_tests::{require_root, TENANT_A, TENANT_B};
 use ssntp::frame::{command, error, event, kind, role, Frame};
 use ssntp::payloads::{
     AssignPublicIp, Payload, PublicIpCommand, ReleasePublicIp, TenantAdded, TenantAddedEvent,
@@ -25,58 +25,6 @@ const FAKE_CN: &str = "10.250.0.77";
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().expect("address")
-}
-
-/// Runs `f` on a thread inside the network namespace at `ns`.
-fn in_netns<T: Send>(ns: &Path, f: impl FnOnce() -> T + Send) -> T {
-    let fd = std::fs::File::open(ns).expect("open netns");
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-        .join()
-        .expect("netns thread")
-    })
-}
-
-/// One SSNTP session with `cert` as `me` in `role_bits`: sends `frames`, then returns the first
-/// frame back for which `wanted` holds (None: `wanted` never held within 10 s).
-fn session(
-    cluster: &Cluster,
-    cert: &Path,
-    me: Uuid,
-    role_bits: u32,
-    frames: Vec<Frame>,
-    wanted: impl Fn(&Frame) -> bool + Send,
-) -> Option<Frame> {
-    let tls = client_tls(cert, &cluster.certs.ca());
-    in_netns(&cluster.underlay.path(), move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let mut s = ssntp::client::dial(SCHEDULER_ADDR, "localhost", tls, me, role_bits)
-                .await
-                .expect("ssntp session");
-            for f in &frames {
-                s.writer.frame(f).await.expect("send");
-            }
-            tokio::time::timeout(Duration::from_secs(10), async {
-                loop {
-                    match s.reader.frame().await {
-                        Ok(Some(f)) if wanted(&f) => return Some(f),
-                        Ok(Some(_)) => continue,
-                        _ => return None,
-                    }
-                }
-            })
-            .await
-            .ok()
-            .flatten()
-        })
-    })
 }
 
 /// Sends frames with cn1's agent certificate (a compute node turned attacker), in a session
@@ -93,7 +41,7 @@ fn send_as_cn1(cluster: &Cluster, frames: Vec<Frame>) {
     );
     // Nothing comes back for events: wait for the scheduler to take them (it answers
     // nothing), i.e. just send; the caller waits for the effect on the CNCI.
-    session(cluster, &cert, me, role::AGENT, frames, |_| true);
+    ssntp_exchange(cluster, &cert, me, role::AGENT, frames, |_| true);
 }
 
 /// A registration body of `t`'s CNCI from `agent` at `agent_ip` for `subnet`.
@@ -189,19 +137,25 @@ fn wait_bridges(cluster: &Cluster, t: &Tenant, subnets: &[&str]) {
     }
 }
 
+/// a1 (.10 on cn1) and a2 (.11 on cn2) in `t`'s S1, the hub programmed toward both nodes.
+fn on_both_nodes(cluster: &mut Cluster, t: &Tenant) -> (Workload, Workload) {
+    let a1 = cluster
+        .container(Cn::Cn1, t, S1, "172.16.1.10")
+        .expect("a1");
+    let a2 = cluster
+        .container(Cn::Cn2, t, S1, "172.16.1.11")
+        .expect("a2");
+    cluster
+        .wait_programmed(t, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
+        .expect("hub toward both nodes");
+    (a1, a2)
+}
+
 /// Tenant A with a1 on cn1 and a2 on cn2 in S1 (hub toward both), and tenant B's CNCI.
 fn two_tenants(cluster: &mut Cluster) -> (Tenant, Tenant, Workload, Workload) {
     let ta = cluster.add_tenant(TENANT_A).expect("tenant A");
     let tb = cluster.add_tenant(TENANT_B).expect("tenant B");
-    let a1 = cluster
-        .container(Cn::Cn1, &ta, S1, "172.16.1.10")
-        .expect("a1");
-    let a2 = cluster
-        .container(Cn::Cn2, &ta, S1, "172.16.1.11")
-        .expect("a2");
-    cluster
-        .wait_programmed(&ta, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
-        .expect("hub toward both nodes");
+    let (a1, a2) = on_both_nodes(cluster, &ta);
     (ta, tb, a1, a2)
 }
 
@@ -425,7 +379,7 @@ fn public_ip_frame(t: &Tenant, public: &str, private: &str, assign: bool) -> Fra
 /// Sends one public IP command as the controller and returns the CNCI's answer.
 fn controller_says(cluster: &Cluster, f: Frame) -> Frame {
     let cert = cluster.certs.controller();
-    session(
+    ssntp_exchange(
         cluster,
         &cert,
         Uuid::new_v4(),
@@ -445,15 +399,7 @@ fn public_ips_outside_the_range_or_owned_by_the_node_are_refused_and_limits_hold
         .map(String::from)
         .to_vec();
     cluster.start_agent(&ta).expect("agent A");
-    let a1 = cluster
-        .container(Cn::Cn1, &ta, S1, "172.16.1.10")
-        .expect("a1");
-    let a2 = cluster
-        .container(Cn::Cn2, &ta, S1, "172.16.1.11")
-        .expect("a2");
-    cluster
-        .wait_programmed(&ta, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
-        .expect("hub");
+    let (a1, a2) = on_both_nodes(&mut cluster, &ta);
     let fds_before = fds_of(&cluster, &[&ta]);
 
     // Item 9: each of these used to be accepted.

@@ -32,6 +32,23 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Starts the real scheduler on `port` with the scheduler certificate in `certs`.
+fn scheduler_on(certs: &Path, port: u16) -> Proc {
+    let (cert, ca) = (
+        certs.join("cert-scheduler-localhost.pem"),
+        certs.join("CAcert-localhost.pem"),
+    );
+    let (sched, _) = start_scheduler(&[
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--cert",
+        cert.to_str().expect("utf-8"),
+        "--ca",
+        ca.to_str().expect("utf-8"),
+    ]);
+    sched
+}
+
 fn delivery(node: &ComputeNode, certs: &Path, port: u16) -> Proc {
     Proc(
         Command::new(node_tool())
@@ -58,9 +75,7 @@ fn delivery(node: &ComputeNode, certs: &Path, port: u16) -> Proc {
 async fn reports_survive_a_down_scheduler_and_a_killed_daemon_and_arrive_in_order() {
     require_root!();
     let certs = tempfile::tempdir().expect("tempdir");
-    let dir = certs.path().to_str().expect("utf-8");
     ciao_certificates(certs.path(), &[("agent", "cn1"), ("cnciagent", "cnci")]);
-    let anchor = format!("{dir}/cert-scheduler-localhost.pem");
     let port = free_port();
 
     // The scheduler is down. The node's daemon runs and keeps retrying; an attach is prompt.
@@ -88,14 +103,7 @@ async fn reports_survive_a_down_scheduler_and_a_killed_daemon_and_arrive_in_orde
     );
 
     // The scheduler comes up with the CNCI connected; the daemon comes back.
-    let (_sched, _) = start_scheduler(&[
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--cert",
-        &anchor,
-        "--ca",
-        &format!("{dir}/CAcert-localhost.pem"),
-    ]);
+    let _sched = scheduler_on(certs.path(), port);
     let cnci: Uuid = "3390740c-dce9-48d6-b83a-a717417072ce"
         .parse()
         .expect("uuid");
@@ -332,25 +340,50 @@ fn cnci() -> Uuid {
     CNCI.parse().expect("uuid")
 }
 
-#[tokio::test]
-async fn a_node_reannounces_everything_to_a_new_scheduler_after_the_old_one_died() {
-    require_root!();
+/// A node with [`attach_three`] and its delivery daemon connected to a stand-in scheduler.
+/// Fields drop in order: the session and the daemon go before the node and the certificates.
+struct Delivering {
+    writer: StandInWriter,
+    reader: StandInReader,
+    daemon: Proc,
+    stand_in: StandIn,
+    at: Attached,
+    port: u16,
+    certs: tempfile::TempDir,
+}
+
+async fn delivering() -> Delivering {
     let certs = tempfile::tempdir().expect("tempdir");
     ciao_certificates(certs.path(), &[("agent", "cn1")]);
     let port = free_port();
     let at = attach_three();
     let stand_in = StandIn::bind(certs.path(), port).await;
-    let _daemon = delivery(&at.node, certs.path(), port);
-    let (mut reader, writer) = stand_in.session().await;
+    let daemon = delivery(&at.node, certs.path(), port);
+    let (reader, writer) = stand_in.session().await;
+    Delivering {
+        writer,
+        reader,
+        daemon,
+        stand_in,
+        at,
+        port,
+        certs,
+    }
+}
+
+#[tokio::test]
+async fn a_node_reannounces_everything_to_a_new_scheduler_after_the_old_one_died() {
+    require_root!();
+    let mut d = delivering().await;
     // The three reports, then the re-announcement of the current set.
-    let (reports, none) = until_sync_after_reports(&mut reader).await;
+    let (reports, none) = until_sync_after_reports(&mut d.reader).await;
     assert_eq!(reports, all_subnets());
     assert_eq!(none, all_subnets());
-    wait_delivered(&at.node).await;
+    wait_delivered(&d.at.node).await;
 
     // The scheduler dies with everything it was told; a new one listens on the same port.
-    drop((reader, writer, stand_in));
-    let stand_in = StandIn::bind(certs.path(), port).await;
+    drop((d.reader, d.writer, d.stand_in));
+    let stand_in = StandIn::bind(d.certs.path(), d.port).await;
     let (mut reader, _writer) = stand_in.session().await;
     let (added, listed) = until_sync(&mut reader, cnci()).await;
     assert_eq!(added, all_subnets(), "TenantAdded for every subnet again");
@@ -378,19 +411,13 @@ async fn until_sync_after_reports(reader: &mut StandInReader) -> (Vec<String>, V
 #[tokio::test]
 async fn a_node_daemon_killed_and_restarted_reannounces_its_set() {
     require_root!();
-    let certs = tempfile::tempdir().expect("tempdir");
-    ciao_certificates(certs.path(), &[("agent", "cn1")]);
-    let port = free_port();
-    let at = attach_three();
-    let stand_in = StandIn::bind(certs.path(), port).await;
-    let daemon = delivery(&at.node, certs.path(), port);
-    let (mut reader, _writer) = stand_in.session().await;
-    until_sync_after_reports(&mut reader).await;
-    wait_delivered(&at.node).await;
+    let mut d = delivering().await;
+    until_sync_after_reports(&mut d.reader).await;
+    wait_delivered(&d.at.node).await;
 
-    drop(daemon); // kill -9
-    let _daemon = delivery(&at.node, certs.path(), port);
-    let (mut reader, _writer) = stand_in.session().await;
+    drop(d.daemon); // kill -9
+    let _daemon = delivery(&d.at.node, d.certs.path(), d.port);
+    let (mut reader, _writer) = d.stand_in.session().await;
     let (added, listed) = until_sync(&mut reader, cnci()).await;
     assert_eq!(added, all_subnets());
     assert_eq!(listed, all_subnets());
@@ -414,19 +441,13 @@ fn concentrator_added(uuid: Uuid) -> Frame {
 #[tokio::test]
 async fn a_cnci_that_comes_back_hears_the_set_again_and_other_cncis_hear_nothing() {
     require_root!();
-    let certs = tempfile::tempdir().expect("tempdir");
-    ciao_certificates(certs.path(), &[("agent", "cn1")]);
-    let port = free_port();
-    let at = attach_three();
-    let stand_in = StandIn::bind(certs.path(), port).await;
-    let _daemon = delivery(&at.node, certs.path(), port);
-    let (mut reader, mut writer) = stand_in.session().await;
-    until_sync_after_reports(&mut reader).await;
+    let mut d = delivering().await;
+    until_sync_after_reports(&mut d.reader).await;
 
     // A CNCI the node does not use announces itself, then the node's own CNCI does; frames
     // are handled in order, so anything sent for the first would arrive before the second's.
     // Other frames the node does not handle are ignored without closing the session.
-    writer
+    d.writer
         .frame(&Frame::new(
             kind::EVENT,
             event::INSTANCE_DELETED,
@@ -435,15 +456,15 @@ async fn a_cnci_that_comes_back_hears_the_set_again_and_other_cncis_hear_nothing
         ))
         .await
         .expect("send");
-    writer
+    d.writer
         .frame(&concentrator_added(Uuid::new_v4()))
         .await
         .expect("send");
-    writer
+    d.writer
         .frame(&concentrator_added(cnci()))
         .await
         .expect("send");
-    let (added, listed) = until_sync(&mut reader, cnci()).await;
+    let (added, listed) = until_sync(&mut d.reader, cnci()).await;
     assert_eq!(added, all_subnets());
     assert_eq!(listed, all_subnets());
 }
@@ -451,31 +472,25 @@ async fn a_cnci_that_comes_back_hears_the_set_again_and_other_cncis_hear_nothing
 #[tokio::test]
 async fn removals_end_with_a_sync_of_what_is_left_and_an_empty_one_at_the_end() {
     require_root!();
-    let certs = tempfile::tempdir().expect("tempdir");
-    ciao_certificates(certs.path(), &[("agent", "cn1")]);
-    let port = free_port();
-    let at = attach_three();
-    let stand_in = StandIn::bind(certs.path(), port).await;
-    let _daemon = delivery(&at.node, certs.path(), port);
-    let (mut reader, _writer) = stand_in.session().await;
-    until_sync_after_reports(&mut reader).await;
+    let mut d = delivering().await;
+    until_sync_after_reports(&mut d.reader).await;
 
-    detach(&at.node, 0);
+    detach(&d.at.node, 0);
     assert_eq!(
-        next_heard(&mut reader).await,
+        next_heard(&mut d.reader).await,
         (cnci(), Heard::Removed(SUBNETS[0].into()))
     );
     assert_eq!(
-        next_heard(&mut reader).await,
+        next_heard(&mut d.reader).await,
         (cnci(), Heard::Sync(all_subnets()[1..].to_vec()))
     );
-    detach(&at.node, 1);
-    detach(&at.node, 2);
+    detach(&d.at.node, 1);
+    detach(&d.at.node, 2);
     // Both removals (in one batch or two), each batch closed by a sync of what is left; the
     // last word is an empty sync.
     let mut removed = Vec::new();
     let last = loop {
-        match next_heard(&mut reader).await {
+        match next_heard(&mut d.reader).await {
             (to, Heard::Removed(s)) if to == cnci() => removed.push(s),
             (to, Heard::Sync(left)) if to == cnci() && removed.len() == 2 => break left,
             (to, Heard::Sync(left)) if to == cnci() => assert_eq!(left, [SUBNETS[2]]),
@@ -487,11 +502,11 @@ async fn removals_end_with_a_sync_of_what_is_left_and_an_empty_one_at_the_end() 
         last.is_empty(),
         "the last word is an empty TenantSync: {last:?}"
     );
-    wait_delivered(&at.node).await;
+    wait_delivered(&d.at.node).await;
     assert!(
-        at.node.ciao_links().is_empty(),
+        d.at.node.ciao_links().is_empty(),
         "{:?}",
-        at.node.ciao_links()
+        d.at.node.ciao_links()
     );
 }
 
@@ -544,20 +559,10 @@ async fn cnci_hears_every_subnet(session: &mut ssntp::client::Session) {
 async fn a_real_scheduler_killed_and_restarted_gets_every_subnet_again_to_the_cnci() {
     require_root!();
     let certs = tempfile::tempdir().expect("tempdir");
-    let dir = certs.path().to_str().expect("utf-8");
     ciao_certificates(certs.path(), &[("agent", "cn1"), ("cnciagent", "cnci")]);
     let port = free_port();
-    let args = [
-        "--listen".to_string(),
-        format!("127.0.0.1:{port}"),
-        "--cert".into(),
-        format!("{dir}/cert-scheduler-localhost.pem"),
-        "--ca".into(),
-        format!("{dir}/CAcert-localhost.pem"),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let at = attach_three();
-    let (scheduler, _) = start_scheduler(&args);
+    let scheduler = scheduler_on(certs.path(), port);
     let mut session = cnci_session(certs.path(), port).await;
     let _daemon = delivery(&at.node, certs.path(), port);
     cnci_hears_every_subnet(&mut session).await;
@@ -566,7 +571,7 @@ async fn a_real_scheduler_killed_and_restarted_gets_every_subnet_again_to_the_cn
     // kill -9 with the reports delivered and deleted; the CNCI's session goes with it.
     drop(scheduler);
     drop(session);
-    let (_scheduler, _) = start_scheduler(&args);
+    let _scheduler = scheduler_on(certs.path(), port);
     let mut session = cnci_session(certs.path(), port).await;
     cnci_hears_every_subnet(&mut session).await;
 }

@@ -6,8 +6,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ciao_tests::cluster::{subnet_entry, Cluster, Cn, Tenant, Workload, EXT_IP, NN_IP};
-use ciao_tests::{client_tls, require_root, TENANT_A, TENANT_B};
+use ciao_tests::cluster::{
+    in_netns, ssntp_exchange, subnet_entry, Cluster, Cn, Tenant, Workload, EXT_IP, NN_IP,
+};
+use ciao_tests::{require_root, TENANT_A, TENANT_B};
 use netcore::{Cnci, Node, NodeConfig, SubnetConfig, VnicId, VnicKind, VnicRequest};
 use ssntp::frame::{command, error, event, kind, role, Frame};
 use ssntp::payloads::{AssignPublicIp, Payload, PublicIpCommand, ReleasePublicIp};
@@ -30,64 +32,6 @@ fn on_both_nodes(cluster: &mut Cluster, tenant: &str) -> (Tenant, Workload, Work
         .wait_programmed(&t, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
         .expect("hub programmed toward both nodes");
     (t, w1, w2)
-}
-
-/// Runs `f` on a thread inside the network namespace at `ns` (the test thread stays put).
-fn in_netns<T: Send>(ns: &Path, f: impl FnOnce() -> T + Send) -> T {
-    let fd = std::fs::File::open(ns).expect("open netns");
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-        .join()
-        .expect("netns thread")
-    })
-}
-
-/// Opens an SSNTP session from the underlay namespace with `cert` as `role_bits`, sends
-/// `frames`, and returns the first frame back for which `wanted` holds (None: none wanted, or
-/// none within 10 s).
-fn ssntp_exchange(
-    cluster: &Cluster,
-    cert: &Path,
-    role_bits: u32,
-    frames: Vec<Frame>,
-    wanted: impl Fn(&Frame) -> bool + Send,
-) -> Option<Frame> {
-    let tls = client_tls(cert, &cluster.certs.ca());
-    in_netns(&cluster.underlay.path(), move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let mut session = ssntp::client::dial(
-                ciao_tests::cluster::SCHEDULER_ADDR,
-                "localhost",
-                tls,
-                uuid::Uuid::new_v4(),
-                role_bits,
-            )
-            .await
-            .expect("ssntp session");
-            for f in &frames {
-                session.writer.frame(f).await.expect("send");
-            }
-            tokio::time::timeout(Duration::from_secs(10), async {
-                loop {
-                    match session.reader.frame().await {
-                        Ok(Some(f)) if wanted(&f) => return Some(f),
-                        Ok(Some(_)) => continue,
-                        _ => return None,
-                    }
-                }
-            })
-            .await
-            .ok()
-            .flatten()
-        })
-    })
 }
 
 /// Waits (up to 20 s) for a whole line (its newline arrived) containing `needle` in `log` past
@@ -322,9 +266,14 @@ fn outbound_nat_and_public_ips_assigned_and_released() {
         uuid::Uuid::new_v4(),
         AssignPublicIp(cmd.clone()).to_yaml(),
     );
-    let reply = ssntp_exchange(&cluster, &controller, role::CONTROLLER, vec![assign], |f| {
-        f.kind != kind::EVENT || f.operand != event::NODE_CONNECTED
-    })
+    let reply = ssntp_exchange(
+        &cluster,
+        &controller,
+        uuid::Uuid::new_v4(),
+        role::CONTROLLER,
+        vec![assign],
+        |f| f.kind != kind::EVENT || f.operand != event::NODE_CONNECTED,
+    )
     .expect("a reply to AssignPublicIP");
     assert_eq!(
         (reply.kind, reply.operand),
@@ -347,9 +296,16 @@ fn outbound_nat_and_public_ips_assigned_and_released() {
             uuid::Uuid::new_v4(),
             AssignPublicIp(cmd.clone()).to_yaml(),
         );
-        let reply = ssntp_exchange(&cluster, &controller, role::CONTROLLER, vec![f], |f| {
-            f.kind == kind::ERROR || f.kind == kind::EVENT && f.operand != event::NODE_CONNECTED
-        })
+        let reply = ssntp_exchange(
+            &cluster,
+            &controller,
+            uuid::Uuid::new_v4(),
+            role::CONTROLLER,
+            vec![f],
+            |f| {
+                f.kind == kind::ERROR || f.kind == kind::EVENT && f.operand != event::NODE_CONNECTED
+            },
+        )
         .expect("a reply");
         assert_eq!(
             (reply.kind, reply.operand),
@@ -371,6 +327,7 @@ fn outbound_nat_and_public_ips_assigned_and_released() {
     let reply = ssntp_exchange(
         &cluster,
         &controller,
+        uuid::Uuid::new_v4(),
         role::CONTROLLER,
         vec![release],
         |f| f.kind != kind::EVENT || f.operand != event::NODE_CONNECTED,
@@ -655,6 +612,7 @@ fn the_scheduler_restarts_the_agent_reregisters_and_attaches_made_meanwhile_arri
     let announced = ssntp_exchange(
         &cluster,
         &cluster.certs.controller(),
+        uuid::Uuid::new_v4(),
         role::CONTROLLER,
         vec![],
         move |f| {

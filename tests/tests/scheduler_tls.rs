@@ -2,22 +2,40 @@
 //! shapes connect, a role the certificate lacks is aborted, a foreign CA is refused, silence is
 //! answered with ConnectionFailure, and TenantAdded reaches the CNCI it names.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use ciao_tests::{
-    cert_tool, ciao_certificates, client_tls, start_scheduler, tenant_added_frame, Proc,
+    cert_tool, ciao_certificates, client_tls, start_scheduler, start_scheduler_logged,
+    tenant_added_frame, LoggedScheduler, Proc,
 };
 use ssntp::client::dial;
 use ssntp::conn::{ConnError, FrameReader};
 use ssntp::frame::{error, event, kind, role, Incoming};
 use uuid::Uuid;
 
-fn start(cert: &Path, ca: &Path, extra: &[&str]) -> (Proc, String) {
-    let (cert, ca) = (cert.to_str().expect("utf-8"), ca.to_str().expect("utf-8"));
-    let mut args = vec!["--listen", "127.0.0.1:0", "--cert", cert, "--ca", ca];
-    args.extend_from_slice(extra);
-    start_scheduler(&args)
+/// The scheduler's arguments: loopback, the scheduler certificate and CA in `dir`, then `extra`.
+fn scheduler_args(dir: &Path, extra: &[&str]) -> Vec<String> {
+    let cert = dir.join("cert-scheduler-localhost.pem");
+    let ca = dir.join("CAcert-localhost.pem");
+    let mut args: Vec<String> = vec!["--listen".into(), "127.0.0.1:0".into(), "--cert".into()];
+    args.push(cert.to_str().expect("utf-8").into());
+    args.push("--ca".into());
+    args.push(ca.to_str().expect("utf-8").into());
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+/// Starts the scheduler with the certificate set in `dir`.
+fn start(dir: &Path, extra: &[&str]) -> (Proc, String) {
+    let args = scheduler_args(dir, extra);
+    start_scheduler(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// Starts the scheduler with the certificate set in `dir`, its log kept, RLIMIT_NOFILE `nofile`.
+fn start_logged(dir: &Path, extra: &[&str], nofile: Option<u64>) -> LoggedScheduler {
+    let args = scheduler_args(dir, extra);
+    start_scheduler_logged(&args.iter().map(String::as_str).collect::<Vec<_>>(), nofile)
 }
 
 fn client_config(dir: &Path, cert: &str, ca: &str) -> std::sync::Arc<rustls::ClientConfig> {
@@ -39,11 +57,7 @@ fn ciao_set(dir: &Path) {
 async fn ciao_certificates_connect_and_tenant_added_reaches_its_cnci() {
     let dir = tempfile::tempdir().expect("tempdir");
     ciao_set(dir.path());
-    let (_sched, addr) = start(
-        &dir.path().join("cert-scheduler-localhost.pem"),
-        &dir.path().join("CAcert-localhost.pem"),
-        &[],
-    );
+    let (_sched, addr) = start(dir.path(), &[]);
     let (cnci, other, cn) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let cnci_cfg = client_config(
         dir.path(),
@@ -99,11 +113,7 @@ async fn a_foreign_ca_is_refused_and_silence_gets_connection_failure() {
     ciao_set(dir.path());
     let foreign = tempfile::tempdir().expect("tempdir");
     ciao_set(foreign.path());
-    let (_sched, addr) = start(
-        &dir.path().join("cert-scheduler-localhost.pem"),
-        &dir.path().join("CAcert-localhost.pem"),
-        &["--connect-timeout", "0.3"],
-    );
+    let (_sched, addr) = start(dir.path(), &["--connect-timeout", "0.3"]);
     // A client of another deployment (its own CA, trusting its own scheduler only).
     let stranger = client_config(foreign.path(), "cert-agent-cn1.pem", "CAcert-localhost.pem");
     assert!(
@@ -148,51 +158,8 @@ async fn a_foreign_ca_is_refused_and_silence_gets_connection_failure() {
 #[tokio::test]
 async fn modern_certificates_connect() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path().to_str().expect("utf-8").to_string();
-    cert_tool(&[
-        "anchor",
-        "--shape",
-        "modern",
-        "--org",
-        "Ciao",
-        "--out-dir",
-        &d,
-    ]);
-    let ca_and_key = PathBuf::from(&d).join("ca-localhost.pem");
-    let a = ca_and_key.to_str().expect("utf-8");
-    cert_tool(&[
-        "issue",
-        "--shape",
-        "modern",
-        "--anchor",
-        a,
-        "--role",
-        "scheduler",
-        "--host",
-        "localhost",
-        "--ip",
-        "127.0.0.1",
-        "--out-dir",
-        &d,
-    ]);
-    cert_tool(&[
-        "issue",
-        "--shape",
-        "modern",
-        "--anchor",
-        a,
-        "--role",
-        "cnciagent",
-        "--host",
-        "cnci",
-        "--out-dir",
-        &d,
-    ]);
-    let (_sched, addr) = start(
-        &dir.path().join("cert-scheduler-localhost.pem"),
-        &dir.path().join("CAcert-localhost.pem"),
-        &[],
-    );
+    modern_set(dir.path(), None);
+    let (_sched, addr) = start(dir.path(), &[]);
     let cfg = client_config(
         dir.path(),
         "cert-cnciagent-cnci.pem",
@@ -265,19 +232,7 @@ async fn ten_thousand_idle_connections_neither_kill_nor_bloat_the_scheduler() {
     ciao_tests::raise_own_fd_limit(IDLE as u64 + 2048);
     let dir = tempfile::tempdir().expect("tempdir");
     ciao_set(dir.path());
-    let cert = dir.path().join("cert-scheduler-localhost.pem");
-    let ca = dir.path().join("CAcert-localhost.pem");
-    let mut sched = ciao_tests::start_scheduler_logged(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--cert",
-            cert.to_str().expect("utf-8"),
-            "--ca",
-            ca.to_str().expect("utf-8"),
-        ],
-        Some(1024),
-    );
+    let mut sched = start_logged(dir.path(), &[], Some(1024));
     let rss_start = sched.status_kib("VmRSS").expect("VmRSS");
     let fds_start = fd_count(sched.pid());
     // The attack: plain TCP connections that never send a byte, ten times the fd limit.
@@ -340,19 +295,7 @@ async fn ten_thousand_idle_connections_neither_kill_nor_bloat_the_scheduler() {
 async fn a_connect_with_a_100_kb_source_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     ciao_set(dir.path());
-    let cert = dir.path().join("cert-scheduler-localhost.pem");
-    let ca = dir.path().join("CAcert-localhost.pem");
-    let sched = ciao_tests::start_scheduler_logged(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--cert",
-            cert.to_str().expect("utf-8"),
-            "--ca",
-            ca.to_str().expect("utf-8"),
-        ],
-        None,
-    );
+    let sched = start_logged(dir.path(), &[], None);
     let cfg = client_config(dir.path(), "cert-agent-cn1.pem", "CAcert-localhost.pem");
     for source_len in [100 * 1024, 17] {
         let tcp = tokio::net::TcpStream::connect(&sched.addr)
@@ -408,21 +351,7 @@ async fn a_connection_that_does_nothing_is_closed_after_the_handshake_timeout() 
     use tokio::io::AsyncReadExt;
     let dir = tempfile::tempdir().expect("tempdir");
     ciao_set(dir.path());
-    let cert = dir.path().join("cert-scheduler-localhost.pem");
-    let ca = dir.path().join("CAcert-localhost.pem");
-    let sched = ciao_tests::start_scheduler_logged(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--cert",
-            cert.to_str().expect("utf-8"),
-            "--ca",
-            ca.to_str().expect("utf-8"),
-            "--handshake-timeout",
-            "0.5",
-        ],
-        None,
-    );
+    let sched = start_logged(dir.path(), &["--handshake-timeout", "0.5"], None);
     let mut idle = tokio::net::TcpStream::connect(&sched.addr)
         .await
         .expect("tcp");
@@ -457,11 +386,7 @@ async fn an_agent_certificate_cannot_take_over_a_cnci() {
             ("agent", "cn2"),
         ],
     );
-    let (sched, addr) = start(
-        &dir.path().join("cert-scheduler-localhost.pem"),
-        &dir.path().join("CAcert-localhost.pem"),
-        &[],
-    );
+    let (sched, addr) = start(dir.path(), &[]);
     let ca = "CAcert-localhost.pem";
     let cnci_cfg = client_config(dir.path(), "cert-cnciagent-cnci.pem", ca);
     let other_cnci_cfg = client_config(dir.path(), "cert-cnciagent-cnci-other.pem", ca);
@@ -569,8 +494,8 @@ async fn an_agent_certificate_cannot_take_over_a_cnci() {
     wait_fds_back(sched.0.id(), fds_before).await;
 }
 
-/// Makes a modern CA, a scheduler certificate and a CNCI certificate bound to `uuid`.
-fn modern_set(dir: &Path, uuid: Uuid) {
+/// Makes a modern CA, a scheduler certificate and a CNCI certificate (bound to `uuid` if given).
+fn modern_set(dir: &Path, uuid: Option<Uuid>) {
     let d = dir.to_str().expect("utf-8").to_string();
     cert_tool(&[
         "anchor",
@@ -598,8 +523,8 @@ fn modern_set(dir: &Path, uuid: Uuid) {
         "--out-dir",
         &d,
     ]);
-    let u = uuid.to_string();
-    cert_tool(&[
+    let u = uuid.map(|u| u.to_string());
+    let mut cnci = vec![
         "issue",
         "--shape",
         "modern",
@@ -609,23 +534,21 @@ fn modern_set(dir: &Path, uuid: Uuid) {
         "cnciagent",
         "--host",
         "cnci",
-        "--uuid",
-        &u,
         "--out-dir",
         &d,
-    ]);
+    ];
+    if let Some(u) = &u {
+        cnci.extend(["--uuid", u.as_str()]);
+    }
+    cert_tool(&cnci);
 }
 
 #[tokio::test]
 async fn a_certificate_naming_a_uuid_connects_only_as_that_uuid() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bound = Uuid::new_v4();
-    modern_set(dir.path(), bound);
-    let (_sched, addr) = start(
-        &dir.path().join("cert-scheduler-localhost.pem"),
-        &dir.path().join("CAcert-localhost.pem"),
-        &[],
-    );
+    modern_set(dir.path(), Some(bound));
+    let (_sched, addr) = start(dir.path(), &[]);
     let cfg = client_config(
         dir.path(),
         "cert-cnciagent-cnci.pem",
@@ -706,42 +629,30 @@ fn ciao_cert_writes_private_keys_0600_under_umask_022() {
     assert_eq!(names.len(), 3, "no temporary file left: {names:?}");
 }
 
+/// Dials as a new agent; None when the session was not up within `limit`.
+async fn dial_new_agent(
+    addr: &str,
+    cfg: &std::sync::Arc<rustls::ClientConfig>,
+    limit: Duration,
+) -> Option<ssntp::client::Session> {
+    let dialled = dial(addr, "127.0.0.1", cfg.clone(), Uuid::new_v4(), role::AGENT);
+    tokio::time::timeout(limit, dialled).await.ok()?.ok()
+}
+
 #[tokio::test]
 async fn running_out_of_file_descriptors_is_logged_backed_off_and_survived() {
     let dir = tempfile::tempdir().expect("tempdir");
     ciao_set(dir.path());
-    let cert = dir.path().join("cert-scheduler-localhost.pem");
-    let ca = dir.path().join("CAcert-localhost.pem");
-    let mut sched = ciao_tests::start_scheduler_logged(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--cert",
-            cert.to_str().expect("utf-8"),
-            "--ca",
-            ca.to_str().expect("utf-8"),
-        ],
-        Some(64),
-    );
+    let mut sched = start_logged(dir.path(), &[], Some(64));
     // The attack: authenticated sessions until the scheduler cannot accept any more (a dial
     // that gets no TLS answer within 2 s is one the scheduler could not accept).
     let cfg = client_config(dir.path(), "cert-agent-cn1.pem", "CAcert-localhost.pem");
     let mut sessions = Vec::new();
     for _ in 0..100 {
-        let dialled = tokio::time::timeout(
-            Duration::from_secs(2),
-            dial(
-                &sched.addr,
-                "127.0.0.1",
-                cfg.clone(),
-                Uuid::new_v4(),
-                role::AGENT,
-            ),
-        )
-        .await;
+        let dialled = dial_new_agent(&sched.addr, &cfg, Duration::from_secs(2)).await;
         match dialled {
-            Ok(Ok(s)) => sessions.push(s),
-            _ => break,
+            Some(s) => sessions.push(s),
+            None => break,
         }
     }
     assert!(
@@ -761,18 +672,8 @@ async fn running_out_of_file_descriptors_is_logged_backed_off_and_survived() {
     sessions.truncate(sessions.len().saturating_sub(8));
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let dialled = tokio::time::timeout(
-            Duration::from_secs(5),
-            dial(
-                &sched.addr,
-                "127.0.0.1",
-                cfg.clone(),
-                Uuid::new_v4(),
-                role::AGENT,
-            ),
-        )
-        .await;
-        if let Ok(Ok(_)) = dialled {
+        let dialled = dial_new_agent(&sched.addr, &cfg, Duration::from_secs(5)).await;
+        if dialled.is_some() {
             break;
         }
         assert!(
