@@ -563,7 +563,8 @@ impl Hub {
         if bridge.name != graveyard {
             let mut msg = LinkMessage::default();
             msg.header.index = bridge.index;
-            msg.attributes.push(LinkAttribute::IfName(graveyard.clone()));
+            msg.attributes
+                .push(LinkAttribute::IfName(graveyard.clone()));
             self.tenant.ack(
                 &format!("rename bridge {name} to {graveyard}"),
                 RouteNetlinkMessage::SetLink(msg),

@@ -12,8 +12,7 @@ use cnci_agent::register::Limits;
 use cnci_agent::state::{AgentRecord, Store};
 use ssntp::frame::{event, kind, Frame};
 use ssntp::payloads::{
-    Payload, TenantAdded, TenantAddedEvent, TenantRemoved, TenantSync, TenantSyncEvent,
-    TunnelKind,
+    Payload, TenantAdded, TenantAddedEvent, TenantRemoved, TenantSync, TenantSyncEvent, TunnelKind,
 };
 use uuid::Uuid;
 
@@ -90,7 +89,15 @@ impl Fixture {
     /// Bridges in the tenant namespace (`sb…`) with whether each is up, sorted.
     fn bridges_up(&self) -> Vec<(String, bool)> {
         let out = Command::new("ip")
-            .args(["-n", &self.tenant_ns, "-o", "link", "show", "type", "bridge"])
+            .args([
+                "-n",
+                &self.tenant_ns,
+                "-o",
+                "link",
+                "show",
+                "type",
+                "bridge",
+            ])
             .output()
             .expect("ip link");
         let mut v: Vec<(String, bool)> = String::from_utf8_lossy(&out.stdout)
@@ -336,7 +343,10 @@ fn a_removed_subnet_is_out_of_service_at_once_and_can_come_back_before_its_bridg
             // Removed again, then a crash before the reaper ran (forget: no destructor runs, as
             // when the process dies); the restart's reconcile deletes the condemned bridges.
             a.handle(&f.removed(body()));
-            assert!(f.bridges_up().iter().all(|(n, up)| n.starts_with("sbz") && !up));
+            assert!(f
+                .bridges_up()
+                .iter()
+                .all(|(n, up)| n.starts_with("sbz") && !up));
             std::mem::forget(a);
             let mut a = start();
             a.wait_removed();
