@@ -33,6 +33,12 @@ pub fn bridge(subnet: Ipv4Net) -> String {
     )
 }
 
+/// The name a removed subnet's bridge takes until it is deleted: unique (its ifindex), never a
+/// subnet's name (`z` is not hex), and still `sb…`, so a restart reconcile finds it as stray.
+pub fn condemned(index: u32) -> String {
+    format!("{BRIDGE_PREFIX}z{index:x}")
+}
+
 /// The multipoint VXLAN device of `subnet`.
 pub fn vxlan(cnci: Uuid, subnet: Ipv4Net) -> String {
     let net = subnet.to_string();
@@ -86,10 +92,12 @@ mod tests {
             p2p(a, subnet, Ipv4Addr::new(10, 0, 0, 1)),
             uplink_underlay(a),
             default_netns(a),
+            condemned(u32::MAX),
         ] {
             assert!(name.len() <= 15, "{name} too long");
         }
         assert_ne!(vxlan(a, subnet), vxlan(b, subnet));
+        assert!(condemned(7).starts_with(BRIDGE_PREFIX) && condemned(7) != bridge(subnet));
         assert_ne!(
             p2p(a, subnet, Ipv4Addr::new(10, 0, 0, 1)),
             p2p(a, subnet, Ipv4Addr::new(10, 0, 0, 2))

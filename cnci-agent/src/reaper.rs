@@ -1,24 +1,35 @@
-//! Deletes the bridges of removed subnets on a thread of its own.
+//! Deletes the bridges of removed subnets on a thread of its own, a few per request.
 //!
 //! Deleting a bridge costs the kernel an RCU grace period under the global rtnl lock (the
-//! bridge's VLAN group is freed after `synchronize_net`): about 16 ms each on a busy 2-core
-//! node, measured, batched or not. Deleting them one per request on this thread keeps the
-//! agent's frames flowing and lets other rtnl users in between. A bridge waiting here has
-//! already lost its tunnel ports, so it serves nobody; a name that waits here is not reused
-//! until it is gone ([`Reaper::wait_gone`]).
+//! bridge's VLAN group is freed after `synchronize_rcu`), in every way of deleting it, measured
+//! on a busy 2-core node with 200 bridges: one RTM_DELLINK each 34 ms per bridge, one group
+//! RTM_DELLINK 17 ms per bridge, deleting their namespace 16 ms per bridge; a bridge cannot move
+//! to another namespace. Deleting [`CHUNK`] per group request halves the one-by-one cost and
+//! holds the rtnl lock about 0.3 s at a time, so the agent's frames and other rtnl users get in
+//! between. A bridge waiting here is already down and renamed ([`crate::names::condemned`]),
+//! so it serves nobody and its subnet's name is free at once.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Condvar, Mutex};
 
 use netcore::netlink::Netlink;
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::RouteNetlinkMessage;
 
 use crate::error::Result;
 
+/// Bridges deleted per request (group of 8: 19 ms per bridge, 32: 17 ms, measured).
+pub const CHUNK: usize = 16;
+
+/// The link group a chunk is put in right before its one RTM_DELLINK. A crash between the two
+/// leaves condemned bridges, which the restart reconcile finds by name.
+pub const REAPING_GROUP: u32 = 0xc1a0_0de2;
+
 #[derive(Default)]
 struct Queue {
-    /// Bridges to delete: ifindex -> name.
-    pending: BTreeMap<u32, String>,
+    /// Condemned bridges to delete, by ifindex.
+    pending: BTreeSet<u32>,
     /// Whether the agent is idle: deleting waits while frames are being handled, so that the
     /// rtnl lock each deletion holds does not slow the agent's own netlink requests.
     go: bool,
@@ -35,6 +46,39 @@ fn lock(m: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Deletes the bridges `chunk` with one request: each is put in [`REAPING_GROUP`], then the
+/// group is deleted. A bridge already gone is skipped.
+fn delete_chunk(nl: &mut Netlink, chunk: &[u32]) -> std::result::Result<(), netcore::Error> {
+    let mut any = false;
+    for index in chunk {
+        let mut msg = LinkMessage::default();
+        msg.header.index = *index;
+        msg.attributes.push(LinkAttribute::Group(REAPING_GROUP));
+        match nl.ack(
+            &format!("mark bridge #{index} for deletion"),
+            RouteNetlinkMessage::SetLink(msg),
+            0,
+        ) {
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+            Ok(()) => any = true,
+        }
+    }
+    if !any {
+        return Ok(());
+    }
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::Group(REAPING_GROUP));
+    match nl.ack(
+        "delete condemned bridges",
+        RouteNetlinkMessage::DelLink(msg),
+        0,
+    ) {
+        Err(e) if !e.is_not_found() => Err(e),
+        _ => Ok(()),
+    }
+}
+
 impl Reaper {
     /// Starts the thread with its own netlink socket in the tenant namespace.
     pub fn start(tenant_ns: OwnedFd) -> Result<Reaper> {
@@ -46,22 +90,23 @@ impl Reaper {
             .spawn(move || {
                 let (queue, changed) = &*theirs;
                 loop {
-                    let next = {
+                    let chunk: Vec<u32> = {
                         let mut q = lock(queue);
                         while (q.pending.is_empty() || !q.go) && !q.stop {
                             q = changed.wait(q).unwrap_or_else(|p| p.into_inner());
                         }
-                        match q.pending.iter().next() {
-                            Some((index, name)) => (*index, name.clone()),
-                            None => return,
+                        if q.pending.is_empty() {
+                            return;
                         }
+                        q.pending.iter().take(CHUNK).copied().collect()
                     };
-                    if let Err(e) = nl.delete_link(next.0) {
-                        if !e.is_not_found() {
-                            eprintln!("deleting bridge {}: {e}", next.1);
-                        }
+                    if let Err(e) = delete_chunk(&mut nl, &chunk) {
+                        eprintln!("deleting condemned bridges {chunk:?}: {e}");
                     }
-                    lock(queue).pending.remove(&next.0);
+                    let mut q = lock(queue);
+                    for index in &chunk {
+                        q.pending.remove(index);
+                    }
                     changed.notify_all();
                 }
             })
@@ -75,10 +120,10 @@ impl Reaper {
         })
     }
 
-    /// Queues a bridge for deletion.
-    pub fn delete(&self, index: u32, name: String) {
+    /// Queues a condemned bridge for deletion.
+    pub fn delete(&self, index: u32) {
         let (queue, changed) = &*self.shared;
-        lock(queue).pending.insert(index, name);
+        lock(queue).pending.insert(index);
         changed.notify_all();
     }
 
@@ -92,17 +137,6 @@ impl Reaper {
         let (queue, changed) = &*self.shared;
         lock(queue).go = true;
         changed.notify_all();
-    }
-
-    /// Blocks until no bridge named `name` waits for deletion.
-    pub fn wait_gone(&self, name: &str) {
-        let (queue, changed) = &*self.shared;
-        let mut q = lock(queue);
-        q.go = true;
-        changed.notify_all();
-        while q.pending.values().any(|n| n == name) {
-            q = changed.wait(q).unwrap_or_else(|p| p.into_inner());
-        }
     }
 
     /// Blocks until every queued bridge is gone.

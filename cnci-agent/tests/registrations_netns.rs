@@ -1,8 +1,10 @@
 //! The agent's registration handlers against the real kernel in private namespaces (no
 //! scheduler): TenantSync convergence (issue 10 item 4, CNCI side), registrations keyed by
-//! agent, and a kernel refusal rolled back from the record. Needs root (skips otherwise).
+//! agent, a kernel refusal rolled back from the record, and a removal that takes the subnet out
+//! of service at once while its bridge waits for deletion. Needs root (skips otherwise).
 
 use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
 use std::process::Command;
 
 use cnci_agent::handlers::{Agent, Policy};
@@ -10,7 +12,7 @@ use cnci_agent::register::Limits;
 use cnci_agent::state::{AgentRecord, Store};
 use ssntp::frame::{event, kind, Frame};
 use ssntp::payloads::{
-    Payload, TenantAdded, TenantAddedEvent, TenantSync, TenantSyncEvent, TunnelKind,
+    Payload, TenantAdded, TenantAddedEvent, TenantRemoved, TenantSync, TenantSyncEvent, TunnelKind,
 };
 use uuid::Uuid;
 
@@ -73,6 +75,47 @@ impl Fixture {
             self.cnci,
             TenantAdded(b).to_yaml(),
         )
+    }
+
+    fn removed(&self, b: TenantAddedEvent) -> Frame {
+        Frame::new(
+            kind::EVENT,
+            event::TENANT_REMOVED,
+            self.cnci,
+            TenantRemoved(b).to_yaml(),
+        )
+    }
+
+    /// Bridges in the tenant namespace (`sb…`) with whether each is up, sorted.
+    fn bridges_up(&self) -> Vec<(String, bool)> {
+        let out = Command::new("ip")
+            .args([
+                "-n",
+                &self.tenant_ns,
+                "-o",
+                "link",
+                "show",
+                "type",
+                "bridge",
+            ])
+            .output()
+            .expect("ip link");
+        let mut v: Vec<(String, bool)> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut fields = l.split(": ").skip(1);
+                let name = fields.next()?.to_string();
+                let flags = fields.next()?;
+                let up = flags
+                    .trim_start_matches('<')
+                    .split(['>', ','])
+                    .any(|f| f == "UP");
+                Some((name, up))
+            })
+            .filter(|(n, _)| n.starts_with("sb"))
+            .collect();
+        v.sort();
+        v
     }
 
     /// Bridges in the tenant namespace (`sb…`), sorted.
@@ -204,4 +247,117 @@ fn a_snapshot_converges_one_agents_entries_and_a_kernel_refusal_leaves_no_record
             cnci_agent::hub::destroy(&record, &Default::default()).expect("destroy");
         });
     });
+}
+
+/// Underlay and tenant namespaces for one test; the underlay holds 10.252.0.3 on `ul0`.
+fn namespaces(tag: &str) -> (Ns, Ns) {
+    let id = std::process::id();
+    let under = Ns(format!("{tag}ul-{id}"));
+    let tenant_ns = Ns(format!("{tag}t-{id}"));
+    must(&["ip", "netns", "add", &under.0]);
+    for cmd in [
+        "link add ul0 type veth peer name ul1",
+        "link set ul1 up",
+        "addr add 10.252.0.3/24 dev ul0",
+        "link set ul0 up",
+    ] {
+        let mut args = vec!["ip", "-n", &under.0];
+        args.extend(cmd.split(' '));
+        must(&args);
+    }
+    (under, tenant_ns)
+}
+
+#[test]
+fn a_removed_subnet_is_out_of_service_at_once_and_can_come_back_before_its_bridge_is_gone() {
+    if !nix::unistd::Uid::effective().is_root() {
+        println!("skipped: needs root");
+        return;
+    }
+    let (under, tenant_ns) = namespaces("regq");
+    let f = Fixture {
+        cnci: Uuid::new_v4(),
+        tenant: Uuid::new_v4(),
+        tenant_ns: tenant_ns.0.clone(),
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let record = AgentRecord {
+        uuid: f.cnci,
+        tenant: f.tenant,
+        netns: tenant_ns.0.clone(),
+        underlay_ip: UNDERLAY,
+        external_dev: None,
+        uplink: "100.64.0.0/31".parse().expect("uplink"),
+        dns: vec![],
+    };
+    let ns_file = std::fs::File::open(format!("/run/netns/{}", under.0)).expect("netns");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(&ns_file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let _guard = rt.enter();
+            let policy = Policy {
+                lease_secs: 60,
+                limits: Limits {
+                    max_subnets: 16,
+                    max_nodes_per_subnet: 16,
+                },
+                public_ranges: vec![],
+            };
+            let start = || {
+                let store = Store::open(dir.path()).expect("store");
+                Agent::start(store, record.clone(), policy.clone()).expect("agent")
+            };
+            let mut a = start();
+            let x = Uuid::new_v4();
+            let s5 = "172.16.5.0/24";
+            let cn: Ipv4Addr = "10.252.0.11".parse().expect("ip");
+            let body = || f.body(x, "10.252.0.11", s5, 505);
+            a.handle(&f.added(body()));
+            assert_eq!(f.bridges_up(), [(bridge(s5), true)]);
+
+            // Removed while frames keep coming (no idle): the bridge is down and renamed at
+            // once, its deletion still waits.
+            a.handle(&f.removed(body()));
+            assert!(subnets(&a).is_empty());
+            let condemned = f.bridges_up();
+            assert_eq!(condemned.len(), 1, "{condemned:?}");
+            assert!(
+                condemned[0].0.starts_with("sbz") && !condemned[0].1,
+                "the removed subnet's bridge is down under a condemned name: {condemned:?}"
+            );
+
+            // Re-added at once: a new bridge under the subnet's name, its tunnel and flood entry.
+            a.handle(&f.added(body()));
+            assert_eq!(subnets(&a), [s5]);
+            assert!(f.bridges_up().contains(&(bridge(s5), true)));
+            let mut nl = netcore::netlink::Netlink::open_in(a_tenant_ns(&f.tenant_ns).as_fd())
+                .expect("netlink");
+            let rec = a.desired().subnets.values().next().expect("s5").clone();
+            let programmed = cnci_agent::hub::programmed(&mut nl, f.cnci, &rec).expect("show");
+            assert_eq!(programmed.into_iter().collect::<Vec<_>>(), [cn]);
+
+            // Removed again, then a crash before the reaper ran (forget: no destructor runs, as
+            // when the process dies); the restart's reconcile deletes the condemned bridges.
+            a.handle(&f.removed(body()));
+            assert!(f
+                .bridges_up()
+                .iter()
+                .all(|(n, up)| n.starts_with("sbz") && !up));
+            std::mem::forget(a);
+            let mut a = start();
+            a.wait_removed();
+            assert!(subnets(&a).is_empty());
+            assert_eq!(f.bridges_up(), []);
+            drop(a);
+            cnci_agent::hub::destroy(&record, &Default::default()).expect("destroy");
+        });
+    });
+}
+
+fn a_tenant_ns(name: &str) -> std::fs::File {
+    std::fs::File::open(format!("/run/netns/{name}")).expect("tenant netns")
 }
