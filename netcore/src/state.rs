@@ -102,7 +102,9 @@ impl StateDir {
             return Ok(Self { root });
         }
         check_dedicated(&root)?;
-        for sub in ["", "nets", "vnics", "ips", "tunnels", "reports"] {
+        for sub in [
+            "", SUBDIRS[0], SUBDIRS[1], SUBDIRS[2], SUBDIRS[3], SUBDIRS[4],
+        ] {
             let dir = root.join(sub);
             fs::create_dir_all(&dir)
                 .map_err(|e| Error::io(format!("create state directory {}", dir.display()), e))?;
@@ -198,14 +200,29 @@ fn check_path(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The subdirectories of a state directory, in the order [`StateDir::open`] makes them: the
+/// last one marks a complete directory.
+const SUBDIRS: [&str; 5] = ["nets", "vnics", "ips", "tunnels", "reports"];
+
 /// A directory that is neither empty nor a ciao state directory belongs to something else.
+/// One that holds only some of [`SUBDIRS`] is one that a concurrent first call is making (a
+/// runtime starting many containers at once on a new node).
 fn check_dedicated(root: &Path) -> Result<()> {
-    let mut entries = match fs::read_dir(root) {
+    let entries = match fs::read_dir(root) {
         Ok(e) => e,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(Error::io(format!("list {}", root.display()), e)),
     };
-    if entries.next().is_none() || root.join("node.json").is_file() {
+    let mut being_made = true;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("list {}", root.display()), e))?;
+        let name = entry.file_name();
+        if !SUBDIRS.iter().any(|s| name == *s) {
+            being_made = false;
+            break;
+        }
+    }
+    if being_made || root.join("node.json").is_file() {
         return Ok(());
     }
     Err(Error::invalid(
@@ -703,5 +720,37 @@ mod tests {
         rx.recv_timeout(std::time::Duration::from_secs(5))
             .expect("second holder proceeds");
         waiter.join().expect("join");
+    }
+
+    #[test]
+    fn a_directory_half_made_by_a_concurrent_first_call_is_ours_and_a_foreign_one_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // What a concurrent first `open` has made so far: some subdirectories, not `reports`.
+        for sub in ["nets", "vnics"] {
+            fs::create_dir(dir.path().join(sub)).expect("mkdir");
+        }
+        StateDir::open(dir.path()).expect("a half-made state directory is ours");
+        let foreign = tempfile::tempdir().expect("tempdir");
+        fs::create_dir(foreign.path().join("nets")).expect("mkdir");
+        fs::write(foreign.path().join("notes.txt"), "mine").expect("write");
+        let err = StateDir::open(foreign.path()).expect_err("foreign");
+        assert!(
+            err.to_string().contains("not a ciao state directory"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn many_first_calls_at_once_all_open_the_new_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("node");
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..16)
+                .map(|_| s.spawn(|| StateDir::open(&root).map(|_| ())))
+                .collect();
+            for h in handles {
+                h.join().expect("thread").expect("open");
+            }
+        });
     }
 }
