@@ -201,7 +201,7 @@ impl Hub {
         }
         self.retired += 1;
         if self.retired >= RETIRE_BATCH {
-            self.flush_retired()?;
+            self.delete_retired()?;
         }
         Ok(())
     }
@@ -213,11 +213,16 @@ impl Hub {
         }
     }
 
-    /// Deletes every retired link in one request. Called when the agent has no frame waiting,
-    /// before anything is created in the tenant namespace (a retired link may hold the name),
-    /// and when a batch is full.
+    /// The agent has no frame waiting: deletes the retired links and lets the reaper work.
     pub fn flush_retired(&mut self) -> Result<()> {
         self.reaper.resume();
+        self.delete_retired()
+    }
+
+    /// Deletes every retired link in one request: before anything is created in the tenant
+    /// namespace (a retired link may hold the name) and when a batch is full. The reaper stays
+    /// paused: each of its requests holds the rtnl lock that frames need.
+    fn delete_retired(&mut self) -> Result<()> {
         if self.retired == 0 {
             return Ok(());
         }
@@ -414,12 +419,12 @@ impl Hub {
 
     /// Brings one subnet to its record: bridge, tunnel device(s), flood list.
     pub fn ensure_subnet(&mut self, rec: &SubnetRecord) -> Result<()> {
-        // A bridge handed to the reaper and not yet condemned is taken back before the flush
-        // below lets the reaper run; one already condemned no longer has the subnet's name.
+        // A bridge handed to the reaper and not yet condemned is taken back; one already
+        // condemned no longer has the subnet's name.
         if let Some(bridge) = self.tenant.link_by_name(&names::bridge(rec.subnet))? {
             self.reaper.reprieve(bridge.index);
         }
-        self.flush_retired()?;
+        self.delete_retired()?;
         let bridge = self.ensure_bridge(rec)?;
         let mtu = self.subnet_mtu(rec.kind);
         match rec.kind {
@@ -526,7 +531,7 @@ impl Hub {
     /// flood entry (or one point-to-point device) instead of a full pass, so a burst of
     /// registrations costs one kernel call each.
     pub fn add_node(&mut self, rec: &SubnetRecord, node: Ipv4Addr) -> Result<()> {
-        self.flush_retired()?;
+        self.delete_retired()?;
         if rec.kind == TunnelKind::Vxlan {
             let name = names::vxlan(self.agent.uuid, rec.subnet);
             if let Some(link) = self.tenant.link_by_name(&name)? {

@@ -44,7 +44,10 @@ pub const PUBLIC_RANGE: &str = "203.0.113.8/29";
 pub const SERVER_NAME: &str = "localhost";
 
 /// How long an agent may take to report itself connected, or its hub to be programmed.
-pub const AGENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A deadline, not a wait: generous, because an agent restarting with hundreds of subnets
+/// reconciles them first, and every netlink request shares the kernel's global rtnl lock with
+/// whatever else a busy machine is doing.
+pub const AGENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One of the two compute nodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
