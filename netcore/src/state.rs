@@ -222,7 +222,10 @@ fn check_dedicated(root: &Path) -> Result<()> {
             break;
         }
     }
-    if being_made || root.join("node.json").is_file() {
+    // Checked after the listing: a concurrent first call makes `reports` before anything
+    // else (the lock, node.json), so whatever the listing saw beyond SUBDIRS, `reports` is
+    // there by now if that call made it.
+    if being_made || root.join("reports").is_dir() || root.join("node.json").is_file() {
         return Ok(());
     }
     Err(Error::invalid(
@@ -730,6 +733,12 @@ mod tests {
             fs::create_dir(dir.path().join(sub)).expect("mkdir");
         }
         StateDir::open(dir.path()).expect("a half-made state directory is ours");
+        // Listed a moment later: the other call made `reports`, then its lock file.
+        let later = tempfile::tempdir().expect("tempdir");
+        fs::create_dir(later.path().join("nets")).expect("mkdir");
+        fs::write(later.path().join("lock"), "").expect("lock file");
+        fs::create_dir(later.path().join("reports")).expect("mkdir");
+        check_dedicated(later.path()).expect("reports/ marks a ciao state directory");
         let foreign = tempfile::tempdir().expect("tempdir");
         fs::create_dir(foreign.path().join("nets")).expect("mkdir");
         fs::write(foreign.path().join("notes.txt"), "mine").expect("write");
