@@ -55,7 +55,7 @@ fn udhcpc(ns: &str, script: &Path, tries: &str) -> Output {
 #[test]
 fn udhcpc_gets_a_lease_for_a_scheme_mac_only() {
     if !nix::unistd::Uid::effective().is_root() {
-        println!("skipped: needs root");
+        println!("skipped: udhcpc_gets_a_lease_for_a_scheme_mac_only: needs root");
         return;
     }
     let applets = String::from_utf8_lossy(&run(&["busybox", "--list"]).stdout).into_owned();

@@ -146,7 +146,7 @@ fn bridge(subnet: &str) -> String {
 #[test]
 fn a_snapshot_converges_one_agents_entries_and_a_kernel_refusal_leaves_no_record() {
     if !nix::unistd::Uid::effective().is_root() {
-        println!("skipped: needs root");
+        println!("skipped: a_snapshot_converges_one_agents_entries_and_a_kernel_refusal_leaves_no_record: needs root");
         return;
     }
     let id = std::process::id();
@@ -171,15 +171,7 @@ fn a_snapshot_converges_one_agents_entries_and_a_kernel_refusal_leaves_no_record
         tenant_ns: tenant_ns.0.clone(),
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let record = AgentRecord {
-        uuid: f.cnci,
-        tenant: f.tenant,
-        netns: tenant_ns.0.clone(),
-        underlay_ip: UNDERLAY,
-        external_dev: None,
-        uplink: "100.64.0.0/31".parse().expect("uplink"),
-        dns: vec![],
-    };
+    let record = agent_record(&f);
     let ns_file = std::fs::File::open(format!("/run/netns/{}", under.0)).expect("netns");
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -189,14 +181,7 @@ fn a_snapshot_converges_one_agents_entries_and_a_kernel_refusal_leaves_no_record
                 .build()
                 .expect("runtime");
             let _guard = rt.enter();
-            let policy = Policy {
-                lease_secs: 60,
-                limits: Limits {
-                    max_subnets: 16,
-                    max_nodes_per_subnet: 16,
-                },
-                public_ranges: vec![],
-            };
+            let policy = small_policy();
             let store = Store::open(dir.path()).expect("store");
             let mut a = Agent::start(store, record.clone(), policy).expect("agent");
             let (x, y) = (Uuid::new_v4(), Uuid::new_v4());
@@ -271,7 +256,7 @@ fn namespaces(tag: &str) -> (Ns, Ns) {
 #[test]
 fn a_removed_subnet_can_come_back_before_its_bridge_is_gone_and_a_crash_leaves_nothing() {
     if !nix::unistd::Uid::effective().is_root() {
-        println!("skipped: needs root");
+        println!("skipped: a_removed_subnet_can_come_back_before_its_bridge_is_gone_and_a_crash_leaves_nothing: needs root");
         return;
     }
     let (under, tenant_ns) = namespaces("regq");
@@ -281,15 +266,7 @@ fn a_removed_subnet_can_come_back_before_its_bridge_is_gone_and_a_crash_leaves_n
         tenant_ns: tenant_ns.0.clone(),
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let record = AgentRecord {
-        uuid: f.cnci,
-        tenant: f.tenant,
-        netns: tenant_ns.0.clone(),
-        underlay_ip: UNDERLAY,
-        external_dev: None,
-        uplink: "100.64.0.0/31".parse().expect("uplink"),
-        dns: vec![],
-    };
+    let record = agent_record(&f);
     let ns_file = std::fs::File::open(format!("/run/netns/{}", under.0)).expect("netns");
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -299,14 +276,7 @@ fn a_removed_subnet_can_come_back_before_its_bridge_is_gone_and_a_crash_leaves_n
                 .build()
                 .expect("runtime");
             let _guard = rt.enter();
-            let policy = Policy {
-                lease_secs: 60,
-                limits: Limits {
-                    max_subnets: 16,
-                    max_nodes_per_subnet: 16,
-                },
-                public_ranges: vec![],
-            };
+            let policy = small_policy();
             let start = || {
                 let store = Store::open(dir.path()).expect("store");
                 Agent::start(store, record.clone(), policy.clone()).expect("agent")
@@ -363,6 +333,31 @@ fn a_removed_subnet_can_come_back_before_its_bridge_is_gone_and_a_crash_leaves_n
             cnci_agent::hub::destroy(&record, &Default::default()).expect("destroy");
         });
     });
+}
+
+/// The agent record of the fixture's CNCI, on the test underlay.
+fn agent_record(f: &Fixture) -> AgentRecord {
+    AgentRecord {
+        uuid: f.cnci,
+        tenant: f.tenant,
+        netns: f.tenant_ns.clone(),
+        underlay_ip: UNDERLAY,
+        external_dev: None,
+        uplink: "100.64.0.0/31".parse().expect("uplink"),
+        dns: vec![],
+    }
+}
+
+/// Limits small enough for a test, no public ranges.
+fn small_policy() -> Policy {
+    Policy {
+        lease_secs: 60,
+        limits: Limits {
+            max_subnets: 16,
+            max_nodes_per_subnet: 16,
+        },
+        public_ranges: vec![],
+    }
 }
 
 fn a_tenant_ns(name: &str) -> std::fs::File {

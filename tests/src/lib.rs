@@ -611,13 +611,17 @@ pub fn start_scheduler(args: &[&str]) -> (Proc, String) {
     std::io::BufReader::new(child.stderr.take().expect("stderr"))
         .read_line(&mut banner)
         .expect("scheduler banner");
-    let addr = banner
+    (Proc(child), banner_addr(&banner))
+}
+
+/// The listening address at the end of the scheduler's first line (`... listening on ADDR`).
+fn banner_addr(banner: &str) -> String {
+    banner
         .rsplit(' ')
         .next()
         .unwrap_or_default()
         .trim()
-        .to_string();
-    (Proc(child), addr)
+        .to_string()
 }
 
 /// A TLS client configuration presenting the certificate file `cert` and trusting the CA file
@@ -713,12 +717,7 @@ pub fn start_scheduler_logged(args: &[&str], nofile: Option<u64>) -> LoggedSched
         .next()
         .expect("scheduler banner")
         .expect("read banner");
-    let addr = banner
-        .rsplit(' ')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
+    let addr = banner_addr(&banner);
     let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = log.clone();
     std::thread::spawn(move || {
