@@ -12,7 +12,6 @@
 
 mod plugin;
 mod report;
-mod stats;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -20,15 +19,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use ciao_tests::{json, ComputeNode, Netns, TENANT_A};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use serde_json::Value;
+use testkit::{json, ComputeNode, Netns, TENANT_A};
 
 use plugin::{NsSwitch, Plugin};
 use report::{
     Growth, Host, Ops, QuietCheck, Ratios, Results, Scale, ScaleOps, Sequential, Settings, Startup,
 };
-use stats::Summary;
+use testkit::stats::{self, Summary};
 
 const USAGE: &str = "\
 usage: ciao-bench [options]   (as root: it creates network namespaces)
@@ -551,7 +550,7 @@ fn settle(container: &Netns, ifname: &str) {
 
 fn preflight(args: &Args) -> Result<()> {
     ensure!(
-        ciao_tests::is_root(),
+        testkit::is_root(),
         "must run as root (it creates network namespaces)"
     );
     ensure!(

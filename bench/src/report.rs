@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::stats::{ms, ratio, Summary};
+use testkit::stats::{ms, ratio, Summary};
 
 /// Timings of one plugin's ADDs and DELs in one phase, with the raw samples for later analysis.
 #[derive(Debug, Clone, Serialize)]

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use ciao_tests::cluster::{Cluster, Cn, Member, Tenant, NN_IP};
-use ciao_tests::{cni_call, plugin, require_root, Netns, TENANT_A};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
+use testkit::cluster::{Cluster, Cn, Member, Tenant, NN_IP};
+use testkit::{cni_call, plugin, require_root, Netns, TENANT_A};
 
 /// Registrations in the whole test: three phases, one per process killed.
 const BURST: usize = 500;
@@ -162,8 +162,8 @@ fn wait_exactly(c: &Cluster, t: &Tenant, want: &BTreeMap<String, BTreeSet<String
             panic!(
                 "the hub did not converge to the nodes' set within {CONVERGE:?}: {diff:?}\n\
                  cn1 log:\n{}\nscheduler log:\n{}",
-                ciao_tests::cluster::log_tail(&c.log("cn1")),
-                ciao_tests::cluster::log_tail(&c.log("scheduler")),
+                testkit::cluster::log_tail(&c.log("cn1")),
+                testkit::cluster::log_tail(&c.log("scheduler")),
             );
         }
         std::thread::sleep(Duration::from_millis(250));

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use ciao_tests::{ciao_certificates, client_tls, start_scheduler, tenant_added_frame, Proc};
 use ssntp::client::{Client, ClientConfig, ClientEvent};
 use ssntp::frame::{event, role};
+use testkit::{ciao_certificates, client_tls, start_scheduler, tenant_added_frame, Proc};
 use uuid::Uuid;
 
 fn start(dir: &str, port: u16) -> Proc {

@@ -1,12 +1,12 @@
-//! The multi-node cluster fixture (`ciao_tests::cluster`) and the `ciao-cluster` demo: scheduler
+//! The multi-node cluster fixture (`testkit::cluster`) and the `ciao-cluster` demo: scheduler
 //! on a shared underlay, two compute nodes delivering their reports, CNCI agents on the network
 //! node. The parts that need the CNCI agent skip (by name) if `ciao-cnci-agent` does not build.
 
 use std::process::Command;
 use std::time::Duration;
 
-use ciao_tests::cluster::{Cluster, Cn};
-use ciao_tests::{
+use testkit::cluster::{Cluster, Cn};
+use testkit::{
     cnci_agent_tool, node_tool, plugin, require_root, scheduler_tool, skip, try_cnci_agent_tool,
     TENANT_A,
 };
@@ -14,7 +14,7 @@ use ciao_tests::{
 const S1: &str = "172.16.1.0/24";
 
 fn netns_list() -> String {
-    ciao_tests::run(&["ip", "netns", "list"])
+    testkit::run(&["ip", "netns", "list"])
 }
 
 fn has_agent(test: &str) -> bool {
@@ -105,7 +105,7 @@ fn the_demo_prints_a_matrix_as_expected_and_cleans_up() {
         cnci_agent_tool(),
     );
     let before = netns_list();
-    let out = Command::new(env!("CARGO_BIN_EXE_ciao-cluster"))
+    let out = Command::new(testkit::cluster_demo())
         .arg("--exit")
         .output()
         .expect("run ciao-cluster");
@@ -117,6 +117,12 @@ fn the_demo_prints_a_matrix_as_expected_and_cleans_up() {
     );
     assert!(stdout.contains("== reachability"), "{stdout}");
     assert!(stdout.contains("42 of 42 cells as expected"), "{stdout}");
+    // A run as expected removes its logs.
+    let logs = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("logs: "))
+        .unwrap_or_else(|| panic!("no `logs:` line: {stdout}"));
+    assert!(!std::path::Path::new(logs).exists(), "{logs} left behind");
     // Whatever it created is gone (other tests may run beside it: compare its names only).
     let after = netns_list();
     for line in after.lines() {

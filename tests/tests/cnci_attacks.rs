@@ -6,17 +6,17 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ciao_tests::cluster::{
-    open_fds, ssntp_exchange, subnet_entry, Cluster, Cn, Member, Tenant, Workload, EXT_IP,
-    NN_EXT_IP, NN_IP,
-};
-use ciao_tests::matrix::TwoTenants;
-use ciao_tests::{require_root, TENANT_A, TENANT_B};
 use ssntp::frame::{command, error, event, kind, role, Frame};
 use ssntp::payloads::{
     AssignPublicIp, Payload, PublicIpCommand, ReleasePublicIp, TenantAdded, TenantAddedEvent,
     TenantRemoved, TunnelKind,
 };
+use testkit::cluster::{
+    open_fds, ssntp_exchange, subnet_entry, Cluster, Cn, Member, Tenant, Workload, EXT_IP,
+    NN_EXT_IP, NN_IP,
+};
+use testkit::matrix::TwoTenants;
+use testkit::{require_root, TENANT_A, TENANT_B};
 use uuid::Uuid;
 
 const S1: &str = "172.16.1.0/24";
@@ -94,7 +94,7 @@ fn wait_logged(cluster: &Cluster, t: &Tenant, needles: &[String]) {
         assert!(
             Instant::now() < deadline,
             "not logged: {missing:?}; log:\n{}",
-            ciao_tests::cluster::log_tail(&log)
+            testkit::cluster::log_tail(&log)
         );
         std::thread::sleep(Duration::from_millis(100));
     }

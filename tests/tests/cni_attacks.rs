@@ -7,10 +7,10 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ciao_tests::{
+use serde_json::Value;
+use testkit::{
     cni_call, json, node_tool, plugin, require_root, CniOutput, ComputeNode, Netns, TENANT_A,
 };
-use serde_json::Value;
 
 /// Runs the plugin in `node`'s namespace with an explicit interface name.
 fn cni_if(
@@ -348,7 +348,7 @@ fn a_second_state_directory_on_a_node_is_refused_by_every_front_end() {
     // The Docker plugin started with another --state-dir: before, it deleted them too.
     let socket = other.path().join("ciao.sock");
     let docker = node.ns.try_exec(&[
-        ciao_tests::docker::plugin_bin().to_str().expect("utf-8"),
+        testkit::docker::plugin_bin().to_str().expect("utf-8"),
         "--socket",
         socket.to_str().expect("utf-8"),
         "--state-dir",

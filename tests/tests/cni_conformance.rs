@@ -1,8 +1,8 @@
 //! CNI conformance: the built plugin executed exactly as runtimes do (env + stdin), for every
 //! supported spec version, including the error paths.
 
-use ciao_tests::{cni_call, json, plugin, require_root, ComputeNode, Netns, TENANT_A};
 use serde_json::Value;
+use testkit::{cni_call, json, plugin, require_root, ComputeNode, Netns, TENANT_A};
 
 const VERSIONS: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
 

@@ -1,7 +1,7 @@
 //! Crash safety (the plugin SIGKILLed after each step of an ADD) and concurrency (50 parallel
 //! ADDs and DELs on one node).
 
-use ciao_tests::{cni_call, crash_plugin, json, require_root, ComputeNode, Netns, TENANT_A};
+use testkit::{cni_call, crash_plugin, json, require_root, ComputeNode, Netns, TENANT_A};
 
 /// What a node looks like from outside: all links, all addresses, state files.
 fn snapshot(

@@ -2,8 +2,8 @@
 //! stay isolated, the subnet's bridge and tunnel live exactly as long as its workloads, and
 //! dockerd's FORWARD DROP policy does not break our bridges.
 
-use ciao_tests::{json, require_root, ComputeNode, Netns, TENANT_A, TENANT_B};
 use serde_json::Value;
+use testkit::{json, require_root, ComputeNode, Netns, TENANT_A, TENANT_B};
 
 fn add(node: &ComputeNode, conf: &Value, id: &str, ctr: &Netns, ip: &str) -> Value {
     let mut c = conf.clone();

@@ -6,15 +6,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ciao_tests::{
-    ciao_certificates, client_tls, node_tool, require_root, start_scheduler, ComputeNode, Netns,
-    Proc, TENANT_A,
-};
 use ssntp::conn::{FrameReader, FrameWriter, ServerHello};
 use ssntp::frame::{event, kind, role, Frame};
 use ssntp::payloads::{
     ConcentratorInstanceAdded, ConcentratorInstanceAddedEvent, Payload, TenantAdded, TenantRemoved,
     TenantSync,
+};
+use testkit::{
+    ciao_certificates, client_tls, node_tool, require_root, start_scheduler, ComputeNode, Netns,
+    Proc, TENANT_A,
 };
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};

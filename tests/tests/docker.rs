@@ -4,11 +4,11 @@
 
 use std::sync::Mutex;
 
-use ciao_tests::docker::{
+use testkit::docker::{
     crash_plugin_bin, snapshot, tenant_network_args, unavailable, Dockerd, PluginDaemon, CNCI,
     IMAGE,
 };
-use ciao_tests::{json, skip, ComputeNode, Netns, TENANT_A, TENANT_B};
+use testkit::{json, skip, ComputeNode, Netns, TENANT_A, TENANT_B};
 
 /// One dockerd at a time: each is heavy, and the machine has two cores.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -299,7 +299,7 @@ fn plugin_kill9_and_dockerd_restart_keep_networks_and_endpoints() {
 
 #[test]
 fn bad_input_gets_err_and_leaves_state_unchanged() {
-    if !ciao_tests::is_root() {
+    if !testkit::is_root() {
         skip("docker::bad_input", "needs root (network namespaces)");
         return;
     }
@@ -484,9 +484,9 @@ fn bad_input_gets_err_and_leaves_state_unchanged() {
 
 #[test]
 fn docker_container_on_cn1_talks_to_a_cni_container_on_cn2_through_the_hub() {
-    use ciao_tests::cluster::{Cluster, Cn, NN_IP};
+    use testkit::cluster::{Cluster, Cn, NN_IP};
     require_docker!("docker::cluster");
-    if ciao_tests::try_cnci_agent_tool().is_none() {
+    if testkit::try_cnci_agent_tool().is_none() {
         skip("docker::cluster", "ciao-cnci-agent does not build");
         return;
     }
@@ -526,7 +526,7 @@ fn docker_container_on_cn1_talks_to_a_cni_container_on_cn2_through_the_hub() {
 
 #[test]
 fn a_plugin_killed_at_each_step_of_create_endpoint_recovers_on_restart() {
-    if !ciao_tests::is_root() {
+    if !testkit::is_root() {
         skip("docker::crash", "needs root (network namespaces)");
         return;
     }

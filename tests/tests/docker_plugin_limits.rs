@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ciao_tests::docker::plugin_bin;
-use ciao_tests::{require_root, ComputeNode, Proc};
+use testkit::docker::plugin_bin;
+use testkit::{require_root, ComputeNode, Proc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 

@@ -4,12 +4,12 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, AsRawFd};
 
-use ciao_tests::{require_root, Netns};
 use netcore::netlink::{
     tap, GeneveSpec, GreSpec, InfoData, LinkKind, Netlink, NewLink, Route, VethPeer, VxlanSpec,
 };
 use netcore::Error;
 use netlink_packet_route::link::{InfoGeneve, InfoGre, InfoVxlan};
+use testkit::{require_root, Netns};
 
 fn open(ns: &Netns) -> (std::os::fd::OwnedFd, Netlink) {
     let fd = netcore::netns::open(&ns.path()).expect("open netns");
@@ -295,7 +295,7 @@ fn persistent_tap_with_owner() {
 fn skip_if_unsupported<T>(test: &str, kind: &str, result: Result<T, Error>) -> bool {
     match result {
         Err(Error::Unsupported(msg)) => {
-            ciao_tests::skip(test, &format!("kernel lacks {kind} ({msg})"));
+            testkit::skip(test, &format!("kernel lacks {kind} ({msg})"));
             true
         }
         Err(e) => panic!("create {kind}: {e}"),

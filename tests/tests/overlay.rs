@@ -6,13 +6,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ciao_tests::cluster::{
-    in_netns, ssntp_exchange, subnet_entry, Cluster, Cn, Tenant, Workload, EXT_IP, NN_IP,
-};
-use ciao_tests::{require_root, TENANT_A, TENANT_B};
 use netcore::{Cnci, Node, NodeConfig, SubnetConfig, VnicId, VnicKind, VnicRequest};
 use ssntp::frame::{command, error, event, kind, role, Frame};
 use ssntp::payloads::{AssignPublicIp, Payload, PublicIpCommand, ReleasePublicIp};
+use testkit::cluster::{
+    in_netns, ssntp_exchange, subnet_entry, Cluster, Cn, Tenant, Workload, EXT_IP, NN_IP,
+};
+use testkit::{require_root, TENANT_A, TENANT_B};
 
 const S1: &str = "172.16.1.0/24";
 const S2: &str = "172.16.2.0/24";
@@ -354,7 +354,7 @@ fn a_vm_like_tap_client_gets_its_address_from_the_cnci_dhcp() {
     let a2 = container(&cluster, Cn::Cn2, &ta, S1, "172.16.1.11");
     // The "guest": a namespace whose eth0 (MAC 02:00:ac:10:01:20) is wired to a port named like
     // a QEMU tap on CN1, attached through the core's tap path as the QEMU hook will do.
-    let guest = ciao_tests::Netns::new("guest");
+    let guest = testkit::Netns::new("guest");
     let tap = format!("tap{}", std::process::id() % 100000);
     let cn1 = &cluster.cn1;
     cn1.ns.exec(&[
@@ -488,7 +488,7 @@ fn the_agent_restarts_without_disturbing_flows_and_repeated_registrations_change
     let (ta, a1, a2) = on_both_nodes(&mut cluster, TENANT_A);
     let tenant_ns = cluster.tenant_ns(&ta);
     let links_before = tenant_ns.exec(&["ip", "-o", "link", "show"]);
-    let fdb = |ns: &ciao_tests::Netns| {
+    let fdb = |ns: &testkit::Netns| {
         let mut l: Vec<String> = ns
             .exec(&["bridge", "fdb", "show"])
             .lines()
@@ -683,12 +683,12 @@ fn point_to_point_hubs_over_gretap_and_geneve() {
         ),
     ] {
         let test = format!("point_to_point_hubs_over_{kind}");
-        let ns = ciao_tests::Netns::new("probe");
+        let ns = testkit::Netns::new("probe");
         let mut args = vec!["ip", "link", "add", "p0"];
         args.extend(probe);
         let made = ns.try_exec(&args);
         if !made.status.success() {
-            ciao_tests::skip(
+            testkit::skip(
                 &test,
                 &format!(
                     "kernel lacks {kind} ({})",

@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Instant;
 
-use ciao_tests::{json, plugin, require_root, unique, ComputeNode, TENANT_A};
 use serde_json::Value;
+use testkit::{json, plugin, require_root, unique, ComputeNode, TENANT_A};
 
 const SUBNET: &str = "172.16.1.0/24";
 const IMAGE: &str = "localhost/ciao-test/busybox";
@@ -202,7 +202,7 @@ exec sleep 1800
             std::fs::create_dir_all(rootfs.join(sub)).expect("create rootfs dirs");
         }
         std::fs::copy(&busybox, rootfs.join("bin/busybox")).expect("copy busybox");
-        let list = ciao_tests::run(&[busybox.to_str().expect("busybox path"), "--list"]);
+        let list = testkit::run(&[busybox.to_str().expect("busybox path"), "--list"]);
         for applet in list
             .lines()
             .map(str::trim)
@@ -216,7 +216,7 @@ exec sleep 1800
         std::fs::write(rootfs.join("etc/group"), "root:x:0:\n").expect("group");
         let tar = self.dir.path().join("rootfs.tar");
         let tar_text = tar.to_str().expect("tar path");
-        ciao_tests::run(&[
+        testkit::run(&[
             "tar",
             "-C",
             rootfs.to_str().expect("rootfs path"),
@@ -317,7 +317,7 @@ fn aliased_links(text: &str) -> Vec<(String, String)> {
 fn podman_containers_ping_across_the_ciao_bridge_and_leave_the_node_clean() {
     require_root!();
     if on_path("podman").is_none() {
-        ciao_tests::skip(
+        testkit::skip(
             "podman_containers_ping_across_the_ciao_bridge_and_leave_the_node_clean",
             "podman not installed",
         );
@@ -397,7 +397,7 @@ fn podman_containers_ping_across_the_ciao_bridge_and_leave_the_node_clean() {
             "{vnic} is not a port of {bridge}: {ports}"
         );
     }
-    let host_links = ciao_tests::run(&["ip", "-o", "-d", "link", "show"]);
+    let host_links = testkit::run(&["ip", "-o", "-d", "link", "show"]);
     assert!(
         !host_links.contains(&id1) && !host_links.contains(&id2),
         "a link for the containers appeared on the host: {host_links}"

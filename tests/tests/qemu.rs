@@ -8,9 +8,9 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use ciao_tests::cluster::{Cluster, Cn, Tenant, NN_IP};
-use ciao_tests::qemu::{guest_image, log_dir, Guest, GuestImage, GuestSpec, ImageError};
-use ciao_tests::{require_root, skip, vm_hook, ComputeNode, TENANT_A, TENANT_B};
+use testkit::cluster::{Cluster, Cn, Tenant, NN_IP};
+use testkit::qemu::{guest_image, log_dir, Guest, GuestImage, GuestSpec, ImageError};
+use testkit::{require_root, skip, vm_hook, ComputeNode, TENANT_A, TENANT_B};
 
 const SUBNET: &str = "172.16.1.0/24";
 const CONTAINER_IP: &str = "172.16.1.11";

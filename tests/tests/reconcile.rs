@@ -1,6 +1,6 @@
 //! `ciao-node reconcile`: repairs what crashes, reboots and vanished workloads leave behind.
 
-use ciao_tests::{json, require_root, ComputeNode, Netns, TENANT_A};
+use testkit::{json, require_root, ComputeNode, Netns, TENANT_A};
 
 #[test]
 fn reconcile_repairs_tunnels_drops_vanished_workloads_and_strays() {

@@ -5,13 +5,13 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ciao_tests::{
-    cert_tool, ciao_certificates, client_tls, start_scheduler, start_scheduler_logged,
-    tenant_added_frame, LoggedScheduler, Proc,
-};
 use ssntp::client::dial;
 use ssntp::conn::{ConnError, FrameReader};
 use ssntp::frame::{error, event, kind, role, Incoming};
+use testkit::{
+    cert_tool, ciao_certificates, client_tls, start_scheduler, start_scheduler_logged,
+    tenant_added_frame, LoggedScheduler, Proc,
+};
 use uuid::Uuid;
 
 /// The scheduler's arguments: loopback, the scheduler certificate and CA in `dir`, then `extra`.
@@ -202,7 +202,7 @@ async fn barrier(s: &mut ssntp::client::Session, me: Uuid) -> Vec<ssntp::frame::
 
 /// The number of file descriptors process `pid` has open.
 fn fd_count(pid: u32) -> usize {
-    ciao_tests::cluster::open_fds(pid)
+    testkit::cluster::open_fds(pid)
         .unwrap_or_else(|| panic!("process {pid} is gone"))
         .len()
 }
@@ -220,7 +220,7 @@ async fn wait_fds_back(pid: u32, baseline: usize) {
         assert!(
             std::time::Instant::now() < deadline,
             "the scheduler holds {now} file descriptors, {baseline} before the attack: {:#?}",
-            ciao_tests::cluster::open_fds(pid)
+            testkit::cluster::open_fds(pid)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -229,7 +229,7 @@ async fn wait_fds_back(pid: u32, baseline: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_idle_connections_neither_kill_nor_bloat_the_scheduler() {
     const IDLE: usize = 10_000;
-    ciao_tests::raise_own_fd_limit(IDLE as u64 + 2048);
+    testkit::raise_own_fd_limit(IDLE as u64 + 2048);
     let dir = tempfile::tempdir().expect("tempdir");
     ciao_set(dir.path());
     let mut sched = start_logged(dir.path(), &[], Some(1024));
@@ -583,7 +583,7 @@ fn ciao_cert_writes_private_keys_0600_under_umask_022() {
     std::fs::write(&stale, "old").expect("write");
     std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let run = |args: &[&str]| {
-        let mut cmd = std::process::Command::new(ciao_tests::scheduler_tool("ciao-cert"));
+        let mut cmd = std::process::Command::new(testkit::scheduler_tool("ciao-cert"));
         cmd.args(args);
         // SAFETY: umask is async-signal-safe and touches only the child's own state.
         unsafe {

@@ -4,8 +4,8 @@
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
-use ciao_tests::{require_root, ComputeNode, TENANT_A};
 use netcore::{Cnci, Node, NodeConfig, SubnetConfig, VnicId, VnicKind, VnicRequest};
+use testkit::{require_root, ComputeNode, TENANT_A};
 
 fn subnet(node: &ComputeNode) -> SubnetConfig {
     SubnetConfig::new(

@@ -5,7 +5,7 @@
 
 use std::process::{Command, Output, Stdio};
 
-use ciao_tests::{require_root, vm_hook, ComputeNode, TENANT_A};
+use testkit::{require_root, vm_hook, ComputeNode, TENANT_A};
 
 const SUBNET: &str = "172.16.1.0/24";
 const CNCI: &str = "3390740c-dce9-48d6-b83a-a717417072ce";

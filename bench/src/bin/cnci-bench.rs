@@ -23,9 +23,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use ciao_bench::host::{
-    cpu_time, machine_busy, round3, scheduler_address, status_kib, utc_stamp, wait_quiet,
-};
 use clap::Parser;
 use netcore::netlink::Netlink;
 use netlink_packet_route::neighbour::{NeighbourAttribute, NeighbourMessage};
@@ -36,6 +33,9 @@ use ssntp::client::{dial, Session};
 use ssntp::frame::{event, kind, role, Frame};
 use ssntp::payloads::{Ipv4Subnet, Payload, TenantAdded, TenantAddedEvent, TunnelKind};
 use ssntp::tls::{ca_from_pem, client_config, ClientOptions, Identity};
+use testkit::host::{
+    cpu_time, machine_busy, round3, scheduler_address, status_kib, utc_stamp, wait_quiet,
+};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use uuid::Uuid;

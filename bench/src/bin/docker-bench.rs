@@ -15,10 +15,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use ciao_bench::host::{rss_kib, status_kib};
-use ciao_tests::docker::{tenant_network_args, unavailable, Dockerd, PluginDaemon, CNCI, IMAGE};
-use ciao_tests::{ComputeNode, TENANT_A};
 use clap::Parser;
+use testkit::docker::{tenant_network_args, unavailable, Dockerd, PluginDaemon, CNCI, IMAGE};
+use testkit::host::{rss_kib, status_kib};
+use testkit::{ComputeNode, TENANT_A};
 
 #[derive(Parser)]
 #[command(

@@ -1,6 +1,6 @@
 //! `overlay-bench`: TCP throughput (iperf3) of a tenant subnet through the CNCI hub and between
 //! local neighbours, as ratios to a plain veth + Linux bridge. Uses the multi-node cluster
-//! fixture (`ciao_tests::cluster`): scheduler, two compute nodes and a network node in network
+//! fixture (`testkit::cluster`): scheduler, two compute nodes and a network node in network
 //! namespaces, the real CNI plugin, node daemons and CNCI agent. Needs root and `iperf3`.
 //!
 //! ```text
@@ -17,11 +17,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use ciao_bench::host::{median, utc_stamp, wait_quiet};
-use ciao_tests::cluster::{Cluster, Cn};
-use ciao_tests::{Netns, Proc, TENANT_A};
 use clap::Parser;
 use serde::Serialize;
+use testkit::cluster::{Cluster, Cn};
+use testkit::host::{median, utc_stamp, wait_quiet};
+use testkit::{Netns, Proc, TENANT_A};
 
 const SUBNET: &str = "172.16.1.0/24";
 const A1: &str = "172.16.1.10";

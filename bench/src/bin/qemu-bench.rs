@@ -23,11 +23,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use ciao_tests::cluster::{Cluster, Cn, Tenant, NN_IP};
-use ciao_tests::qemu::{guest_image, log_dir, Guest, GuestImage, GuestSpec, ImageError};
-use ciao_tests::{vm_hook, Netns, TENANT_A};
 use clap::Parser;
 use serde::Serialize;
+use testkit::cluster::{Cluster, Cn, Tenant, NN_IP};
+use testkit::qemu::{guest_image, log_dir, Guest, GuestImage, GuestSpec, ImageError};
+use testkit::{vm_hook, Netns, TENANT_A};
 
 const SUBNET: &str = "172.16.1.0/24";
 const CONTAINER_IP: &str = "172.16.1.11";

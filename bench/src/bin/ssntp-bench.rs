@@ -20,9 +20,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use ciao_bench::host::{
-    cpu_time, machine_busy, round3, rss_kib, scheduler_address, status_kib, wait_quiet,
-};
 use clap::Parser;
 use serde::Serialize;
 use ssntp::certs::{Authority, Names, Shape, Validity};
@@ -30,6 +27,9 @@ use ssntp::client::{dial, Session};
 use ssntp::frame::{event, kind, role, Frame};
 use ssntp::payloads::{Payload, TenantAdded, TenantAddedEvent};
 use ssntp::tls::{ca_from_pem, client_config, ClientOptions, Identity};
+use testkit::host::{
+    cpu_time, machine_busy, round3, rss_kib, scheduler_address, status_kib, wait_quiet,
+};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;

@@ -1,20 +1,32 @@
-//! Test fixtures: uniquely named network namespaces that clean up after themselves, simulated
-//! compute nodes, and running the built CNI plugin exactly as a runtime does (env + stdin).
+//! Every shared fixture of the tests, the benchmarks and the `ciao-cluster` demo, in one place:
+//! uniquely named network namespaces that clean up after themselves, child processes killed by
+//! PID, simulated compute nodes, running the built CNI plugin exactly as a runtime does (env +
+//! stdin), finding or building the project's binaries ([`bins`]), certificates, the whole
+//! cluster ([`cluster`], [`matrix`]), the Docker and QEMU harnesses, `/proc` meters ([`host`])
+//! and latency statistics ([`stats`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
 
 use serde_json::Value;
 
 pub use serde_json::json;
 
+pub use bins::{
+    bin_dir_override, cluster_demo, cnci_agent_tool, crash_plugin, node_tool, plugin,
+    scheduler_tool, try_cnci_agent_tool, vm_hook,
+};
+pub(crate) use bins::{cargo_build, workspace_root};
+
+pub mod bins;
 pub mod cluster;
 pub mod docker;
+pub mod host;
 pub mod matrix;
 pub mod qemu;
+pub mod stats;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -402,124 +414,6 @@ pub fn cni_call(
         stdout,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
-}
-
-pub(crate) fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .to_path_buf()
-}
-
-fn cargo_build(package: &str, extra: &[&str]) {
-    assert!(
-        try_cargo_build(package, extra),
-        "cargo build -p {package} {extra:?} failed"
-    );
-}
-
-fn try_cargo_build(package: &str, extra: &[&str]) -> bool {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut args = vec!["build", "--quiet", "-p", package];
-    args.extend_from_slice(extra);
-    Command::new(cargo)
-        .args(&args)
-        .current_dir(workspace_root())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-/// `$CIAO_BIN_DIR/<name>` if that variable is set and the file exists: lets a program that ships
-/// next to the binaries (the `ciao-cluster` demo) use them instead of building debug ones.
-pub fn bin_dir_override(name: &str) -> Option<PathBuf> {
-    let path = PathBuf::from(std::env::var_os("CIAO_BIN_DIR")?).join(name);
-    path.is_file().then_some(path)
-}
-
-/// The `ciao-cnci-agent` binary, built on first use (`CIAO_BIN_DIR` overrides); `None` if it
-/// does not build (yet).
-pub fn try_cnci_agent_tool() -> Option<PathBuf> {
-    static PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
-    PATH.get_or_init(|| {
-        if let Some(p) = bin_dir_override("ciao-cnci-agent") {
-            return Some(p);
-        }
-        let path = workspace_root().join("target/debug/ciao-cnci-agent");
-        (try_cargo_build("ciao-cnci-agent", &[]) && path.is_file()).then_some(path)
-    })
-    .clone()
-}
-
-/// The `ciao-cnci-agent` binary; panics if it does not build.
-pub fn cnci_agent_tool() -> PathBuf {
-    try_cnci_agent_tool().expect("cargo build -p ciao-cnci-agent failed")
-}
-
-/// The CNI plugin binary, built on first use (`CIAO_CNI_PLUGIN`, then `CIAO_BIN_DIR`, override).
-pub fn plugin() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        if let Ok(p) = std::env::var("CIAO_CNI_PLUGIN") {
-            return PathBuf::from(p);
-        }
-        if let Some(p) = bin_dir_override("ciao") {
-            return p;
-        }
-        cargo_build("ciao-cni", &[]);
-        workspace_root().join("target/debug/ciao")
-    })
-    .clone()
-}
-
-/// The CNI plugin built with crash points (`CIAO_CRASH_AFTER_STEP=N` kills it after step N).
-pub fn crash_plugin() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let dir = workspace_root().join("target/crash-points");
-        let dir_text = dir.display().to_string();
-        cargo_build(
-            "ciao-cni",
-            &["--features", "crash-points", "--target-dir", &dir_text],
-        );
-        dir.join("debug/ciao")
-    })
-    .clone()
-}
-
-/// The `ciao-node` operator tool, built on first use (`CIAO_BIN_DIR` overrides).
-pub fn node_tool() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        if let Some(p) = bin_dir_override("ciao-node") {
-            return p;
-        }
-        cargo_build("ciao-node", &[]);
-        workspace_root().join("target/debug/ciao-node")
-    })
-    .clone()
-}
-
-/// A QEMU hook of the `ciao-vm-hooks` package (`ciao-qemu-ifup`, `ciao-qemu-ifdown`), built on
-/// first use (`CIAO_BIN_DIR` overrides).
-pub fn vm_hook(name: &str) -> PathBuf {
-    if let Some(p) = bin_dir_override(name) {
-        return p;
-    }
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| cargo_build("ciao-vm-hooks", &[]));
-    workspace_root().join("target/debug").join(name)
-}
-
-/// A binary of the `ciao-scheduler` package (`ciao-scheduler`, `ciao-cert`), built on first use
-/// (`CIAO_BIN_DIR` overrides).
-pub fn scheduler_tool(name: &str) -> PathBuf {
-    if let Some(p) = bin_dir_override(name) {
-        return p;
-    }
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| cargo_build("ciao-scheduler", &[]));
-    workspace_root().join("target/debug").join(name)
 }
 
 /// A child process a test started: SIGKILLed (by its PID) and reaped on drop.

@@ -15,19 +15,37 @@
 //! reached only if the reply carries the destination's signature.
 //!
 //! The sibling binaries (`ciao`, `ciao-node`, `ciao-scheduler`, `ciao-cert`, `ciao-cnci-agent`)
-//! are taken from the directory of this executable (`CIAO_BIN_DIR` overrides), else built as the
-//! test fixtures build them.
+//! are taken from the directory of this executable (`--bin-dir` / `CIAO_BIN_DIR` overrides); it
+//! never builds anything: if one is missing it says which, and the cargo command that builds it.
+//!
+//! The processes' logs go to a directory printed as `logs: <dir>`; it is removed at the end of
+//! a run that went as expected and kept (`kept logs: <dir>`) after any failure.
+//!
+//! The cluster itself is the `testkit` fixture the end-to-end tests use ([`testkit::cluster`]):
+//! one implementation, so what the demo shows is what the tests check; this binary only picks
+//! where the binaries come from, prints, and waits.
 
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use ciao_tests::cluster::{
-    subnet_entry, Certs, Cluster, Cn, Tenant, EXT_IP, NN_EXT_IP, NN_IP, SCHEDULER_ADDR,
-};
-use ciao_tests::matrix::{TwoTenants, HUBS};
-use ciao_tests::{TENANT_A, TENANT_B};
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
+use testkit::cluster::{
+    new_log_dir, subnet_entry, Certs, Cluster, Cn, Tenant, EXT_IP, NN_EXT_IP, NN_IP, SCHEDULER_ADDR,
+};
+use testkit::matrix::{TwoTenants, HUBS};
+use testkit::{TENANT_A, TENANT_B};
+
+/// The binaries the cluster runs.
+const NEEDED: [&str; 5] = [
+    "ciao",
+    "ciao-node",
+    "ciao-scheduler",
+    "ciao-cert",
+    "ciao-cnci-agent",
+];
 
 #[derive(Parser)]
 #[command(about = "A local ciao cluster in network namespaces: topology and reachability matrix")]
@@ -35,11 +53,18 @@ struct Args {
     /// Tear down right after printing the matrix instead of waiting for Ctrl-C.
     #[arg(long)]
     exit: bool,
+    /// Where the sibling binaries are (default: the directory of this executable).
+    #[arg(long, env = "CIAO_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if !ciao_tests::is_root() {
+    if let Err(e) = use_binaries_from(args.bin_dir.as_deref()) {
+        eprintln!("ciao-cluster: {e:#}");
+        return ExitCode::from(2);
+    }
+    if !testkit::is_root() {
         eprintln!("ciao-cluster: must run as root (it creates network namespaces)");
         return ExitCode::from(2);
     }
@@ -53,28 +78,53 @@ fn main() -> ExitCode {
         eprintln!("ciao-cluster: block signals: {e}");
         return ExitCode::from(2);
     }
-    if std::env::var_os("CIAO_BIN_DIR").is_none() {
-        if let Some(dir) = std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(|d| d.to_path_buf()))
-        {
-            std::env::set_var("CIAO_BIN_DIR", dir);
-        }
-    }
-    match run(&args, &signals) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
+    let mut logs = match new_log_dir() {
+        Ok(logs) => logs,
         Err(e) => {
+            eprintln!("ciao-cluster: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    // Removed below only after a run that went as expected, so a failure (an error, a cell off,
+    // a panic in a fixture) leaves the logs to read.
+    logs.disable_cleanup(true);
+    let log_dir = logs.path().to_path_buf();
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&args, &signals, logs)));
+    let code = match outcome {
+        Ok(Ok(true)) => {
+            let _ = std::fs::remove_dir_all(&log_dir);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Ok(false)) => ExitCode::from(1),
+        Ok(Err(e)) => {
             eprintln!("ciao-cluster: {e:#}");
             ExitCode::from(1)
         }
-    }
+        // The panic hook has printed the message.
+        Err(_) => ExitCode::from(1),
+    };
+    eprintln!("kept logs: {}", log_dir.display());
+    code
 }
 
-fn run(args: &Args, signals: &SigSet) -> Result<bool> {
+/// Takes every binary from `dir`, else from this executable's directory; fails naming what is
+/// missing and how to build it. Nothing is ever built at run time.
+fn use_binaries_from(dir: Option<&Path>) -> Result<()> {
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => std::env::current_exe()
+            .context("locate this executable")?
+            .parent()
+            .context("this executable has no directory")?
+            .to_path_buf(),
+    };
+    testkit::bins::only_from(&dir, &NEEDED).map_err(anyhow::Error::msg)
+}
+
+fn run(args: &Args, signals: &SigSet, logs: tempfile::TempDir) -> Result<bool> {
     println!("== bringing up the cluster");
     let certs = Certs::fresh().context("certificates")?;
-    let mut cluster = Cluster::with_certs(certs).context("cluster")?;
+    let mut cluster = Cluster::with_certs_and_logs(certs, logs).context("cluster")?;
     let tenants = [
         ('A', cluster.add_tenant(TENANT_A).context("tenant A")?),
         ('B', cluster.add_tenant(TENANT_B).context("tenant B")?),

@@ -282,6 +282,14 @@ impl Drop for Workload {
 
 /// Starts `bin args...` inside namespace `ns` with `nsenter --net`, in its own process group,
 /// stdout and stderr appended to `log`.
+/// A new directory for the logs of a cluster's processes, removed on drop.
+pub fn new_log_dir() -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("ciao-cluster-logs.")
+        .tempdir()
+        .context("log dir")
+}
+
 fn spawn_in(ns: &Path, bin: &Path, args: &[&str], log: &Path) -> Result<Proc> {
     let out = OpenOptions::new()
         .create(true)
@@ -363,11 +371,12 @@ impl Cluster {
 
     /// The same with a given certificate set (e.g. [`Certs::fresh`]).
     pub fn with_certs(certs: Certs) -> Result<Cluster> {
-        let logs = tempfile::Builder::new()
-            .prefix("ciao-cluster-logs.")
-            .tempdir()
-            .context("log dir")?;
+        Self::with_certs_and_logs(certs, new_log_dir()?)
+    }
 
+    /// The same with a given log directory: a caller that must keep the logs of a failed run
+    /// (the `ciao-cluster` demo) passes one whose cleanup it disabled, and removes it itself.
+    pub fn with_certs_and_logs(certs: Certs, logs: tempfile::TempDir) -> Result<Cluster> {
         let underlay = Netns::new("underlay");
         underlay.exec(&["ip", "link", "add", "ulbr", "type", "bridge"]);
         underlay.exec(&["ip", "addr", "add", "10.250.0.1/24", "dev", "ulbr"]);

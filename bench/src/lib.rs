@@ -1,3 +1,0 @@
-//! Shared pieces of the benchmark binaries.
-
-pub mod host;
