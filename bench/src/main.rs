@@ -27,6 +27,7 @@ use plugin::{NsSwitch, Plugin};
 use report::{
     Growth, Host, Ops, QuietCheck, Ratios, Results, Scale, ScaleOps, Sequential, Settings, Startup,
 };
+use testkit::host::{wait_quiet_for, Quiet};
 use testkit::stats::{self, Summary};
 
 const USAGE: &str = "\
@@ -62,11 +63,6 @@ struct Args {
     node_sysctl: Vec<String>,
 }
 
-fn workspace_dir() -> PathBuf {
-    let bench = Path::new(env!("CARGO_MANIFEST_DIR"));
-    bench.parent().unwrap_or(bench).to_path_buf()
-}
-
 fn parse_args() -> Result<Option<Args>> {
     let mut args = Args {
         containers: 200,
@@ -75,9 +71,9 @@ fn parse_args() -> Result<Option<Args>> {
         ref_scale: true,
         plugin: std::env::var_os("CIAO_CNI_PLUGIN")
             .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_dir().join("target/release/ciao")),
+            .unwrap_or_else(|| testkit::workspace_root().join("target/release/ciao")),
         ref_dir: PathBuf::from("/usr/lib/cni"),
-        out: workspace_dir().join("bench/results/latest.json"),
+        out: testkit::workspace_root().join("bench/results/latest.json"),
         node_sysctl: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -463,64 +459,20 @@ fn verify(label: &str, container: &Netns, ifname: &str) -> Result<()> {
     Ok(())
 }
 
-/// CPU time counters from the first line of /proc/stat: (busy, total) in clock ticks.
-fn cpu_ticks() -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string("/proc/stat").ok()?;
-    let fields: Vec<u64> = text
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    let total: u64 = fields.iter().take(8).sum();
-    // idle and iowait are the 4th and 5th counters.
-    let idle = fields.get(3)? + fields.get(4)?;
-    Some((total - idle, total))
-}
-
 /// Waits (at most a minute) until the machine is nearly idle before a phase starts.
 ///
 /// Deleting network namespaces leaves the kernel tearing them down in the background for many
 /// seconds (holding the RTNL lock that every link change needs), e.g. after a previous run or
 /// a test suite; measuring during that mostly measures the lock wait. Returns the busy share
-/// of all CPUs seen last, for the record.
+/// of all CPUs seen last (0..1), for the record.
 fn wait_quiet(phase: &str) -> f64 {
-    const LIMIT: f64 = 0.15;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut quiet_in_a_row = 0;
-    let mut busy = f64::NAN;
-    let mut said = false;
-    while Instant::now() < deadline && !INTERRUPTED.load(Ordering::SeqCst) {
-        let Some((b0, t0)) = cpu_ticks() else {
-            return f64::NAN;
-        };
-        std::thread::sleep(Duration::from_millis(500));
-        let Some((b1, t1)) = cpu_ticks() else {
-            return f64::NAN;
-        };
-        busy = (b1 - b0) as f64 / (t1 - t0).max(1) as f64;
-        if busy < LIMIT {
-            quiet_in_a_row += 1;
-            if quiet_in_a_row >= 2 {
-                return busy;
-            }
-        } else {
-            quiet_in_a_row = 0;
-            if !said {
-                eprintln!(
-                    "  {phase}: waiting for the machine to go quiet (CPU {:.0}% busy)",
-                    busy * 100.0
-                );
-                said = true;
-            }
-        }
-    }
-    eprintln!(
-        "  {phase}: machine still {:.0}% busy after a minute; measuring anyway",
-        busy * 100.0
-    );
-    busy
+    let how = Quiet {
+        limit: Duration::from_secs(60),
+        sample: Duration::from_millis(500),
+        streak: 2,
+    };
+    let who = format!("  {phase}");
+    wait_quiet_for(how, &who, check_interrupted).unwrap_or(f64::NAN)
 }
 
 /// Waits for a quiet machine and records how quiet it got.
@@ -580,7 +532,7 @@ fn preflight(args: &Args) -> Result<()> {
 /// does not rebuild the plugin, and measuring a stale one is an easy mistake.
 fn newer_source(binary: &Path) -> Option<PathBuf> {
     let built = std::fs::metadata(binary).and_then(|m| m.modified()).ok()?;
-    let root = workspace_dir();
+    let root = testkit::workspace_root();
     let mut stack = vec![root.join("cni-plugin/src"), root.join("netcore/src")];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).ok()?.flatten() {
@@ -602,7 +554,7 @@ fn newer_source(binary: &Path) -> Option<PathBuf> {
 fn git_rev() -> Option<String> {
     let out = Command::new("git")
         .args(["-c", "safe.directory=*", "rev-parse", "--short", "HEAD"])
-        .current_dir(workspace_dir())
+        .current_dir(testkit::workspace_root())
         .stderr(Stdio::null())
         .output()
         .ok()?;

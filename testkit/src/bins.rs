@@ -90,7 +90,7 @@ pub fn sibling(explicit: Option<PathBuf>, name: &str) -> anyhow::Result<PathBuf>
 }
 
 /// The workspace this crate was built in (tests and benchmarks build and cache there).
-pub(crate) fn workspace_root() -> PathBuf {
+pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace")

@@ -14,13 +14,15 @@ use serde_json::Value;
 
 pub use serde_json::json;
 
+pub(crate) use bins::cargo_build;
+pub use bins::workspace_root;
 pub use bins::{
     bin_dir_override, cluster_demo, cnci_agent_tool, crash_plugin, node_tool, plugin,
     scheduler_tool, try_cnci_agent_tool, vm_hook,
 };
-pub(crate) use bins::{cargo_build, workspace_root};
 
 pub mod bins;
+pub mod certs;
 pub mod cluster;
 pub mod docker;
 pub mod host;
@@ -52,6 +54,25 @@ pub fn run(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command; fails with its stderr if it cannot start or fails (for programs, which
+/// report errors instead of panicking).
+pub fn sh(args: &[&str]) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let (prog, rest) = args
+        .split_first()
+        .ok_or_else(|| anyhow::anyhow!("empty command"))?;
+    let out = Command::new(prog)
+        .args(rest)
+        .output()
+        .with_context(|| format!("run {args:?}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Runs a command and returns its raw output, whatever the exit status.
@@ -109,8 +130,22 @@ impl Netns {
         ns
     }
 
+    /// The same for programs: an error instead of a panic, and loopback left down.
+    pub fn try_new(prefix: &str) -> anyhow::Result<Self> {
+        let name = unique(prefix);
+        sh(&["ip", "netns", "add", &name])?;
+        Ok(Netns { name })
+    }
+
     pub fn path(&self) -> PathBuf {
         PathBuf::from(format!("/run/netns/{}", self.name))
+    }
+
+    /// Runs `ip -n <this namespace> <args>`; fails with its stderr.
+    pub fn ip(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut full = vec!["ip", "-n", &self.name];
+        full.extend_from_slice(args);
+        sh(&full)
     }
 
     /// Runs a command inside this namespace, panicking on failure.
@@ -147,11 +182,16 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .stderr(Stdio::null())
-            .status();
+        delete_netns(&self.name);
     }
+}
+
+/// Deletes the named network namespace (`ip netns delete`), quietly: it may be gone already.
+pub fn delete_netns(name: &str) {
+    let _ = Command::new("ip")
+        .args(["netns", "delete", name])
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// A simulated compute node: a namespace with an underlay link and its own state directory.
@@ -508,14 +548,10 @@ pub fn start_scheduler(args: &[&str]) -> (Proc, String) {
     (Proc(child), banner_addr(&banner))
 }
 
-/// The listening address at the end of the scheduler's first line (`... listening on ADDR`).
+/// The listening address of the scheduler's first line (`... listening on ADDR`; empty if it
+/// is not that line).
 fn banner_addr(banner: &str) -> String {
-    banner
-        .rsplit(' ')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_string()
+    host::banner_address(banner).unwrap_or_default()
 }
 
 /// A TLS client configuration presenting the certificate file `cert` and trusting the CA file
@@ -574,10 +610,7 @@ impl LoggedScheduler {
 
     /// A `kB` field of /proc/<pid>/status (e.g. `VmRSS`, `VmHWM`).
     pub fn status_kib(&self, field: &str) -> Option<u64> {
-        let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        host::status_kib(self.pid(), field).ok()
     }
 }
 
@@ -585,25 +618,10 @@ impl LoggedScheduler {
 /// waits for its banner and keeps reading its log in a thread.
 pub fn start_scheduler_logged(args: &[&str], nofile: Option<u64>) -> LoggedScheduler {
     use std::io::BufRead;
-    use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(scheduler_tool("ciao-scheduler"));
     cmd.args(args).stderr(Stdio::piped());
     if let Some(n) = nofile {
-        let limit = libc::rlimit {
-            rlim_cur: n,
-            rlim_max: n,
-        };
-        // SAFETY: setrlimit is async-signal-safe and `limit` is a plain value copied into the
-        // closure; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
+        limit_child_nofile(&mut cmd, n);
     }
     let mut child = cmd.spawn().expect("start ciao-scheduler");
     let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
@@ -623,6 +641,26 @@ pub fn start_scheduler_logged(args: &[&str], nofile: Option<u64>) -> LoggedSched
         proc: Proc(child),
         addr,
         log,
+    }
+}
+
+/// Makes the child `cmd` starts run with RLIMIT_NOFILE soft = hard = `n`.
+pub fn limit_child_nofile(cmd: &mut Command, n: u64) {
+    use std::os::unix::process::CommandExt;
+    let limit = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: runs in the child between fork and exec; setrlimit is async-signal-safe, touches
+    // only the child's own limits, and `limit` is a plain value copied into the closure.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
     }
 }
 

@@ -15,10 +15,10 @@
 //! See `bench/README.md` for what is measured and how.
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,14 +28,16 @@ use netcore::netlink::Netlink;
 use netlink_packet_route::neighbour::{NeighbourAttribute, NeighbourMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use serde::Serialize;
-use ssntp::certs::{Authority, Names, Shape, Validity};
 use ssntp::client::{dial, Session};
 use ssntp::frame::{event, kind, role, Frame};
 use ssntp::payloads::{Ipv4Subnet, Payload, TenantAdded, TenantAddedEvent, TunnelKind};
-use ssntp::tls::{ca_from_pem, client_config, ClientOptions, Identity};
+use testkit::bins::sibling;
+use testkit::certs::LocalCa;
 use testkit::host::{
-    cpu_time, machine_busy, round3, scheduler_address, status_kib, utc_stamp, wait_quiet,
+    mem, raise_nofile_to_hard, scheduler_address, utc_stamp, wait_quiet, CpuMeter, Mem,
 };
+use testkit::stats::round3;
+use testkit::{sh, Netns, Proc};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -84,99 +86,9 @@ fn default_out_dir() -> PathBuf {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Processes, namespaces and /proc
-
-/// A named network namespace, deleted (with `ip netns delete`) on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn create(prefix: &str) -> Result<Netns> {
-        // Short: the agent takes its tenant namespace name as an interface name (15 bytes).
-        let name = format!("{prefix}{}-{}", std::process::id(), unique_suffix());
-        sh(&["ip", "netns", "add", &name])?;
-        Ok(Netns { name })
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.name))
-    }
-
-    fn ip(&self, args: &[&str]) -> Result<()> {
-        let mut full = vec!["ip", "-n", self.name.as_str()];
-        full.extend_from_slice(args);
-        sh(&full)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        delete_netns(&self.name);
-    }
-}
-
-fn delete_netns(name: &str) {
-    if Path::new("/run/netns").join(name).exists() {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", name])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-fn unique_suffix() -> u32 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    nanos % 1000
-}
-
-/// Runs a command; fails with its stderr if it fails.
-fn sh(args: &[&str]) -> Result<()> {
-    let (prog, rest) = args.split_first().ok_or_else(|| anyhow!("empty command"))?;
-    let out = Command::new(prog)
-        .args(rest)
-        .output()
-        .with_context(|| format!("run {args:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(())
-}
-
-/// A child process, SIGKILLed by PID and reaped when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[derive(Debug, Clone, Copy, Serialize)]
-struct Mem {
-    rss_kib: u64,
-    hwm_kib: u64,
-}
-
-fn mem(pid: u32) -> Result<Mem> {
-    Ok(Mem {
-        rss_kib: status_kib(pid, "VmRSS")?,
-        hwm_kib: status_kib(pid, "VmHWM")?,
-    })
-}
+// CPU use and certificates
 
 /// CPU use of the agent, the scheduler, this bench and the machine over a phase.
-struct CpuMeter {
-    pids: [String; 2],
-    start: Instant,
-    at: [f64; 4],
-}
-
 #[derive(Debug, Clone, Serialize)]
 struct CpuUse {
     /// In % of one core; the machine's maximum is 100 % per core.
@@ -186,95 +98,40 @@ struct CpuUse {
     machine_pct: f64,
 }
 
-impl CpuMeter {
+/// Measures the agent and the scheduler (in that order) over a phase.
+struct Meter(CpuMeter);
+
+impl Meter {
     fn start(agent: u32, scheduler: u32) -> Result<Self> {
-        let pids = [agent.to_string(), scheduler.to_string()];
-        let at = [
-            cpu_time(&pids[0])?.as_secs_f64(),
-            cpu_time(&pids[1])?.as_secs_f64(),
-            cpu_time("self")?.as_secs_f64(),
-            machine_busy()?.as_secs_f64(),
-        ];
-        Ok(CpuMeter {
-            pids,
-            start: Instant::now(),
-            at,
-        })
+        Ok(Meter(CpuMeter::start(&[agent, scheduler])?))
     }
 
     fn stop(&self) -> Result<CpuUse> {
-        let wall = self.start.elapsed().as_secs_f64().max(1e-9);
-        let pct = |now: f64, then: f64| ((now - then).max(0.0) / wall * 1000.0).round() / 10.0;
+        let used = self.0.stop()?;
         Ok(CpuUse {
-            agent_pct: pct(cpu_time(&self.pids[0])?.as_secs_f64(), self.at[0]),
-            scheduler_pct: pct(cpu_time(&self.pids[1])?.as_secs_f64(), self.at[1]),
-            bench_pct: pct(cpu_time("self")?.as_secs_f64(), self.at[2]),
-            machine_pct: pct(machine_busy()?.as_secs_f64(), self.at[3]),
+            agent_pct: used.processes_pct[0],
+            scheduler_pct: used.processes_pct[1],
+            bench_pct: used.own_pct,
+            machine_pct: used.machine_pct,
         })
     }
 }
 
-fn binary_next_to_me(arg: Option<PathBuf>, name: &str, package: &str) -> Result<PathBuf> {
-    let bin = match arg {
-        Some(p) => p,
-        None => std::env::current_exe()
-            .context("locate this binary")?
-            .with_file_name(name),
-    };
-    ensure!(
-        bin.is_file(),
-        "{} not found: build it (cargo build --release -p {package})",
-        bin.display()
-    );
-    Ok(bin)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Certificates
-
 struct Certs {
-    dir: tempfile::TempDir,
-    scheduler_pem: PathBuf,
-    ca_pem: PathBuf,
+    ca: LocalCa,
     cnci_pem: PathBuf,
     agent: Arc<rustls::ClientConfig>,
 }
 
 fn make_certs() -> Result<Certs> {
-    let localhost = Names::new(&["localhost"], &[IpAddr::V4(Ipv4Addr::LOCALHOST)]);
-    let authority = Authority::new(Shape::Ciao, "cnci-bench", Validity::days(365), &localhost)
-        .context("make the scheduler certificate")?;
-    let dir = tempfile::tempdir().context("temporary directory")?;
-    let write = |name: &str, text: &str| -> Result<PathBuf> {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
-        Ok(path)
-    };
-    let scheduler_pem = write(
-        "cert-scheduler-localhost.pem",
-        &authority.anchor().combined_pem(),
-    )?;
-    let ca_pem = write("CAcert-localhost.pem", authority.cert_pem())?;
-    let names = Names::new(&["localhost"], &[]);
-    let cnci = authority
-        .issue(role::CNCIAGENT, &names)
-        .context("issue the CNCI certificate")?;
-    let cnci_pem = write("cert-cnciagent-localhost.pem", &cnci.combined_pem())?;
-    let issued = authority
-        .issue(role::AGENT, &names)
-        .context("issue the agent certificate")?;
-    let ca = ca_from_pem(authority.cert_pem().as_bytes()).context("CA certificate")?;
-    let identity = Identity::from_pem(issued.combined_pem().as_bytes())?;
-    let shared = client_config(&ca, identity, &ClientOptions::default())?;
+    let ca = LocalCa::new("cnci-bench")?;
+    let cnci_pem = ca.write_leaf(role::CNCIAGENT, "cert-cnciagent-localhost.pem")?;
     // Each simulated CN is its own node: no TLS session resumption between them.
-    let mut own = (*shared).clone();
-    own.resumption = rustls::client::Resumption::disabled();
+    let agent = ca.client(role::AGENT, false)?;
     Ok(Certs {
-        dir,
-        scheduler_pem,
-        ca_pem,
+        ca,
         cnci_pem,
-        agent: Arc::new(own),
+        agent,
     })
 }
 
@@ -298,7 +155,7 @@ struct Hub {
 
 impl Hub {
     fn build(agent_bin: PathBuf, scheduler_bin: &Path, certs: Certs) -> Result<Hub> {
-        let ns = Netns::create("cnb")?;
+        let ns = Netns::try_new("cnb")?;
         let tenant_ns = ns.name.replacen("cnb", "cnt", 1);
         let mut hub = Hub {
             tenant_ns,
@@ -336,9 +193,9 @@ impl Hub {
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--cert")
-            .arg(&self.certs.scheduler_pem)
+            .arg(&self.certs.ca.scheduler_pem)
             .arg("--ca")
-            .arg(&self.certs.ca_pem)
+            .arg(&self.certs.ca.ca_pem)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -359,7 +216,7 @@ impl Hub {
     /// `agent.log` in the state directory's parent temp dir (appended across restarts).
     fn start_agent(&mut self) -> Result<u32> {
         ensure!(self.agent.is_none(), "the agent runs already");
-        let log_path = self.certs.dir.path().join("agent.log");
+        let log_path = self.certs.ca.dir.path().join("agent.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -381,7 +238,7 @@ impl Hub {
             .arg("--cert")
             .arg(&self.certs.cnci_pem)
             .arg("--ca")
-            .arg(&self.certs.ca_pem)
+            .arg(&self.certs.ca.ca_pem)
             .arg("--underlay-ip")
             .arg(UNDERLAY_IP.to_string())
             .arg("--netns")
@@ -420,7 +277,7 @@ impl Hub {
 
     fn agent_log_tail(&self) -> String {
         let text =
-            std::fs::read_to_string(self.certs.dir.path().join("agent.log")).unwrap_or_default();
+            std::fs::read_to_string(self.certs.ca.dir.path().join("agent.log")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
@@ -498,7 +355,7 @@ impl Drop for Hub {
                 .status();
         }
         self.scheduler = None;
-        delete_netns(&self.tenant_ns);
+        testkit::delete_netns(&self.tenant_ns);
         // self.ns is deleted by its own Drop after this.
     }
 }
@@ -937,7 +794,7 @@ async fn run(args: &Args, hub: &mut Hub) -> Result<Results> {
         })
         .collect::<Result<Vec<_>>>()?;
     eprintln!("cnci-bench: burst of {total} registrations");
-    let cpu = CpuMeter::start(pid, hub.scheduler_pid())?;
+    let cpu = Meter::start(pid, hub.scheduler_pid())?;
     let start = Instant::now();
     let sender = tokio::spawn(send_all(cns, frames.clone()));
     let w = watch(
@@ -984,7 +841,7 @@ async fn run(args: &Args, hub: &mut Hub) -> Result<Results> {
     hub.kill_agent();
     let start = Instant::now();
     let pid = hub.start_agent()?;
-    let cpu = CpuMeter::start(pid, hub.scheduler_pid())?;
+    let cpu = Meter::start(pid, hub.scheduler_pid())?;
     let mut min_during = usize::MAX;
     let connected_s = loop {
         min_during = min_during.min(tokio::task::block_in_place(|| counter.count())?);
@@ -1021,7 +878,7 @@ async fn run(args: &Args, hub: &mut Hub) -> Result<Results> {
     );
     let start = Instant::now();
     let pid = hub.start_agent()?;
-    let cpu = CpuMeter::start(pid, hub.scheduler_pid())?;
+    let cpu = Meter::start(pid, hub.scheduler_pid())?;
     let connected_s = wait_connected(hub, pid, start, timeout).await?;
     let w = watch(hub, &mut counter, start, total, &[total], timeout).await?;
     let rebuild = Rebuild {
@@ -1042,7 +899,7 @@ async fn run(args: &Args, hub: &mut Hub) -> Result<Results> {
         f.push(registration(cn, hub.tenant, hub.cnci, MARKER_SUBNET)?);
     }
     let markers = cns.len();
-    let cpu = CpuMeter::start(pid, hub.scheduler_pid())?;
+    let cpu = Meter::start(pid, hub.scheduler_pid())?;
     let start = Instant::now();
     let sender = tokio::spawn(send_all(cns, frames));
     let w = watch(
@@ -1091,25 +948,15 @@ async fn run(args: &Args, hub: &mut Hub) -> Result<Results> {
     })
 }
 
-fn raise_nofile() -> Result<()> {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit")?;
-    if soft < hard {
-        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).context("setrlimit")?;
-    }
-    Ok(())
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     ensure!(
         nix::unistd::geteuid().is_root(),
         "cnci-bench needs root (network namespaces)"
     );
-    let agent_bin = binary_next_to_me(args.agent.clone(), "ciao-cnci-agent", "ciao-cnci-agent")?;
-    let scheduler_bin =
-        binary_next_to_me(args.scheduler.clone(), "ciao-scheduler", "ciao-scheduler")?;
-    raise_nofile()?;
+    let agent_bin = sibling(args.agent.clone(), "ciao-cnci-agent")?;
+    let scheduler_bin = sibling(args.scheduler.clone(), "ciao-scheduler")?;
+    raise_nofile_to_hard()?;
     eprintln!("cnci-bench: generating certificates (RSA-2048)");
     let certs = make_certs()?;
     let busy_at_start_pct = if args.quiet_wait_secs > 0 {

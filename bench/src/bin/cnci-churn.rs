@@ -16,6 +16,7 @@ use ssntp::frame::{event, kind, Frame};
 use ssntp::payloads::{
     Ipv4Subnet, Payload, TenantAdded, TenantAddedEvent, TenantRemoved, TunnelKind,
 };
+use testkit::sh;
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -48,14 +49,6 @@ fn frame(op: u8, cnci: Uuid, tenant: Uuid, agent: Uuid, i: usize) -> Frame {
     Frame::new(kind::EVENT, op, agent, yaml)
 }
 
-fn sh(args: &[&str]) -> Result<()> {
-    let st = std::process::Command::new(args[0])
-        .args(&args[1..])
-        .status()?;
-    ensure!(st.success(), "{args:?} failed");
-    Ok(())
-}
-
 fn rate(what: &str, n: usize, t: Instant) {
     let s = t.elapsed().as_secs_f64();
     println!("{what}: {n} in {s:.2} s ({:.1}/s)", n as f64 / s);
@@ -64,9 +57,7 @@ fn rate(what: &str, n: usize, t: Instant) {
 fn main() -> Result<()> {
     let args = Args::parse();
     ensure!(nix::unistd::geteuid().is_root(), "needs root");
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
-    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    testkit::host::raise_nofile_to_hard()?;
     let id = std::process::id();
     let under = format!("churn-ul-{id}");
     let tenant_ns = format!("churn-t-{id}");

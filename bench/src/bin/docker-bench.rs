@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use testkit::docker::{tenant_network_args, unavailable, Dockerd, PluginDaemon, CNCI, IMAGE};
 use testkit::host::{rss_kib, status_kib};
+use testkit::stats::percentile;
 use testkit::{ComputeNode, TENANT_A};
 
 #[derive(Parser)]
@@ -38,10 +39,9 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Nearest-rank percentile, `p` in percent.
 fn pct(samples: &mut [f64], p: f64) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * samples.len() as f64).ceil() as usize;
-    samples[rank.clamp(1, samples.len()) - 1]
+    percentile(samples, p / 100.0)
 }
 
 fn call(p: &PluginDaemon, path: &str, body: &str) -> Result<serde_json::Value> {

@@ -20,7 +20,8 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::Parser;
 use serde::Serialize;
 use testkit::cluster::{Cluster, Cn};
-use testkit::host::{median, utc_stamp, wait_quiet};
+use testkit::host::{utc_stamp, wait_quiet};
+use testkit::stats::median;
 use testkit::{Netns, Proc, TENANT_A};
 
 const SUBNET: &str = "172.16.1.0/24";
@@ -426,15 +427,4 @@ fn main() -> Result<()> {
         txt.display()
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn median_of_odd_and_even() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
-    }
 }

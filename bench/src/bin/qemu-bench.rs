@@ -27,6 +27,7 @@ use clap::Parser;
 use serde::Serialize;
 use testkit::cluster::{Cluster, Cn, Tenant, NN_IP};
 use testkit::qemu::{guest_image, log_dir, Guest, GuestImage, GuestSpec, ImageError};
+use testkit::stats::percentile;
 use testkit::{vm_hook, Netns, TENANT_A};
 
 const SUBNET: &str = "172.16.1.0/24";
@@ -79,17 +80,7 @@ struct Report {
 }
 
 fn median(v: &[f64]) -> f64 {
-    percentile(v, 0.5)
-}
-
-fn percentile(v: &[f64], p: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    if s.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((s.len() - 1) as f64 * p).round() as usize;
-    s[i]
+    testkit::stats::median(v.to_vec())
 }
 
 /// The plain baseline: namespace `host` with bridge br0 and a peer namespace on it at 10.80.0.3.

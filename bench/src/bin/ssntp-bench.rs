@@ -12,9 +12,9 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -22,14 +22,16 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::Parser;
 use serde::Serialize;
-use ssntp::certs::{Authority, Names, Shape, Validity};
 use ssntp::client::{dial, Session};
 use ssntp::frame::{event, kind, role, Frame};
 use ssntp::payloads::{Payload, TenantAdded, TenantAddedEvent};
-use ssntp::tls::{ca_from_pem, client_config, ClientOptions, Identity};
+use testkit::bins::sibling;
+use testkit::certs::LocalCa;
 use testkit::host::{
-    cpu_time, machine_busy, round3, rss_kib, scheduler_address, status_kib, wait_quiet,
+    raise_nofile_to_hard, rss_kib, scheduler_address, status_kib, wait_quiet, CpuMeter,
 };
+use testkit::stats::{percentile_sorted, round3};
+use testkit::Proc;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -84,20 +86,16 @@ struct Args {
 }
 
 fn default_out() -> PathBuf {
-    workspace_dir().join("bench/results/ssntp-latest.json")
-}
-
-fn workspace_dir() -> PathBuf {
-    let bench = Path::new(env!("CARGO_MANIFEST_DIR"));
-    bench.parent().unwrap_or(bench).to_path_buf()
+    testkit::workspace_root().join("bench/results/ssntp-latest.json")
 }
 
 // ---------------------------------------------------------------------------------------------
 // The scheduler process
 
-/// The `ciao-scheduler` child; killed (by PID) when dropped, so every exit path cleans it up.
+/// The `ciao-scheduler` child; killed (by PID, [`Proc`]) when dropped, so every exit path cleans
+/// it up.
 struct SchedulerProcess {
-    child: Child,
+    child: Proc,
     addr: String,
 }
 
@@ -120,7 +118,7 @@ impl SchedulerProcess {
         let stderr = child.stderr.take();
         // From here on the guard owns the child, so an error below still kills it.
         let mut guard = SchedulerProcess {
-            child,
+            child: Proc(child),
             addr: String::new(),
         };
         let stderr = stderr.ok_or_else(|| anyhow!("no stderr pipe to the scheduler"))?;
@@ -129,22 +127,15 @@ impl SchedulerProcess {
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.0.id()
     }
 
     /// Fails if the scheduler died: every number after that would be meaningless.
     fn check_alive(&mut self) -> Result<()> {
-        match self.child.try_wait()? {
+        match self.child.0.try_wait()? {
             Some(status) => bail!("ciao-scheduler exited: {status}"),
             None => Ok(()),
         }
-    }
-}
-
-impl Drop for SchedulerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -174,33 +165,19 @@ fn tcp_kernel_kib() -> Result<u64> {
 }
 
 /// CPU use of the scheduler, of this process and of the machine over a phase, in % of one core.
-struct CpuMeter {
-    sched_pid: String,
-    start: Instant,
-    sched: Duration,
-    bench: Duration,
-    machine: Duration,
-}
+struct Meter(CpuMeter);
 
-impl CpuMeter {
+impl Meter {
     fn start(pid: u32) -> Result<Self> {
-        let sched_pid = pid.to_string();
-        Ok(CpuMeter {
-            sched: cpu_time(&sched_pid)?,
-            bench: cpu_time("self")?,
-            machine: machine_busy()?,
-            sched_pid,
-            start: Instant::now(),
-        })
+        Ok(Meter(CpuMeter::start(&[pid])?))
     }
 
     fn stop(&self) -> Result<CpuUse> {
-        let wall = self.start.elapsed().as_secs_f64().max(1e-9);
-        let pct = |d: Duration| (d.as_secs_f64() / wall * 1000.0).round() / 10.0;
+        let used = self.0.stop()?;
         Ok(CpuUse {
-            scheduler_pct: pct(cpu_time(&self.sched_pid)?.saturating_sub(self.sched)),
-            bench_pct: pct(cpu_time("self")?.saturating_sub(self.bench)),
-            machine_pct: pct(machine_busy()?.saturating_sub(self.machine)),
+            scheduler_pct: used.processes_pct[0],
+            bench_pct: used.own_pct,
+            machine_pct: used.machine_pct,
         })
     }
 }
@@ -219,46 +196,19 @@ struct CpuUse {
 /// Client TLS configurations, one per role: RSA-2048 generation is slow, so each role's
 /// certificate is made once and shared by all clients of that role.
 struct Certs {
-    _dir: tempfile::TempDir,
-    scheduler_pem: PathBuf,
-    ca_pem: PathBuf,
+    ca: LocalCa,
     agent: Arc<rustls::ClientConfig>,
     cnci: Arc<rustls::ClientConfig>,
 }
 
+/// Without `resumption`, one config serves many clients that would otherwise resume each
+/// other's sessions and skip the RSA work a real client does.
 fn make_certs(resumption: bool) -> Result<Certs> {
-    let localhost = Names::new(&["localhost"], &[IpAddr::V4(Ipv4Addr::LOCALHOST)]);
-    let authority = Authority::new(Shape::Ciao, "ssntp-bench", Validity::days(365), &localhost)
-        .context("make the scheduler certificate")?;
-    let dir = tempfile::tempdir().context("temporary directory")?;
-    let scheduler_pem = dir.path().join("cert-scheduler-localhost.pem");
-    let ca_pem = dir.path().join("CAcert-localhost.pem");
-    std::fs::write(&scheduler_pem, authority.anchor().combined_pem())
-        .with_context(|| format!("write {}", scheduler_pem.display()))?;
-    std::fs::write(&ca_pem, authority.cert_pem())
-        .with_context(|| format!("write {}", ca_pem.display()))?;
-    let ca = ca_from_pem(authority.cert_pem().as_bytes()).context("CA certificate")?;
-    let client = |bits: u32| -> Result<Arc<rustls::ClientConfig>> {
-        let issued = authority
-            .issue(bits, &Names::new(&["localhost"], &[]))
-            .context("issue a client certificate")?;
-        let identity = Identity::from_pem(issued.combined_pem().as_bytes())?;
-        let shared = client_config(&ca, identity, &ClientOptions::default())?;
-        if resumption {
-            return Ok(shared);
-        }
-        // One config serves many clients here; without this they would resume each other's
-        // sessions and skip the RSA work a real client does.
-        let mut own = (*shared).clone();
-        own.resumption = rustls::client::Resumption::disabled();
-        Ok(Arc::new(own))
-    };
+    let ca = LocalCa::new("ssntp-bench")?;
     Ok(Certs {
-        agent: client(role::AGENT)?,
-        cnci: client(role::CNCIAGENT)?,
-        _dir: dir,
-        scheduler_pem,
-        ca_pem,
+        agent: ca.client(role::AGENT, resumption)?,
+        cnci: ca.client(role::CNCIAGENT, resumption)?,
+        ca,
     })
 }
 
@@ -387,15 +337,6 @@ struct LatencyPhase {
     cpu: CpuUse,
 }
 
-/// Nearest-rank percentile of sorted milliseconds.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 struct Ctx {
     cnci_uuid: Uuid,
     cnci: Arc<CnciState>,
@@ -439,7 +380,7 @@ async fn latency_phase(
         });
     }
     tokio::time::sleep_until(measure_from.into()).await;
-    let cpu = CpuMeter::start(pid)?;
+    let cpu = Meter::start(pid)?;
     let mut samples = Vec::new();
     while let Some(r) = set.join_next().await {
         let (client, s) = r??;
@@ -454,8 +395,8 @@ async fn latency_phase(
         seconds: window.as_secs_f64(),
         frames: ms.len(),
         frames_per_s: (ms.len() as f64 / window.as_secs_f64()).round(),
-        p50_ms: round3(percentile(&ms, 0.50)),
-        p99_ms: round3(percentile(&ms, 0.99)),
+        p50_ms: round3(percentile_sorted(&ms, 0.50)),
+        p99_ms: round3(percentile_sorted(&ms, 0.99)),
         max_ms: round3(ms.last().copied().unwrap_or(f64::NAN)),
         cpu,
     })
@@ -501,7 +442,7 @@ async fn flood_phase(
     let sent = Arc::new(AtomicU64::new(0));
     let base = ctx.cnci.received.load(Ordering::Relaxed);
     let rss_start_kib = rss_kib(pid)?;
-    let cpu = CpuMeter::start(pid)?;
+    let cpu = Meter::start(pid)?;
     let start = Instant::now();
     let end = start + window;
     let mut set = JoinSet::new();
@@ -714,31 +655,12 @@ impl Results {
 /// Raises the soft open-files limit to the hard one: 1,000 clients need 1,000 descriptors here
 /// and as many in the scheduler, which inherits the limit.
 fn raise_nofile(need: u64) -> Result<u64> {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit")?;
-    if soft < hard {
-        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).context("setrlimit")?;
-    }
+    let hard = raise_nofile_to_hard()?;
     ensure!(
         hard >= need,
         "{need} file descriptors needed, the hard limit is {hard}: use fewer --clients"
     );
     Ok(hard)
-}
-
-fn scheduler_binary(arg: Option<PathBuf>) -> Result<PathBuf> {
-    let bin = match arg {
-        Some(p) => p,
-        None => std::env::current_exe()
-            .context("locate this binary")?
-            .with_file_name("ciao-scheduler"),
-    };
-    ensure!(
-        bin.is_file(),
-        "{} not found: build it (cargo build --release -p ciao-scheduler) or pass --scheduler",
-        bin.display()
-    );
-    Ok(bin)
 }
 
 async fn run(args: &Args, sched: &mut SchedulerProcess, certs: &Certs) -> Result<Results> {
@@ -840,7 +762,7 @@ async fn run(args: &Args, sched: &mut SchedulerProcess, certs: &Certs) -> Result
 fn main() -> Result<()> {
     let args = Args::parse();
     let nofile = raise_nofile(args.clients as u64 + SPARE_FDS)?;
-    let bin = scheduler_binary(args.scheduler.clone())?;
+    let bin = sibling(args.scheduler.clone(), "ciao-scheduler")?;
 
     eprintln!("ssntp-bench: generating certificates (RSA-2048)");
     let t = Instant::now();
@@ -860,8 +782,12 @@ fn main() -> Result<()> {
     } else {
         f64::NAN
     };
-    let mut sched =
-        SchedulerProcess::start(&bin, &certs.scheduler_pem, &certs.ca_pem, args.queue_depth)?;
+    let mut sched = SchedulerProcess::start(
+        &bin,
+        &certs.ca.scheduler_pem,
+        &certs.ca.ca_pem,
+        args.queue_depth,
+    )?;
     eprintln!(
         "ssntp-bench: ciao-scheduler pid {} on {}",
         sched.pid(),
