@@ -83,12 +83,26 @@ pub fn try_run(args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"))
 }
 
+/// The path of the calling function (`file::test_name`): what a skip line names, so that each
+/// skipped test is listed and counted once (`module_path!()` names only the file).
+#[macro_export]
+macro_rules! test_name {
+    () => {{
+        fn here() {}
+        fn name_of<T>(_: T) -> &'static str {
+            std::any::type_name::<T>()
+        }
+        let name = name_of(here);
+        name.strip_suffix("::here").unwrap_or(name)
+    }};
+}
+
 /// Skips the calling test (printing why, by name) unless running as root.
 #[macro_export]
 macro_rules! require_root {
     () => {
         if !$crate::is_root() {
-            $crate::skip(module_path!(), "needs root (network namespaces)");
+            $crate::skip($crate::test_name!(), "needs root (network namespaces)");
             return;
         }
     };

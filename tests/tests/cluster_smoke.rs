@@ -94,7 +94,7 @@ fn scheduler_and_node_daemons_deliver_and_local_containers_talk() {
 #[test]
 fn the_demo_prints_a_matrix_as_expected_and_cleans_up() {
     require_root!();
-    if !has_agent(module_path!()) {
+    if !has_agent(testkit::test_name!()) {
         return;
     }
     // Fresh debug builds of the siblings it takes from its own directory.
