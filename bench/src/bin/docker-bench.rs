@@ -12,13 +12,13 @@
 //!    RequestAddress + CreateEndpoint + Join, then Leave + DeleteEndpoint + ReleaseAddress; time
 //!    per endpoint and the daemon's resident memory with all endpoints up.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use testkit::docker::{tenant_network_args, unavailable, Dockerd, PluginDaemon, CNCI, IMAGE};
 use testkit::host::{rss_kib, status_kib};
-use testkit::stats::percentile;
+use testkit::stats::{ms, percentile};
 use testkit::{ComputeNode, TENANT_A};
 
 #[derive(Parser)]
@@ -33,10 +33,6 @@ struct Args {
     /// Endpoints created through the raw protocol.
     #[arg(long, default_value_t = 500)]
     endpoints: usize,
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 /// Nearest-rank percentile, `p` in percent.
