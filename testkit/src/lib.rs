@@ -93,7 +93,10 @@ macro_rules! test_name {
             std::any::type_name::<T>()
         }
         let name = name_of(here);
-        name.strip_suffix("::here").unwrap_or(name)
+        // Inside an async test (or a closure) the path ends in `::{{closure}}`.
+        name.strip_suffix("::here")
+            .unwrap_or(name)
+            .trim_end_matches("::{{closure}}")
     }};
 }
 

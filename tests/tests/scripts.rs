@@ -180,4 +180,9 @@ fn a_skip_names_its_test_not_only_its_file() {
         testkit::test_name!(),
         "scripts::a_skip_names_its_test_not_only_its_file"
     );
+    let from_a_closure = || testkit::test_name!();
+    assert_eq!(
+        from_a_closure(),
+        "scripts::a_skip_names_its_test_not_only_its_file"
+    );
 }
