@@ -20,7 +20,7 @@ use netcore::TunnelKind;
 use netlink_packet_route::link::{InfoVxlan, LinkAttribute, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorList, Result};
 use crate::names;
 use crate::nft;
 use crate::reaper::Reaper;
@@ -34,6 +34,8 @@ const FLOOD_MAC: [u8; 6] = [0; 6];
 pub struct Hub {
     agent: AgentRecord,
     underlay: Netlink,
+    /// The namespace the agent started in, where the CNs' tunnels arrive.
+    underlay_ns: OwnedFd,
     tenant_ns: OwnedFd,
     tenant: Netlink,
     underlay_index: u32,
@@ -115,6 +117,7 @@ impl Hub {
                 )));
             }
         }
+        let underlay_ns = netcore::netns::open(std::path::Path::new("/proc/thread-self/ns/net"))?;
         let tenant_ns = netcore::netns::ensure_named(&agent.netns)?;
         disable_ipv6(tenant_ns.as_fd())?;
         let tenant = Netlink::open_in(tenant_ns.as_fd())?;
@@ -125,6 +128,7 @@ impl Hub {
         Ok(Hub {
             agent: agent.clone(),
             underlay,
+            underlay_ns,
             tenant_ns,
             tenant,
             underlay_index: index,
@@ -263,10 +267,7 @@ impl Hub {
     /// default route, and the underlay namespace's rules.
     pub fn ensure_base(&mut self) -> Result<()> {
         netcore::netns::write_sysctl(self.tenant_ns.as_fd(), "ipv4/ip_forward", "1")?;
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| netcore::Error::Io {
-            op: "enable forwarding in the underlay namespace".into(),
-            source: e,
-        })?;
+        netcore::netns::write_sysctl(self.underlay_ns.as_fd(), "ipv4/ip_forward", "1")?;
         let (outer_ip, inner_ip) = self.uplink_addrs();
         let outer_name = names::uplink_underlay(self.agent.uuid);
         let inner = self.tenant.link_by_name(names::UPLINK_TENANT)?;
@@ -323,11 +324,11 @@ impl Hub {
         if let Some(ext) = &self.agent.external_dev {
             // Answer ARP for public IPs at once, not after the default random proxy delay of
             // up to 0.8 s that would lose the first packets to a newly assigned address.
-            let path = format!("/proc/sys/net/ipv4/neigh/{ext}/proxy_delay");
-            std::fs::write(&path, "0").map_err(|e| netcore::Error::Io {
-                op: format!("write {path}"),
-                source: e,
-            })?;
+            netcore::netns::write_sysctl(
+                self.underlay_ns.as_fd(),
+                &format!("ipv4/neigh/{ext}/proxy_delay"),
+                "0",
+            )?;
         }
         let rules = nft::UnderlayRules {
             table: names::underlay_table(self.agent.uuid),
@@ -763,27 +764,80 @@ fn bad(e: impl std::fmt::Display) -> Error {
 }
 
 /// Removes everything an agent made: public IP proxy entries, its underlay rules, the uplink,
-/// leftovers in the underlay namespace, and the tenant namespace with all its links.
-pub fn destroy(agent: &AgentRecord, public: &BTreeMap<Ipv4Addr, PublicIpRecord>) -> Result<()> {
-    let mut underlay = Netlink::open()?;
-    if let Some(ext) = &agent.external_dev {
-        if let Some(ext) = underlay.link_by_name(ext)? {
-            for ip in public.keys() {
-                underlay.delete_proxy_neighbour(ext.index, *ip)?;
-            }
-        }
+/// leftovers in the underlay namespace, and the tenant namespace with all its links. Every
+/// step is attempted whatever failed before it (a refused nft deletion must not keep the
+/// namespace alive), and every failure is returned.
+pub fn destroy(
+    agent: &AgentRecord,
+    public: &BTreeMap<Ipv4Addr, PublicIpRecord>,
+) -> std::result::Result<(), ErrorList> {
+    let mut failed = ErrorList::default();
+    if let Some(mut underlay) = failed.attempt(Netlink::open().map_err(Error::from)) {
+        remove_proxy_entries(&mut underlay, agent, public, &mut failed);
+        failed.attempt(nft::delete_table(None, &names::underlay_table(agent.uuid)));
+        remove_labelled_links(&mut underlay, agent, &mut failed);
+    } else {
+        failed.attempt(nft::delete_table(None, &names::underlay_table(agent.uuid)));
     }
-    nft::delete_table(None, &names::underlay_table(agent.uuid))?;
+    failed.attempt(netcore::netns::delete_named(&agent.netns).map_err(Error::from));
+    failed.into_result()
+}
+
+fn remove_proxy_entries(
+    underlay: &mut Netlink,
+    agent: &AgentRecord,
+    public: &BTreeMap<Ipv4Addr, PublicIpRecord>,
+    failed: &mut ErrorList,
+) {
+    let Some(ext) = &agent.external_dev else {
+        return;
+    };
+    let Some(Some(ext)) = failed.attempt(underlay.link_by_name(ext).map_err(Error::from)) else {
+        return;
+    };
+    for ip in public.keys() {
+        failed.attempt(
+            underlay
+                .delete_proxy_neighbour(ext.index, *ip)
+                .map_err(Error::from),
+        );
+    }
+}
+
+/// Deletes every underlay link whose alias marks it as this agent's (the uplink, tunnel
+/// devices interrupted before their move).
+fn remove_labelled_links(underlay: &mut Netlink, agent: &AgentRecord, failed: &mut ErrorList) {
     let prefix = alias(agent, "");
-    for link in underlay.links()? {
+    let Some(links) = failed.attempt(underlay.links().map_err(Error::from)) else {
+        return;
+    };
+    for link in links {
         if link
             .alias
             .as_deref()
             .is_some_and(|a| a.starts_with(&prefix))
         {
-            underlay.delete_link(link.index)?;
+            failed.attempt(underlay.delete_link(link.index).map_err(Error::from));
         }
     }
-    netcore::netns::delete_named(&agent.netns)?;
-    Ok(())
+}
+
+/// What the kernel reaches per recorded subnet, read without creating anything: an absent
+/// tenant namespace reaches nothing (`show`).
+pub fn programmed_now(
+    agent: &AgentRecord,
+    desired: &Desired,
+) -> Result<BTreeMap<Ipv4Net, BTreeSet<Ipv4Addr>>> {
+    let ns_path = std::path::Path::new(netcore::netns::NAMED_DIR).join(&agent.netns);
+    let tenant = netcore::netns::open(&ns_path)
+        .ok()
+        .and_then(|fd| Netlink::open_in(fd.as_fd()).ok());
+    let Some(mut tenant) = tenant else {
+        return Ok(BTreeMap::new());
+    };
+    let mut out = BTreeMap::new();
+    for rec in desired.subnets.values() {
+        out.insert(rec.subnet, programmed(&mut tenant, agent.uuid, rec)?);
+    }
+    Ok(out)
 }
