@@ -98,7 +98,7 @@ impl Agent {
     /// batch. The daemon calls it whenever no frame is queued.
     pub fn idle(&mut self) {
         if let Err(e) = self.hub.flush_retired() {
-            eprintln!("deleting the links of removed subnets: {e}");
+            tracing::warn!("deleting the links of removed subnets: {e}");
         }
     }
 
@@ -133,7 +133,7 @@ impl Agent {
         let socket = match socket {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("dhcp on {}: cannot open the server socket: {e}", rec.subnet);
+                tracing::error!("dhcp on {}: cannot open the server socket: {e}", rec.subnet);
                 return;
             }
         };
@@ -144,8 +144,10 @@ impl Agent {
             dns: self.record.dns.clone(),
             lease_secs: self.lease_secs,
         };
-        self.dhcp
-            .insert(rec.subnet, tokio::spawn(crate::dhcp::serve(socket, subnet)));
+        // The server task logs under its subnet and tenant, whatever frame started it.
+        let span = tracing::info_span!(parent: None, "dhcp", tenant = %self.record.tenant, subnet = %rec.subnet);
+        let server = tracing::Instrument::instrument(crate::dhcp::serve(socket, subnet), span);
+        self.dhcp.insert(rec.subnet, tokio::spawn(server));
     }
 
     pub(crate) fn stop_dhcp(&mut self, subnet: Ipv4Net) {
@@ -156,6 +158,16 @@ impl Agent {
 
     /// Handles one frame; returns the frames to send back.
     pub fn handle(&mut self, frame: &Frame) -> Vec<Frame> {
+        // One span per frame: every line it causes names the tenant, and the sending agent
+        // once the payload is parsed (see `register`).
+        let span = tracing::info_span!(
+            "frame",
+            tenant = %self.record.tenant,
+            kind = frame.kind,
+            operand = frame.operand,
+            agent = tracing::field::Empty,
+        );
+        let _entered = span.enter();
         self.hub.busy();
         let payload = frame.payload.as_slice();
         let result = match (frame.kind, frame.operand) {
@@ -176,12 +188,12 @@ impl Agent {
             }
             (kind::COMMAND, ssntp::frame::command::REFRESH_CNCI) => self.refresh(payload),
             (k, op) => {
-                eprintln!("ignoring frame kind {k} operand {op}");
+                tracing::warn!("ignoring frame kind {k} operand {op}");
                 Ok(())
             }
         };
         if let Err(e) = result {
-            eprintln!("frame kind {} operand {}: {e}", frame.kind, frame.operand);
+            tracing::warn!("frame kind {} operand {}: {e}", frame.kind, frame.operand);
         }
         Vec::new()
     }
@@ -240,7 +252,7 @@ impl Agent {
                 Frame::new(kind::EVENT, op, uuid, yaml)
             }
             Err((reason, message)) => {
-                eprintln!(
+                tracing::warn!(
                     "{} public IP {:?}: {message}",
                     if assign { "assign" } else { "release" },
                     cmd.public_ip
@@ -359,7 +371,9 @@ impl Agent {
     fn check_public_ip(&mut self, public: Ipv4Addr, private: Ipv4Addr) -> Result<(), String> {
         match self.hub.fences(&self.public_ranges) {
             Ok(f) => self.fences = f,
-            Err(e) => eprintln!("re-reading the node's addresses: {e}; using those from start"),
+            Err(e) => {
+                tracing::warn!("re-reading the node's addresses: {e}; using those from start")
+            }
         }
         let cns: std::collections::BTreeSet<Ipv4Addr> = self
             .desired
@@ -392,7 +406,7 @@ impl Agent {
             let ip = peer.physical_addr().map_err(payload_err)?;
             let subnet = peer.subnet().map_err(payload_err)?;
             peer.tunnel_addr().map_err(payload_err)?;
-            eprintln!(
+            tracing::info!(
                 "cnci_refresh: peer CNCI {ip} serves {}/{}",
                 subnet.network(),
                 subnet.prefix_len()

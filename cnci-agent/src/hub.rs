@@ -710,7 +710,7 @@ impl Hub {
         // underlay address) must not keep the rest of the tenant down.
         for rec in desired.subnets.values() {
             if let Err(e) = self.ensure_subnet(rec) {
-                eprintln!("subnet {}: {e}", rec.subnet);
+                tracing::error!("subnet {}: {e}", rec.subnet);
             }
         }
         self.apply_public_ips(&desired.public_ips)

@@ -86,9 +86,30 @@ struct RunArgs {
     /// Most compute nodes registered per subnet: a broadcast is copied to each of them.
     #[arg(long, default_value_t = 1024)]
     max_nodes_per_subnet: usize,
+    /// Log filter (tracing EnvFilter syntax, e.g. `info` or `cnci_agent=debug`).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    log_level: String,
+}
+
+/// The daemon's log on stderr: one line per event, prefixed by its spans (the CNCI, then the
+/// frame with its tenant and sending agent, then the subnet).
+fn init_logging(filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("log filter {filter:?}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        // A closed stderr must not turn every log line into a panic.
+        .log_internal_errors(false)
+        .init();
+    Ok(())
 }
 
 fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<()> {
+    init_logging(&args.log_level)?;
+    let span = tracing::info_span!("cnci", uuid = %args.uuid, tenant = %args.tenant);
+    let _entered = span.enter();
     let store = Store::open(state_dir)?;
     let _lock = store.lock()?;
     let netns = args
@@ -127,21 +148,25 @@ fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(async {
-        let status = Store::open(state_dir)?;
-        let policy = Policy {
-            lease_secs: args.lease_secs,
-            limits: Limits {
-                max_subnets: args.max_subnets,
-                max_nodes_per_subnet: args.max_nodes_per_subnet,
-            },
-            public_ranges: args.public_ranges,
-        };
-        let mut agent =
-            Agent::start(store, record, policy).context("bring the hub to its recorded state")?;
-        daemon::run(&mut agent, &status, conn).await?;
-        anyhow::Ok(())
-    })
+    let daemon_span = span.clone();
+    runtime.block_on(tracing::Instrument::instrument(
+        async {
+            let status = Store::open(state_dir)?;
+            let policy = Policy {
+                lease_secs: args.lease_secs,
+                limits: Limits {
+                    max_subnets: args.max_subnets,
+                    max_nodes_per_subnet: args.max_nodes_per_subnet,
+                },
+                public_ranges: args.public_ranges,
+            };
+            let mut agent = Agent::start(store, record, policy)
+                .context("bring the hub to its recorded state")?;
+            daemon::run(&mut agent, &status, conn).await?;
+            anyhow::Ok(())
+        },
+        daemon_span,
+    ))
 }
 
 fn show(state_dir: &Path, json: bool) -> anyhow::Result<()> {

@@ -128,7 +128,7 @@ fn condemn_next(nl: &mut Netlink, q: &mut Queue) -> bool {
         Ok(()) => {
             q.pending.insert(index);
         }
-        Err(e) => eprintln!("taking bridge #{index} out of service: {e}"),
+        Err(e) => tracing::warn!("taking bridge #{index} out of service: {e}"),
     }
     true
 }
@@ -159,7 +159,7 @@ impl Reaper {
                         q.pending.iter().take(CHUNK).copied().collect()
                     };
                     if let Err(e) = delete_chunk(&mut nl, &chunk) {
-                        eprintln!("deleting condemned bridges {chunk:?}: {e}");
+                        tracing::warn!("deleting condemned bridges {chunk:?}: {e}");
                     }
                     let mut q = lock(queue);
                     for index in &chunk {
