@@ -136,7 +136,7 @@ impl Agent {
     /// Adds (or confirms) `agent`'s tunnel end for a subnet.
     fn register(&mut self, agent: Uuid, remote: &RemoteSubnet) -> Result<()> {
         let subnet = subnet_of(remote)?;
-        let kind = crate::handlers::tunnel_kind(remote.tunnel_kind);
+        let kind = remote.tunnel_kind;
         let node = remote.agent_ip;
         let refuse =
             |why: String| Error::Invalid(format!("subnet {subnet} from agent {agent}: {why}"));
