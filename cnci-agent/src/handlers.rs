@@ -43,14 +43,6 @@ pub struct Policy {
     pub public_ranges: Vec<Ipv4Net>,
 }
 
-pub(crate) fn tunnel_kind(kind: ssntp::payloads::TunnelKind) -> netcore::TunnelKind {
-    match kind {
-        ssntp::payloads::TunnelKind::Vxlan => netcore::TunnelKind::Vxlan,
-        ssntp::payloads::TunnelKind::Gretap => netcore::TunnelKind::Gretap,
-        ssntp::payloads::TunnelKind::Geneve => netcore::TunnelKind::Geneve,
-    }
-}
-
 fn payload_err(e: ssntp::payloads::PayloadError) -> Error {
     Error::Invalid(e.to_string())
 }

@@ -140,7 +140,7 @@ impl Agent {
     fn register(&mut self, agent: Uuid, remote: &RemoteSubnet) -> Result<()> {
         let subnet = subnet_of(remote)?;
         let _span = tracing::info_span!("subnet", %subnet).entered();
-        let kind = crate::handlers::tunnel_kind(remote.tunnel_kind);
+        let kind = remote.tunnel_kind;
         let node = remote.agent_ip;
         let refuse =
             |why: String| Error::Invalid(format!("subnet {subnet} from agent {agent}: {why}"));

@@ -452,6 +452,35 @@ impl Netlink {
         )
     }
 
+    /// Renames a link (it must be down).
+    pub fn set_name(&mut self, index: u32, name: &str) -> Result<()> {
+        self.set_link(
+            format!("rename link #{index} to {name}"),
+            index,
+            vec![LinkAttribute::IfName(name.to_string())],
+        )
+    }
+
+    /// Puts a link into a link group, so a whole group can be deleted in one request.
+    pub fn set_group(&mut self, index: u32, group: u32) -> Result<()> {
+        self.set_link(
+            format!("put link #{index} in group {group:#x}"),
+            index,
+            vec![LinkAttribute::Group(group)],
+        )
+    }
+
+    /// Deletes every link of a group with one request (one RCU grace period for all).
+    pub fn delete_group(&mut self, group: u32) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::Group(group));
+        self.ack(
+            &format!("delete link group {group:#x}"),
+            RouteNetlinkMessage::DelLink(msg),
+            0,
+        )
+    }
+
     /// Moves a link into the namespace open at `netns`.
     pub fn move_to_netns(&mut self, index: u32, netns: RawFd) -> Result<()> {
         self.set_link(
