@@ -10,22 +10,14 @@ use crate::crash::crash_point;
 use crate::error::{Error, Result};
 use crate::firewall;
 use crate::ids;
-use crate::netlink::{
-    disable_ipv6, GeneveSpec, GreSpec, Link, LinkChange, LinkKind, Netlink, NewLink, VxlanSpec,
-    GENEVE_PORT, VXLAN_PORT,
-};
+use crate::netlink::{disable_ipv6, Link, LinkChange, LinkKind, Netlink, NewLink};
 use crate::report::{Report, ReportEvent};
 use crate::state::{Locked, NetRecord};
-use crate::tunnel::TunnelKind;
+use crate::tunnel::{driver, TunnelEnd, TunnelKind};
 
 /// The tunnel-id slot a subnet occupies on this node; two subnets may not share one.
 pub(crate) fn tunnel_slot(kind: TunnelKind, id: u32, cnci_ip: Ipv4Addr) -> String {
-    match kind {
-        // VXLAN ids must be unique per local socket (address, port), whatever the remote.
-        TunnelKind::Vxlan => format!("vxlan-{id}"),
-        // GRE and Geneve demultiplex by (remote, id).
-        TunnelKind::Gretap | TunnelKind::Geneve => format!("{kind}-{cnci_ip}-{id}"),
-    }
+    driver(kind).slot(id, cnci_ip)
 }
 
 pub(crate) fn check_same_network(net: &NetRecord, cfg: &SubnetConfig) -> Result<()> {
@@ -223,28 +215,12 @@ fn ensure_tunnel(nl: &mut Netlink, node: &str, net: &NetRecord, bridge: &Link) -
         return Ok(());
     }
     let underlay = nl.link_by_name(&net.underlay)?.map(|l| l.index);
-    let cnci = net.config.cnci.ip;
-    let kind = match net.config.tunnel_kind {
-        TunnelKind::Vxlan => LinkKind::Vxlan(VxlanSpec {
-            vni: net.tunnel_id,
-            local: net.local_ip,
-            remote: Some(cnci),
-            port: VXLAN_PORT,
-            underlay,
-            learning: false,
-        }),
-        TunnelKind::Gretap => LinkKind::GreTap(GreSpec {
-            key: net.tunnel_id,
-            local: net.local_ip,
-            remote: cnci,
-            underlay,
-        }),
-        TunnelKind::Geneve => LinkKind::Geneve(GeneveSpec {
-            vni: net.tunnel_id,
-            remote: cnci,
-            port: GENEVE_PORT,
-        }),
+    let end = TunnelEnd {
+        id: net.tunnel_id,
+        local: net.local_ip,
+        underlay,
     };
+    let kind = driver(net.config.tunnel_kind).node_device(&end, net.config.cnci.ip);
     let mut spec = NewLink::new(&net.tunnel, kind);
     spec.mtu = Some(net.mtu);
     spec.master = Some(bridge.index);
