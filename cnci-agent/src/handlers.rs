@@ -15,16 +15,16 @@ use ssntp::payloads::{
 
 use crate::dhcp::DhcpSubnet;
 use crate::error::{Error, Result};
-use crate::hub::Hub;
+use crate::hub::{Hub, HubKernel};
 use crate::register::Limits;
 use crate::state::{AgentRecord, Desired, PublicIpRecord, Store, SubnetRecord};
 use crate::validate::Fences;
 
 /// The running agent: its records, its kernel handle and its DHCP servers.
-pub struct Agent {
+pub struct Agent<K: HubKernel = netcore::netlink::Netlink> {
     pub record: AgentRecord,
     pub(crate) store: Store,
-    pub(crate) hub: Hub,
+    pub(crate) hub: Hub<K>,
     pub(crate) desired: Desired,
     dhcp: HashMap<Ipv4Net, tokio::task::JoinHandle<()>>,
     lease_secs: u32,
@@ -51,7 +51,19 @@ impl Agent {
     /// Opens the hub and converges the kernel with the recorded state. Must run inside a tokio
     /// runtime (DHCP servers are spawned on it).
     pub fn start(store: Store, record: AgentRecord, policy: Policy) -> Result<Agent> {
-        let mut hub = Hub::open(&record)?;
+        let hub = Hub::open(&record)?;
+        Agent::start_with(hub, store, record, policy)
+    }
+}
+
+impl<K: HubKernel> Agent<K> {
+    /// [`Agent::start`] on an opened hub (the real one, or one on the fake kernel in tests).
+    pub fn start_with(
+        mut hub: Hub<K>,
+        store: Store,
+        record: AgentRecord,
+        policy: Policy,
+    ) -> Result<Self> {
         let fences = hub.fences(&policy.public_ranges)?;
         for range in &policy.public_ranges {
             crate::validate::public_range(*range, &fences).map_err(Error::Invalid)?;

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::handlers::Agent;
+use crate::hub::HubKernel;
 use crate::state::SubnetRecord;
 use crate::validate;
 
@@ -40,7 +41,7 @@ fn agent_of(text: &str, payload: &str) -> Result<Uuid> {
         .ok_or_else(|| Error::Invalid(format!("{payload}: agent_uuid {text:?} is not a UUID")))
 }
 
-impl Agent {
+impl<K: HubKernel> Agent<K> {
     pub(crate) fn tenant_added(&mut self, ev: &TenantAddedEvent) -> Result<()> {
         self.check_tenant_event(ev, TenantAdded::NAME)?;
         let agent = agent_of(&ev.agent_uuid, TenantAdded::NAME)?;

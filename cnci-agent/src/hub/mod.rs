@@ -7,37 +7,47 @@
 //! sockets must live there) and then moved into the tenant namespace, so a workload can never
 //! reach a socket that demultiplexes other tenants' VNIs (reference/vxlan-hub.md).
 
-use std::collections::{BTreeMap, BTreeSet};
+//!
+//! The hub is generic over netcore's [`Kernel`] (the real [`Netlink`], or the recording fake in
+//! tests) and reaches named namespaces and nft through a [`HubHost`]; each tunnel kind's
+//! devices come from a hub driver per topology ([`tunnel`]).
+
+mod host;
+mod public;
+mod teardown;
+mod tunnel;
+
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net};
-use netcore::netlink::{
-    GeneveSpec, GreSpec, InfoData, Link, LinkChange, LinkKind, Netlink, NewLink, Route, VethPeer,
-    VxlanSpec, GENEVE_PORT, VXLAN_PORT,
-};
+use netcore::kernel::Kernel;
+use netcore::netlink::{Link, LinkChange, LinkKind, Netlink, NewLink, Route, VethPeer};
 use netcore::TunnelKind;
-use netlink_packet_route::link::{InfoVxlan, LinkAttribute, LinkMessage};
-use netlink_packet_route::RouteNetlinkMessage;
 
-use crate::error::{Error, ErrorList, Result};
+pub use host::{HubHost, System};
+pub use teardown::{destroy, destroy_with, programmed, programmed_in, programmed_now};
+
+use crate::error::{Error, Result};
 use crate::names;
 use crate::nft;
 use crate::reaper::Reaper;
-use crate::state::{AgentRecord, Desired, PublicIpRecord, SubnetRecord};
-use crate::validate::Fences;
+use crate::state::{AgentRecord, Desired, SubnetRecord};
 
-/// The MAC address a flood-list entry carries.
-const FLOOD_MAC: [u8; 6] = [0; 6];
+/// A kernel handle the hub can use: one per namespace, and one more for the reaper's thread.
+pub trait HubKernel: Kernel + Send + 'static {}
+
+impl<K: Kernel + Send + 'static> HubKernel for K {}
 
 /// A handle on one CNCI's piece of the network node.
-pub struct Hub {
+pub struct Hub<K: HubKernel = Netlink> {
     agent: AgentRecord,
-    underlay: Netlink,
-    /// The namespace the agent started in, where the CNs' tunnels arrive.
-    underlay_ns: OwnedFd,
+    host: Arc<dyn HubHost>,
+    underlay: K,
     tenant_ns: OwnedFd,
-    tenant: Netlink,
+    tenant: K,
     underlay_index: u32,
     underlay_mtu: u32,
     underlay_mac: Option<[u8; 6]>,
@@ -46,7 +56,7 @@ pub struct Hub {
     /// [`Hub::flush_retired`].
     retired: usize,
     /// Deletes the bridges of removed subnets in the background.
-    reaper: Reaper,
+    reaper: Reaper<K>,
 }
 
 /// The link group of tunnel ports that are to go. The kernel deletes a whole group with one
@@ -68,12 +78,12 @@ fn alias(agent: &AgentRecord, what: &str) -> String {
 /// the whole IPv6 routing table whenever a device goes down, leaves or changes its MTU
 /// (`fib6_ifdown`, `rt6_mtu_change_route`: 70 % of a removal's time with 2,500 subnets, perf):
 /// each removal cost time proportional to the number of subnets.
-fn disable_ipv6(ns: BorrowedFd<'_>) -> Result<()> {
+fn disable_ipv6<K: Kernel>(tenant: &mut K) -> Result<()> {
     for key in [
         "ipv6/conf/default/disable_ipv6",
         "ipv6/conf/all/disable_ipv6",
     ] {
-        match netcore::netns::write_sysctl(ns, key, "1") {
+        match tenant.write_sysctl(key, "1") {
             // A kernel without IPv6 has no such key, and nothing to turn off.
             Err(netcore::Error::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound => {}
@@ -87,7 +97,13 @@ impl Hub {
     /// Opens (creating) the tenant namespace and finds the underlay interface, which must hold
     /// the agent's underlay address in the calling namespace.
     pub fn open(agent: &AgentRecord) -> Result<Hub> {
-        let mut underlay = Netlink::open()?;
+        Hub::open_with(Netlink::open()?, Arc::new(System), agent)
+    }
+}
+
+impl<K: HubKernel> Hub<K> {
+    /// [`Hub::open`] on a given kernel handle of the underlay namespace and host.
+    pub fn open_with(mut underlay: K, host: Arc<dyn HubHost>, agent: &AgentRecord) -> Result<Self> {
         let addrs = underlay.addresses(None)?;
         let mine = addrs
             .iter()
@@ -117,18 +133,14 @@ impl Hub {
                 )));
             }
         }
-        let underlay_ns = netcore::netns::open(std::path::Path::new("/proc/thread-self/ns/net"))?;
-        let tenant_ns = netcore::netns::ensure_named(&agent.netns)?;
-        disable_ipv6(tenant_ns.as_fd())?;
-        let tenant = Netlink::open_in(tenant_ns.as_fd())?;
-        let tenant_ns_for_reaper = tenant_ns.try_clone().map_err(|e| netcore::Error::Io {
-            op: "duplicate the tenant namespace handle".into(),
-            source: e,
-        })?;
-        Ok(Hub {
+        let tenant_ns = host.ensure_netns(&agent.netns)?;
+        let mut tenant = underlay.open_in(tenant_ns.as_fd())?;
+        disable_ipv6(&mut tenant)?;
+        let reaper = Reaper::start(underlay.open_in(tenant_ns.as_fd())?)?;
+        Ok(Self {
             agent: agent.clone(),
+            host,
             underlay,
-            underlay_ns,
             tenant_ns,
             tenant,
             underlay_index: index,
@@ -136,70 +148,13 @@ impl Hub {
             underlay_mac: link.mac,
             underlay_nets,
             retired: 0,
-            reaper: Reaper::start(tenant_ns_for_reaper)?,
+            reaper,
         })
-    }
-
-    /// The network node's own addresses and ranges, read now from the kernel (see
-    /// [`crate::validate`]); `public_ranges` come from the command line.
-    pub fn fences(&mut self, public_ranges: &[Ipv4Net]) -> Result<Fences> {
-        let addrs = self.underlay.addresses(None)?;
-        let v4 = |a: &netcore::netlink::Address| match a.net {
-            IpNet::V4(n) => Some(n),
-            IpNet::V6(_) => None,
-        };
-        let own_addrs = addrs.iter().filter_map(v4).map(|n| n.addr()).collect();
-        let mut external_nets = Vec::new();
-        let mut external_peers = BTreeSet::new();
-        if let Some(ext) = &self.agent.external_dev {
-            if let Some(ext) = self.underlay.link_by_name(ext)? {
-                external_nets = addrs
-                    .iter()
-                    .filter(|a| a.index == ext.index)
-                    .filter_map(v4)
-                    .map(|n| n.trunc())
-                    .collect();
-                for r in self.underlay.routes(ext.index)? {
-                    if let Some(IpAddr::V4(gw)) = r.gateway {
-                        external_peers.insert(gw);
-                    }
-                }
-            }
-        }
-        Ok(Fences {
-            own_addrs,
-            underlay_nets: self.underlay_nets.clone(),
-            external_nets,
-            public_ranges: public_ranges.to_vec(),
-            external_peers,
-        })
-    }
-
-    /// Whether `ip` is routed on this node to another CNCI's uplink or to the node itself:
-    /// then it is some other tenant's public IP or a local address. Returns the device.
-    pub fn public_ip_in_use(&mut self, ip: Ipv4Addr) -> Result<Option<String>> {
-        let lookup = match self.underlay.route_get(IpAddr::V4(ip)) {
-            Ok(l) => l,
-            Err(_) => return Ok(None), // unroutable: nobody uses it here
-        };
-        let Some(dev) = self.underlay.link_by_index(lookup.oif)? else {
-            return Ok(None);
-        };
-        let mine = names::uplink_underlay(self.agent.uuid);
-        let other_cnci = dev.name.starts_with("cu") && dev.name != mine;
-        Ok((other_cnci || dev.name == "lo").then(|| format!("routed to {}", dev.name)))
     }
 
     /// Puts a tenant-namespace link into [`RETIRED_GROUP`], flushing when the batch is full.
     fn retire(&mut self, index: u32) -> Result<()> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        msg.attributes.push(LinkAttribute::Group(RETIRED_GROUP));
-        match self.tenant.ack(
-            &format!("retire link #{index}"),
-            RouteNetlinkMessage::SetLink(msg),
-            0,
-        ) {
+        match self.tenant.set_group(index, RETIRED_GROUP) {
             Err(e) if e.is_not_found() => return Ok(()),
             other => other?,
         }
@@ -230,13 +185,7 @@ impl Hub {
         if self.retired == 0 {
             return Ok(());
         }
-        let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::Group(RETIRED_GROUP));
-        match self.tenant.ack(
-            "delete the retired links",
-            RouteNetlinkMessage::DelLink(msg),
-            0,
-        ) {
+        match self.tenant.delete_group(RETIRED_GROUP) {
             Err(e) if !e.is_not_found() => return Err(e.into()),
             _ => {}
         }
@@ -266,8 +215,8 @@ impl Hub {
     /// Forwarding on both sides, the uplink veth with its transfer addresses and the tenant's
     /// default route, and the underlay namespace's rules.
     pub fn ensure_base(&mut self) -> Result<()> {
-        netcore::netns::write_sysctl(self.tenant_ns.as_fd(), "ipv4/ip_forward", "1")?;
-        netcore::netns::write_sysctl(self.underlay_ns.as_fd(), "ipv4/ip_forward", "1")?;
+        self.tenant.write_sysctl("ipv4/ip_forward", "1")?;
+        self.underlay.write_sysctl("ipv4/ip_forward", "1")?;
         let (outer_ip, inner_ip) = self.uplink_addrs();
         let outer_name = names::uplink_underlay(self.agent.uuid);
         let inner = self.tenant.link_by_name(names::UPLINK_TENANT)?;
@@ -279,7 +228,6 @@ impl Hub {
                 }
                 self.tenant.delete_link_by_name(names::UPLINK_TENANT)?;
                 let fd = self.tenant_ns.as_fd();
-                use std::os::fd::AsRawFd;
                 let mut spec = NewLink::new(
                     outer_name.clone(),
                     LinkKind::Veth(VethPeer {
@@ -324,11 +272,8 @@ impl Hub {
         if let Some(ext) = &self.agent.external_dev {
             // Answer ARP for public IPs at once, not after the default random proxy delay of
             // up to 0.8 s that would lose the first packets to a newly assigned address.
-            netcore::netns::write_sysctl(
-                self.underlay_ns.as_fd(),
-                &format!("ipv4/neigh/{ext}/proxy_delay"),
-                "0",
-            )?;
+            self.underlay
+                .write_sysctl(&format!("ipv4/neigh/{ext}/proxy_delay"), "0")?;
         }
         let rules = nft::UnderlayRules {
             table: names::underlay_table(self.agent.uuid),
@@ -337,7 +282,8 @@ impl Hub {
             external_dev: self.agent.external_dev.clone(),
             underlay_nets: self.underlay_nets.clone(),
         };
-        nft::ensure_table(None, &rules.table, &rules.render())?;
+        self.host
+            .ensure_table(None, &rules.table, &rules.render())?;
         Ok(())
     }
 
@@ -387,7 +333,6 @@ impl Hub {
             .underlay
             .set_alias(link.index, &alias(&self.agent, name));
         if let Err(e) = labelled.and_then(|()| {
-            use std::os::fd::AsRawFd;
             self.underlay
                 .move_to_netns(link.index, self.tenant_ns.as_fd().as_raw_fd())
         }) {
@@ -398,24 +343,10 @@ impl Hub {
             .tenant
             .link_by_name(name)?
             .ok_or_else(|| Error::Invalid(format!("tunnel {name} vanished during its move")))?;
-        netcore::netns::write_sysctl(
-            self.tenant_ns.as_fd(),
-            &format!("ipv6/conf/{name}/disable_ipv6"),
-            "1",
-        )?;
+        self.tenant.disable_ipv6(name)?;
         self.tenant.set_master(moved.index, bridge)?;
         self.tenant.set_up(moved.index, true)?;
         Ok(())
-    }
-
-    fn vxlan_id(link: &Link) -> Option<u32> {
-        match &link.data {
-            Some(InfoData::Vxlan(attrs)) => attrs.iter().find_map(|a| match a {
-                InfoVxlan::Id(id) => Some(*id),
-                _ => None,
-            }),
-            _ => None,
-        }
     }
 
     /// Brings one subnet to its record: bridge, tunnel device(s), flood list.
@@ -427,91 +358,7 @@ impl Hub {
         }
         self.delete_retired()?;
         let bridge = self.ensure_bridge(rec)?;
-        let mtu = self.subnet_mtu(rec.kind);
-        match rec.kind {
-            TunnelKind::Vxlan => {
-                let name = names::vxlan(self.agent.uuid, rec.subnet);
-                let existing = self.tenant.link_by_name(&name)?;
-                let current = match existing {
-                    Some(l)
-                        if Self::vxlan_id(&l) == Some(rec.id) && l.master == Some(bridge.index) =>
-                    {
-                        l
-                    }
-                    other => {
-                        if let Some(l) = other {
-                            self.tenant.delete_link(l.index)?;
-                        }
-                        let kind = LinkKind::Vxlan(VxlanSpec {
-                            vni: rec.id,
-                            local: self.agent.underlay_ip,
-                            remote: None,
-                            port: VXLAN_PORT,
-                            underlay: Some(self.underlay_index),
-                            learning: true,
-                        });
-                        self.create_port(&name, kind, mtu, bridge.index)?;
-                        self.tenant
-                            .link_by_name(&name)?
-                            .ok_or_else(|| Error::Invalid(format!("vxlan {name} vanished")))?
-                    }
-                };
-                self.tenant.set_hairpin(current.index, true)?;
-                if !current.up {
-                    self.tenant.set_up(current.index, true)?;
-                }
-                let have = self.flood_list(current.index)?;
-                let nodes = rec.nodes();
-                for node in nodes.difference(&have) {
-                    self.tenant
-                        .fdb_append(current.index, FLOOD_MAC, Some(IpAddr::V4(*node)))?;
-                }
-                for node in have.difference(&nodes) {
-                    self.tenant
-                        .fdb_delete(current.index, FLOOD_MAC, Some(IpAddr::V4(*node)))?;
-                }
-            }
-            TunnelKind::Gretap | TunnelKind::Geneve => {
-                let wanted: BTreeMap<String, Ipv4Addr> = rec
-                    .nodes()
-                    .iter()
-                    .map(|n| (names::p2p(self.agent.uuid, rec.subnet, *n), *n))
-                    .collect();
-                for port in self.ports_of(bridge.index)? {
-                    if port.name.starts_with(names::VXLAN_PREFIX)
-                        || (port.name.starts_with(names::P2P_PREFIX)
-                            && !wanted.contains_key(&port.name))
-                    {
-                        self.tenant.delete_link(port.index)?;
-                    }
-                }
-                for (name, node) in &wanted {
-                    if self.tenant.link_by_name(name)?.is_some() {
-                        continue;
-                    }
-                    let kind = if rec.kind == TunnelKind::Gretap {
-                        LinkKind::GreTap(GreSpec {
-                            key: rec.id,
-                            local: self.agent.underlay_ip,
-                            remote: *node,
-                            underlay: Some(self.underlay_index),
-                        })
-                    } else {
-                        LinkKind::Geneve(GeneveSpec {
-                            vni: rec.id,
-                            remote: *node,
-                            port: GENEVE_PORT,
-                        })
-                    };
-                    self.create_port(name, kind, mtu, bridge.index)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn flood_list(&mut self, index: u32) -> Result<BTreeSet<Ipv4Addr>> {
-        flood_list(&mut self.tenant, index)
+        tunnel::of(rec).converge(self, rec, bridge.index)
     }
 
     fn ports_of(&mut self, bridge: u32) -> Result<Vec<Link>> {
@@ -525,7 +372,7 @@ impl Hub {
 
     /// The compute nodes whose tunnel end the kernel has for this subnet.
     pub fn programmed(&mut self, rec: &SubnetRecord) -> Result<BTreeSet<Ipv4Addr>> {
-        programmed(&mut self.tenant, self.agent.uuid, rec)
+        tunnel::of(rec).programmed(&mut self.tenant, self.agent.uuid, rec)
     }
 
     /// Adds one compute node to a subnet that [`Hub::ensure_subnet`] has already built: one
@@ -533,33 +380,15 @@ impl Hub {
     /// registrations costs one kernel call each.
     pub fn add_node(&mut self, rec: &SubnetRecord, node: Ipv4Addr) -> Result<()> {
         self.delete_retired()?;
-        if rec.kind == TunnelKind::Vxlan {
-            let name = names::vxlan(self.agent.uuid, rec.subnet);
-            if let Some(link) = self.tenant.link_by_name(&name)? {
-                self.tenant
-                    .fdb_append(link.index, FLOOD_MAC, Some(IpAddr::V4(node)))?;
-                return Ok(());
-            }
+        if tunnel::of(rec).add_node(self, rec, node)? {
+            return Ok(());
         }
         self.ensure_subnet(rec)
     }
 
     /// Removes one compute node's tunnel end from a subnet that keeps other nodes.
     pub fn remove_node(&mut self, rec: &SubnetRecord, node: Ipv4Addr) -> Result<()> {
-        match rec.kind {
-            TunnelKind::Vxlan => {
-                let name = names::vxlan(self.agent.uuid, rec.subnet);
-                if let Some(link) = self.tenant.link_by_name(&name)? {
-                    self.tenant
-                        .fdb_delete(link.index, FLOOD_MAC, Some(IpAddr::V4(node)))?;
-                }
-            }
-            TunnelKind::Gretap | TunnelKind::Geneve => {
-                let name = names::p2p(self.agent.uuid, rec.subnet, node);
-                self.retire_by_name(&name)?;
-            }
-        }
-        Ok(())
+        tunnel::of(rec).remove_node(self, rec, node)
     }
 
     /// Removes a subnet's bridge and its tunnel ports, found by their names (no dump of the
@@ -567,15 +396,7 @@ impl Hub {
     /// and renamed, out of service now) and deleted in the background, the ports are retired
     /// and go with the next [`Hub::flush_retired`]. `rec` is the subnet's last record.
     pub fn remove_subnet(&mut self, rec: &SubnetRecord) -> Result<()> {
-        let ports: Vec<String> = match rec.kind {
-            TunnelKind::Vxlan => vec![names::vxlan(self.agent.uuid, rec.subnet)],
-            TunnelKind::Gretap | TunnelKind::Geneve => rec
-                .nodes()
-                .into_iter()
-                .map(|node| names::p2p(self.agent.uuid, rec.subnet, node))
-                .collect(),
-        };
-        for port in ports {
+        for port in tunnel::of::<K>(rec).ports(self.agent.uuid, rec) {
             self.retire_by_name(&port)?;
         }
         // The bridge goes to the reaper as it is: taking it down costs a walk of the routes
@@ -610,57 +431,6 @@ impl Hub {
     /// Waits until every removed subnet's bridge is gone from the kernel.
     pub fn wait_bridges_gone(&self) {
         self.reaper.wait_all()
-    }
-
-    /// Public IPs: a route to each through the uplink and a proxy-ARP entry on the external
-    /// device in the underlay namespace, DNAT/SNAT in the tenant namespace. Mappings not in
-    /// `public` are removed.
-    pub fn apply_public_ips(&mut self, public: &BTreeMap<Ipv4Addr, PublicIpRecord>) -> Result<()> {
-        let uplink = self
-            .underlay
-            .link_by_name(&names::uplink_underlay(self.agent.uuid))?
-            .ok_or_else(|| Error::Invalid("the uplink is missing".into()))?;
-        let ext = match &self.agent.external_dev {
-            Some(name) => self.underlay.link_by_name(name)?,
-            None => None,
-        };
-        if ext.is_none() && !public.is_empty() {
-            return Err(Error::Invalid(
-                "no external device is configured (--external-dev): public IPs cannot be served"
-                    .into(),
-            ));
-        }
-        let (_, inner_ip) = self.uplink_addrs();
-        let route = |ip: Ipv4Addr| -> Result<Route> {
-            Ok(Route {
-                dst: IpNet::V4(Ipv4Net::new(ip, 32).map_err(bad)?),
-                gateway: Some(IpAddr::V4(inner_ip)),
-                oif: uplink.index,
-            })
-        };
-        for existing in self.underlay.routes(uplink.index)? {
-            if let IpNet::V4(net) = existing.dst {
-                if net.prefix_len() == 32 && !public.contains_key(&net.addr()) {
-                    self.underlay.delete_route(&existing)?;
-                    if let Some(ext) = &ext {
-                        self.underlay
-                            .delete_proxy_neighbour(ext.index, net.addr())?;
-                    }
-                }
-            }
-        }
-        nft::replace_table(
-            Some(self.tenant_ns.as_fd()),
-            names::TENANT_TABLE,
-            &nft::tenant_rules(public),
-        )?;
-        if let Some(ext) = &ext {
-            for ip in public.keys() {
-                self.underlay.add_route(&route(*ip)?)?;
-                self.underlay.add_proxy_neighbour(ext.index, *ip)?;
-            }
-        }
-        Ok(())
     }
 
     /// Converges everything: base, every desired subnet, public IPs; removes subnets and
@@ -717,127 +487,6 @@ impl Hub {
     }
 }
 
-fn flood_list(tenant: &mut Netlink, index: u32) -> Result<BTreeSet<Ipv4Addr>> {
-    Ok(tenant
-        .fdb_entries(index)?
-        .into_iter()
-        .filter(|e| e.index == index && e.mac == FLOOD_MAC)
-        .filter_map(|e| match e.dst {
-            Some(IpAddr::V4(ip)) => Some(ip),
-            _ => None,
-        })
-        .collect())
-}
-
-/// The compute nodes whose tunnel end the kernel has for `rec`, read through a netlink socket
-/// in the tenant namespace (also used by `show`, which must not create anything).
-pub fn programmed(
-    tenant: &mut Netlink,
-    cnci: uuid::Uuid,
-    rec: &SubnetRecord,
-) -> Result<BTreeSet<Ipv4Addr>> {
-    match rec.kind {
-        TunnelKind::Vxlan => {
-            let name = names::vxlan(cnci, rec.subnet);
-            match tenant.link_by_name(&name)? {
-                Some(l) if Hub::vxlan_id(&l) == Some(rec.id) => flood_list(tenant, l.index),
-                _ => Ok(BTreeSet::new()),
-            }
-        }
-        TunnelKind::Gretap | TunnelKind::Geneve => {
-            let mut out = BTreeSet::new();
-            for node in &rec.nodes() {
-                if tenant
-                    .link_by_name(&names::p2p(cnci, rec.subnet, *node))?
-                    .is_some()
-                {
-                    out.insert(*node);
-                }
-            }
-            Ok(out)
-        }
-    }
-}
-
 fn bad(e: impl std::fmt::Display) -> Error {
     Error::Invalid(e.to_string())
-}
-
-/// Removes everything an agent made: public IP proxy entries, its underlay rules, the uplink,
-/// leftovers in the underlay namespace, and the tenant namespace with all its links. Every
-/// step is attempted whatever failed before it (a refused nft deletion must not keep the
-/// namespace alive), and every failure is returned.
-pub fn destroy(
-    agent: &AgentRecord,
-    public: &BTreeMap<Ipv4Addr, PublicIpRecord>,
-) -> std::result::Result<(), ErrorList> {
-    let mut failed = ErrorList::default();
-    if let Some(mut underlay) = failed.attempt(Netlink::open().map_err(Error::from)) {
-        remove_proxy_entries(&mut underlay, agent, public, &mut failed);
-        failed.attempt(nft::delete_table(None, &names::underlay_table(agent.uuid)));
-        remove_labelled_links(&mut underlay, agent, &mut failed);
-    } else {
-        failed.attempt(nft::delete_table(None, &names::underlay_table(agent.uuid)));
-    }
-    failed.attempt(netcore::netns::delete_named(&agent.netns).map_err(Error::from));
-    failed.into_result()
-}
-
-fn remove_proxy_entries(
-    underlay: &mut Netlink,
-    agent: &AgentRecord,
-    public: &BTreeMap<Ipv4Addr, PublicIpRecord>,
-    failed: &mut ErrorList,
-) {
-    let Some(ext) = &agent.external_dev else {
-        return;
-    };
-    let Some(Some(ext)) = failed.attempt(underlay.link_by_name(ext).map_err(Error::from)) else {
-        return;
-    };
-    for ip in public.keys() {
-        failed.attempt(
-            underlay
-                .delete_proxy_neighbour(ext.index, *ip)
-                .map_err(Error::from),
-        );
-    }
-}
-
-/// Deletes every underlay link whose alias marks it as this agent's (the uplink, tunnel
-/// devices interrupted before their move).
-fn remove_labelled_links(underlay: &mut Netlink, agent: &AgentRecord, failed: &mut ErrorList) {
-    let prefix = alias(agent, "");
-    let Some(links) = failed.attempt(underlay.links().map_err(Error::from)) else {
-        return;
-    };
-    for link in links {
-        if link
-            .alias
-            .as_deref()
-            .is_some_and(|a| a.starts_with(&prefix))
-        {
-            failed.attempt(underlay.delete_link(link.index).map_err(Error::from));
-        }
-    }
-}
-
-/// What the kernel reaches per recorded subnet, read without creating anything: an absent
-/// tenant namespace reaches nothing (`show`).
-pub fn programmed_now(
-    agent: &AgentRecord,
-    desired: &Desired,
-) -> Result<BTreeMap<Ipv4Net, BTreeSet<Ipv4Addr>>> {
-    let ns_path = std::path::Path::new(netcore::netns::NAMED_DIR).join(&agent.netns);
-    let tenant = netcore::netns::open(&ns_path)
-        .ok()
-        .and_then(|fd| Netlink::open_in(fd.as_fd()).ok());
-    let Some(mut tenant) = tenant else {
-        return Ok(BTreeMap::new());
-    };
-    let mut out = BTreeMap::new();
-    for rec in desired.subnets.values() {
-        out.insert(rec.subnet, programmed(&mut tenant, agent.uuid, rec)?);
-    }
-    Ok(out)
 }
