@@ -9,6 +9,8 @@ pub mod claim;
 pub mod config;
 mod crash;
 pub mod error;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 pub mod firewall;
 mod hold;
 pub mod ids;

@@ -261,7 +261,7 @@ pub fn new_link_message(spec: &NewLink) -> LinkMessage {
 }
 
 /// The kind-specific attributes (IFLA_INFO_DATA) of a new link, as the kernel reports them back.
-#[cfg_attr(not(feature = "fake"), allow(dead_code))]
+#[cfg(any(test, feature = "fake"))]
 pub(crate) fn info_data(kind: &LinkKind) -> Option<InfoData> {
     kind_info(kind).into_iter().find_map(|i| match i {
         LinkInfo::Data(d) => Some(d),
