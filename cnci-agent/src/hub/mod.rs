@@ -17,6 +17,11 @@ mod public;
 mod teardown;
 mod tunnel;
 
+#[cfg(test)]
+mod fake_host;
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
