@@ -4,6 +4,7 @@
 use std::net::Ipv4Addr;
 
 use ipnet::{IpNet, Ipv4Net};
+use netcore::kernel::Kernel;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -15,8 +16,12 @@ const UPLINK_PAIRS: u64 = 1 << 21;
 
 /// A /31 for the uplink of CNCI `uuid` not used by any interface of the calling namespace.
 pub fn allocate(uuid: Uuid) -> Result<Ipv4Net> {
-    let mut nl = netcore::netlink::Netlink::open()?;
-    let used: Vec<Ipv4Addr> = nl
+    allocate_in(&mut netcore::netlink::Netlink::open()?, uuid)
+}
+
+/// [`allocate`] among the addresses `underlay` has.
+pub fn allocate_in<K: Kernel>(underlay: &mut K, uuid: Uuid) -> Result<Ipv4Net> {
+    let used: Vec<Ipv4Addr> = underlay
         .addresses(None)?
         .into_iter()
         .filter_map(|a| match a.net {
@@ -61,5 +66,21 @@ mod tests {
         let next = first_free(uuid, &[first.addr()]).expect("next");
         assert_ne!(next, first);
         assert!(!next.contains(&first.addr()));
+    }
+
+    #[test]
+    fn an_address_already_on_an_interface_is_not_handed_out() {
+        let world = netcore::fake::FakeWorld::new();
+        let mut k = world.kernel();
+        let uuid = Uuid::from_u128(0x1234);
+        let first = allocate_in(&mut k, uuid).expect("free");
+        let lo = k.link_by_name("lo").expect("lookup").expect("lo");
+        k.add_address(
+            lo.index,
+            IpNet::V4(Ipv4Net::new(first.addr(), 32).expect("net")),
+        )
+        .expect("address");
+        let next = allocate_in(&mut k, uuid).expect("next");
+        assert!(!next.contains(&first.addr()), "{next} holds {first}");
     }
 }

@@ -520,3 +520,137 @@ fn destroy_without_a_kernel_handle_still_deletes_the_namespace_and_rules() {
     assert!(node.host.netns_id(&node.record.netns).is_none());
     assert!(node.host.tables(None).is_empty());
 }
+
+/// An AssignPublicIP or ReleasePublicIP frame for `public` → `private`.
+fn public_ip_frame(node: &Node, public: &str, private: &str, assign: bool) -> Frame {
+    use ssntp::frame::command;
+    use ssntp::payloads::{AssignPublicIp, PublicIpCommand, ReleasePublicIp};
+    let cmd = PublicIpCommand {
+        concentrator_uuid: node.record.uuid.to_string(),
+        tenant_uuid: node.record.tenant.to_string(),
+        instance_uuid: "d6c5ee7b-5a1d-4f4b-8a4e-3f0c2b1a0e9d".into(),
+        public_ip: public.into(),
+        private_ip: private.into(),
+        vnic_mac: "02:00:ac:10:01:0a".into(),
+    };
+    let (op, yaml) = if assign {
+        (command::ASSIGN_PUBLIC_IP, AssignPublicIp(cmd).to_yaml())
+    } else {
+        (command::RELEASE_PUBLIC_IP, ReleasePublicIp(cmd).to_yaml())
+    };
+    Frame::new(kind::COMMAND, op, node.record.uuid, yaml)
+}
+
+#[test]
+fn a_public_ip_the_kernel_refuses_is_rolled_back_and_a_good_one_comes_and_goes() {
+    let mut node = Node::new();
+    let mut k = node.world.kernel();
+    let ext = k
+        .create_link(&NewLink::new("ext0", LinkKind::Bridge))
+        .expect("ext0");
+    k.add_address(ext.index, "203.0.113.2/24".parse().expect("net"))
+        .expect("address");
+    k.set_up(ext.index, true).expect("up");
+    node.record.external_dev = Some("ext0".into());
+    let hub = Hub::open_with(node.world.kernel(), node.host.clone(), &node.record).expect("hub");
+    let policy = Policy {
+        lease_secs: 3600,
+        limits: Limits {
+            max_subnets: 4,
+            max_nodes_per_subnet: 4,
+        },
+        public_ranges: vec![net("203.0.113.8/29")],
+    };
+    let mut agent =
+        Agent::start_with(hub, node.store(), node.record.clone(), policy).expect("agent");
+    let s1 = net("172.16.1.0/24");
+    agent.handle(&node.added(node.body(
+        Uuid::from_u128(0xa),
+        Ipv4Addr::new(10, 99, 0, 10),
+        s1,
+        TunnelKind::Vxlan,
+    )));
+    agent.wait_removed();
+    let tenant_ns = node.host.netns_id(&node.record.netns);
+    let before = node.world.snapshot();
+    let table_before = node.host.tables(tenant_ns);
+
+    node.world.clear_calls();
+    node.world
+        .inject(Trigger::Op("add_proxy_neighbour", 1), Fault::Fail(EIO));
+    let reply = agent.handle(&public_ip_frame(&node, "203.0.113.10", "172.16.1.10", true));
+    assert_eq!(reply.len(), 1);
+    assert_eq!(reply[0].kind, kind::ERROR, "a refusal is an ERROR frame");
+    assert!(String::from_utf8_lossy(&reply[0].payload).contains("assign_failure"));
+    assert!(node
+        .store()
+        .desired()
+        .expect("records")
+        .public_ips
+        .is_empty());
+    assert!(agent.desired().public_ips.is_empty());
+    assert_eq!(
+        node.world.snapshot(),
+        before,
+        "routes and proxy entries rolled back"
+    );
+    assert_eq!(
+        node.host.tables(tenant_ns),
+        table_before,
+        "DNAT rolled back"
+    );
+
+    let reply = agent.handle(&public_ip_frame(&node, "203.0.113.10", "172.16.1.10", true));
+    assert_eq!(reply[0].kind, kind::EVENT);
+    let underlay = node.world.snapshot().ns(netcore::fake::NsId::HOST);
+    assert!(underlay
+        .proxy
+        .contains(&("ext0".into(), "203.0.113.10".into())));
+    assert!(underlay
+        .routes
+        .iter()
+        .any(|(dst, _, _)| dst == "203.0.113.10/32"));
+    let rules = node.host.tables(tenant_ns);
+    assert!(rules[names::TENANT_TABLE].contains("203.0.113.10"));
+
+    let reply = agent.handle(&public_ip_frame(
+        &node,
+        "203.0.113.10",
+        "172.16.1.10",
+        false,
+    ));
+    assert_eq!(reply[0].kind, kind::EVENT);
+    assert_eq!(node.world.snapshot(), before, "released: as before");
+}
+
+#[test]
+fn a_recorded_subnet_the_kernel_refuses_at_start_does_not_keep_the_others_down() {
+    let node = Node::new();
+    let (a, ip_a) = (Uuid::from_u128(0xa), Ipv4Addr::new(10, 99, 0, 10));
+    for s in ["172.16.1.0/24", "172.16.2.0/24"] {
+        let mut rec = SubnetRecord::new(net(s), TunnelKind::Vxlan, vni(net(s)));
+        rec.agents.insert(a, ip_a);
+        node.store().put_subnet(&rec).expect("record");
+    }
+    // The first tunnel device the start creates is refused (say, its VNI is taken).
+    node.world
+        .inject(Trigger::Op("move_to_netns", 1), Fault::Fail(EIO));
+    let mut agent = node.agent();
+    agent.wait_removed();
+    let mut tenant = node.tenant();
+    let reached: Vec<usize> = agent
+        .desired()
+        .subnets
+        .values()
+        .map(|rec| {
+            super::programmed(&mut tenant, node.record.uuid, rec)
+                .expect("programmed")
+                .len()
+        })
+        .collect();
+    assert_eq!(reached, [0, 1], "the refused subnet waits, the other works");
+    // The next start repairs the refused one.
+    drop(agent);
+    let mut again = node.agent();
+    assert_converged(&node, &mut again, "second start");
+}
