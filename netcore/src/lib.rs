@@ -19,6 +19,7 @@ pub mod kernel;
 pub mod maintain;
 pub mod netlink;
 pub mod netns;
+mod qemu_tap;
 pub mod report;
 pub mod state;
 mod subnet;
@@ -30,5 +31,6 @@ pub use config::{AddrRange, Cnci, NodeConfig, SubnetConfig, VnicId, VnicKind, Vn
 pub use crash::ATTACH_STEPS;
 pub use error::{Error, Result};
 pub use kernel::Kernel;
+pub use qemu_tap::TapAttachment;
 pub use report::{Report, ReportEvent};
 pub use tunnel::TunnelKind;

@@ -8,7 +8,7 @@ use crate::attach::{recover, Node};
 use crate::config::{VnicId, VnicKind};
 use crate::error::{Error, Result};
 use crate::ids::{self, AliasKind};
-use crate::netlink::Netlink;
+use crate::kernel::Kernel;
 use crate::netns;
 use crate::state::VnicRecord;
 use crate::subnet::repair_net;
@@ -27,7 +27,7 @@ fn check_failed(what: String) -> Error {
     Error::CheckFailed(what)
 }
 
-impl Node {
+impl<K: Kernel> Node<K> {
     /// Verifies that a VNIC is attached as recorded: bridge, tunnel, port, and, for a veth,
     /// the interface, MAC and address inside the workload's namespace.
     pub fn check(&mut self, net_key: &str, id: &VnicId) -> Result<VnicRecord> {
@@ -68,7 +68,7 @@ impl Node {
         } = &vnic.kind
         {
             let fd = netns::open(path)?;
-            let mut inside = Netlink::open_in(fd.as_fd())?;
+            let mut inside = nl.open_in(fd.as_fd())?;
             let link = inside.link_by_name(ifname)?.ok_or_else(|| {
                 check_failed(format!("{ifname} is missing in {}", path.display()))
             })?;
@@ -139,7 +139,7 @@ impl Node {
             if locked.net(&net.key)?.is_some() {
                 repair_net(nl, &node, &net)?;
                 // dockerd may have started since the bridge was made.
-                crate::firewall::allow_bridge(&net.bridge)?;
+                nl.allow_bridge(&net.bridge)?;
                 summary.repaired_nets.push(net.key.clone());
                 known_nets.insert(net.key.clone());
                 release_orphan_ips(&locked, &net.key, &mut summary)?;
@@ -218,7 +218,22 @@ pub struct NetView {
     pub vnics: Vec<VnicRecord>,
 }
 
-impl Node {
+impl<K: Kernel> Node<K> {
+    /// Puts the firewall rule of every recorded subnet's bridge in place again (the host's
+    /// firewall may have been reloaded, e.g. by a dockerd start), under the node lock so no
+    /// detach removes a bridge meanwhile. Returns the bridges that failed, with their errors;
+    /// a failure does not stop the others.
+    pub fn allow_bridges(&mut self) -> Result<Vec<(String, Error)>> {
+        let (locked, nl) = self.lock_and_recover()?;
+        let mut failed = Vec::new();
+        for net in locked.nets()? {
+            if let Err(e) = nl.allow_bridge(&net.bridge) {
+                failed.push((net.bridge, e));
+            }
+        }
+        Ok(failed)
+    }
+
     /// A consistent view of the node's state (taken under the lock, after recovery).
     pub fn view(&mut self) -> Result<NodeView> {
         let (locked, _) = self.lock_and_recover()?;

@@ -3,9 +3,8 @@
 
 use crate::config::VnicKind;
 use crate::error::Result;
-use crate::firewall;
 use crate::ids;
-use crate::netlink::Netlink;
+use crate::kernel::Kernel;
 use crate::report::{Report, ReportEvent};
 use crate::state::{Locked, VnicRecord};
 
@@ -20,7 +19,7 @@ fn ours(alias: Option<&str>, expected: &str) -> bool {
 /// `rollback` marks the undo of an attach that never completed: a TenantAdded still waiting
 /// for delivery is then withdrawn instead of being followed by a TenantRemoved.
 pub fn vnic(
-    nl: &mut Netlink,
+    nl: &mut impl Kernel,
     locked: &Locked<'_>,
     vnic: &VnicRecord,
     rollback: bool,
@@ -63,7 +62,7 @@ pub fn vnic(
 }
 
 /// Removes a subnet's tunnel and bridge from this node and queues TenantRemoved.
-pub fn net(nl: &mut Netlink, locked: &Locked<'_>, key: &str, rollback: bool) -> Result<()> {
+pub fn net(nl: &mut impl Kernel, locked: &Locked<'_>, key: &str, rollback: bool) -> Result<()> {
     let Some(net) = locked.net(key)? else {
         return Ok(());
     };
@@ -80,7 +79,7 @@ pub fn net(nl: &mut Netlink, locked: &Locked<'_>, key: &str, rollback: bool) -> 
         }
         _ => {}
     }
-    firewall::revoke_bridge(&net.bridge)?;
+    nl.revoke_bridge(&net.bridge)?;
     let node = locked.node_tag()?;
     for (name, alias) in [
         (&net.tunnel, ids::tunnel_alias(&node, key)),
