@@ -29,7 +29,7 @@ pub mod tunnel;
 pub use attach::{Attachment, Node};
 pub use config::{AddrRange, Cnci, NodeConfig, SubnetConfig, VnicId, VnicKind, VnicRequest};
 pub use crash::ATTACH_STEPS;
-pub use error::{Error, Result};
+pub use error::{Error, Failures, Result};
 pub use kernel::Kernel;
 pub use qemu_tap::TapAttachment;
 pub use report::{Report, ReportEvent};
