@@ -19,6 +19,8 @@ pub mod kernel;
 pub mod maintain;
 pub mod netlink;
 pub mod netns;
+#[cfg(test)]
+mod node_tests;
 mod qemu_tap;
 pub mod report;
 pub mod state;
