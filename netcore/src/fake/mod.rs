@@ -109,7 +109,7 @@ impl FakeWorld {
     /// A world with only the host namespace and its loopback; docker's chain present.
     pub fn new() -> Self {
         let mut namespaces = BTreeMap::new();
-        namespaces.insert(NsId::HOST, Namespace::with_loopback(1));
+        namespaces.insert(NsId::HOST, Namespace::with_loopback(1, "host".into()));
         FakeWorld {
             state: Arc::new(Mutex::new(State {
                 namespaces,
@@ -144,7 +144,8 @@ impl FakeWorld {
         let mut s = self.lock();
         let lo = s.next_index;
         s.next_index += 1;
-        s.namespaces.insert(id, Namespace::with_loopback(lo));
+        let label = format!("netns-{}", s.namespaces.len());
+        s.namespaces.insert(id, Namespace::with_loopback(lo, label));
         Ok(id)
     }
 

@@ -17,7 +17,7 @@ pub struct LinkView {
     /// The kind-specific attributes, as text.
     pub data: Option<String>,
     /// The far end of a veth: its namespace and name.
-    pub peer: Option<(NsId, String)>,
+    pub peer: Option<(String, String)>,
     pub hairpin: bool,
     pub group: u32,
 }
@@ -36,10 +36,10 @@ pub struct NsView {
     pub sysctls: BTreeMap<String, String>,
 }
 
-/// Every namespace and the firewall.
+/// Every namespace (by its label: `host`, `netns-1`, ...) and the firewall.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    pub namespaces: BTreeMap<NsId, NsView>,
+    pub namespaces: BTreeMap<String, NsView>,
     pub firewall: BTreeSet<String>,
 }
 
@@ -50,6 +50,11 @@ impl Snapshot {
                 .get(&ns)
                 .and_then(|n| n.links.get(&index))
                 .map_or_else(|| format!("#{index}"), |l| l.name.clone())
+        };
+        let label = |ns: NsId| {
+            namespaces
+                .get(&ns)
+                .map_or_else(|| format!("{ns:?}"), |n| n.label.clone())
         };
         let namespaces = namespaces
             .iter()
@@ -68,7 +73,7 @@ impl Snapshot {
                                 mtu: l.mtu,
                                 mac: l.mac,
                                 data: l.data.as_ref().map(|d| format!("{d:?}")),
-                                peer: l.peer.map(|(pns, p)| (pns, name_in(pns, p))),
+                                peer: l.peer.map(|(pns, p)| (label(pns), name_in(pns, p))),
                                 hairpin: l.hairpin,
                                 group: l.group,
                             };
@@ -103,7 +108,7 @@ impl Snapshot {
                         .collect(),
                     sysctls: ns.sysctls.clone(),
                 };
-                (*id, view)
+                (ns.label.clone(), view)
             })
             .collect();
         Snapshot {
@@ -112,8 +117,8 @@ impl Snapshot {
         }
     }
 
-    /// The view of one namespace (empty if it does not exist).
-    pub fn ns(&self, id: NsId) -> NsView {
-        self.namespaces.get(&id).cloned().unwrap_or_default()
+    /// The view of the namespace labelled `label` (empty if it does not exist).
+    pub fn ns(&self, label: &str) -> NsView {
+        self.namespaces.get(label).cloned().unwrap_or_default()
     }
 }

@@ -96,7 +96,7 @@ fn routes_sysctls_and_deletion_clean_up_after_a_link() {
     assert_eq!(
         world
             .snapshot()
-            .ns(NsId::HOST)
+            .ns("host")
             .sysctls
             .get("ipv6/conf/eth0/disable_ipv6"),
         Some(&"1".to_string())

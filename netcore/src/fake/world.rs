@@ -65,6 +65,8 @@ impl FakeLink {
 /// One namespace's tables.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Namespace {
+    /// `host`, or `netns-N` for the Nth namespace a test added: stable across worlds.
+    pub label: String,
     pub links: BTreeMap<u32, FakeLink>,
     pub addresses: Vec<Address>,
     pub routes: Vec<Route>,
@@ -93,8 +95,11 @@ fn made_up_mac(name: &str) -> [u8; 6] {
 }
 
 impl Namespace {
-    pub fn with_loopback(index: u32) -> Self {
-        let mut ns = Namespace::default();
+    pub fn with_loopback(index: u32, label: String) -> Self {
+        let mut ns = Namespace {
+            label,
+            ..Namespace::default()
+        };
         ns.links.insert(
             index,
             FakeLink {
