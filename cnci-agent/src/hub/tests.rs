@@ -602,7 +602,7 @@ fn a_public_ip_the_kernel_refuses_is_rolled_back_and_a_good_one_comes_and_goes()
 
     let reply = agent.handle(&public_ip_frame(&node, "203.0.113.10", "172.16.1.10", true));
     assert_eq!(reply[0].kind, kind::EVENT);
-    let underlay = node.world.snapshot().ns(netcore::fake::NsId::HOST);
+    let underlay = node.world.snapshot().ns("host");
     assert!(underlay
         .proxy
         .contains(&("ext0".into(), "203.0.113.10".into())));
