@@ -22,7 +22,7 @@ fn set_status(store: &Store, connected: bool) {
         connected,
     };
     if let Err(e) = store.put_status(&status) {
-        eprintln!("{e}");
+        tracing::warn!("recording the session status: {e}");
     }
 }
 
@@ -30,9 +30,10 @@ fn set_status(store: &Store, connected: bool) {
 /// flowing while the agent restarts; `destroy` is the way to take a CNCI down.
 pub async fn run(agent: &mut Agent, status: &Store, conn: Connection) -> Result<()> {
     set_status(status, false);
-    eprintln!(
+    tracing::info!(
         "ciao-cnci-agent {} ready: tenant namespace {}",
-        agent.record.uuid, agent.record.netns
+        agent.record.uuid,
+        agent.record.netns
     );
     let (client, mut events) = Client::spawn(ClientConfig {
         addr: conn.addr,
@@ -56,7 +57,7 @@ pub async fn run(agent: &mut Agent, status: &Store, conn: Connection) -> Result<
         let Some(event) = event else { break };
         match event {
             ClientEvent::Connected(hello) => {
-                eprintln!("connected to scheduler {}", hello.uuid);
+                tracing::info!("connected to scheduler {}", hello.uuid);
                 set_status(status, true);
                 if client.send(agent.concentrator_added()).await.is_err() {
                     break;
@@ -77,7 +78,7 @@ pub async fn run(agent: &mut Agent, status: &Store, conn: Connection) -> Result<
                 }
             }
             ClientEvent::Disconnected(reason) => {
-                eprintln!("scheduler session: {reason}; reconnecting");
+                tracing::warn!("scheduler session: {reason}; reconnecting");
                 set_status(status, false);
             }
         }

@@ -236,14 +236,21 @@ pub async fn serve(socket: tokio::net::UdpSocket, subnet: DhcpSubnet) {
             Ok((len, _)) => len,
             Err(e) if transient(&e) => continue,
             Err(e) => {
-                eprintln!("dhcp on {}: receive failed, stopping: {e}", subnet.subnet);
+                tracing::error!("dhcp on {}: receive failed, stopping: {e}", subnet.subnet);
                 return;
             }
         };
         let Some(request) = buf.get(..len) else {
             continue;
         };
-        if let Some((reply, dest)) = answer(&subnet, request) {
+        let answered = tracing::debug_span!("dhcp_request", len).in_scope(|| {
+            let answered = answer(&subnet, request);
+            if let Some((_, dest)) = &answered {
+                tracing::debug!("answering to {dest}");
+            }
+            answered
+        });
+        if let Some((reply, dest)) = answered {
             // A lost reply is retransmitted by the client; nothing to do about it here.
             let _ = socket.send_to(&reply, dest).await;
         }

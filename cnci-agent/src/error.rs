@@ -25,3 +25,39 @@ pub enum Error {
 
 /// Result alias for the agent.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every failure of an operation that attempts all its steps (teardown): none is lost behind
+/// the first.
+#[derive(Debug, Default, thiserror::Error)]
+#[error("{} step(s) failed: {}", .0.len(), join(.0))]
+pub struct ErrorList(pub Vec<Error>);
+
+fn join(errors: &[Error]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ErrorList {
+    /// `Ok` when nothing failed.
+    pub fn into_result(self) -> std::result::Result<(), ErrorList> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self)
+        }
+    }
+
+    /// Runs one step and keeps its failure, if any; returns its value on success.
+    pub fn attempt<T>(&mut self, step: Result<T>) -> Option<T> {
+        match step {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.0.push(e);
+                None
+            }
+        }
+    }
+}

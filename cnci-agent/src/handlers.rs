@@ -15,16 +15,16 @@ use ssntp::payloads::{
 
 use crate::dhcp::DhcpSubnet;
 use crate::error::{Error, Result};
-use crate::hub::Hub;
+use crate::hub::{Hub, HubKernel};
 use crate::register::Limits;
 use crate::state::{AgentRecord, Desired, PublicIpRecord, Store, SubnetRecord};
 use crate::validate::Fences;
 
 /// The running agent: its records, its kernel handle and its DHCP servers.
-pub struct Agent {
+pub struct Agent<K: HubKernel = netcore::netlink::Netlink> {
     pub record: AgentRecord,
     pub(crate) store: Store,
-    pub(crate) hub: Hub,
+    pub(crate) hub: Hub<K>,
     pub(crate) desired: Desired,
     dhcp: HashMap<Ipv4Net, tokio::task::JoinHandle<()>>,
     lease_secs: u32,
@@ -43,14 +43,6 @@ pub struct Policy {
     pub public_ranges: Vec<Ipv4Net>,
 }
 
-pub(crate) fn tunnel_kind(kind: ssntp::payloads::TunnelKind) -> netcore::TunnelKind {
-    match kind {
-        ssntp::payloads::TunnelKind::Vxlan => netcore::TunnelKind::Vxlan,
-        ssntp::payloads::TunnelKind::Gretap => netcore::TunnelKind::Gretap,
-        ssntp::payloads::TunnelKind::Geneve => netcore::TunnelKind::Geneve,
-    }
-}
-
 fn payload_err(e: ssntp::payloads::PayloadError) -> Error {
     Error::Invalid(e.to_string())
 }
@@ -59,7 +51,19 @@ impl Agent {
     /// Opens the hub and converges the kernel with the recorded state. Must run inside a tokio
     /// runtime (DHCP servers are spawned on it).
     pub fn start(store: Store, record: AgentRecord, policy: Policy) -> Result<Agent> {
-        let mut hub = Hub::open(&record)?;
+        let hub = Hub::open(&record)?;
+        Agent::start_with(hub, store, record, policy)
+    }
+}
+
+impl<K: HubKernel> Agent<K> {
+    /// [`Agent::start`] on an opened hub (the real one, or one on the fake kernel in tests).
+    pub fn start_with(
+        mut hub: Hub<K>,
+        store: Store,
+        record: AgentRecord,
+        policy: Policy,
+    ) -> Result<Self> {
         let fences = hub.fences(&policy.public_ranges)?;
         for range in &policy.public_ranges {
             crate::validate::public_range(*range, &fences).map_err(Error::Invalid)?;
@@ -98,7 +102,7 @@ impl Agent {
     /// batch. The daemon calls it whenever no frame is queued.
     pub fn idle(&mut self) {
         if let Err(e) = self.hub.flush_retired() {
-            eprintln!("deleting the links of removed subnets: {e}");
+            tracing::warn!("deleting the links of removed subnets: {e}");
         }
     }
 
@@ -133,7 +137,7 @@ impl Agent {
         let socket = match socket {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("dhcp on {}: cannot open the server socket: {e}", rec.subnet);
+                tracing::error!("dhcp on {}: cannot open the server socket: {e}", rec.subnet);
                 return;
             }
         };
@@ -144,8 +148,10 @@ impl Agent {
             dns: self.record.dns.clone(),
             lease_secs: self.lease_secs,
         };
-        self.dhcp
-            .insert(rec.subnet, tokio::spawn(crate::dhcp::serve(socket, subnet)));
+        // The server task logs under its subnet and tenant, whatever frame started it.
+        let span = tracing::info_span!(parent: None, "dhcp", tenant = %self.record.tenant, subnet = %rec.subnet);
+        let server = tracing::Instrument::instrument(crate::dhcp::serve(socket, subnet), span);
+        self.dhcp.insert(rec.subnet, tokio::spawn(server));
     }
 
     pub(crate) fn stop_dhcp(&mut self, subnet: Ipv4Net) {
@@ -156,6 +162,16 @@ impl Agent {
 
     /// Handles one frame; returns the frames to send back.
     pub fn handle(&mut self, frame: &Frame) -> Vec<Frame> {
+        // One span per frame: every line it causes names the tenant, and the sending agent
+        // once the payload is parsed (see `register`).
+        let span = tracing::info_span!(
+            "frame",
+            tenant = %self.record.tenant,
+            kind = frame.kind,
+            operand = frame.operand,
+            agent = tracing::field::Empty,
+        );
+        let _entered = span.enter();
         self.hub.busy();
         let payload = frame.payload.as_slice();
         let result = match (frame.kind, frame.operand) {
@@ -176,12 +192,12 @@ impl Agent {
             }
             (kind::COMMAND, ssntp::frame::command::REFRESH_CNCI) => self.refresh(payload),
             (k, op) => {
-                eprintln!("ignoring frame kind {k} operand {op}");
+                tracing::warn!("ignoring frame kind {k} operand {op}");
                 Ok(())
             }
         };
         if let Err(e) = result {
-            eprintln!("frame kind {} operand {}: {e}", frame.kind, frame.operand);
+            tracing::warn!("frame kind {} operand {}: {e}", frame.kind, frame.operand);
         }
         Vec::new()
     }
@@ -240,7 +256,7 @@ impl Agent {
                 Frame::new(kind::EVENT, op, uuid, yaml)
             }
             Err((reason, message)) => {
-                eprintln!(
+                tracing::warn!(
                     "{} public IP {:?}: {message}",
                     if assign { "assign" } else { "release" },
                     cmd.public_ip
@@ -359,7 +375,9 @@ impl Agent {
     fn check_public_ip(&mut self, public: Ipv4Addr, private: Ipv4Addr) -> Result<(), String> {
         match self.hub.fences(&self.public_ranges) {
             Ok(f) => self.fences = f,
-            Err(e) => eprintln!("re-reading the node's addresses: {e}; using those from start"),
+            Err(e) => {
+                tracing::warn!("re-reading the node's addresses: {e}; using those from start")
+            }
         }
         let cns: std::collections::BTreeSet<Ipv4Addr> = self
             .desired
@@ -392,7 +410,7 @@ impl Agent {
             let ip = peer.physical_addr().map_err(payload_err)?;
             let subnet = peer.subnet().map_err(payload_err)?;
             peer.tunnel_addr().map_err(payload_err)?;
-            eprintln!(
+            tracing::info!(
                 "cnci_refresh: peer CNCI {ip} serves {}/{}",
                 subnet.network(),
                 subnet.prefix_len()

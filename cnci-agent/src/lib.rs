@@ -14,7 +14,9 @@ pub mod names;
 pub mod nft;
 pub mod reaper;
 pub mod register;
+pub mod show;
 pub mod state;
+pub mod uplink;
 pub mod validate;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorList, Result};

@@ -7,8 +7,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use cnci_agent::handlers::{Agent, Policy};
 use cnci_agent::register::Limits;
-use cnci_agent::{daemon, hub, names, state::AgentRecord, state::Store};
-use ipnet::{IpNet, Ipv4Net};
+use cnci_agent::{daemon, hub, names, show, state::AgentRecord, state::Store, uplink};
+use ipnet::Ipv4Net;
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -86,36 +86,30 @@ struct RunArgs {
     /// Most compute nodes registered per subnet: a broadcast is copied to each of them.
     #[arg(long, default_value_t = 1024)]
     max_nodes_per_subnet: usize,
+    /// Log filter (tracing EnvFilter syntax, e.g. `info` or `cnci_agent=debug`).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    log_level: String,
 }
 
-/// Transfer networks of uplinks: /31s from the shared address space (RFC 6598).
-const UPLINK_POOL: u32 = 0x6440_0000; // 100.64.0.0/10
-const UPLINK_PAIRS: u64 = 1 << 21;
-
-/// A /31 for this CNCI's uplink not used by any interface of this namespace, starting at a
-/// hash of the UUID (so a lost record usually gets the same pair again).
-fn allocate_uplink(uuid: Uuid) -> anyhow::Result<Ipv4Net> {
-    let mut nl = netcore::netlink::Netlink::open()?;
-    let used: Vec<Ipv4Addr> = nl
-        .addresses(None)?
-        .into_iter()
-        .filter_map(|a| match a.net {
-            IpNet::V4(n) => Some(n.addr()),
-            IpNet::V6(_) => None,
-        })
-        .collect();
-    let start = netcore::ids::fnv64(&[uuid.as_bytes()]) % UPLINK_PAIRS;
-    for step in 0..UPLINK_PAIRS {
-        let pair = ((start + step) % UPLINK_PAIRS) as u32;
-        let net = Ipv4Net::new(Ipv4Addr::from(UPLINK_POOL + pair * 2), 31)?;
-        if !used.iter().any(|a| net.contains(a)) {
-            return Ok(net);
-        }
-    }
-    bail!("no free uplink transfer network in 100.64.0.0/10")
+/// The daemon's log on stderr: one line per event, prefixed by its spans (the CNCI, then the
+/// frame with its tenant and sending agent, then the subnet).
+fn init_logging(filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("log filter {filter:?}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        // A closed stderr must not turn every log line into a panic.
+        .log_internal_errors(false)
+        .init();
+    Ok(())
 }
 
 fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<()> {
+    init_logging(&args.log_level)?;
+    let span = tracing::info_span!("cnci", uuid = %args.uuid, tenant = %args.tenant);
+    let _entered = span.enter();
     let store = Store::open(state_dir)?;
     let _lock = store.lock()?;
     let netns = args
@@ -129,7 +123,7 @@ fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<()> {
             old.tenant
         ),
         Some(old) => old.uplink,
-        None => allocate_uplink(args.uuid)?,
+        None => uplink::allocate(args.uuid)?,
     };
     let record = AgentRecord {
         uuid: args.uuid,
@@ -154,118 +148,41 @@ fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(async {
-        let status = Store::open(state_dir)?;
-        let policy = Policy {
-            lease_secs: args.lease_secs,
-            limits: Limits {
-                max_subnets: args.max_subnets,
-                max_nodes_per_subnet: args.max_nodes_per_subnet,
-            },
-            public_ranges: args.public_ranges,
-        };
-        let mut agent =
-            Agent::start(store, record, policy).context("bring the hub to its recorded state")?;
-        daemon::run(&mut agent, &status, conn).await?;
-        anyhow::Ok(())
-    })
+    let daemon_span = span.clone();
+    runtime.block_on(tracing::Instrument::instrument(
+        async {
+            let status = Store::open(state_dir)?;
+            let policy = Policy {
+                lease_secs: args.lease_secs,
+                limits: Limits {
+                    max_subnets: args.max_subnets,
+                    max_nodes_per_subnet: args.max_nodes_per_subnet,
+                },
+                public_ranges: args.public_ranges,
+            };
+            let mut agent = Agent::start(store, record, policy)
+                .context("bring the hub to its recorded state")?;
+            daemon::run(&mut agent, &status, conn).await?;
+            anyhow::Ok(())
+        },
+        daemon_span,
+    ))
 }
 
 fn show(state_dir: &Path, json: bool) -> anyhow::Result<()> {
-    let store = Store::open(state_dir)?;
-    let Some(record) = store.agent()? else {
-        bail!("no CNCI recorded in {}", state_dir.display());
-    };
-    let desired = store.desired()?;
-    let status = store.status()?.unwrap_or_default();
-    let ns_path = Path::new(netcore::netns::NAMED_DIR).join(&record.netns);
-    let mut tenant = netcore::netns::open(&ns_path)
-        .ok()
-        .and_then(|fd| netcore::netlink::Netlink::open_in(std::os::fd::AsFd::as_fd(&fd)).ok());
-    let mut subnets = Vec::new();
-    for rec in desired.subnets.values() {
-        let programmed = match tenant.as_mut() {
-            Some(nl) => hub::programmed(nl, record.uuid, rec)?,
-            None => Default::default(),
-        };
-        subnets.push(serde_json::json!({
-            "subnet": rec.subnet.to_string(),
-            "kind": rec.kind.as_str(),
-            "id": rec.id,
-            "gateway": rec.gateway().to_string(),
-            "nodes": rec.nodes(),
-            "agents": rec.agents,
-            "programmed": programmed,
-        }));
-    }
-    let public: Vec<_> = desired
-        .public_ips
-        .values()
-        .map(|p| {
-            serde_json::json!({
-                "public_ip": p.public_ip, "private_ip": p.private_ip,
-                "instance_uuid": p.instance_uuid,
-            })
-        })
-        .collect();
-    let view = serde_json::json!({
-        "uuid": record.uuid,
-        "tenant": record.tenant,
-        "netns": record.netns,
-        "underlay_ip": record.underlay_ip,
-        "external_dev": record.external_dev,
-        "uplink": record.uplink.to_string(),
-        "connected": status.connected,
-        "subnets": subnets,
-        "public_ips": public,
-    });
+    let view = show::read(state_dir)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&view)?);
-        return Ok(());
-    }
-    println!("CNCI {} (tenant {})", record.uuid, record.tenant);
-    println!(
-        "  namespace {}, underlay {}, uplink {}, connected: {}",
-        record.netns, record.underlay_ip, record.uplink, status.connected
-    );
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Array(items) => {
-            let items: Vec<String> = items
-                .iter()
-                .map(|i| {
-                    i.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| i.to_string())
-                })
-                .collect();
-            items.join(",")
-        }
-        other => other.to_string(),
-    };
-    for s in &subnets {
-        println!(
-            "  subnet {} {} {} gateway {} nodes [{}] programmed [{}]",
-            text(&s["subnet"]),
-            text(&s["kind"]),
-            s["id"],
-            text(&s["gateway"]),
-            text(&s["nodes"]),
-            text(&s["programmed"])
-        );
-    }
-    for p in &public {
-        println!(
-            "  public {} -> {}",
-            text(&p["public_ip"]),
-            text(&p["private_ip"])
-        );
+    } else {
+        print!("{view}");
     }
     Ok(())
 }
 
 fn destroy(state_dir: &Path) -> anyhow::Result<()> {
-    let store = Store::open(state_dir)?;
+    let Some(store) = Store::open_existing(state_dir)? else {
+        return Ok(()); // nothing was ever recorded here
+    };
     let _lock = store
         .lock()
         .context("stop the agent before destroying its CNCI")?;
@@ -273,7 +190,8 @@ fn destroy(state_dir: &Path) -> anyhow::Result<()> {
         return Ok(());
     };
     let desired = store.desired()?;
-    hub::destroy(&record, &desired.public_ips)?;
+    // On any failure the records stay, so that a second `destroy` finds what is left.
+    hub::destroy(&record, &desired.public_ips).context("destroy")?;
     drop(_lock);
     store.wipe()?;
     println!("CNCI {} destroyed", record.uuid);

@@ -16,14 +16,13 @@
 //! before then takes it back ([`Reaper::reprieve`]) instead of building a new one.
 
 use std::collections::BTreeSet;
-use std::os::fd::OwnedFd;
+use std::marker::PhantomData;
 use std::sync::{Arc, Condvar, Mutex};
 
-use netcore::netlink::Netlink;
-use netlink_packet_route::link::{LinkAttribute, LinkMessage};
-use netlink_packet_route::RouteNetlinkMessage;
+use netcore::kernel::Kernel;
 
 use crate::error::Result;
+use crate::hub::HubKernel;
 
 /// Bridges deleted per request (group of 8: 19 ms per bridge, 32: 17 ms, measured).
 pub const CHUNK: usize = 16;
@@ -44,10 +43,11 @@ struct Queue {
     stop: bool,
 }
 
-/// The handle the hub keeps.
-pub struct Reaper {
+/// The handle the hub keeps; the thread owns a kernel handle `K` in the tenant namespace.
+pub struct Reaper<K> {
     shared: Arc<(Mutex<Queue>, Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
+    kernel: PhantomData<fn(K)>,
 }
 
 impl Queue {
@@ -62,17 +62,10 @@ fn lock(m: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
 
 /// Deletes the bridges `chunk` with one request: each is put in [`REAPING_GROUP`], then the
 /// group is deleted. A bridge already gone is skipped.
-fn delete_chunk(nl: &mut Netlink, chunk: &[u32]) -> std::result::Result<(), netcore::Error> {
+fn delete_chunk<K: Kernel>(nl: &mut K, chunk: &[u32]) -> std::result::Result<(), netcore::Error> {
     let mut any = false;
     for index in chunk {
-        let mut msg = LinkMessage::default();
-        msg.header.index = *index;
-        msg.attributes.push(LinkAttribute::Group(REAPING_GROUP));
-        match nl.ack(
-            &format!("mark bridge #{index} for deletion"),
-            RouteNetlinkMessage::SetLink(msg),
-            0,
-        ) {
+        match nl.set_group(*index, REAPING_GROUP) {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
             Ok(()) => any = true,
@@ -81,13 +74,7 @@ fn delete_chunk(nl: &mut Netlink, chunk: &[u32]) -> std::result::Result<(), netc
     if !any {
         return Ok(());
     }
-    let mut msg = LinkMessage::default();
-    msg.attributes.push(LinkAttribute::Group(REAPING_GROUP));
-    match nl.ack(
-        "delete condemned bridges",
-        RouteNetlinkMessage::DelLink(msg),
-        0,
-    ) {
+    match nl.delete_group(REAPING_GROUP) {
         Err(e) if !e.is_not_found() => Err(e),
         _ => Ok(()),
     }
@@ -95,7 +82,7 @@ fn delete_chunk(nl: &mut Netlink, chunk: &[u32]) -> std::result::Result<(), netc
 
 /// Takes a bridge out of service for good: down (a bridge must be down to be renamed), then
 /// renamed to [`crate::names::condemned`], which no subnet's bridge is ever called.
-pub fn condemn(nl: &mut Netlink, index: u32) -> std::result::Result<(), netcore::Error> {
+pub fn condemn<K: Kernel>(nl: &mut K, index: u32) -> std::result::Result<(), netcore::Error> {
     let Some(bridge) = nl.link_by_index(index)? else {
         return Ok(());
     };
@@ -104,15 +91,7 @@ pub fn condemn(nl: &mut Netlink, index: u32) -> std::result::Result<(), netcore:
     }
     let graveyard = crate::names::condemned(index);
     if bridge.name != graveyard {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        msg.attributes
-            .push(LinkAttribute::IfName(graveyard.clone()));
-        nl.ack(
-            &format!("rename bridge {} to {graveyard}", bridge.name),
-            RouteNetlinkMessage::SetLink(msg),
-            0,
-        )?;
+        nl.set_name(index, &graveyard)?;
     }
     Ok(())
 }
@@ -120,7 +99,7 @@ pub fn condemn(nl: &mut Netlink, index: u32) -> std::result::Result<(), netcore:
 /// One step of the thread, with the queue locked: condemns one handed-over bridge (under the
 /// lock, so [`Reaper::reprieve`] sees it either untouched or condemned, never half-way).
 /// Returns false when there is none.
-fn condemn_next(nl: &mut Netlink, q: &mut Queue) -> bool {
+fn condemn_next<K: Kernel>(nl: &mut K, q: &mut Queue) -> bool {
     let Some(index) = q.to_condemn.pop_first() else {
         return false;
     };
@@ -128,15 +107,14 @@ fn condemn_next(nl: &mut Netlink, q: &mut Queue) -> bool {
         Ok(()) => {
             q.pending.insert(index);
         }
-        Err(e) => eprintln!("taking bridge #{index} out of service: {e}"),
+        Err(e) => tracing::warn!("taking bridge #{index} out of service: {e}"),
     }
     true
 }
 
-impl Reaper {
-    /// Starts the thread with its own netlink socket in the tenant namespace.
-    pub fn start(tenant_ns: OwnedFd) -> Result<Reaper> {
-        let mut nl = Netlink::open_in(std::os::fd::AsFd::as_fd(&tenant_ns))?;
+impl<K: HubKernel> Reaper<K> {
+    /// Starts the thread on `nl`, a kernel handle of its own in the tenant namespace.
+    pub fn start(mut nl: K) -> Result<Reaper<K>> {
         let shared: Arc<(Mutex<Queue>, Condvar)> = Arc::default();
         let theirs = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -159,7 +137,7 @@ impl Reaper {
                         q.pending.iter().take(CHUNK).copied().collect()
                     };
                     if let Err(e) = delete_chunk(&mut nl, &chunk) {
-                        eprintln!("deleting condemned bridges {chunk:?}: {e}");
+                        tracing::warn!("deleting condemned bridges {chunk:?}: {e}");
                     }
                     let mut q = lock(queue);
                     for index in &chunk {
@@ -175,6 +153,7 @@ impl Reaper {
         Ok(Reaper {
             shared,
             thread: Some(thread),
+            kernel: PhantomData,
         })
     }
 
@@ -229,7 +208,7 @@ impl Reaper {
     }
 }
 
-impl Drop for Reaper {
+impl<K> Drop for Reaper<K> {
     /// Finishes the queue, so a stopping agent leaves no bridge its records do not want.
     fn drop(&mut self) {
         {

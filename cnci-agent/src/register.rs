@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::handlers::Agent;
+use crate::hub::HubKernel;
 use crate::state::SubnetRecord;
 use crate::validate;
 
@@ -40,10 +41,11 @@ fn agent_of(text: &str, payload: &str) -> Result<Uuid> {
         .ok_or_else(|| Error::Invalid(format!("{payload}: agent_uuid {text:?} is not a UUID")))
 }
 
-impl Agent {
+impl<K: HubKernel> Agent<K> {
     pub(crate) fn tenant_added(&mut self, ev: &TenantAddedEvent) -> Result<()> {
         self.check_tenant_event(ev, TenantAdded::NAME)?;
         let agent = agent_of(&ev.agent_uuid, TenantAdded::NAME)?;
+        tracing::Span::current().record("agent", tracing::field::display(agent));
         let remote = ev.remote_subnet_in(TenantAdded::NAME).map_err(invalid)?;
         self.register(agent, &remote)
     }
@@ -51,6 +53,7 @@ impl Agent {
     pub(crate) fn tenant_removed(&mut self, ev: &TenantAddedEvent) -> Result<()> {
         self.check_tenant_event(ev, TenantRemoved::NAME)?;
         let agent = agent_of(&ev.agent_uuid, TenantRemoved::NAME)?;
+        tracing::Span::current().record("agent", tracing::field::display(agent));
         let remote = ev.remote_subnet_in(TenantRemoved::NAME).map_err(invalid)?;
         self.unregister(agent, subnet_of(&remote)?, remote.agent_ip)
     }
@@ -74,6 +77,7 @@ impl Agent {
             )));
         }
         let agent = agent_of(&body.agent_uuid, TenantSync::NAME)?;
+        tracing::Span::current().record("agent", tracing::field::display(agent));
         let mut wanted: BTreeMap<Ipv4Net, RemoteSubnet> = BTreeMap::new();
         for entry in &body.subnets {
             let checked = if entry.agent_uuid != body.agent_uuid
@@ -93,7 +97,7 @@ impl Agent {
                 Ok((net, r)) => {
                     wanted.insert(net, r);
                 }
-                Err(e) => eprintln!(
+                Err(e) => tracing::warn!(
                     "tenant_sync from agent {agent}: entry {:?} refused: {e}",
                     entry.tenant_subnet
                 ),
@@ -117,17 +121,17 @@ impl Agent {
         let (removed, listed) = (stale.len(), wanted.len());
         for (subnet, ip) in stale {
             if let Err(e) = self.unregister(agent, subnet, ip) {
-                eprintln!("tenant_sync from agent {agent}: {e}");
+                tracing::warn!("tenant_sync from agent {agent}: {e}");
             }
         }
         let mut refused = 0;
         for remote in wanted.values() {
             if let Err(e) = self.register(agent, remote) {
                 refused += 1;
-                eprintln!("tenant_sync from agent {agent}: {e}");
+                tracing::warn!("tenant_sync from agent {agent}: {e}");
             }
         }
-        eprintln!(
+        tracing::info!(
             "tenant_sync from agent {agent}: {listed} listed, {refused} refused, {removed} stale removed"
         );
         Ok(())
@@ -136,7 +140,8 @@ impl Agent {
     /// Adds (or confirms) `agent`'s tunnel end for a subnet.
     fn register(&mut self, agent: Uuid, remote: &RemoteSubnet) -> Result<()> {
         let subnet = subnet_of(remote)?;
-        let kind = crate::handlers::tunnel_kind(remote.tunnel_kind);
+        let _span = tracing::info_span!("subnet", %subnet).entered();
+        let kind = remote.tunnel_kind;
         let node = remote.agent_ip;
         let refuse =
             |why: String| Error::Invalid(format!("subnet {subnet} from agent {agent}: {why}"));
@@ -183,8 +188,10 @@ impl Agent {
         let moved = rec.agents.insert(agent, node);
         self.commit(old, Some(rec))?;
         match moved {
-            Some(from) => eprintln!("tenant subnet {subnet}: agent {agent} moved {from} -> {node}"),
-            None => eprintln!(
+            Some(from) => {
+                tracing::info!("tenant subnet {subnet}: agent {agent} moved {from} -> {node}")
+            }
+            None => tracing::info!(
                 "tenant subnet {subnet}: added node {node} ({kind} {})",
                 remote.tunnel_id
             ),
@@ -195,6 +202,7 @@ impl Agent {
     /// Removes `agent`'s tunnel end `node` from a subnet (or a legacy entry at `node`); the last
     /// one takes the subnet with it. Another agent's entry is left alone.
     fn unregister(&mut self, agent: Uuid, subnet: Ipv4Net, node: Ipv4Addr) -> Result<()> {
+        let _span = tracing::info_span!("subnet", %subnet).entered();
         let Some(old) = self.desired.subnets.get(&subnet).cloned() else {
             return Ok(());
         };
@@ -216,9 +224,9 @@ impl Agent {
         let last = rec.is_empty();
         self.commit(Some(old), (!last).then_some(rec))?;
         if last {
-            eprintln!("tenant subnet {subnet}: last node {node} left, subnet removed");
+            tracing::info!("tenant subnet {subnet}: last node {node} left, subnet removed");
         } else {
-            eprintln!("tenant subnet {subnet}: removed node {node}");
+            tracing::info!("tenant subnet {subnet}: removed node {node}");
         }
         Ok(())
     }
@@ -235,7 +243,7 @@ impl Agent {
                 .put_record(subnet, old.as_ref())
                 .and_then(|()| self.program(new.as_ref(), old.as_ref()));
             if let Err(u) = undo {
-                eprintln!("subnet {subnet}: rolling back after \"{e}\" failed: {u}");
+                tracing::error!("subnet {subnet}: rolling back after \"{e}\" failed: {u}");
             }
             return Err(e);
         }

@@ -1,8 +1,9 @@
 //! The agent's desired state on disk: written before the kernel is touched, replayed on start.
 //!
 //! One JSON file per object (`agent.json`, `subnets/<net>_<len>.json`, `public-ips/<ip>.json`),
-//! each written to a temporary file and renamed, so a kill at any moment leaves either the old
-//! or the new version. A registration touches only its subnet's small file, which keeps
+//! each written to a temporary file that is fsynced and renamed, the directory fsynced after
+//! ([`netcore::state::write_atomic`]), so a kill or a power cut at any moment leaves either the
+//! old or the new version, never an empty file. A registration touches only its subnet's small file, which keeps
 //! thousands of TenantAdded events cheap. `status.json` tells `show` whether the daemon is
 //! connected. One daemon per state directory, enforced with an exclusive lock on `lock`.
 
@@ -132,6 +133,14 @@ fn state_err(path: &Path, e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// Makes a removal durable: fsyncs the directory that held `path`.
+fn sync_parent(path: &Path) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| state_err(dir, e))
+}
+
 fn subnet_file(subnet: Ipv4Net) -> String {
     format!("{}_{}.json", subnet.network(), subnet.prefix_len())
 }
@@ -146,6 +155,19 @@ impl Store {
         Ok(Store {
             dir: dir.to_path_buf(),
         })
+    }
+
+    /// Opens an existing state directory without creating anything (`show`, `destroy`): `None`
+    /// when the directory does not exist. Missing subdirectories read as empty.
+    pub fn open_existing(dir: &Path) -> Result<Option<Self>> {
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => Ok(Some(Store {
+                dir: dir.to_path_buf(),
+            })),
+            Ok(_) => Err(state_err(dir, "is not a directory")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(state_err(dir, e)),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -168,10 +190,8 @@ impl Store {
 
     fn write<T: Serialize>(&self, rel: &str, value: &T) -> Result<()> {
         let path = self.dir.join(rel);
-        let tmp = self.dir.join(format!("{rel}.tmp"));
         let bytes = serde_json::to_vec_pretty(value).map_err(|e| state_err(&path, e))?;
-        std::fs::write(&tmp, bytes).map_err(|e| state_err(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| state_err(&path, e))
+        netcore::state::write_atomic(&path, &bytes).map_err(|e| state_err(&path, e))
     }
 
     fn read<T: DeserializeOwned>(&self, rel: &str) -> Result<Option<T>> {
@@ -188,7 +208,7 @@ impl Store {
     fn remove(&self, rel: &str) -> Result<()> {
         let path = self.dir.join(rel);
         match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
+            Ok(()) => sync_parent(&path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(state_err(&path, e)),
         }
@@ -197,7 +217,14 @@ impl Store {
     fn read_all<T: DeserializeOwned>(&self, sub: &str) -> Result<Vec<T>> {
         let dir = self.dir.join(sub);
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(|e| state_err(&dir, e))? {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            // Absent in a directory `open_existing` found: nothing recorded (and `show` must not
+            // create it).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(state_err(&dir, e)),
+        };
+        for entry in entries {
             let name = entry.map_err(|e| state_err(&dir, e))?.file_name();
             let name = name.to_string_lossy();
             if name.ends_with(".json") {
@@ -305,6 +332,43 @@ mod tests {
         assert!(rec.agents.is_empty());
         assert_eq!(rec.nodes(), [Ipv4Addr::new(10, 0, 0, 1)].into());
         assert_eq!(rec.owner_of(Ipv4Addr::new(10, 0, 0, 1)), Some(None));
+    }
+
+    #[test]
+    fn a_write_leaves_only_its_record_and_a_temporary_left_by_a_kill_is_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let subnet: Ipv4Net = "172.16.1.0/24".parse().expect("subnet");
+        store
+            .put_subnet(&SubnetRecord::new(subnet, TunnelKind::Vxlan, 42))
+            .expect("put");
+        let names: Vec<String> = std::fs::read_dir(dir.path().join("subnets"))
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["172.16.1.0_24.json"]);
+        // A kill between the temporary's write and its rename leaves it beside the records.
+        std::fs::write(
+            dir.path()
+                .join(format!("subnets/{}tmp.1.0", netcore::state::TMP_PREFIX)),
+            "{\"subnet\":",
+        )
+        .expect("plant");
+        assert_eq!(store.desired().expect("desired").subnets.len(), 1);
+    }
+
+    #[test]
+    fn opening_an_existing_directory_creates_nothing() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let absent = parent.path().join("absent");
+        assert!(Store::open_existing(&absent).expect("absent").is_none());
+        assert!(!absent.exists());
+        let store = Store::open_existing(parent.path())
+            .expect("empty")
+            .expect("exists");
+        assert!(store.agent().expect("agent").is_none());
+        assert_eq!(store.desired().expect("desired"), Desired::default());
+        assert_eq!(std::fs::read_dir(parent.path()).expect("list").count(), 0);
     }
 
     #[test]

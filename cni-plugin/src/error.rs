@@ -46,16 +46,21 @@ impl CniError {
 
 impl From<netcore::Error> for CniError {
     fn from(err: netcore::Error) -> Self {
-        use netcore::Error as E;
-        let code = match &err {
-            E::Invalid { .. } => Code::InvalidConfig,
-            E::CheckFailed(_) => Code::CheckFailed,
-            E::Conflict(_) => Code::Conflict,
-            E::NetnsGone(_) => Code::UnknownContainer,
-            E::Unsupported(_) | E::Netlink { .. } => Code::Kernel,
-            E::Io { .. } | E::State { .. } => Code::Io,
-            E::Internal(_) => Code::Kernel,
-        };
-        CniError::new(code, err.to_string())
+        CniError::new(code_of(&err), err.to_string())
+    }
+}
+
+fn code_of(err: &netcore::Error) -> Code {
+    use netcore::Error as E;
+    match err {
+        E::Invalid { .. } => Code::InvalidConfig,
+        E::CheckFailed(_) => Code::CheckFailed,
+        E::Conflict(_) => Code::Conflict,
+        E::NetnsGone(_) => Code::UnknownContainer,
+        E::Unsupported(_) | E::Netlink { .. } => Code::Kernel,
+        E::Io { .. } | E::State { .. } => Code::Io,
+        E::Internal(_) => Code::Kernel,
+        // A teardown that failed several ways: the first failure names the kind.
+        E::Several(list) => list.first().map_or(Code::Kernel, code_of),
     }
 }

@@ -14,7 +14,7 @@ use crate::store::{check_id, NetworkRecord, PoolRecord};
 /// What the gateway RequestAddress carries in its options.
 const GATEWAY_TYPE: &str = "com.docker.network.gateway";
 
-impl Plugin {
+impl<K: netcore::Kernel> Plugin<K> {
     pub(crate) fn request_pool(&mut self, r: api::RequestPool) -> Reply {
         if r.v6 {
             return Err(PluginError::Invalid(

@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use netcore::{Node, NodeConfig, VnicId, VnicKind, VnicRequest};
+use netcore::netlink::Netlink;
+use netcore::{Kernel, Node, NodeConfig, VnicId, VnicKind, VnicRequest};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -29,9 +30,10 @@ pub const HOLDER: &str = "docker";
 
 pub(crate) type Reply = Result<Value, PluginError>;
 
-/// The plugin: the node (core) and the plugin's records.
-pub struct Plugin {
-    pub(crate) node: Node,
+/// The plugin: the node (core) and the plugin's records. Generic over the kernel so its logic
+/// can run on a fake one.
+pub struct Plugin<K: Kernel = Netlink> {
+    pub(crate) node: Node<K>,
     pub(crate) store: Store,
 }
 
@@ -65,6 +67,13 @@ impl Plugin {
         let node = Node::open(&NodeConfig {
             state_dir: state_dir.to_path_buf(),
         })?;
+        Plugin::with_node(node, state_dir)
+    }
+}
+
+impl<K: Kernel> Plugin<K> {
+    /// The plugin on an opened node (whose state directory is `state_dir`), reconciled.
+    pub fn with_node(node: Node<K>, state_dir: &Path) -> Result<Self, PluginError> {
         let store = Store::open(state_dir)?;
         let mut plugin = Self { node, store };
         plugin.reconcile()?;
@@ -148,10 +157,8 @@ impl Plugin {
     /// their DOCKER-USER accept rules again (idempotent).
     fn activate(&mut self) -> Reply {
         // A firewall failure must not make the driver unusable: log it, containers still start.
-        for net in self.node.view()?.nets {
-            if let Err(e) = netcore::firewall::allow_bridge(&net.net.bridge) {
-                tracing::warn!("DOCKER-USER rule for {}: {e}", net.net.bridge);
-            }
+        for (bridge, e) in self.node.allow_bridges()? {
+            tracing::warn!("DOCKER-USER rule for {bridge}: {e}");
         }
         Ok(json!({"Implements": ["NetworkDriver", "IpamDriver"]}))
     }

@@ -16,7 +16,8 @@ use crate::crash::crash_point;
 use crate::error::{Error, Result};
 use crate::ids;
 use crate::ipam;
-use crate::netlink::{disable_ipv6, tap, LinkChange, LinkKind, Netlink, NewLink, Route, VethPeer};
+use crate::kernel::Kernel;
+use crate::netlink::{LinkChange, LinkKind, Netlink, NewLink, Route, VethPeer};
 use crate::netns;
 use crate::state::{Journal, Locked, StateDir, VnicRecord};
 use crate::subnet::{check_same_network, create_net, plan_net, repair_net};
@@ -40,13 +41,14 @@ pub struct Attachment {
     pub default_route: bool,
 }
 
-/// One compute node: its state directory and its netlink socket (in the caller's namespace).
-pub struct Node {
+/// One compute node: its state directory and its kernel (a netlink socket in the caller's
+/// namespace, or a fake in tests).
+pub struct Node<K: Kernel = Netlink> {
     pub(crate) state: StateDir,
-    pub(crate) nl: Netlink,
+    pub(crate) nl: K,
 }
 
-impl Node {
+impl Node<Netlink> {
     /// Opens the node's state directory and a netlink socket in the calling thread's network
     /// namespace, which the state directory must own (see [`crate::claim`]).
     pub fn open(cfg: &NodeConfig) -> Result<Self> {
@@ -57,19 +59,25 @@ impl Node {
             nl: Netlink::open()?,
         })
     }
+}
+
+impl<K: Kernel> Node<K> {
+    /// A node on the state directory of `cfg` with the kernel `nl` (a fake in tests). Unlike
+    /// [`Node::open`] it claims no namespace: `nl` need not be the calling thread's.
+    pub fn with_kernel(cfg: &NodeConfig, nl: K) -> Result<Self> {
+        Ok(Self {
+            state: StateDir::open(&cfg.state_dir)?,
+            nl,
+        })
+    }
 
     pub fn state(&self) -> &StateDir {
         &self.state
     }
 
-    /// Direct access to the node namespace's netlink socket (diagnostics and tests).
-    pub fn netlink(&mut self) -> &mut Netlink {
-        &mut self.nl
-    }
-
     /// Takes the node lock and first finishes or undoes whatever a killed call left behind.
     /// Returns the lock and the netlink socket as disjoint borrows.
-    pub(crate) fn lock_and_recover(&mut self) -> Result<(Locked<'_>, &mut Netlink)> {
+    pub(crate) fn lock_and_recover(&mut self) -> Result<(Locked<'_>, &mut K)> {
         let locked = self.state.lock()?;
         recover(&mut self.nl, &locked)?;
         Ok((locked, &mut self.nl))
@@ -94,7 +102,7 @@ impl Node {
             } => {
                 crate::config::validate_ifname("interface name", ifname)?;
                 let fd = netns::open(path)?;
-                if netns::is_current(fd.as_fd())? {
+                if nl.is_own_netns(fd.as_fd())? {
                     return Err(Error::invalid(
                         "netns",
                         format!(
@@ -103,7 +111,7 @@ impl Node {
                         ),
                     ));
                 }
-                let mut inside = Netlink::open_in(fd.as_fd())?;
+                let mut inside = nl.open_in(fd.as_fd())?;
                 if inside.link_by_name(ifname)?.is_some() {
                     return Err(Error::Conflict(format!(
                         "interface {ifname} already exists in {}",
@@ -225,7 +233,7 @@ impl Node {
                         })
                         .map_err(|e| bridge_full(e, &net.bridge))?;
                     crash_point(7);
-                    disable_ipv6(&vnic.host_ifname)?;
+                    nl.disable_ipv6(&vnic.host_ifname)?;
                     nl.change_link(
                         host.index,
                         &LinkChange {
@@ -254,13 +262,13 @@ impl Node {
                 }
                 VnicKind::Tap { name, .. } => {
                     if vnic.created_tap {
-                        tap::create_tap(name, req.kind.tap_owner())?;
+                        nl.create_tap(name, req.kind.tap_owner())?;
                     }
                     crash_point(7);
                     let link = nl
                         .link_by_name(name)?
                         .ok_or_else(|| Error::Internal(format!("tap {name} vanished")))?;
-                    disable_ipv6(name)?;
+                    nl.disable_ipv6(name)?;
                     nl.change_link(
                         link.index,
                         &LinkChange {
@@ -337,7 +345,7 @@ impl Node {
 }
 
 /// Finishes (detach) or undoes (attach) the operation a killed call left in the journal.
-pub(crate) fn recover(nl: &mut Netlink, locked: &Locked<'_>) -> Result<()> {
+pub(crate) fn recover(nl: &mut impl Kernel, locked: &Locked<'_>) -> Result<()> {
     let Some(journal) = locked.journal()? else {
         return Ok(());
     };
@@ -355,7 +363,7 @@ pub(crate) fn recover(nl: &mut Netlink, locked: &Locked<'_>) -> Result<()> {
 }
 
 /// Refuses a CNCI address that is one of this node's own: the tunnel would point at itself.
-fn check_cnci_not_local(nl: &mut Netlink, cfg: &SubnetConfig) -> Result<()> {
+fn check_cnci_not_local(nl: &mut impl Kernel, cfg: &SubnetConfig) -> Result<()> {
     let ip = IpAddr::V4(cfg.cnci.ip);
     if nl.addresses(None)?.iter().any(|a| a.net.addr() == ip) {
         return Err(Error::invalid(

@@ -36,6 +36,47 @@ pub enum Error {
     /// Something that should not happen.
     #[error("internal error: {0}")]
     Internal(String),
+    /// Every failure of an operation that kept going past each one (a teardown), in order.
+    #[error("{}", join(.0))]
+    Several(Vec<Error>),
+}
+
+fn join(errors: &[Error]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Collects the failures of steps that are all attempted: netavark's error list.
+#[derive(Debug, Default)]
+pub struct Failures(Vec<Error>);
+
+impl Failures {
+    /// Keeps the error of `result`, if any, and returns its value.
+    pub fn note<T>(&mut self, result: Result<T>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.0.push(e);
+                None
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Nothing failed: `Ok`; one failure: that error; several: [`Error::Several`].
+    pub fn into_result(mut self) -> Result<()> {
+        match self.0.len() {
+            0 => Ok(()),
+            1 => Err(self.0.remove(0)),
+            _ => Err(Error::Several(self.0)),
+        }
+    }
 }
 
 /// Result alias for the core.
@@ -56,12 +97,21 @@ impl Error {
         }
     }
 
-    /// The errno behind a kernel or system-call failure, if any.
+    /// The errno behind a kernel or system-call failure, if any (of the first, for several).
     pub fn errno(&self) -> Option<i32> {
         match self {
             Error::Netlink { errno, .. } => Some(*errno),
             Error::Io { source, .. } => source.raw_os_error(),
+            Error::Several(list) => list.first().and_then(Error::errno),
             _ => None,
+        }
+    }
+
+    /// The failures this error stands for: itself, or each of [`Error::Several`].
+    pub fn failures(&self) -> Vec<&Error> {
+        match self {
+            Error::Several(list) => list.iter().flat_map(Error::failures).collect(),
+            other => vec![other],
         }
     }
 

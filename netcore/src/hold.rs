@@ -12,7 +12,7 @@ use crate::config::SubnetConfig;
 use crate::error::{Error, Result};
 use crate::ipam::{self, hold_owner};
 
-impl Node {
+impl<K: crate::kernel::Kernel> Node<K> {
     /// Holds `requested` (or the next free address of the node range) for `holder`. An address
     /// already reserved is refused even to its own holder: each hold is one allocation.
     pub fn hold_address(

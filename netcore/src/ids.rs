@@ -9,7 +9,7 @@ use ipnet::Ipv4Net;
 use uuid::Uuid;
 
 /// Largest VXLAN / Geneve network identifier (24 bits).
-pub const MAX_VNI: u32 = (1 << 24) - 1;
+pub const MAX_VNI: u32 = ciao_types::MAX_VNI;
 
 /// The tenant VNIC MAC ciao derives from an IPv4 address: `02:00:a:b:c:d`.
 ///

@@ -6,9 +6,9 @@ use std::os::fd::AsFd;
 
 use crate::attach::{recover, Node};
 use crate::config::{VnicId, VnicKind};
-use crate::error::{Error, Result};
+use crate::error::{Error, Failures, Result};
 use crate::ids::{self, AliasKind};
-use crate::netlink::Netlink;
+use crate::kernel::Kernel;
 use crate::netns;
 use crate::state::VnicRecord;
 use crate::subnet::repair_net;
@@ -27,7 +27,7 @@ fn check_failed(what: String) -> Error {
     Error::CheckFailed(what)
 }
 
-impl Node {
+impl<K: Kernel> Node<K> {
     /// Verifies that a VNIC is attached as recorded: bridge, tunnel, port, and, for a veth,
     /// the interface, MAC and address inside the workload's namespace.
     pub fn check(&mut self, net_key: &str, id: &VnicId) -> Result<VnicRecord> {
@@ -68,7 +68,7 @@ impl Node {
         } = &vnic.kind
         {
             let fd = netns::open(path)?;
-            let mut inside = Netlink::open_in(fd.as_fd())?;
+            let mut inside = nl.open_in(fd.as_fd())?;
             let link = inside.link_by_name(ifname)?.ok_or_else(|| {
                 check_failed(format!("{ifname} is missing in {}", path.display()))
             })?;
@@ -87,7 +87,8 @@ impl Node {
     }
 
     /// Detaches every VNIC of `net_key` (or of all subnets) that is not in `keep`, and releases
-    /// addresses no VNIC holds. This is CNI GC.
+    /// addresses no VNIC holds. This is CNI GC. A VNIC that cannot be removed does not stop
+    /// the others; every failure is returned.
     pub fn gc(&mut self, net_key: Option<&str>, keep: &[VnicId]) -> Result<Summary> {
         let (locked, nl) = self.lock_and_recover()?;
         let keep: HashSet<String> = keep.iter().map(VnicId::key).collect();
@@ -96,15 +97,20 @@ impl Node {
             None => locked.nets()?.into_iter().map(|n| n.key).collect(),
         };
         let mut summary = Summary::default();
+        let mut failures = Failures::default();
         for key in keys {
             for vnic in locked.vnics(&key)? {
-                if !keep.contains(&vnic.id.key()) {
-                    teardown::vnic(nl, &locked, &vnic, false)?;
+                if !keep.contains(&vnic.id.key())
+                    && failures
+                        .note(teardown::vnic(nl, &locked, &vnic, false))
+                        .is_some()
+                {
                     summary.removed_vnics.push(vnic.id.key());
                 }
             }
-            release_orphan_ips(&locked, &key, &mut summary)?;
+            failures.note(release_orphan_ips(&locked, &key, &mut summary));
         }
+        failures.into_result()?;
         Ok(summary)
     }
 
@@ -115,12 +121,15 @@ impl Node {
     ///
     /// A link is this node's if its alias carries this state directory's node id; a link with
     /// the alias format from before node ids is touched only if its subnet is recorded here.
+    /// Each repair and removal is attempted whatever happened to the others; every failure is
+    /// returned.
     pub fn reconcile(&mut self) -> Result<Summary> {
         let locked = self.state.lock()?;
         let nl = &mut self.nl;
         recover(nl, &locked)?;
         let node = locked.node_tag()?;
         let mut summary = Summary::default();
+        let mut failures = Failures::default();
         let mut known_nets = HashSet::new();
         let mut known_vnics = HashSet::new();
         let recorded_nets: HashSet<String> = locked.nets()?.into_iter().map(|n| n.key).collect();
@@ -129,20 +138,24 @@ impl Node {
                 if nl.link_by_name(&vnic.host_ifname)?.is_some() {
                     // Compared as the alias shows it (long keys are hashed there).
                     known_vnics.insert(ids::vnic_alias(&node, &net.key, &vnic.id.key()));
-                } else {
+                } else if failures
+                    .note(teardown::vnic(nl, &locked, &vnic, false))
+                    .is_some()
+                {
                     // The workload went away without a detach (its netns was deleted).
-                    teardown::vnic(nl, &locked, &vnic, false)?;
                     summary.removed_vnics.push(vnic.id.key());
                 }
             }
             // The last vanished VNIC took the subnet with it; otherwise make sure it is whole.
             if locked.net(&net.key)?.is_some() {
-                repair_net(nl, &node, &net)?;
-                // dockerd may have started since the bridge was made.
-                crate::firewall::allow_bridge(&net.bridge)?;
-                summary.repaired_nets.push(net.key.clone());
                 known_nets.insert(net.key.clone());
-                release_orphan_ips(&locked, &net.key, &mut summary)?;
+                let repaired = failures.note(repair_net(nl, &node, &net)).is_some()
+                    // dockerd may have started since the bridge was made.
+                    && failures.note(nl.allow_bridge(&net.bridge)).is_some();
+                if repaired {
+                    summary.repaired_nets.push(net.key.clone());
+                }
+                failures.note(release_orphan_ips(&locked, &net.key, &mut summary));
             }
         }
         for link in nl.links()? {
@@ -172,18 +185,22 @@ impl Node {
             if !stale {
                 continue;
             }
-            if link.kind.as_deref() == Some("tun") {
-                nl.set_master(link.index, 0)?;
-                nl.set_alias(link.index, "")?;
+            let removed = if link.kind.as_deref() == Some("tun") {
+                // QEMU's tap: unplugged and forgotten, QEMU removes it.
+                failures.note(nl.set_master(link.index, 0)).is_some()
+                    && failures.note(nl.set_alias(link.index, "")).is_some()
             } else {
                 match nl.delete_link(link.index) {
-                    Err(e) if !e.is_not_found() => return Err(e),
-                    _ => {}
+                    Err(e) if !e.is_not_found() => failures.note(Err::<(), _>(e)).is_some(),
+                    _ => true,
                 }
+            };
+            if removed {
+                summary.removed_links.push(link.name);
             }
-            summary.removed_links.push(link.name);
         }
-        locked.prune_tunnel_slots(&known_nets)?;
+        failures.note(locked.prune_tunnel_slots(&known_nets));
+        failures.into_result()?;
         Ok(summary)
     }
 }
@@ -218,7 +235,22 @@ pub struct NetView {
     pub vnics: Vec<VnicRecord>,
 }
 
-impl Node {
+impl<K: Kernel> Node<K> {
+    /// Puts the firewall rule of every recorded subnet's bridge in place again (the host's
+    /// firewall may have been reloaded, e.g. by a dockerd start), under the node lock so no
+    /// detach removes a bridge meanwhile. Returns the bridges that failed, with their errors;
+    /// a failure does not stop the others.
+    pub fn allow_bridges(&mut self) -> Result<Vec<(String, Error)>> {
+        let (locked, nl) = self.lock_and_recover()?;
+        let mut failed = Vec::new();
+        for net in locked.nets()? {
+            if let Err(e) = nl.allow_bridge(&net.bridge) {
+                failed.push((net.bridge, e));
+            }
+        }
+        Ok(failed)
+    }
+
     /// A consistent view of the node's state (taken under the lock, after recovery).
     pub fn view(&mut self) -> Result<NodeView> {
         let (locked, _) = self.lock_and_recover()?;

@@ -27,6 +27,16 @@ pub fn is_current(ns: BorrowedFd<'_>) -> Result<bool> {
     Ok(theirs.st_dev == own.st_dev && theirs.st_ino == own.st_ino)
 }
 
+/// True if two namespace handles name the same namespace (same device and inode).
+pub fn same(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<bool> {
+    let stat = |fd: BorrowedFd<'_>| {
+        nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd))
+            .map_err(|e| Error::io("stat netns", e.into()))
+    };
+    let (a, b) = (stat(a)?, stat(b)?);
+    Ok(a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+}
+
 /// Where named namespaces live, as `ip netns` keeps them.
 pub const NAMED_DIR: &str = "/run/netns";
 

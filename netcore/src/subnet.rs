@@ -8,24 +8,16 @@ use uuid::Uuid;
 use crate::config::SubnetConfig;
 use crate::crash::crash_point;
 use crate::error::{Error, Result};
-use crate::firewall;
 use crate::ids;
-use crate::netlink::{
-    disable_ipv6, GeneveSpec, GreSpec, Link, LinkChange, LinkKind, Netlink, NewLink, VxlanSpec,
-    GENEVE_PORT, VXLAN_PORT,
-};
+use crate::kernel::Kernel;
+use crate::netlink::{Link, LinkChange, LinkKind, NewLink};
 use crate::report::{Report, ReportEvent};
 use crate::state::{Locked, NetRecord};
-use crate::tunnel::TunnelKind;
+use crate::tunnel::{driver, TunnelEnd, TunnelKind};
 
 /// The tunnel-id slot a subnet occupies on this node; two subnets may not share one.
 pub(crate) fn tunnel_slot(kind: TunnelKind, id: u32, cnci_ip: Ipv4Addr) -> String {
-    match kind {
-        // VXLAN ids must be unique per local socket (address, port), whatever the remote.
-        TunnelKind::Vxlan => format!("vxlan-{id}"),
-        // GRE and Geneve demultiplex by (remote, id).
-        TunnelKind::Gretap | TunnelKind::Geneve => format!("{kind}-{cnci_ip}-{id}"),
-    }
+    driver(kind).slot(id, cnci_ip)
 }
 
 pub(crate) fn check_same_network(net: &NetRecord, cfg: &SubnetConfig) -> Result<()> {
@@ -62,7 +54,7 @@ pub(crate) fn check_same_network(net: &NetRecord, cfg: &SubnetConfig) -> Result<
 }
 
 /// Decides underlay, local address and MTU of a subnet new to this node.
-pub(crate) fn plan_net(nl: &mut Netlink, cfg: &SubnetConfig) -> Result<NetRecord> {
+pub(crate) fn plan_net(nl: &mut impl Kernel, cfg: &SubnetConfig) -> Result<NetRecord> {
     let (underlay, local_ip) = match &cfg.underlay_device {
         Some(dev) => {
             let link = nl.link_by_name(dev)?.ok_or_else(|| {
@@ -131,7 +123,11 @@ pub(crate) fn plan_net(nl: &mut Netlink, cfg: &SubnetConfig) -> Result<NetRecord
 }
 
 /// Creates a subnet's bridge and tunnel (first instance), queues TenantAdded, returns the bridge.
-pub(crate) fn create_net(nl: &mut Netlink, locked: &Locked<'_>, net: &NetRecord) -> Result<Link> {
+pub(crate) fn create_net(
+    nl: &mut impl Kernel,
+    locked: &Locked<'_>,
+    net: &NetRecord,
+) -> Result<Link> {
     // The record goes first: whatever follows, teardown finds what to undo in it.
     locked.write_net(net)?;
     crash_point(2);
@@ -158,13 +154,13 @@ pub(crate) fn create_net(nl: &mut Netlink, locked: &Locked<'_>, net: &NetRecord)
 
 /// Re-creates a bridge or tunnel that vanished (e.g. after a reboot) for an existing subnet;
 /// returns the bridge.
-pub(crate) fn repair_net(nl: &mut Netlink, node: &str, net: &NetRecord) -> Result<Link> {
+pub(crate) fn repair_net(nl: &mut impl Kernel, node: &str, net: &NetRecord) -> Result<Link> {
     let bridge = ensure_bridge(nl, node, net)?;
     ensure_tunnel(nl, node, net, &bridge)?;
     Ok(bridge)
 }
 
-fn ensure_bridge(nl: &mut Netlink, node: &str, net: &NetRecord) -> Result<Link> {
+fn ensure_bridge(nl: &mut impl Kernel, node: &str, net: &NetRecord) -> Result<Link> {
     let alias = ids::bridge_alias(node, &net.key);
     if let Some(link) = nl.link_by_name(&net.bridge)? {
         if link
@@ -186,10 +182,10 @@ fn ensure_bridge(nl: &mut Netlink, node: &str, net: &NetRecord) -> Result<Link> 
     spec.mtu = Some(net.mtu);
     spec.mac = Some(ids::bridge_mac(net.config.tenant, net.config.subnet));
     let mut link = nl.create_link(&spec)?;
-    disable_ipv6(&net.bridge)?;
+    nl.disable_ipv6(&net.bridge)?;
     nl.change_link(link.index, &up_with_alias(alias))?;
     link.up = true;
-    firewall::allow_bridge(&net.bridge)?;
+    nl.allow_bridge(&net.bridge)?;
     Ok(link)
 }
 
@@ -201,7 +197,7 @@ fn up_with_alias(alias: String) -> LinkChange {
     }
 }
 
-fn ensure_tunnel(nl: &mut Netlink, node: &str, net: &NetRecord, bridge: &Link) -> Result<()> {
+fn ensure_tunnel(nl: &mut impl Kernel, node: &str, net: &NetRecord, bridge: &Link) -> Result<()> {
     let alias = ids::tunnel_alias(node, &net.key);
     if let Some(link) = nl.link_by_name(&net.tunnel)? {
         if !link
@@ -223,32 +219,16 @@ fn ensure_tunnel(nl: &mut Netlink, node: &str, net: &NetRecord, bridge: &Link) -
         return Ok(());
     }
     let underlay = nl.link_by_name(&net.underlay)?.map(|l| l.index);
-    let cnci = net.config.cnci.ip;
-    let kind = match net.config.tunnel_kind {
-        TunnelKind::Vxlan => LinkKind::Vxlan(VxlanSpec {
-            vni: net.tunnel_id,
-            local: net.local_ip,
-            remote: Some(cnci),
-            port: VXLAN_PORT,
-            underlay,
-            learning: false,
-        }),
-        TunnelKind::Gretap => LinkKind::GreTap(GreSpec {
-            key: net.tunnel_id,
-            local: net.local_ip,
-            remote: cnci,
-            underlay,
-        }),
-        TunnelKind::Geneve => LinkKind::Geneve(GeneveSpec {
-            vni: net.tunnel_id,
-            remote: cnci,
-            port: GENEVE_PORT,
-        }),
+    let end = TunnelEnd {
+        id: net.tunnel_id,
+        local: net.local_ip,
+        underlay,
     };
+    let kind = driver(net.config.tunnel_kind).node_device(&end, net.config.cnci.ip);
     let mut spec = NewLink::new(&net.tunnel, kind);
     spec.mtu = Some(net.mtu);
     spec.master = Some(bridge.index);
     let link = nl.create_link(&spec)?;
-    disable_ipv6(&net.tunnel)?;
+    nl.disable_ipv6(&net.tunnel)?;
     nl.change_link(link.index, &up_with_alias(alias))
 }

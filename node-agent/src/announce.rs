@@ -13,7 +13,6 @@ use netcore::{Report, ReportEvent};
 use ssntp::frame::{event, kind, Frame};
 use ssntp::payloads::{
     Ipv4Subnet, Payload, TenantAdded, TenantAddedEvent, TenantRemoved, TenantSync, TenantSyncEvent,
-    TunnelKind,
 };
 use uuid::Uuid;
 
@@ -46,11 +45,6 @@ fn body_of(report: &Report) -> anyhow::Result<TenantAddedEvent> {
         .tenant_subnet
         .parse()
         .map_err(|e| anyhow::anyhow!("report subnet {}: {e:?}", report.tenant_subnet))?;
-    let kind_of = match report.tunnel_kind {
-        netcore::TunnelKind::Vxlan => TunnelKind::Vxlan,
-        netcore::TunnelKind::Gretap => TunnelKind::Gretap,
-        netcore::TunnelKind::Geneve => TunnelKind::Geneve,
-    };
     Ok(TenantAddedEvent::new(
         report.agent_uuid,
         report.agent_ip,
@@ -59,7 +53,7 @@ fn body_of(report: &Report) -> anyhow::Result<TenantAddedEvent> {
         report.concentrator_uuid,
         report.concentrator_ip,
     )
-    .with_tunnel(kind_of, report.tunnel_id))
+    .with_tunnel(report.tunnel_kind, report.tunnel_id))
 }
 
 /// The SSNTP frame for one report.

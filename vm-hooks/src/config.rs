@@ -286,7 +286,7 @@ pub fn load(tap: &str, env: Lookup<'_>) -> Result<HookConfig, Error> {
         Some(text) => text
             .trim()
             .parse::<TunnelKind>()
-            .map_err(|e| source.invalid(Key::TunnelKind, e))?,
+            .map_err(|e| source.invalid(Key::TunnelKind, e.to_string()))?,
         None => TunnelKind::default(),
     };
     let tunnel_id = match source.get(Key::TunnelId)? {

@@ -3,7 +3,7 @@
 //! QEMU runs them as `-netdev tap,ifname=<tap>,script=ciao-qemu-ifup,downscript=ciao-qemu-ifdown`
 //! with the tap name as the only argument, in its own environment and network namespace
 //! (reference/qemu-hooks.md §4). They are thin: the tap's configuration ([`config`]) becomes one
-//! `netcore` call, `Node::attach` of an existing tap or `Node::detach`.
+//! `netcore` call, `Node::attach_existing_tap` or `Node::detach_tap`.
 
 pub mod config;
 
@@ -26,10 +26,6 @@ pub enum Error {
     Invalid { field: String, message: String },
     #[error("{path}: {message}")]
     File { path: String, message: String },
-    #[error("tap {0} does not exist in this network namespace (QEMU creates it before it runs the script)")]
-    NoTap(String),
-    #[error("{name} is not a tap device (it is a {kind} link)")]
-    NotTap { name: String, kind: String },
     #[error(transparent)]
     Core(#[from] netcore::Error),
 }
@@ -77,27 +73,6 @@ pub fn ifup(tap: &str, env: Lookup<'_>) -> Result<Up, Error> {
     let mut node = Node::open(&NodeConfig {
         state_dir: config.state_dir.clone(),
     })?;
-    let link = node
-        .netlink()
-        .link_by_name(tap)?
-        .ok_or_else(|| Error::NoTap(tap.to_string()))?;
-    if link.kind.as_deref() != Some("tun") {
-        return Err(Error::NotTap {
-            name: tap.to_string(),
-            kind: link.kind.unwrap_or_else(|| "plain".into()),
-        });
-    }
-
-    // A record for this tap name while the tap is fresh (on no bridge) was left by a QEMU that
-    // was killed before its ifdown: the tap it named is gone, so the record is dropped first.
-    let mut stale_removed = Vec::new();
-    if link.master.is_none() {
-        for (net, id) in tap_records(&mut node, tap)? {
-            node.detach(&net, &id)?;
-            stale_removed.push(id.key());
-        }
-    }
-
     let request = VnicRequest {
         id: VnicId {
             owner: config.vm_id.clone(),
@@ -113,11 +88,12 @@ pub fn ifup(tap: &str, env: Lookup<'_>) -> Result<Up, Error> {
         mac: Some(config.mac),
         default_route: false,
     };
-    let attachment = node.attach(&config.subnet, &request)?;
+    // The core checks that the tap exists and drops records a killed QEMU left for its name.
+    let done = node.attach_existing_tap(&config.subnet, &request)?;
     Ok(Up {
         config,
-        attachment,
-        stale_removed,
+        attachment: done.attachment,
+        stale_removed: done.stale_removed,
     })
 }
 
@@ -131,28 +107,7 @@ pub fn ifdown(tap: &str, env: Lookup<'_>) -> Result<Vec<String>, Error> {
         return Ok(Vec::new());
     }
     let mut node = Node::open(&NodeConfig { state_dir })?;
-    let mut detached = Vec::new();
-    for (net, id) in tap_records(&mut node, tap)? {
-        node.detach(&net, &id)?;
-        detached.push(id.key());
-    }
-    Ok(detached)
-}
-
-/// (subnet key, VNIC id) of every record whose port is the tap `tap`.
-fn tap_records(node: &mut Node, tap: &str) -> Result<Vec<(String, VnicId)>, Error> {
-    let view = node.view()?;
-    Ok(view
-        .nets
-        .into_iter()
-        .flat_map(|net| {
-            let key = net.net.key;
-            net.vnics
-                .into_iter()
-                .filter(|v| matches!(&v.kind, VnicKind::Tap { name, .. } if name == tap))
-                .map(move |v| (key.clone(), v.id))
-        })
-        .collect())
+    Ok(node.detach_tap(tap)?)
 }
 
 const HELP: &str = "\

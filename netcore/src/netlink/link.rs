@@ -236,6 +236,39 @@ fn kind_info(kind: &LinkKind) -> Vec<LinkInfo> {
     }
 }
 
+/// The RTM_NEWLINK body that creates `spec` (public so its attributes can be checked without a
+/// kernel).
+pub fn new_link_message(spec: &NewLink) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.attributes
+        .push(LinkAttribute::IfName(spec.name.clone()));
+    if let Some(mtu) = spec.mtu {
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    if let Some(mac) = spec.mac {
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+    }
+    if let Some(master) = spec.master {
+        msg.attributes.push(LinkAttribute::Controller(master));
+    }
+    if spec.up {
+        msg.header.flags = LinkFlags::Up;
+        msg.header.change_mask = LinkFlags::Up;
+    }
+    msg.attributes
+        .push(LinkAttribute::LinkInfo(kind_info(&spec.kind)));
+    msg
+}
+
+/// The kind-specific attributes (IFLA_INFO_DATA) of a new link, as the kernel reports them back.
+#[cfg(any(test, feature = "fake"))]
+pub(crate) fn info_data(kind: &LinkKind) -> Option<InfoData> {
+    kind_info(kind).into_iter().find_map(|i| match i {
+        LinkInfo::Data(d) => Some(d),
+        _ => None,
+    })
+}
+
 fn index_msg(index: u32) -> LinkMessage {
     let mut msg = LinkMessage::default();
     msg.header.index = index;
@@ -246,24 +279,7 @@ impl Netlink {
     /// Creates a link and returns it as the kernel echoes it back; fails with EEXIST if the
     /// name is taken.
     pub fn create_link(&mut self, spec: &NewLink) -> Result<Link> {
-        let mut msg = LinkMessage::default();
-        msg.attributes
-            .push(LinkAttribute::IfName(spec.name.clone()));
-        if let Some(mtu) = spec.mtu {
-            msg.attributes.push(LinkAttribute::Mtu(mtu));
-        }
-        if let Some(mac) = spec.mac {
-            msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
-        }
-        if let Some(master) = spec.master {
-            msg.attributes.push(LinkAttribute::Controller(master));
-        }
-        if spec.up {
-            msg.header.flags = LinkFlags::Up;
-            msg.header.change_mask = LinkFlags::Up;
-        }
-        msg.attributes
-            .push(LinkAttribute::LinkInfo(kind_info(&spec.kind)));
+        let msg = new_link_message(spec);
         let what = format!("create link {}", spec.name);
         let replies = self
             .exchange_ack(
@@ -452,6 +468,35 @@ impl Netlink {
         )
     }
 
+    /// Renames a link (it must be down).
+    pub fn set_name(&mut self, index: u32, name: &str) -> Result<()> {
+        self.set_link(
+            format!("rename link #{index} to {name}"),
+            index,
+            vec![LinkAttribute::IfName(name.to_string())],
+        )
+    }
+
+    /// Puts a link into a link group, so a whole group can be deleted in one request.
+    pub fn set_group(&mut self, index: u32, group: u32) -> Result<()> {
+        self.set_link(
+            format!("put link #{index} in group {group:#x}"),
+            index,
+            vec![LinkAttribute::Group(group)],
+        )
+    }
+
+    /// Deletes every link of a group with one request (one RCU grace period for all).
+    pub fn delete_group(&mut self, group: u32) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::Group(group));
+        self.ack(
+            &format!("delete link group {group:#x}"),
+            RouteNetlinkMessage::DelLink(msg),
+            0,
+        )
+    }
+
     /// Moves a link into the namespace open at `netns`.
     pub fn move_to_netns(&mut self, index: u32, netns: RawFd) -> Result<()> {
         self.set_link(
@@ -462,7 +507,8 @@ impl Netlink {
     }
 }
 
-fn kind_name(kind: &LinkKind) -> &'static str {
+/// The kernel's name of a link kind (IFLA_INFO_KIND).
+pub fn kind_name(kind: &LinkKind) -> &'static str {
     match kind {
         LinkKind::Bridge => "bridge",
         LinkKind::Veth(_) => "veth",

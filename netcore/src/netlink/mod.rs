@@ -9,9 +9,11 @@ pub mod tap;
 
 pub use addr::Address;
 pub use fdb::FdbEntry;
+#[cfg(any(test, feature = "fake"))]
+pub(crate) use link::info_data;
 pub use link::{
-    GeneveSpec, GreSpec, Link, LinkChange, LinkKind, NewLink, VethPeer, VxlanSpec, GENEVE_PORT,
-    VXLAN_PORT,
+    kind_name, new_link_message, GeneveSpec, GreSpec, Link, LinkChange, LinkKind, NewLink,
+    VethPeer, VxlanSpec, GENEVE_PORT, VXLAN_PORT,
 };
 pub use netlink_packet_route::link::InfoData;
 pub use route::{Route, RouteLookup};

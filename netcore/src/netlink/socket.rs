@@ -4,7 +4,7 @@
 //! runtime costs start-up time, and daemons call it from a blocking thread. The socket stays bound
 //! to the network namespace it was opened in, so one handle per namespace is all we need.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
@@ -22,6 +22,9 @@ pub struct Netlink {
     socket: Socket,
     seq: u32,
     buf: Vec<u8>,
+    /// The namespace the socket was opened in, if not the opening thread's own: sysctls and taps
+    /// of this handle are made there too.
+    netns: Option<OwnedFd>,
 }
 
 impl Netlink {
@@ -41,6 +44,7 @@ impl Netlink {
             socket,
             seq: 0,
             buf: vec![0; RECV_BUF],
+            netns: None,
         })
     }
 
@@ -49,7 +53,26 @@ impl Netlink {
     /// The socket is created on a short-lived thread that enters the namespace, so the calling
     /// thread (possibly a tokio worker) never changes namespace.
     pub fn open_in(ns: BorrowedFd<'_>) -> Result<Self> {
-        crate::netns::run_in(ns, Self::open)
+        let mut nl = crate::netns::run_in(ns, Self::open)?;
+        nl.netns = Some(
+            ns.try_clone_to_owned()
+                .map_err(|e| Error::io("duplicate netns fd", e))?,
+        );
+        Ok(nl)
+    }
+
+    /// The namespace this handle was opened in with [`Netlink::open_in`], if any.
+    pub fn netns_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.netns.as_ref().map(|ns| ns.as_fd())
+    }
+
+    /// Runs `f` in this handle's namespace: here if it is the opening thread's, else on a
+    /// short-lived thread that enters it.
+    pub(crate) fn run_here<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+        match &self.netns {
+            Some(ns) => crate::netns::run_in(ns.as_fd(), f),
+            None => f(),
+        }
     }
 
     /// The raw socket fd, for diagnostics.

@@ -1,71 +1,15 @@
 //! TenantAdded / TenantRemoved (EVENT 0 / 1, reference/ssntp.md §7.1): a compute node telling
 //! the tenant's CNCI, through the scheduler, that its tunnel end for a subnet appeared or went.
 
-use std::fmt;
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 
 use uuid::Uuid;
 
 use super::{ipv4_key, subnet_of_key, uuid_key, Field, Ipv4Subnet, Payload, PayloadError};
 
 /// The tunnel type; this project's extension key `tunnel_kind`. Go peers only know GRE taps,
-/// so an absent key means [`TunnelKind::Gretap`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TunnelKind {
-    Vxlan,
-    Gretap,
-    Geneve,
-}
-
-impl TunnelKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TunnelKind::Vxlan => "vxlan",
-            TunnelKind::Gretap => "gretap",
-            TunnelKind::Geneve => "geneve",
-        }
-    }
-}
-
-impl fmt::Display for TunnelKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The text is not `vxlan`, `gretap` or `geneve`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown tunnel_kind {0:?}, expected vxlan, gretap or geneve")]
-pub struct ParseTunnelKindError(pub String);
-
-impl FromStr for TunnelKind {
-    type Err = ParseTunnelKindError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "vxlan" => Ok(TunnelKind::Vxlan),
-            "gretap" => Ok(TunnelKind::Gretap),
-            "geneve" => Ok(TunnelKind::Geneve),
-            other => Err(ParseTunnelKindError(other.to_owned())),
-        }
-    }
-}
-
-impl serde::Serialize for TunnelKind {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-/// A kind we do not know is an error rather than a silent default: building the wrong tunnel
-/// type would fail far from the cause.
-impl<'de> serde::Deserialize<'de> for TunnelKind {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = <String as serde::Deserialize>::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
+/// so an absent key means [`TunnelKind::Gretap`]. One type for the whole workspace.
+pub use ciao_types::{ParseTunnelKindError, TunnelKind};
 
 impl Field for TunnelKind {
     fn de<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
