@@ -188,6 +188,11 @@ impl FakeWorld {
         self.lock().docker_chain = present;
     }
 
+    /// Empties the firewall, as a reload of the host's ruleset (a dockerd start) does.
+    pub fn flush_firewall(&self) {
+        self.lock().firewall.clear();
+    }
+
     /// The bridges whose traffic the firewall lets through.
     pub fn firewall_rules(&self) -> BTreeSet<String> {
         self.lock().firewall.clone()

@@ -81,3 +81,38 @@ fn a_crash_at_each_kernel_call_of_a_second_attach_leaves_the_first_alone() {
         assert_eq!(events(&bench), [ReportEvent::TenantAdded], "step {step}");
     }
 }
+
+#[test]
+fn a_crash_at_each_kernel_call_of_a_last_detach_is_finished_by_the_next_call() {
+    let probe = Bench::new();
+    let mut node = probe.node();
+    node.view().expect("open");
+    let clean = probe.picture();
+    let a = node.attach(&subnet(), &veth(&probe, "a")).expect("attach");
+    probe.world.clear_calls();
+    node.detach(&subnet().net_key(), &a.vnic.id)
+        .expect("detach");
+    let steps = probe.world.calls().len();
+    assert!(steps >= 5, "{:?}", probe.world.calls());
+    for step in 1..=steps {
+        let bench = Bench::new();
+        let mut node = bench.node();
+        let a = node.attach(&subnet(), &veth(&bench, "a")).expect("attach");
+        bench.world.clear_calls();
+        bench.world.inject(Trigger::Nth(step), Fault::Panic);
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            let _ = node.detach(&subnet().net_key(), &a.vnic.id);
+        }))
+        .expect_err("killed");
+        let mut next = bench.node();
+        next.view().expect("recover");
+        let (world, mut state) = bench.picture();
+        state.retain(|f| !f.starts_with("reports/"));
+        assert_eq!((world, state), clean, "step {step}: finished");
+        assert_eq!(
+            events(&bench),
+            [ReportEvent::TenantAdded, ReportEvent::TenantRemoved],
+            "step {step}: one TenantRemoved"
+        );
+    }
+}

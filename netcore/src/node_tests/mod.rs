@@ -3,6 +3,7 @@
 
 mod crash;
 mod instances;
+mod qemu_tap;
 mod reconcile;
 mod teardown;
 
