@@ -12,6 +12,7 @@ pub mod error;
 pub mod firewall;
 mod hold;
 pub mod ids;
+pub mod inspect;
 pub mod ipam;
 pub mod maintain;
 pub mod netlink;

@@ -4,7 +4,7 @@
 //! directory per node; this tool shows it and reconciles it with the kernel (after a crash, a
 //! reboot, or workloads that vanished without a DEL).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -24,7 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the node's tenant subnets, VNICs and undelivered reports.
+    /// Print the node's tenant subnets, VNICs and undelivered reports, marking recorded links
+    /// the kernel no longer has. Read-only: writes nothing, not even a missing directory.
     Show {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -94,14 +95,7 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(delivery.run())?;
         }
-        Command::Show { json } => {
-            let view = open()?.view().context("read node state")?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&view)?);
-            } else {
-                print_view(&view);
-            }
-        }
+        Command::Show { json } => show(&cli.state_dir, *json)?,
         Command::Reconcile => {
             let summary = open()?.reconcile().context("reconcile")?;
             println!("repaired subnets: {}", list(&summary.repaired_nets));
@@ -121,16 +115,59 @@ fn list(items: &[String]) -> String {
     }
 }
 
-fn print_view(view: &netcore::maintain::NodeView) {
-    println!("node {}", view.agent_uuid);
+/// Prints what the state directory records, read-only: showing never creates the directory
+/// or a node identity, and never finishes an interrupted call (the next change does).
+fn show(state_dir: &Path, json: bool) -> anyhow::Result<()> {
+    let view = netcore::inspect::inspect(state_dir)
+        .with_context(|| format!("read node state at {}", state_dir.display()))?;
+    match (view, json) {
+        (Some(view), true) => println!("{}", serde_json::to_string_pretty(&view)?),
+        (Some(view), false) => print_view(&view),
+        // The same shape as a state directory that records nothing.
+        (None, true) => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "state_dir": state_dir,
+                "agent_uuid": null,
+                "nets": [],
+                "pending_reports": [],
+                "interrupted": null,
+            }))?
+        ),
+        (None, false) => println!(
+            "no ciao state at {}: nothing is attached on this node",
+            state_dir.display()
+        ),
+    }
+    Ok(())
+}
+
+/// " (missing)" after a recorded link that the kernel no longer has.
+fn mark(state: netcore::inspect::LinkState) -> &'static str {
+    match state {
+        netcore::inspect::LinkState::Present => "",
+        netcore::inspect::LinkState::Missing => " (missing)",
+    }
+}
+
+fn print_view(view: &netcore::inspect::NodeView) {
+    match view.agent_uuid {
+        Some(uuid) => println!("node {uuid}"),
+        None => println!("node (no identity yet)"),
+    }
+    if view.is_empty() {
+        println!("nothing is attached on this node");
+    }
     for n in &view.nets {
         let c = &n.net.config;
         println!(
-            "tenant {} subnet {}: bridge {} tunnel {} ({} id {} {} -> {}), mtu {}, {} vnic(s)",
+            "tenant {} subnet {}: bridge {}{} tunnel {}{} ({} id {} {} -> {}), mtu {}, {} vnic(s)",
             c.tenant,
             c.subnet,
             n.net.bridge,
+            mark(n.bridge_state),
             n.net.tunnel,
+            mark(n.tunnel_state),
             c.tunnel_kind,
             n.net.tunnel_id,
             n.net.local_ip,
@@ -139,7 +176,15 @@ fn print_view(view: &netcore::maintain::NodeView) {
             n.vnics.len()
         );
         for v in &n.vnics {
-            println!("  {} {} {} port {}", v.id.key(), v.ip, v.mac, v.host_ifname);
+            let r = &v.record;
+            println!(
+                "  {} {} {} port {}{}",
+                r.id.key(),
+                r.ip,
+                r.mac,
+                r.host_ifname,
+                mark(v.port)
+            );
         }
     }
     println!("pending reports: {}", view.pending_reports.len());
@@ -148,5 +193,17 @@ fn print_view(view: &netcore::maintain::NodeView) {
             "  {:?} tenant {} subnet {} -> cnci {}",
             r.event, r.tenant_uuid, r.tenant_subnet, r.concentrator_uuid
         );
+    }
+    if let Some(journal) = &view.interrupted {
+        let text = serde_json::to_string(journal).unwrap_or_else(|e| e.to_string());
+        println!("interrupted call (the next call finishes or undoes it): {text}");
+    }
+    if view
+        .nets
+        .iter()
+        .flat_map(|n| &n.vnics)
+        .any(|v| v.port == netcore::inspect::LinkState::Missing)
+    {
+        println!("a port marked (missing) belongs to a workload gone without a DEL: `ciao-node reconcile` detaches it");
     }
 }
