@@ -154,6 +154,9 @@ fn uuids_of_parsed(cert: &X509Certificate<'_>) -> Result<Vec<uuid::Uuid>, CertEr
     Ok(out)
 }
 
+mod files;
+pub use files::{write_pem, Secrecy};
+
 #[cfg(feature = "issue")]
 mod issue;
 #[cfg(feature = "issue")]

@@ -31,7 +31,7 @@ use netcore::netlink::Netlink;
 use netlink_packet_route::neighbour::{NeighbourAttribute, NeighbourMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use serde::Serialize;
-use ssntp::certs::{Authority, Names, Shape, Validity};
+use ssntp::certs::{write_pem, Authority, Names, Secrecy, Shape, Validity};
 use ssntp::client::{dial, Session};
 use ssntp::frame::{event, kind, role, Frame};
 use ssntp::payloads::{Ipv4Subnet, Payload, TenantAdded, TenantAddedEvent, TunnelKind};
@@ -245,21 +245,28 @@ fn make_certs() -> Result<Certs> {
     let authority = Authority::new(Shape::Ciao, "cnci-bench", Validity::days(365), &localhost)
         .context("make the scheduler certificate")?;
     let dir = tempfile::tempdir().context("temporary directory")?;
-    let write = |name: &str, text: &str| -> Result<PathBuf> {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
-        Ok(path)
+    let write = |name: &str, text: &str, secrecy: Secrecy| -> Result<PathBuf> {
+        Ok(write_pem(dir.path(), name, text, secrecy)?)
     };
     let scheduler_pem = write(
         "cert-scheduler-localhost.pem",
         &authority.anchor().combined_pem(),
+        Secrecy::PrivateKey,
     )?;
-    let ca_pem = write("CAcert-localhost.pem", authority.cert_pem())?;
+    let ca_pem = write(
+        "CAcert-localhost.pem",
+        authority.cert_pem(),
+        Secrecy::Public,
+    )?;
     let names = Names::new(&["localhost"], &[]);
     let cnci = authority
         .issue(role::CNCIAGENT, &names)
         .context("issue the CNCI certificate")?;
-    let cnci_pem = write("cert-cnciagent-localhost.pem", &cnci.combined_pem())?;
+    let cnci_pem = write(
+        "cert-cnciagent-localhost.pem",
+        &cnci.combined_pem(),
+        Secrecy::PrivateKey,
+    )?;
     let issued = authority
         .issue(role::AGENT, &names)
         .context("issue the agent certificate")?;

@@ -25,7 +25,7 @@ use ciao_bench::host::{
 };
 use clap::Parser;
 use serde::Serialize;
-use ssntp::certs::{Authority, Names, Shape, Validity};
+use ssntp::certs::{write_pem, Authority, Names, Secrecy, Shape, Validity};
 use ssntp::client::{dial, Session};
 use ssntp::frame::{event, kind, role, Frame};
 use ssntp::payloads::{Payload, TenantAdded, TenantAddedEvent};
@@ -231,12 +231,18 @@ fn make_certs(resumption: bool) -> Result<Certs> {
     let authority = Authority::new(Shape::Ciao, "ssntp-bench", Validity::days(365), &localhost)
         .context("make the scheduler certificate")?;
     let dir = tempfile::tempdir().context("temporary directory")?;
-    let scheduler_pem = dir.path().join("cert-scheduler-localhost.pem");
-    let ca_pem = dir.path().join("CAcert-localhost.pem");
-    std::fs::write(&scheduler_pem, authority.anchor().combined_pem())
-        .with_context(|| format!("write {}", scheduler_pem.display()))?;
-    std::fs::write(&ca_pem, authority.cert_pem())
-        .with_context(|| format!("write {}", ca_pem.display()))?;
+    let scheduler_pem = write_pem(
+        dir.path(),
+        "cert-scheduler-localhost.pem",
+        &authority.anchor().combined_pem(),
+        Secrecy::PrivateKey,
+    )?;
+    let ca_pem = write_pem(
+        dir.path(),
+        "CAcert-localhost.pem",
+        authority.cert_pem(),
+        Secrecy::Public,
+    )?;
     let ca = ca_from_pem(authority.cert_pem().as_bytes()).context("CA certificate")?;
     let client = |bits: u32| -> Result<Arc<rustls::ClientConfig>> {
         let issued = authority
