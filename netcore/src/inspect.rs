@@ -151,7 +151,9 @@ mod tests {
             let _ = state;
         }
         let before = tree(tmp.path());
-        let view = inspect(tmp.path()).expect("inspect").expect("a state directory");
+        let view = inspect(tmp.path())
+            .expect("inspect")
+            .expect("a state directory");
         assert!(view.is_empty() && view.agent_uuid.is_none(), "{view:?}");
         assert_eq!(tree(tmp.path()), before, "inspect wrote");
         // With a lock file (taken shared) and an identity.
@@ -161,7 +163,9 @@ mod tests {
             locked.node_identity().expect("identity");
         }
         let before = tree(tmp.path());
-        let view = inspect(tmp.path()).expect("inspect").expect("a state directory");
+        let view = inspect(tmp.path())
+            .expect("inspect")
+            .expect("a state directory");
         assert!(view.agent_uuid.is_some());
         assert_eq!(tree(tmp.path()), before, "inspect wrote");
     }
@@ -172,7 +176,10 @@ mod tests {
         std::fs::write(tmp.path().join("notes.txt"), "mine").expect("write");
         let before = tree(tmp.path());
         let err = inspect(tmp.path()).expect_err("foreign");
-        assert!(err.to_string().contains("not a ciao state directory"), "{err}");
+        assert!(
+            err.to_string().contains("not a ciao state directory"),
+            "{err}"
+        );
         assert_eq!(tree(tmp.path()), before);
         assert!(inspect(Path::new("relative")).is_err());
     }

@@ -146,13 +146,14 @@ impl StateDir {
     /// directory no call has locked yet is read unlocked).
     pub fn read(&self) -> Result<Reader<'_>> {
         let path = self.root.join("lock");
-        let lock = match File::open(&path) {
-            Ok(file) => Some(Flock::lock(file, FlockArg::LockShared).map_err(|(_, errno)| {
-                Error::io(format!("lock {} shared", path.display()), errno.into())
-            })?),
-            Err(e) if e.kind() == ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
-        };
+        let lock =
+            match File::open(&path) {
+                Ok(file) => Some(Flock::lock(file, FlockArg::LockShared).map_err(
+                    |(_, errno)| Error::io(format!("lock {} shared", path.display()), errno.into()),
+                )?),
+                Err(e) if e.kind() == ErrorKind::NotFound => None,
+                Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
+            };
         Ok(Reader(Locked {
             dir: self,
             _lock: lock,

@@ -49,6 +49,9 @@ enum Command {
         /// Milliseconds between looks for new reports.
         #[arg(long, default_value_t = 200)]
         poll_ms: u64,
+        /// Log filter (tracing EnvFilter syntax, e.g. `info` or `ciao_node=debug`).
+        #[arg(long, env = "RUST_LOG", default_value = "info")]
+        log_level: String,
     },
     /// Finish or undo interrupted calls, re-create missing bridges and tunnels, drop VNICs whose
     /// workload is gone, remove stray links labelled as ours, release unowned addresses.
@@ -70,14 +73,14 @@ fn main() -> anyhow::Result<()> {
             cert,
             ca,
             poll_ms,
+            log_level,
         } => {
+            let filter = tracing_subscriber::EnvFilter::try_new(log_level)
+                .with_context(|| format!("log filter {log_level:?}"))?;
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
+                .with_env_filter(filter)
                 .init();
             let tls = ssntp::tls::client_config_from_files(cert, ca)
                 .context("TLS identity of the node")?;

@@ -63,7 +63,11 @@ fn read_only_commands_leave_an_absent_or_empty_state_directory_as_it_was() {
         let before = tree(tmp.path());
         for args in READ_ONLY {
             ciao_node(dir, args);
-            assert_eq!(tree(tmp.path()), before, "ciao-node {args:?} on {dir:?} wrote");
+            assert_eq!(
+                tree(tmp.path()),
+                before,
+                "ciao-node {args:?} on {dir:?} wrote"
+            );
         }
         assert!(ciao_node(dir, &["show"]).contains("nothing is attached"));
         let json: serde_json::Value =

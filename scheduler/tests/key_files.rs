@@ -46,10 +46,41 @@ fn ciao_cert_writes_every_key_file_0600_whatever_the_umask() {
         let d = tmp.path().to_str().expect("utf-8");
         ciao_cert(mask, &["anchor", "--host", "sched", "--out-dir", d]);
         let anchor = format!("{d}/cert-scheduler-sched.pem");
-        ciao_cert(mask, &["issue", "--anchor", &anchor, "--role", "agent", "--host", "cn1", "--out-dir", d]);
-        ciao_cert(mask, &["anchor", "--shape", "modern", "--host", "m", "--out-dir", d]);
+        ciao_cert(
+            mask,
+            &[
+                "issue",
+                "--anchor",
+                &anchor,
+                "--role",
+                "agent",
+                "--host",
+                "cn1",
+                "--out-dir",
+                d,
+            ],
+        );
+        ciao_cert(
+            mask,
+            &["anchor", "--shape", "modern", "--host", "m", "--out-dir", d],
+        );
         let ca = format!("{d}/ca-m.pem");
-        ciao_cert(mask, &["issue", "--shape", "modern", "--anchor", &ca, "--role", "cnciagent", "--host", "cnci1", "--out-dir", d]);
+        ciao_cert(
+            mask,
+            &[
+                "issue",
+                "--shape",
+                "modern",
+                "--anchor",
+                &ca,
+                "--role",
+                "cnciagent",
+                "--host",
+                "cnci1",
+                "--out-dir",
+                d,
+            ],
+        );
         let got = modes(tmp.path());
         let want: Vec<(String, u32)> = [
             ("CAcert-m.pem", 0o644),
@@ -78,13 +109,28 @@ fn ciao_cert_writes_every_key_file_0600_whatever_the_umask() {
 fn the_shared_writer_makes_key_files_0600_and_replaces_in_place() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("made");
-    let key = write_pem(&dir, "k.pem", "-----BEGIN PRIVATE KEY-----\n", Secrecy::PrivateKey)
-        .expect("write key");
-    let ca = write_pem(&dir, "ca.pem", "-----BEGIN CERTIFICATE-----\n", Secrecy::Public)
-        .expect("write ca");
+    let key = write_pem(
+        &dir,
+        "k.pem",
+        "-----BEGIN PRIVATE KEY-----\n",
+        Secrecy::PrivateKey,
+    )
+    .expect("write key");
+    let ca = write_pem(
+        &dir,
+        "ca.pem",
+        "-----BEGIN CERTIFICATE-----\n",
+        Secrecy::Public,
+    )
+    .expect("write ca");
     // Replacing keeps the mode and leaves no temporary file.
-    write_pem(&dir, "k.pem", "-----BEGIN RSA PRIVATE KEY-----\n", Secrecy::PrivateKey)
-        .expect("rewrite key");
+    write_pem(
+        &dir,
+        "k.pem",
+        "-----BEGIN RSA PRIVATE KEY-----\n",
+        Secrecy::PrivateKey,
+    )
+    .expect("rewrite key");
     assert_eq!(
         modes(&dir),
         vec![("ca.pem".to_string(), 0o644), ("k.pem".to_string(), 0o600)]

@@ -18,8 +18,8 @@ use crate::certs::PeerIdentity;
 use crate::conn::ServerHello;
 use crate::conn::{read_connect, refuse, send_connected, ConnError, FrameReader, FrameWriter};
 use crate::frame::{command, error, event, kind, role, Frame};
-use crate::ratelog::RateLimit;
 use crate::payloads::{NodeConnected, NodeConnectedEvent, NodeDisconnected, NodeType, Payload};
+use crate::ratelog::RateLimit;
 
 /// How a scheduler behaves.
 #[derive(Debug, Clone)]
@@ -511,8 +511,10 @@ impl Scheduler {
             for t in node_types(role_bits) {
                 for c in reg.controllers.iter().filter(|c| *c != key) {
                     if let Some(s) = reg.sessions.get(c) {
-                        notices
-                            .push((s.tx.clone(), self.node_event(event::NODE_CONNECTED, key, &t)));
+                        notices.push((
+                            s.tx.clone(),
+                            self.node_event(event::NODE_CONNECTED, key, &t),
+                        ));
                     }
                 }
             }

@@ -29,7 +29,8 @@ impl Secrecy {
 /// `dir`, created 0600 and then set to the final mode explicitly (so no umask matters), written,
 /// synced, renamed over the target, and the directory synced. Returns the path written.
 pub fn write_pem(dir: &Path, name: &str, text: &str, secrecy: Secrecy) -> io::Result<PathBuf> {
-    let context = |what: String| move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
+    let context =
+        |what: String| move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
     fs::create_dir_all(dir).map_err(context(format!("create {}", dir.display())))?;
     let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
