@@ -53,10 +53,7 @@ fn missing_tools() -> Option<String> {
         "unshare",
         "nsenter",
     ];
-    let missing: Vec<&str> = tools
-        .into_iter()
-        .filter(|t| on_path(t).is_none())
-        .collect();
+    let missing: Vec<&str> = tools.into_iter().filter(|t| on_path(t).is_none()).collect();
     (!missing.is_empty()).then(|| {
         format!(
             "{} not installed (scripts/install-deps.sh installs them)",
@@ -122,7 +119,15 @@ exec sleep 1800
         let store = dir.path().join("store");
         std::fs::create_dir(&store).expect("store dir");
         let mut holder = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"])
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+                "sh",
+            ])
             .arg(&store)
             .arg(plugin())
             .arg(dir.path().join("net.d"))
@@ -316,8 +321,11 @@ exec sleep 1800
             }],
         });
         std::fs::write(layout.join("index.json"), index.to_string()).expect("index.json");
-        std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
-            .expect("oci-layout");
+        std::fs::write(
+            layout.join("oci-layout"),
+            r#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .expect("oci-layout");
         let archive = base.join("busybox.oci.tar");
         ciao_tests::run(&[
             "tar",
@@ -502,7 +510,11 @@ fn ctr_run_cni_attaches_through_ciao_and_a_deleted_task_shows_missing() {
     assert!(in_subnet(&addr) && addr != peer_ip, "{addr}: {out}");
     assert!(out.contains("3 packets received"), "{out}");
     let owners: Vec<String> = shown_vnics(&node).into_iter().map(|v| v.0).collect();
-    assert_eq!(owners, [ctrd.cni_id("peer")], "DEL ran for the --rm container");
+    assert_eq!(
+        owners,
+        [ctrd.cni_id("peer")],
+        "DEL ran for the --rm container"
+    );
 
     // `ctr run -d` then `ctr task delete`: no DEL; the port went with the container's
     // namespace, and show says so without changing anything.
@@ -526,7 +538,10 @@ fn ctr_run_cni_attaches_through_ciao_and_a_deleted_task_shows_missing() {
         "{text_view}"
     );
     assert_eq!(node.state_entries(), before, "show changed the state");
-    assert_eq!(port_of(&node, &ctrd.cni_id("peer")).as_deref(), Some("present"));
+    assert_eq!(
+        port_of(&node, &ctrd.cni_id("peer")).as_deref(),
+        Some("present")
+    );
 
     // reconcile detaches what was left; the peer, deleted the same way, goes at the next one.
     let summary = node.tool(&["reconcile"]);
