@@ -141,3 +141,24 @@ fn the_shared_writer_makes_key_files_0600_and_replaces_in_place() {
         .expect("read")
         .contains("RSA PRIVATE KEY"));
 }
+
+/// `ciao-cert`'s read-only commands (help and version, of the tool and of each command) write
+/// nothing, not even into the default output directory (the current one).
+#[test]
+fn ciao_cert_help_and_version_write_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for args in [
+        &["--help"][..],
+        &["--version"],
+        &["anchor", "--help"],
+        &["issue", "--help"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ciao-cert"))
+            .args(args)
+            .current_dir(tmp.path())
+            .output()
+            .expect("run ciao-cert");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert_eq!(modes(tmp.path()), vec![], "{args:?} wrote");
+    }
+}
