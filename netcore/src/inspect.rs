@@ -62,6 +62,9 @@ pub struct NodeView {
     /// A call that was killed mid-way; the next call that changes the node finishes or undoes
     /// it.
     pub interrupted: Option<Journal>,
+    /// Another state directory that owns the namespace the links were looked up in: then the
+    /// link states describe that node, not this one (`show` run in the wrong namespace).
+    pub namespace_owner: Option<PathBuf>,
 }
 
 impl NodeView {
@@ -101,7 +104,16 @@ pub fn inspect(root: &Path) -> Result<Option<NodeView>> {
         nets,
         pending_reports: reader.reports()?.into_iter().map(|(_, r)| r).collect(),
         interrupted: reader.journal()?,
+        namespace_owner: other_owner(root),
     }))
+}
+
+/// The state directory that claimed this namespace, if it is not `root`. A claim that cannot
+/// be read is no reason to refuse a look: `None`.
+fn other_owner(root: &Path) -> Option<PathBuf> {
+    let owner = crate::claim::owner_of_namespace().ok().flatten()?;
+    let ours = std::fs::canonicalize(root).ok()?;
+    (owner != ours).then_some(owner)
 }
 
 #[cfg(test)]

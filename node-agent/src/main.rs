@@ -124,25 +124,33 @@ fn show(state_dir: &Path, json: bool) -> anyhow::Result<()> {
     let view = netcore::inspect::inspect(state_dir)
         .with_context(|| format!("read node state at {}", state_dir.display()))?;
     match (view, json) {
-        (Some(view), true) => println!("{}", serde_json::to_string_pretty(&view)?),
-        (Some(view), false) => print_view(&view),
+        (Some(view), true) => emit(&serde_json::to_string_pretty(&view)?)?,
+        (Some(view), false) => emit(&render(&view)?)?,
         // The same shape as a state directory that records nothing.
-        (None, true) => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "state_dir": state_dir,
-                "agent_uuid": null,
-                "nets": [],
-                "pending_reports": [],
-                "interrupted": null,
-            }))?
-        ),
-        (None, false) => println!(
+        (None, true) => emit(&serde_json::to_string_pretty(&serde_json::json!({
+            "state_dir": state_dir,
+            "agent_uuid": null,
+            "nets": [],
+            "pending_reports": [],
+            "interrupted": null,
+            "namespace_owner": null,
+        }))?)?,
+        (None, false) => emit(&format!(
             "no ciao state at {}: nothing is attached on this node",
             state_dir.display()
-        ),
+        ))?,
     }
     Ok(())
+}
+
+/// Writes `text` and a newline to stdout; a reader that went away (`show | head`) is no error.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{}", text.trim_end_matches('\n')).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// " (missing)" after a recorded link that the kernel no longer has.
@@ -153,17 +161,30 @@ fn mark(state: netcore::inspect::LinkState) -> &'static str {
     }
 }
 
-fn print_view(view: &netcore::inspect::NodeView) {
+/// The text form of `show`.
+fn render(view: &netcore::inspect::NodeView) -> Result<String, std::fmt::Error> {
+    use std::fmt::Write;
+    let mut out = String::new();
     match view.agent_uuid {
-        Some(uuid) => println!("node {uuid}"),
-        None => println!("node (no identity yet)"),
+        Some(uuid) => writeln!(out, "node {uuid}")?,
+        None => writeln!(out, "node (no identity yet)")?,
+    }
+    if let Some(owner) = &view.namespace_owner {
+        writeln!(
+            out,
+            "warning: this network namespace is the node of {}, not of {}: link states below \
+             describe it (run show in the node's namespace)",
+            owner.display(),
+            view.state_dir.display()
+        )?;
     }
     if view.is_empty() {
-        println!("nothing is attached on this node");
+        writeln!(out, "nothing is attached on this node")?;
     }
     for n in &view.nets {
         let c = &n.net.config;
-        println!(
+        writeln!(
+            out,
             "tenant {} subnet {}: bridge {}{} tunnel {}{} ({} id {} {} -> {}), mtu {}, {} vnic(s)",
             c.tenant,
             c.subnet,
@@ -177,29 +198,34 @@ fn print_view(view: &netcore::inspect::NodeView) {
             c.cnci.ip,
             n.net.mtu,
             n.vnics.len()
-        );
+        )?;
         for v in &n.vnics {
             let r = &v.record;
-            println!(
+            writeln!(
+                out,
                 "  {} {} {} port {}{}",
                 r.id.key(),
                 r.ip,
                 r.mac,
                 r.host_ifname,
                 mark(v.port)
-            );
+            )?;
         }
     }
-    println!("pending reports: {}", view.pending_reports.len());
+    writeln!(out, "pending reports: {}", view.pending_reports.len())?;
     for r in &view.pending_reports {
-        println!(
+        writeln!(
+            out,
             "  {:?} tenant {} subnet {} -> cnci {}",
             r.event, r.tenant_uuid, r.tenant_subnet, r.concentrator_uuid
-        );
+        )?;
     }
     if let Some(journal) = &view.interrupted {
         let text = serde_json::to_string(journal).unwrap_or_else(|e| e.to_string());
-        println!("interrupted call (the next call finishes or undoes it): {text}");
+        writeln!(
+            out,
+            "interrupted call (the next call finishes or undoes it): {text}"
+        )?;
     }
     if view
         .nets
@@ -207,6 +233,8 @@ fn print_view(view: &netcore::inspect::NodeView) {
         .flat_map(|n| &n.vnics)
         .any(|v| v.port == netcore::inspect::LinkState::Missing)
     {
-        println!("a port marked (missing) belongs to a workload gone without a DEL: `ciao-node reconcile` detaches it");
+        writeln!(
+            out,"a port marked (missing) belongs to a workload gone without a DEL: `ciao-node reconcile` detaches it")?;
     }
+    Ok(out)
 }
