@@ -10,6 +10,7 @@ packages=(
   containernetworking-plugins iperf3  # benchmark baselines: reference bridge + host-local plugins; iperf3 for overlay-bench
   uidmap
   docker.io                 # the Docker plugin tests start their own private dockerd (20.10)
+  containerd runc           # (docker.io's dependencies) the containerd test runs a private containerd 1.6 + ctr
 )
 missing=()
 for p in "${packages[@]}"; do

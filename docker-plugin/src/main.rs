@@ -28,6 +28,10 @@ struct Args {
     /// Log every call, not only failures.
     #[arg(long, short)]
     verbose: bool,
+    /// Log filter (tracing EnvFilter syntax, e.g. `info` or `ciao_docker_plugin=debug`); each
+    /// line of a call carries its `request{id call}` span.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    log_level: String,
     /// Seconds a connection may take to send a request's headers, counted from when it starts
     /// waiting for them (so also how long an idle keep-alive connection is kept).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -69,13 +73,12 @@ fn clear_stale_socket(path: &Path) -> Result<()> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .with_context(|| format!("log filter {:?}", args.log_level))?;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .init();
     let plugin = Plugin::open(&args.state_dir)
         .with_context(|| format!("open node state {}", args.state_dir.display()))?;

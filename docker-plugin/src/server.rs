@@ -2,6 +2,7 @@
 //! `POST /<Interface>.<Method>` with a JSON body (no Content-Type, possibly empty). Replies are
 //! 200 with JSON (`{"Err": ...}` on failure); a path outside the protocol gets 404.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,8 +15,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::plugin::Plugin;
+
+/// Requests served since start; numbers the request spans.
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
 
 /// Largest request body accepted; Docker's are a few hundred bytes.
 const MAX_BODY: usize = 1 << 20;
@@ -56,7 +61,9 @@ async fn handle(
     let call = path.clone();
     // The core does blocking netlink and file I/O under the node lock: off the async workers,
     // one call at a time (the node lock would serialise them anyway).
+    let span = tracing::Span::current();
     let result = tokio::task::spawn_blocking(move || {
+        let _span = span.enter();
         let mut plugin = plugin.lock().unwrap_or_else(|p| p.into_inner());
         plugin.call(&call, &body)
     })
@@ -193,8 +200,14 @@ pub async fn serve(
         tokio::spawn(async move {
             let _slot = slot;
             let deadline = limits.request_timeout;
-            let service = service_fn(move |req| {
-                let call = handle(req, plugin.clone(), verbose);
+            let service = service_fn(move |req: Request<Incoming>| {
+                // One span per request: every line it logs names the call and its number.
+                let span = tracing::info_span!(
+                    "request",
+                    id = REQUESTS.fetch_add(1, Ordering::Relaxed),
+                    call = %req.uri().path()
+                );
+                let call = handle(req, plugin.clone(), verbose).instrument(span);
                 async move {
                     match tokio::time::timeout(deadline, call).await {
                         Ok(Ok(resp)) => Ok(resp),

@@ -1,7 +1,10 @@
 //! The plugin's own records, beside the node state (`<state dir>/docker/`): Docker never replays
 //! CreateNetwork or RequestPool (not after a plugin restart, not after a dockerd restart), so
 //! pools, networks and endpoints must outlive both. One JSON file per object, written atomically
-//! (temporary file + rename): a kill -9 leaves the old or the new record, never a torn one.
+//! and durably with the core's `write_atomic` (temporary file fsynced, renamed, directory
+//! fsynced): a kill -9 or a power cut leaves the old or the new record, never a torn or empty
+//! one. A removal fsyncs the directory too, so a deleted endpoint does not come back after a
+//! power cut holding its address.
 //!
 //! ```text
 //! docker/pools/<PoolID>.json         subnet, --ip-range, gateway, the network bound to it
@@ -120,10 +123,14 @@ impl Store {
     fn remove(&self, kind: &str, id: &str) -> Result<(), PluginError> {
         let path = self.path(kind, id);
         match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io("remove", &path, e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io("remove", &path, e)),
         }
+        let dir = self.root.join(kind);
+        fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("sync", &dir, e))
     }
 
     fn list<T: DeserializeOwned>(&self, kind: &str) -> Result<Vec<T>, PluginError> {
@@ -182,5 +189,57 @@ impl Store {
     }
     pub fn endpoints(&self) -> Result<Vec<EndpointRecord>, PluginError> {
         self.list("endpoints")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(id: &str) -> EndpointRecord {
+        EndpointRecord {
+            id: id.into(),
+            network: "n1".into(),
+            ip: Ipv4Addr::new(172, 16, 1, 2),
+            mac: "02:00:ac:10:01:02".into(),
+            ifname: "eth0".into(),
+        }
+    }
+
+    #[test]
+    fn records_replace_atomically_and_removals_stick() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path()).expect("open");
+        store.put_endpoint(&endpoint("e1")).expect("put");
+        let mut moved = endpoint("e1");
+        moved.ip = Ipv4Addr::new(172, 16, 1, 3);
+        store.put_endpoint(&moved).expect("replace");
+        assert_eq!(store.endpoint("e1").expect("get"), Some(moved.clone()));
+        // Only the record: no temporary file is left beside it.
+        let names: Vec<String> = fs::read_dir(tmp.path().join("docker/endpoints"))
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["e1.json"]);
+        store.remove_endpoint("e1").expect("remove");
+        store.remove_endpoint("e1").expect("remove again");
+        assert_eq!(store.endpoints().expect("list"), vec![]);
+    }
+
+    #[test]
+    fn a_killed_writes_temporary_file_is_ignored_and_a_torn_record_is_an_error() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path()).expect("open");
+        store.put_endpoint(&endpoint("e1")).expect("put");
+        let dir = tmp.path().join("docker/endpoints");
+        // What a writer killed before its rename leaves.
+        fs::write(dir.join("~tmp.123.0"), b"{\"id\": \"e2\", ").expect("write");
+        assert_eq!(store.endpoints().expect("list"), vec![endpoint("e1")]);
+        // A torn record (only possible from outside: ours are renamed in whole).
+        fs::write(dir.join("e3.json"), b"{\"id\": \"e3\", ").expect("write");
+        let err = store.endpoint("e3").expect_err("torn").to_string();
+        assert!(err.contains("e3.json"), "{err}");
+        assert_eq!(store.endpoint("e1").expect("get"), Some(endpoint("e1")));
     }
 }

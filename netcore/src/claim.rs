@@ -133,6 +133,17 @@ fn claim_in(claims: &Path, state_dir: &Path) -> Result<()> {
     crate::state::write_atomic(&path, &bytes)
 }
 
+/// The state directory that owns the calling thread's network namespace, if a live claim
+/// names one. Read-only: nothing is created, locked or pruned.
+pub fn owner_of_namespace() -> Result<Option<PathBuf>> {
+    owner_in(Path::new(CLAIM_DIR))
+}
+
+fn owner_in(claims: &Path) -> Result<Option<PathBuf>> {
+    let claim = read_claim(&claims.join(namespace_key()?))?;
+    Ok(claim.filter(is_live).map(|c| c.state_dir))
+}
+
 /// Drops claims whose directory is gone, so claims of finished namespaces do not pile up.
 fn prune_stale(claims: &Path) -> Result<()> {
     let entries =
@@ -176,6 +187,19 @@ mod tests {
         drop(first);
         assert!(!first_path.exists());
         claim_in(claims.path(), second.path()).expect("stale claim taken over");
+    }
+
+    #[test]
+    fn the_owner_of_a_namespace_is_read_without_a_write() {
+        let claims = tempfile::tempdir().expect("claims");
+        let dir = tempfile::tempdir().expect("state dir");
+        assert_eq!(owner_in(claims.path()).expect("no claim"), None);
+        assert_eq!(fs::read_dir(claims.path()).expect("list").count(), 0);
+        claim_in(claims.path(), dir.path()).expect("claim");
+        let canonical = fs::canonicalize(dir.path()).expect("canonical");
+        assert_eq!(owner_in(claims.path()).expect("owner"), Some(canonical));
+        drop(dir);
+        assert_eq!(owner_in(claims.path()).expect("stale"), None);
     }
 
     #[test]

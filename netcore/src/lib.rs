@@ -14,6 +14,7 @@ pub mod fake;
 pub mod firewall;
 mod hold;
 pub mod ids;
+pub mod inspect;
 pub mod ipam;
 pub mod kernel;
 pub mod maintain;

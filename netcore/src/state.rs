@@ -112,8 +112,52 @@ impl StateDir {
         Ok(Self { root })
     }
 
+    /// An existing state directory, for reading only: nothing is created, locked for writing
+    /// or written. `None` if `root` does not exist or holds no ciao state yet; an error if it is
+    /// not a state directory (see the module doc).
+    pub fn existing(root: impl Into<PathBuf>) -> Result<Option<Self>> {
+        let root = root.into();
+        check_path(&root)?;
+        match fs::metadata(&root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::invalid(
+                    "stateDir",
+                    format!("{} is not a directory", root.display()),
+                ))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("stat {}", root.display()), e)),
+        }
+        if root.join("reports").is_dir() || root.join("node.json").is_file() {
+            return Ok(Some(Self { root }));
+        }
+        // Empty, or still being made by a first call: nothing recorded yet.
+        check_dedicated(&root)?;
+        Ok(None)
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Takes the node lock shared, for reading: writers wait until the reader is done, so the
+    /// reader sees no call half-way. The lock file is opened read-only and never created (a
+    /// directory no call has locked yet is read unlocked).
+    pub fn read(&self) -> Result<Reader<'_>> {
+        let path = self.root.join("lock");
+        let lock =
+            match File::open(&path) {
+                Ok(file) => Some(Flock::lock(file, FlockArg::LockShared).map_err(
+                    |(_, errno)| Error::io(format!("lock {} shared", path.display()), errno.into()),
+                )?),
+                Err(e) if e.kind() == ErrorKind::NotFound => None,
+                Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
+            };
+        Ok(Reader(Locked {
+            dir: self,
+            _lock: lock,
+        }))
     }
 
     /// Takes the node lock; blocks while another call holds it.
@@ -129,7 +173,7 @@ impl StateDir {
             .map_err(|(_, errno)| Error::io(format!("lock {}", path.display()), errno.into()))?;
         Ok(Locked {
             dir: self,
-            _lock: lock,
+            _lock: Some(lock),
         })
     }
 }
@@ -137,7 +181,36 @@ impl StateDir {
 /// The state directory with the node lock held; all reads and writes go through it.
 pub struct Locked<'a> {
     dir: &'a StateDir,
-    _lock: Flock<File>,
+    /// Exclusive, except inside a [`Reader`] (shared, or none if no lock file exists yet).
+    _lock: Option<Flock<File>>,
+}
+
+/// The state directory opened by [`StateDir::read`]: the reads of [`Locked`], no writes.
+pub struct Reader<'a>(Locked<'a>);
+
+impl Reader<'_> {
+    /// This node's identity, if one was ever made (never creates it).
+    pub fn node_identity(&self) -> Result<Option<NodeIdentity>> {
+        read_json(&self.0.path("node.json"))
+    }
+
+    /// The operation a killed call left behind, if any (a reader neither finishes nor undoes
+    /// it: the next call that changes the node does).
+    pub fn journal(&self) -> Result<Option<Journal>> {
+        self.0.journal()
+    }
+
+    pub fn nets(&self) -> Result<Vec<NetRecord>> {
+        self.0.nets()
+    }
+
+    pub fn vnics(&self, net: &str) -> Result<Vec<VnicRecord>> {
+        self.0.vnics(net)
+    }
+
+    pub fn reports(&self) -> Result<Vec<(String, Report)>> {
+        self.0.reports()
+    }
 }
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
@@ -307,8 +380,22 @@ impl Locked<'_> {
 
     // --- journal ---
 
+    /// The operation in flight. A torn journal (its writes are atomic, so only something
+    /// outside ciao can tear it) is an error that says what to do: it can be neither finished
+    /// nor undone, and every call that changes the node refuses to go on past it.
     pub fn journal(&self) -> Result<Option<Journal>> {
-        read_json(&self.path("journal.json"))
+        read_json(&self.path("journal.json")).map_err(|e| match e {
+            Error::State { path, message } => Error::State {
+                path,
+                message: format!(
+                    "{message}: the record of an interrupted call is unreadable, so the call \
+                     can be neither finished nor undone and nothing was changed; move the file \
+                     aside and run `ciao-node reconcile`, which repairs the node from the \
+                     kernel and the other records"
+                ),
+            },
+            other => other,
+        })
     }
 
     pub fn write_journal(&self, journal: &Journal) -> Result<()> {
@@ -701,6 +788,73 @@ mod tests {
         );
         std::fs::write(dir.path().join("nets/bad.json"), b"{\"key\": ").expect("write");
         assert!(matches!(locked.net("bad"), Err(Error::State { .. })));
+    }
+
+    /// What a power cut could leave if the journal were written in place: a record cut in the
+    /// middle. Every call that changes the node stops at it with an error naming the file and
+    /// the way out, and nothing in the directory changes, however often it is tried.
+    #[test]
+    fn a_torn_journal_is_a_clear_error_and_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::open(dir.path()).expect("state");
+        let locked = state.lock().expect("lock");
+        let n = net("k", 7, 1450);
+        locked.write_net(&n).expect("write net");
+        let vnic = VnicRecord {
+            net: "k".into(),
+            id: VnicId {
+                owner: "c1".into(),
+                ifname: "eth0".into(),
+            },
+            kind: VnicKind::Veth {
+                netns: "/run/netns/x".into(),
+                ifname: "eth0".into(),
+            },
+            host_ifname: "cv0".into(),
+            ip: Ipv4Addr::new(10, 3, 0, 2),
+            mac: "02:00:0a:03:00:02".into(),
+            mtu: 1450,
+            created_tap: false,
+        };
+        locked
+            .write_journal(&Journal::Attach { vnic: vnic.clone() })
+            .expect("journal");
+        let journal = dir.path().join("journal.json");
+        let whole = fs::read(&journal).expect("read journal");
+        fs::write(&journal, &whole[..whole.len() / 2]).expect("tear the journal");
+        let files = |root: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+            let mut out = Vec::new();
+            let mut stack = vec![root.to_path_buf()];
+            while let Some(p) = stack.pop() {
+                if p.is_dir() {
+                    out.push((p.clone(), Vec::new()));
+                    stack.extend(fs::read_dir(&p).expect("list").flatten().map(|e| e.path()));
+                } else {
+                    out.push((p.clone(), fs::read(&p).expect("read")));
+                }
+            }
+            out.sort();
+            out
+        };
+        let before = files(dir.path());
+        for _ in 0..2 {
+            let err = locked.journal().expect_err("a torn journal is an error");
+            let text = err.to_string();
+            assert!(matches!(err, Error::State { .. }), "{text}");
+            assert!(text.contains("journal.json"), "{text}");
+            assert!(text.contains("ciao-node reconcile"), "{text}");
+        }
+        drop(locked);
+        let reader = state.read().expect("read");
+        assert!(reader.journal().is_err());
+        assert_eq!(reader.nets().expect("nets"), vec![n]);
+        drop(reader);
+        assert_eq!(files(dir.path()), before, "the directory changed");
+        // Moved aside, the node is usable again and its other records are intact.
+        fs::rename(&journal, dir.path().join("journal.json.torn")).expect("move aside");
+        let locked = state.lock().expect("lock");
+        assert_eq!(locked.journal().expect("no journal"), None);
+        assert_eq!(locked.net("k").expect("net").map(|r| r.tunnel_id), Some(7));
     }
 
     #[test]

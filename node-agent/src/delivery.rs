@@ -21,6 +21,7 @@ use ssntp::frame::{event, kind, role, Frame};
 use ssntp::payloads::{ConcentratorInstanceAdded, Payload};
 use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::announce::{self, CnciKey};
@@ -101,6 +102,7 @@ impl Delivery {
                 anyhow::anyhow!("another ciao-node run holds {}: {e}", lock_path.display())
             })?;
         let mut attempt = 0;
+        let mut sessions: u64 = 0;
         loop {
             match ssntp::client::dial(
                 &self.scheduler,
@@ -113,10 +115,21 @@ impl Delivery {
             {
                 Ok(session) => {
                     attempt = 0;
-                    tracing::info!(scheduler = %session.server.uuid, node = %uuid, "connected");
-                    if let Err(e) = self.serve(&state, uuid, session).await {
-                        tracing::warn!("session ended: {e:#}");
+                    sessions += 1;
+                    // One span per session: every line it logs names the session and its peer.
+                    let span = tracing::info_span!(
+                        "session",
+                        n = sessions,
+                        scheduler = %session.server.uuid
+                    );
+                    async {
+                        tracing::info!(node = %uuid, "connected");
+                        if let Err(e) = self.serve(&state, uuid, session).await {
+                            tracing::warn!("session ended: {e:#}");
+                        }
                     }
+                    .instrument(span)
+                    .await;
                 }
                 Err(e) => tracing::warn!("cannot reach the scheduler at {}: {e}", self.scheduler),
             }
@@ -139,21 +152,24 @@ impl Delivery {
         // The reader passes on the CNCIs announced by the scheduler and notices a closed
         // session; each frame is bounded by the reader's message limit.
         let (announce_tx, mut announce_rx) = mpsc::channel::<Uuid>(ANNOUNCE_QUEUE);
-        let mut closed = tokio::spawn(async move {
-            loop {
-                match reader.frame().await {
-                    Ok(Some(frame)) => {
-                        if let Some(cnci) = announced_cnci(&frame) {
-                            if announce_tx.send(cnci).await.is_err() {
-                                return anyhow::anyhow!("the session is being closed");
+        let mut closed = tokio::spawn(
+            async move {
+                loop {
+                    match reader.frame().await {
+                        Ok(Some(frame)) => {
+                            if let Some(cnci) = announced_cnci(&frame) {
+                                if announce_tx.send(cnci).await.is_err() {
+                                    return anyhow::anyhow!("the session is being closed");
+                                }
                             }
                         }
+                        Ok(None) => return anyhow::anyhow!("the scheduler closed the session"),
+                        Err(e) => return anyhow::anyhow!(e),
                     }
-                    Ok(None) => return anyhow::anyhow!("the scheduler closed the session"),
-                    Err(e) => return anyhow::anyhow!(e),
                 }
             }
-        });
+            .in_current_span(),
+        );
         let result = self
             .deliver(state, agent, &mut writer, &mut closed, &mut announce_rx)
             .await;

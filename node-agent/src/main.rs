@@ -4,7 +4,7 @@
 //! directory per node; this tool shows it and reconciles it with the kernel (after a crash, a
 //! reboot, or workloads that vanished without a DEL).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -24,7 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the node's tenant subnets, VNICs and undelivered reports.
+    /// Print the node's tenant subnets, VNICs and undelivered reports, marking recorded links
+    /// the kernel no longer has. Read-only: writes nothing, not even a missing directory.
     Show {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -48,6 +49,9 @@ enum Command {
         /// Milliseconds between looks for new reports.
         #[arg(long, default_value_t = 200)]
         poll_ms: u64,
+        /// Log filter (tracing EnvFilter syntax, e.g. `info` or `ciao_node=debug`).
+        #[arg(long, env = "RUST_LOG", default_value = "info")]
+        log_level: String,
     },
     /// Finish or undo interrupted calls, re-create missing bridges and tunnels, drop VNICs whose
     /// workload is gone, remove stray links labelled as ours, release unowned addresses.
@@ -69,14 +73,14 @@ fn main() -> anyhow::Result<()> {
             cert,
             ca,
             poll_ms,
+            log_level,
         } => {
+            let filter = tracing_subscriber::EnvFilter::try_new(log_level)
+                .with_context(|| format!("log filter {log_level:?}"))?;
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
+                .with_env_filter(filter)
                 .init();
             let tls = ssntp::tls::client_config_from_files(cert, ca)
                 .context("TLS identity of the node")?;
@@ -94,14 +98,7 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(delivery.run())?;
         }
-        Command::Show { json } => {
-            let view = open()?.view().context("read node state")?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&view)?);
-            } else {
-                print_view(&view);
-            }
-        }
+        Command::Show { json } => show(&cli.state_dir, *json)?,
         Command::Reconcile => {
             let summary = open()?.reconcile().context("reconcile")?;
             println!("repaired subnets: {}", list(&summary.repaired_nets));
@@ -121,32 +118,123 @@ fn list(items: &[String]) -> String {
     }
 }
 
-fn print_view(view: &netcore::maintain::NodeView) {
-    println!("node {}", view.agent_uuid);
+/// Prints what the state directory records, read-only: showing never creates the directory
+/// or a node identity, and never finishes an interrupted call (the next change does).
+fn show(state_dir: &Path, json: bool) -> anyhow::Result<()> {
+    let view = netcore::inspect::inspect(state_dir)
+        .with_context(|| format!("read node state at {}", state_dir.display()))?;
+    match (view, json) {
+        (Some(view), true) => emit(&serde_json::to_string_pretty(&view)?)?,
+        (Some(view), false) => emit(&render(&view)?)?,
+        // The same shape as a state directory that records nothing.
+        (None, true) => emit(&serde_json::to_string_pretty(&serde_json::json!({
+            "state_dir": state_dir,
+            "agent_uuid": null,
+            "nets": [],
+            "pending_reports": [],
+            "interrupted": null,
+            "namespace_owner": null,
+        }))?)?,
+        (None, false) => emit(&format!(
+            "no ciao state at {}: nothing is attached on this node",
+            state_dir.display()
+        ))?,
+    }
+    Ok(())
+}
+
+/// Writes `text` and a newline to stdout; a reader that went away (`show | head`) is no error.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{}", text.trim_end_matches('\n')).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// " (missing)" after a recorded link that the kernel no longer has.
+fn mark(state: netcore::inspect::LinkState) -> &'static str {
+    match state {
+        netcore::inspect::LinkState::Present => "",
+        netcore::inspect::LinkState::Missing => " (missing)",
+    }
+}
+
+/// The text form of `show`.
+fn render(view: &netcore::inspect::NodeView) -> Result<String, std::fmt::Error> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    match view.agent_uuid {
+        Some(uuid) => writeln!(out, "node {uuid}")?,
+        None => writeln!(out, "node (no identity yet)")?,
+    }
+    if let Some(owner) = &view.namespace_owner {
+        writeln!(
+            out,
+            "warning: this network namespace is the node of {}, not of {}: link states below \
+             describe it (run show in the node's namespace)",
+            owner.display(),
+            view.state_dir.display()
+        )?;
+    }
+    if view.is_empty() {
+        writeln!(out, "nothing is attached on this node")?;
+    }
     for n in &view.nets {
         let c = &n.net.config;
-        println!(
-            "tenant {} subnet {}: bridge {} tunnel {} ({} id {} {} -> {}), mtu {}, {} vnic(s)",
+        writeln!(
+            out,
+            "tenant {} subnet {}: bridge {}{} tunnel {}{} ({} id {} {} -> {}), mtu {}, {} vnic(s)",
             c.tenant,
             c.subnet,
             n.net.bridge,
+            mark(n.bridge_state),
             n.net.tunnel,
+            mark(n.tunnel_state),
             c.tunnel_kind,
             n.net.tunnel_id,
             n.net.local_ip,
             c.cnci.ip,
             n.net.mtu,
             n.vnics.len()
-        );
+        )?;
         for v in &n.vnics {
-            println!("  {} {} {} port {}", v.id.key(), v.ip, v.mac, v.host_ifname);
+            let r = &v.record;
+            writeln!(
+                out,
+                "  {} {} {} port {}{}",
+                r.id.key(),
+                r.ip,
+                r.mac,
+                r.host_ifname,
+                mark(v.port)
+            )?;
         }
     }
-    println!("pending reports: {}", view.pending_reports.len());
+    writeln!(out, "pending reports: {}", view.pending_reports.len())?;
     for r in &view.pending_reports {
-        println!(
+        writeln!(
+            out,
             "  {:?} tenant {} subnet {} -> cnci {}",
             r.event, r.tenant_uuid, r.tenant_subnet, r.concentrator_uuid
-        );
+        )?;
     }
+    if let Some(journal) = &view.interrupted {
+        let text = serde_json::to_string(journal).unwrap_or_else(|e| e.to_string());
+        writeln!(
+            out,
+            "interrupted call (the next call finishes or undoes it): {text}"
+        )?;
+    }
+    if view
+        .nets
+        .iter()
+        .flat_map(|n| &n.vnics)
+        .any(|v| v.port == netcore::inspect::LinkState::Missing)
+    {
+        writeln!(
+            out,"a port marked (missing) belongs to a workload gone without a DEL: `ciao-node reconcile` detaches it")?;
+    }
+    Ok(out)
 }

@@ -18,6 +18,7 @@ use crate::certs::PeerIdentity;
 use crate::conn::ServerHello;
 use crate::conn::{read_connect, refuse, send_connected, ConnError, FrameReader, FrameWriter};
 use crate::frame::{command, error, event, kind, role, Frame};
+use crate::payloads::{NodeConnected, NodeConnectedEvent, NodeDisconnected, NodeType, Payload};
 use crate::ratelog::RateLimit;
 
 /// How a scheduler behaves.
@@ -135,13 +136,13 @@ pub struct Scheduler {
     drops: Arc<RateLimit>,
 }
 
-fn node_types(role_bits: u32) -> Vec<&'static str> {
+fn node_types(role_bits: u32) -> Vec<NodeType> {
     let mut out = Vec::new();
     if role_bits & role::AGENT != 0 {
-        out.push("compute_node");
+        out.push(NodeType::ComputeNode);
     }
     if role_bits & role::NETAGENT != 0 {
-        out.push("network_node");
+        out.push(NodeType::NetworkNode);
     }
     out
 }
@@ -232,14 +233,19 @@ impl Scheduler {
         self.lock().sessions.contains_key(&uuid.to_string())
     }
 
-    fn node_event(&self, operand: u8, node: &str, node_type: &str) -> Frame {
-        let key = if operand == event::NODE_CONNECTED {
-            "node_connected"
-        } else {
-            "node_disconnected"
+    /// NodeConnected or NodeDisconnected (by `operand`) for one role of a node, as the Go
+    /// scheduler sends them to controllers.
+    fn node_event(&self, operand: u8, node: &str, node_type: &NodeType) -> Frame {
+        let body = NodeConnectedEvent {
+            node_uuid: node.to_string(),
+            node_type: node_type.clone(),
         };
-        let payload = format!("{key}:\n  node_uuid: {node}\n  node_type: {node_type}\n");
-        Frame::new(kind::EVENT, operand, self.cfg.uuid, payload.into_bytes())
+        let payload = if operand == event::NODE_CONNECTED {
+            NodeConnected(body).to_yaml()
+        } else {
+            NodeDisconnected(body).to_yaml()
+        };
+        Frame::new(kind::EVENT, operand, self.cfg.uuid, payload)
     }
 
     /// Logs (rate-limited) a refused or dropped connection; the caller's span names the peer.
@@ -498,15 +504,17 @@ impl Scheduler {
                 // A new controller learns about every node already connected.
                 for (uuid, s) in &reg.sessions {
                     for t in node_types(s.role) {
-                        held_frames.push(self.node_event(event::NODE_CONNECTED, uuid, t));
+                        held_frames.push(self.node_event(event::NODE_CONNECTED, uuid, &t));
                     }
                 }
             }
             for t in node_types(role_bits) {
                 for c in reg.controllers.iter().filter(|c| *c != key) {
                     if let Some(s) = reg.sessions.get(c) {
-                        notices
-                            .push((s.tx.clone(), self.node_event(event::NODE_CONNECTED, key, t)));
+                        notices.push((
+                            s.tx.clone(),
+                            self.node_event(event::NODE_CONNECTED, key, &t),
+                        ));
                     }
                 }
             }
@@ -544,7 +552,7 @@ impl Scheduler {
                     if let Some(s) = reg.sessions.get(c) {
                         notices.push((
                             s.tx.clone(),
-                            self.node_event(event::NODE_DISCONNECTED, key, t),
+                            self.node_event(event::NODE_DISCONNECTED, key, &t),
                         ));
                     }
                 }
@@ -723,4 +731,27 @@ fn remember_user(reg: &mut Registry, cnci: &str, agent: &str) {
         .entry(cnci.to_string())
         .or_default()
         .insert(agent.to_string());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The typed payload writes the bytes the Go scheduler sends (and this one sent by hand).
+    #[test]
+    fn node_events_have_the_go_schedulers_bytes() {
+        let s = Scheduler::new(SchedulerConfig::new(Uuid::from_u128(1)));
+        let node = "67d0a5ea-3d6a-4b48-9a35-3d4c3bb6e9b0";
+        let frame = s.node_event(event::NODE_CONNECTED, node, &NodeType::ComputeNode);
+        assert_eq!(
+            String::from_utf8_lossy(&frame.payload),
+            format!("node_connected:\n  node_uuid: {node}\n  node_type: compute_node\n")
+        );
+        let frame = s.node_event(event::NODE_DISCONNECTED, node, &NodeType::NetworkNode);
+        assert_eq!(frame.operand, event::NODE_DISCONNECTED);
+        assert_eq!(
+            String::from_utf8_lossy(&frame.payload),
+            format!("node_disconnected:\n  node_uuid: {node}\n  node_type: network_node\n")
+        );
+    }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use ssntp::certs::{Authority, Names, Shape, Validity};
+use ssntp::certs::{write_pem, Authority, Names, Secrecy, Shape, Validity};
 use ssntp::tls::{ca_from_pem, client_config, ClientOptions, Identity};
 
 /// An anchor for `localhost`/127.0.0.1 whose files (`cert-scheduler-localhost.pem`,
@@ -28,12 +28,19 @@ impl LocalCa {
         let authority = Authority::new(Shape::Ciao, org, Validity::days(365), &localhost)
             .context("make the scheduler certificate")?;
         let dir = tempfile::tempdir().context("temporary directory")?;
-        let scheduler_pem = dir.path().join("cert-scheduler-localhost.pem");
-        let ca_pem = dir.path().join("CAcert-localhost.pem");
-        std::fs::write(&scheduler_pem, authority.anchor().combined_pem())
-            .with_context(|| format!("write {}", scheduler_pem.display()))?;
-        std::fs::write(&ca_pem, authority.cert_pem())
-            .with_context(|| format!("write {}", ca_pem.display()))?;
+        // Key files are 0600 from the moment they exist, as ciao-cert writes them.
+        let scheduler_pem = write_pem(
+            dir.path(),
+            "cert-scheduler-localhost.pem",
+            &authority.anchor().combined_pem(),
+            Secrecy::PrivateKey,
+        )?;
+        let ca_pem = write_pem(
+            dir.path(),
+            "CAcert-localhost.pem",
+            authority.cert_pem(),
+            Secrecy::Public,
+        )?;
         Ok(LocalCa {
             dir,
             scheduler_pem,
@@ -49,10 +56,12 @@ impl LocalCa {
             .authority
             .issue(roles, &Names::new(&["localhost"], &[]))
             .context("issue a certificate")?;
-        let path = self.dir.path().join(file_name);
-        std::fs::write(&path, issued.combined_pem())
-            .with_context(|| format!("write {}", path.display()))?;
-        Ok(path)
+        Ok(write_pem(
+            self.dir.path(),
+            file_name,
+            &issued.combined_pem(),
+            Secrecy::PrivateKey,
+        )?)
     }
 
     /// A client configuration presenting a new certificate of `roles`. Without `resumption`,

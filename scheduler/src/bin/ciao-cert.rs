@@ -8,7 +8,7 @@
 //! (`cert-scheduler-<host>.pem` in the ciao shape, where it is the scheduler's certificate;
 //! `ca-<host>.pem` in the modern shape), and `cert-<roles>-<host>.pem` per issued certificate:
 //! certificate and key in one PEM file, as ciao loads them. Files holding a private key are
-//! mode 0600 from the moment they exist (written to a 0600 temporary file, then renamed).
+//! mode 0600 from the moment they exist ([`ssntp::certs::write_pem`]).
 //!
 //!   ciao-cert issue --shape modern --anchor certs/ca-x.pem --role cnciagent --uuid <uuid> ...
 //!
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
-use ssntp::certs::{Authority, Names, Shape, Validity};
+use ssntp::certs::{write_pem, Authority, Names, Secrecy, Shape, Validity};
 use ssntp::frame::role;
 
 #[derive(Parser)]
@@ -106,40 +106,9 @@ fn role_bits(names: &[String]) -> anyhow::Result<u32> {
     Ok(bits)
 }
 
-/// Who may read a file: a private key is its owner's alone.
-#[derive(Clone, Copy)]
-enum Secrecy {
-    Public,
-    PrivateKey,
-}
-
-/// Writes `text` to `dir/name` atomically: a temporary file in `dir` (created 0600 by
-/// `tempfile`, and set to the final mode explicitly so no umask matters), synced, renamed over
-/// the target. A key is never readable by others, not even while it is being written.
+/// Writes one certificate file (see [`write_pem`]) and prints its path.
 fn write(dir: &Path, name: &str, text: &str, secrecy: Secrecy) -> anyhow::Result<PathBuf> {
-    use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let path = dir.join(name);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .tempfile_in(dir)
-        .with_context(|| format!("create a temporary file in {}", dir.display()))?;
-    let mode = match secrecy {
-        Secrecy::Public => 0o644,
-        Secrecy::PrivateKey => 0o600,
-    };
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("chmod {mode:o} {}", tmp.path().display()))?;
-    tmp.write_all(text.as_bytes())
-        .and_then(|()| tmp.as_file().sync_all())
-        .with_context(|| format!("write {}", tmp.path().display()))?;
-    tmp.persist(&path)
-        .with_context(|| format!("rename into {}", path.display()))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("sync {}", dir.display()))?;
+    let path = write_pem(dir, name, text, secrecy)?;
     println!("{}", path.display());
     Ok(path)
 }
