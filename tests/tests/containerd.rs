@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use testkit::{json, node_tool, plugin, require_root, unique, ComputeNode, TENANT_A};
 use serde_json::Value;
+use testkit::{json, node_tool, plugin, require_root, unique, ComputeNode, TENANT_A};
 
 const SUBNET: &str = "172.16.1.0/24";
 const IMAGE: &str = "localhost/ciao-test/busybox:latest";
