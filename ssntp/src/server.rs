@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::certs::PeerIdentity;
 use crate::conn::ServerHello;
 use crate::conn::{read_connect, refuse, send_connected, ConnError, FrameReader, FrameWriter};
-use crate::frame::{command, error, event, kind, role, Frame};
+use crate::frame::{command, error, event, kind, role, Frame, GobTime};
 use crate::payloads::{NodeConnected, NodeConnectedEvent, NodeDisconnected, NodeType, Payload};
 use crate::ratelog::RateLimit;
 
@@ -407,13 +407,18 @@ impl Scheduler {
             held,
         } = a;
         let write_timeout = self.cfg.write_timeout;
+        let own_uuid = self.cfg.uuid;
         let writer_kick = kick.clone();
         let writer_task = tokio::spawn(async move {
             let mut rx = rx;
             // Everything queued goes out in one write: one TLS record and syscall per batch.
             let mut batch = Vec::with_capacity(64);
             while rx.recv_many(&mut batch, 64).await > 0 {
-                for frame in &batch {
+                for frame in &mut batch {
+                    // As Go's session.Write: the send time on our path node, just before encoding.
+                    if frame.path_traced() {
+                        frame.record_send(&own_uuid, GobTime::now());
+                    }
                     writer.queue(frame);
                 }
                 batch.clear();
@@ -439,7 +444,13 @@ impl Scheduler {
                 _ = kick.notified() => break Ok(()),
             };
             match next {
-                Ok(Some(frame)) => self.route(&key, role_bits, &tx, frame).await,
+                Ok(Some(mut frame)) => {
+                    // As Go's session.Read: our path node with the receive time.
+                    if frame.path_traced() {
+                        frame.record_receive(self.cfg.uuid, role::SCHEDULER, GobTime::now());
+                    }
+                    self.route(&key, role_bits, &tx, frame).await
+                }
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             }
