@@ -18,14 +18,18 @@ use crate::certs::PeerIdentity;
 use crate::conn::ServerHello;
 use crate::conn::{read_connect, refuse, send_connected, ConnError, FrameReader, FrameWriter};
 use crate::frame::{command, error, event, kind, role, Frame, GobTime};
-use crate::payloads::{NodeConnected, NodeConnectedEvent, NodeDisconnected, NodeType, Payload};
+use crate::payloads::{
+    Configure, NodeConnected, NodeConnectedEvent, NodeDisconnected, NodeType, Payload,
+    PayloadError,
+};
 use crate::ratelog::RateLimit;
 
 /// How a scheduler behaves.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
     pub uuid: Uuid,
-    /// The CONNECTED payload (`configure:` YAML), replaced by a controller's CONFIGURE.
+    /// The CONNECTED payload (`configure:` YAML), replaced by a controller's valid CONFIGURE.
+    /// Never empty: a Go launcher without one exits. Default: [`Configure::cluster_default`].
     pub configuration: Vec<u8>,
     /// How long a new connection may take from its TCP accept to a complete CONNECT, the TLS
     /// handshake included (Go: 30 s for CONNECT alone, none for TLS).
@@ -53,7 +57,7 @@ impl SchedulerConfig {
     pub fn new(uuid: Uuid) -> Self {
         Self {
             uuid,
-            configuration: Vec::new(),
+            configuration: Configure::cluster_default().to_yaml(),
             handshake_timeout: HANDSHAKE_TIMEOUT,
             max_pending: MAX_PENDING,
             queue_depth: 256,
@@ -246,6 +250,22 @@ impl Scheduler {
             NodeDisconnected(body).to_yaml()
         };
         Frame::new(kind::EVENT, operand, self.cfg.uuid, payload)
+    }
+
+    /// ERROR InvalidConfiguration, which ciao defines for the scheduler to answer a bad
+    /// CONFIGURE with (the configuration stays as it was); the payload is the reason.
+    fn invalid_configuration(&self, reason: &PayloadError) -> Frame {
+        let mut body = serde_yaml_ng::Mapping::new();
+        body.insert("reason".into(), reason.to_string().into());
+        let payload = serde_yaml_ng::to_string(&body)
+            .map(String::into_bytes)
+            .unwrap_or_default();
+        Frame::new(
+            kind::ERROR,
+            error::INVALID_CONFIGURATION,
+            self.cfg.uuid,
+            payload,
+        )
     }
 
     /// Logs (rate-limited) a refused or dropped connection; the caller's span names the peer.
@@ -648,7 +668,13 @@ impl Scheduler {
             }
             (kind::COMMAND, command::CONFIGURE, _) => {
                 if from_role & role::CONTROLLER != 0 {
-                    reg.configuration = frame.payload.clone();
+                    match checked_configuration(&frame.payload) {
+                        Ok(()) => reg.configuration = frame.payload.clone(),
+                        Err(e) => {
+                            self.log_drop(from, frame, "invalid CONFIGURE");
+                            let _ = own.try_send(self.invalid_configuration(&e));
+                        }
+                    }
                 }
                 Vec::new()
             }
@@ -716,6 +742,13 @@ impl Scheduler {
             let _ = to.send(frame.clone()).await;
         }
     }
+}
+
+/// Whether a CONFIGURE payload may replace the configuration: it reads as Go reads it and
+/// its values pass [`crate::payloads::ConfigurePayload::validate`], so that nodes connecting
+/// later get one they can use.
+fn checked_configuration(payload: &[u8]) -> Result<(), PayloadError> {
+    Configure::from_yaml(payload)?.validate()
 }
 
 /// The queue of the CNCI session with exactly this UUID, if one is connected with the CNCI
