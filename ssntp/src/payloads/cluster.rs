@@ -106,6 +106,8 @@ impl Configure {
         };
         let file: Value = serde_yaml_ng::from_slice(yaml).map_err(yaml_error)?;
         check_known_keys(&file)?;
+        // Type errors reported against the operator's own lines, before the merge moves them.
+        Self::from_yaml(yaml)?;
         let defaults: Value =
             serde_yaml_ng::from_slice(&Self::cluster_default().to_yaml()).map_err(yaml_error)?;
         let merged = merge(defaults, file);
