@@ -19,8 +19,7 @@ use crate::conn::ServerHello;
 use crate::conn::{read_connect, refuse, send_connected, ConnError, FrameReader, FrameWriter};
 use crate::frame::{command, error, event, kind, role, Frame, GobTime};
 use crate::payloads::{
-    Configure, NodeConnected, NodeConnectedEvent, NodeDisconnected, NodeType, Payload,
-    PayloadError,
+    Configure, NodeConnected, NodeConnectedEvent, NodeDisconnected, NodeType, Payload, PayloadError,
 };
 use crate::ratelog::RateLimit;
 
@@ -179,6 +178,8 @@ enum Named {
     Cnci(Option<String>),
     /// ConcentratorInstanceAdded: the CNCI it announces.
     InstanceAdded(Option<String>),
+    /// CONFIGURE: whether its configuration may replace the current one.
+    Configure(Result<(), PayloadError>),
     Nothing,
 }
 
@@ -203,6 +204,7 @@ fn named(frame: &Frame) -> Named {
         (kind::EVENT, event::CONCENTRATOR_INSTANCE_ADDED) => {
             Named::InstanceAdded(one("concentrator_instance_added", "instance_uuid"))
         }
+        (kind::COMMAND, command::CONFIGURE) => Named::Configure(checked_configuration(p)),
         _ => Named::Nothing,
     }
 }
@@ -666,9 +668,9 @@ impl Scheduler {
                 }
                 to
             }
-            (kind::COMMAND, command::CONFIGURE, _) => {
+            (kind::COMMAND, command::CONFIGURE, Named::Configure(check)) => {
                 if from_role & role::CONTROLLER != 0 {
-                    match checked_configuration(&frame.payload) {
+                    match check {
                         Ok(()) => reg.configuration = frame.payload.clone(),
                         Err(e) => {
                             self.log_drop(from, frame, "invalid CONFIGURE");

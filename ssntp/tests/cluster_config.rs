@@ -44,7 +44,10 @@ fn the_default_is_ciaos_defaults_and_valid() {
     assert_eq!(String::from_utf8_lossy(&default.to_yaml()), DEFAULT_YAML);
     default.validate().expect("the default is valid");
     // Read back by the lenient (Go) parser and by the strict one: the same configuration.
-    assert_eq!(Configure::from_yaml(DEFAULT_YAML.as_bytes()).expect("parses"), default);
+    assert_eq!(
+        Configure::from_yaml(DEFAULT_YAML.as_bytes()).expect("parses"),
+        default
+    );
     assert_eq!(
         Configure::from_operator_yaml(DEFAULT_YAML.as_bytes()).expect("valid file"),
         default
@@ -67,7 +70,8 @@ fn keys_left_out_of_a_file_take_ciaos_defaults() {
 /// bytes (the CONNECTED payload of the capture, m07).
 #[test]
 fn the_go_schedulers_configuration_reads_back_to_its_bytes() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/ssntp-vectors");
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/ssntp-vectors");
     let stream = std::fs::read(dir.join("02-launcher-s2c.bin")).expect("02");
     let messages = FrameDecoder::new().decode_stream(&stream).expect("decode");
     let Some(Incoming::Connected(connected)) = messages.first() else {
@@ -80,21 +84,49 @@ fn the_go_schedulers_configuration_reads_back_to_its_bytes() {
 #[test]
 fn bad_files_are_refused_naming_the_key() {
     for (yaml, names) in [
-        ("configure:\n  launcher:\n    compute_nets: []\n", "configure.launcher.compute_nets"),
+        (
+            "configure:\n  launcher:\n    compute_nets: []\n",
+            "configure.launcher.compute_nets",
+        ),
         ("configure:\n  launchr: {}\n", "configure.launchr"),
         ("configure: {}\nextra: 1\n", "`extra`"),
-        ("configure:\n  launcher:\n    compute_net: [10.0.0.0/33]\n", "launcher.compute_net"),
-        ("configure:\n  launcher:\n    mgmt_net: [nope]\n", "launcher.mgmt_net"),
-        ("configure:\n  controller:\n    cnci_net: 192.168.0.0/16\n", "controller.cnci_net"),
-        ("configure:\n  controller:\n    ciao_port: 70000\n", "controller.ciao_port"),
-        ("configure:\n  controller:\n    ciao_port:\n", "controller.ciao_port"),
-        ("configure:\n  controller:\n    cnci_mem: -1\n", "controller.cnci_mem"),
-        ("configure:\n  controller:\n    ciao_port: abc\n", "ciao_port"),
+        (
+            "configure:\n  launcher:\n    compute_net: [10.0.0.0/33]\n",
+            "launcher.compute_net",
+        ),
+        (
+            "configure:\n  launcher:\n    mgmt_net: [nope]\n",
+            "launcher.mgmt_net",
+        ),
+        (
+            "configure:\n  controller:\n    cnci_net: 192.168.0.0/16\n",
+            "controller.cnci_net",
+        ),
+        (
+            "configure:\n  controller:\n    ciao_port: 70000\n",
+            "controller.ciao_port",
+        ),
+        (
+            "configure:\n  controller:\n    ciao_port:\n",
+            "controller.ciao_port",
+        ),
+        (
+            "configure:\n  controller:\n    cnci_mem: -1\n",
+            "controller.cnci_mem",
+        ),
+        (
+            "configure:\n  controller:\n    ciao_port: abc\n",
+            "ciao_port",
+        ),
         ("launcher: {}\n", "extra"),
         ("- 1\n", "configure"),
     ] {
         let err = refused(yaml);
-        let names = if names == "extra" { "`launcher`" } else { names };
+        let names = if names == "extra" {
+            "`launcher`"
+        } else {
+            names
+        };
         assert!(err.contains(names), "{yaml:?}: {err}");
     }
     assert!(refused("configure: [\n").contains("cluster configuration"));

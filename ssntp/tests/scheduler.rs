@@ -513,7 +513,10 @@ async fn connected_carries_the_default_and_only_a_valid_configure_replaces_it() 
         .expect("send");
     // (Node events about the compute nodes connected meanwhile are not the point here.)
     let errors = |frames: Vec<Frame>| -> Vec<Frame> {
-        frames.into_iter().filter(|f| f.kind == kind::ERROR).collect()
+        frames
+            .into_iter()
+            .filter(|f| f.kind == kind::ERROR)
+            .collect()
     };
     let reply = errors(barrier(&mut controller, me).await);
     assert_eq!(reply.len(), 1, "{reply:?}");
@@ -522,15 +525,27 @@ async fn connected_carries_the_default_and_only_a_valid_configure_replaces_it() 
         (kind::ERROR, error::INVALID_CONFIGURATION)
     );
     let reason = String::from_utf8_lossy(&reply[0].payload).into_owned();
-    assert!(reason.starts_with("reason: ") && reason.contains("launcher.compute_net"), "{reason}");
+    assert!(
+        reason.starts_with("reason: ") && reason.contains("launcher.compute_net"),
+        "{reason}"
+    );
     assert_eq!(connected_configuration(&s).await, default, "unchanged");
 
     let good = b"configure:\n  controller:\n    ciao_port: 8889\n  launcher:\n    compute_net: [10.1.0.0/16]\n".to_vec();
     controller
         .1
-        .frame(&Frame::new(kind::COMMAND, command::CONFIGURE, me, good.clone()))
+        .frame(&Frame::new(
+            kind::COMMAND,
+            command::CONFIGURE,
+            me,
+            good.clone(),
+        ))
         .await
         .expect("send");
     assert!(errors(barrier(&mut controller, me).await).is_empty());
-    assert_eq!(connected_configuration(&s).await, good, "kept as sent, as Go does");
+    assert_eq!(
+        connected_configuration(&s).await,
+        good,
+        "kept as sent, as Go does"
+    );
 }

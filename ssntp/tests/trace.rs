@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ssntp::frame::{
-    role, Encoder, Frame, FrameDecoder, FrameDefinitions, FrameTrace, GobTime, Incoming,
-    TraceNode, TRACE_FLAG,
+    role, Encoder, Frame, FrameDecoder, FrameDefinitions, FrameTrace, GobTime, Incoming, TraceNode,
+    TRACE_FLAG,
 };
 use uuid::Uuid;
 
@@ -75,16 +75,30 @@ fn our_path_node_decodes_back_with_its_times() {
     let back = frames(&encode(&frame)).remove(0);
     let trace = back.trace.expect("trace survives the round trip");
     assert_eq!(trace.path_length, 2);
-    assert_eq!(trace.path[0], sent.path[0], "the sender's node is untouched");
+    assert_eq!(
+        trace.path[0], sent.path[0],
+        "the sender's node is untouched"
+    );
     assert_eq!(trace.label, sent.label);
     let node = &trace.path[1];
     assert_eq!(node.uuid, SCHEDULER.as_bytes().to_vec());
     assert_eq!(node.role, role::SCHEDULER);
-    let rx = node.rx.as_ref().and_then(GobTime::to_system_time).expect("rx");
-    let tx = node.tx.as_ref().and_then(GobTime::to_system_time).expect("tx");
+    let rx = node
+        .rx
+        .as_ref()
+        .and_then(GobTime::to_system_time)
+        .expect("rx");
+    let tx = node
+        .tx
+        .as_ref()
+        .and_then(GobTime::to_system_time)
+        .expect("tx");
     assert!(before <= rx && rx <= tx && tx <= after, "{rx:?} {tx:?}");
     // Go's time.Now() on a UTC host: zone offset 0 minutes, not the UTC marker.
-    assert_eq!(node.rx.as_ref().map(|t| t.0[13..].to_vec()), Some(vec![0, 0]));
+    assert_eq!(
+        node.rx.as_ref().map(|t| t.0[13..].to_vec()),
+        Some(vec![0, 0])
+    );
 }
 
 #[test]

@@ -87,7 +87,14 @@ async fn a_traced_frame_arrives_with_the_schedulers_path_node() {
     let sched = Uuid::new_v4();
     let (_proc, addr) = start(dir.path(), &["--uuid", &sched.to_string()]);
     let (cnci, cn) = (Uuid::new_v4(), Uuid::new_v4());
-    let mut c = connect(dir.path(), &addr, "cert-cnciagent-cnci.pem", cnci, role::CNCIAGENT).await;
+    let mut c = connect(
+        dir.path(),
+        &addr,
+        "cert-cnciagent-cnci.pem",
+        cnci,
+        role::CNCIAGENT,
+    )
+    .await;
     let mut l = connect(dir.path(), &addr, "cert-agent-cn1.pem", cn, role::AGENT).await;
 
     let sent = traced_tenant_added(cn, cnci);
@@ -101,7 +108,10 @@ async fn a_traced_frame_arrives_with_the_schedulers_path_node() {
     let (ours, theirs) = (got.trace.expect("trace"), sent.trace.expect("trace"));
     assert_eq!((&ours.label, &ours.start), (&theirs.label, &theirs.start));
     assert_eq!((ours.path.len(), ours.path_length), (2, 2));
-    assert_eq!(ours.path[0], theirs.path[0], "the launcher's node is untouched");
+    assert_eq!(
+        ours.path[0], theirs.path[0],
+        "the launcher's node is untouched"
+    );
     let node = &ours.path[1];
     assert_eq!(node.uuid, sched.as_bytes().to_vec());
     assert_eq!(node.role, role::SCHEDULER);
@@ -125,23 +135,34 @@ async fn connected_carries_the_default_or_the_given_cluster_configuration() {
 
     let (_default, addr) = start(dir.path(), &[]);
     let s = connect(dir.path(), &addr, cert, Uuid::new_v4(), role::AGENT).await;
-    assert_eq!(s.server.configuration, Configure::cluster_default().to_yaml());
+    assert_eq!(
+        s.server.configuration,
+        Configure::cluster_default().to_yaml()
+    );
     let conf = Configure::from_yaml(&s.server.configuration).expect("a Go launcher reads it");
     assert!(conf.launcher.compute_net.is_empty() && conf.launcher.disk_limit);
 
     let file = dir.path().join("cluster.yaml");
     let text = "configure:\n  launcher:\n    compute_net:\n    - 10.99.0.0/24\n    mgmt_net: [10.98.0.0/16]\n";
     std::fs::write(&file, text).expect("write");
-    let (_given, addr) = start(dir.path(), &["--cluster-config", file.to_str().expect("utf-8")]);
+    let (_given, addr) = start(
+        dir.path(),
+        &["--cluster-config", file.to_str().expect("utf-8")],
+    );
     let s = connect(dir.path(), &addr, cert, Uuid::new_v4(), role::AGENT).await;
     let conf = Configure::from_yaml(&s.server.configuration).expect("parses");
     assert_eq!(conf.launcher.compute_net, ["10.99.0.0/24"]);
     assert_eq!(conf.launcher.mgmt_net, ["10.98.0.0/16"]);
-    assert_eq!(conf.controller.ciao_port, 8889, "keys left out take ciao's defaults");
+    assert_eq!(
+        conf.controller.ciao_port, 8889,
+        "keys left out take ciao's defaults"
+    );
     // Sent re-marshalled with every key, as the Go scheduler sends its file.
     assert_eq!(
         s.server.configuration,
-        Configure::from_operator_yaml(text.as_bytes()).expect("valid").to_yaml()
+        Configure::from_operator_yaml(text.as_bytes())
+            .expect("valid")
+            .to_yaml()
     );
 }
 
@@ -164,7 +185,10 @@ fn run_to_exit(args: &[String]) -> (bool, String) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = child.wait_with_output().expect("output");
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -173,10 +197,22 @@ fn a_bad_cluster_config_stops_the_scheduler_naming_the_key() {
     certificates(dir.path());
     let file = dir.path().join("cluster.yaml");
     for (text, key) in [
-        ("configure:\n  launcher:\n    compute_nets: []\n", "configure.launcher.compute_nets"),
-        ("configure:\n  launcher:\n    compute_net: [10.99.0.0/33]\n", "launcher.compute_net"),
-        ("configure:\n  controller:\n    ciao_port: abc\n", "ciao_port"),
-        ("configure:\n  controller:\n    cnci_net: nope\n", "controller.cnci_net"),
+        (
+            "configure:\n  launcher:\n    compute_nets: []\n",
+            "configure.launcher.compute_nets",
+        ),
+        (
+            "configure:\n  launcher:\n    compute_net: [10.99.0.0/33]\n",
+            "launcher.compute_net",
+        ),
+        (
+            "configure:\n  controller:\n    ciao_port: abc\n",
+            "ciao_port",
+        ),
+        (
+            "configure:\n  controller:\n    cnci_net: nope\n",
+            "controller.cnci_net",
+        ),
     ] {
         std::fs::write(&file, text).expect("write");
         let path = file.to_str().expect("utf-8");
@@ -186,6 +222,9 @@ fn a_bad_cluster_config_stops_the_scheduler_naming_the_key() {
             stderr.contains("--cluster-config") && stderr.contains(key),
             "{text:?}: {stderr}"
         );
-        assert!(!stderr.contains("listening on"), "it never listened: {stderr}");
+        assert!(
+            !stderr.contains("listening on"),
+            "it never listened: {stderr}"
+        );
     }
 }

@@ -30,7 +30,13 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ),
     (
         "launcher",
-        &["compute_net", "mgmt_net", "disk_limit", "mem_limit", "child_user"],
+        &[
+            "compute_net",
+            "mgmt_net",
+            "disk_limit",
+            "mem_limit",
+            "child_user",
+        ],
     ),
 ];
 
