@@ -91,14 +91,50 @@ impl GobTime {
     /// Seconds from 0001-01-01 to 1970-01-01.
     const UNIX_TO_GO: u64 = 62_135_596_800;
 
-    /// The UTC time `t` in Go's binary form.
-    pub fn from_system_time(t: std::time::SystemTime) -> Self {
+    /// Go's zone field for `time.UTC` (a `time.Time` made with `time.UTC`, `t.UTC()`).
+    const ZONE_UTC: [u8; 2] = [0xFF, 0xFF];
+
+    /// Go's zone field for `time.Local` on a host whose zone is UTC: offset 0 minutes.
+    const ZONE_LOCAL_UTC: [u8; 2] = [0x00, 0x00];
+
+    fn encode(t: std::time::SystemTime, zone: [u8; 2]) -> Self {
         let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let mut b = vec![1];
         b.extend_from_slice(&(d.as_secs() + Self::UNIX_TO_GO).to_be_bytes());
         b.extend_from_slice(&d.subsec_nanos().to_be_bytes());
-        b.extend_from_slice(&[0xFF, 0xFF]);
+        b.extend_from_slice(&zone);
         GobTime(b)
+    }
+
+    /// The UTC time `t` in Go's binary form (zone `time.UTC`).
+    pub fn from_system_time(t: std::time::SystemTime) -> Self {
+        Self::encode(t, Self::ZONE_UTC)
+    }
+
+    /// `t` as Go's `time.Now()` writes it on a host whose local zone is UTC: location Local,
+    /// offset 0 minutes (`00 00`, not the UTC marker). This is what the Go scheduler put in its
+    /// path nodes (reference/ssntp-vectors/13). The host's own zone is not consulted: the
+    /// instant is exact; only the zone Go would display differs on a host outside UTC.
+    pub fn local_utc(t: std::time::SystemTime) -> Self {
+        Self::encode(t, Self::ZONE_LOCAL_UTC)
+    }
+
+    /// Now, as [`GobTime::local_utc`] writes it.
+    pub fn now() -> Self {
+        Self::local_utc(std::time::SystemTime::now())
+    }
+
+    /// The instant, if this is Go's version-1 or -2 form at or after 1970 (the zone, which
+    /// does not change the instant, is ignored).
+    pub fn to_system_time(&self) -> Option<std::time::SystemTime> {
+        let b = &self.0;
+        if !matches!(b.first(), Some(1 | 2)) || b.len() < 15 {
+            return None;
+        }
+        let secs = u64::from_be_bytes(b.get(1..9)?.try_into().ok()?);
+        let nanos = u32::from_be_bytes(b.get(9..13)?.try_into().ok()?);
+        let unix = secs.checked_sub(Self::UNIX_TO_GO)?;
+        std::time::UNIX_EPOCH.checked_add(std::time::Duration::new(unix, nanos))
     }
 }
 
@@ -179,6 +215,44 @@ impl Frame {
     /// The protocol version, without the trace flag.
     pub fn version(&self) -> u8 {
         self.major & !TRACE_FLAG
+    }
+
+    /// Whether Go records the path of this frame (`Frame.PathTrace`): the flag and a trace.
+    /// A trace without the flag only carries a label.
+    pub fn path_traced(&self) -> bool {
+        self.major & TRACE_FLAG != 0 && self.trace.is_some()
+    }
+
+    /// What every Go peer does on reading a traced frame (`session.Read`): append its own path
+    /// node with the receive time. PathLength becomes the path's length, which for a consistent
+    /// frame is Go's `PathLength++` (wrapping at 256 like Go's uint8); an inconsistent count
+    /// from the sender is corrected instead of indexing outside the path as Go would.
+    pub fn record_receive(&mut self, node: uuid::Uuid, role: u32, rx: GobTime) {
+        if !self.path_traced() {
+            return;
+        }
+        if let Some(trace) = &mut self.trace {
+            trace.path.push(TraceNode {
+                uuid: node.as_bytes().to_vec(),
+                role,
+                tx: None,
+                rx: Some(rx),
+            });
+            trace.path_length = (trace.path.len() % 256) as u8;
+        }
+    }
+
+    /// What Go does on writing a traced frame (`session.Write`): stamp the send time on the last
+    /// path node. Only when that node is `node`'s own (appended by [`Frame::record_receive`]),
+    /// so that another hop's times are never overwritten.
+    pub fn record_send(&mut self, node: &uuid::Uuid, tx: GobTime) {
+        if !self.path_traced() {
+            return;
+        }
+        let last = self.trace.as_mut().and_then(|t| t.path.last_mut());
+        if let Some(last) = last.filter(|n| n.uuid == node.as_bytes()) {
+            last.tx = Some(tx);
+        }
     }
 }
 

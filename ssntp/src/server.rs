@@ -17,15 +17,18 @@ use uuid::Uuid;
 use crate::certs::PeerIdentity;
 use crate::conn::ServerHello;
 use crate::conn::{read_connect, refuse, send_connected, ConnError, FrameReader, FrameWriter};
-use crate::frame::{command, error, event, kind, role, Frame};
-use crate::payloads::{NodeConnected, NodeConnectedEvent, NodeDisconnected, NodeType, Payload};
+use crate::frame::{command, error, event, kind, role, Frame, GobTime};
+use crate::payloads::{
+    Configure, NodeConnected, NodeConnectedEvent, NodeDisconnected, NodeType, Payload, PayloadError,
+};
 use crate::ratelog::RateLimit;
 
 /// How a scheduler behaves.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
     pub uuid: Uuid,
-    /// The CONNECTED payload (`configure:` YAML), replaced by a controller's CONFIGURE.
+    /// The CONNECTED payload (`configure:` YAML), replaced by a controller's valid CONFIGURE.
+    /// Never empty: a Go launcher without one exits. Default: [`Configure::cluster_default`].
     pub configuration: Vec<u8>,
     /// How long a new connection may take from its TCP accept to a complete CONNECT, the TLS
     /// handshake included (Go: 30 s for CONNECT alone, none for TLS).
@@ -53,7 +56,7 @@ impl SchedulerConfig {
     pub fn new(uuid: Uuid) -> Self {
         Self {
             uuid,
-            configuration: Vec::new(),
+            configuration: Configure::cluster_default().to_yaml(),
             handshake_timeout: HANDSHAKE_TIMEOUT,
             max_pending: MAX_PENDING,
             queue_depth: 256,
@@ -175,6 +178,8 @@ enum Named {
     Cnci(Option<String>),
     /// ConcentratorInstanceAdded: the CNCI it announces.
     InstanceAdded(Option<String>),
+    /// CONFIGURE: whether its configuration may replace the current one.
+    Configure(Result<(), PayloadError>),
     Nothing,
 }
 
@@ -199,6 +204,7 @@ fn named(frame: &Frame) -> Named {
         (kind::EVENT, event::CONCENTRATOR_INSTANCE_ADDED) => {
             Named::InstanceAdded(one("concentrator_instance_added", "instance_uuid"))
         }
+        (kind::COMMAND, command::CONFIGURE) => Named::Configure(checked_configuration(p)),
         _ => Named::Nothing,
     }
 }
@@ -246,6 +252,22 @@ impl Scheduler {
             NodeDisconnected(body).to_yaml()
         };
         Frame::new(kind::EVENT, operand, self.cfg.uuid, payload)
+    }
+
+    /// ERROR InvalidConfiguration, which ciao defines for the scheduler to answer a bad
+    /// CONFIGURE with (the configuration stays as it was); the payload is the reason.
+    fn invalid_configuration(&self, reason: &PayloadError) -> Frame {
+        let mut body = serde_yaml_ng::Mapping::new();
+        body.insert("reason".into(), reason.to_string().into());
+        let payload = serde_yaml_ng::to_string(&body)
+            .map(String::into_bytes)
+            .unwrap_or_default();
+        Frame::new(
+            kind::ERROR,
+            error::INVALID_CONFIGURATION,
+            self.cfg.uuid,
+            payload,
+        )
     }
 
     /// Logs (rate-limited) a refused or dropped connection; the caller's span names the peer.
@@ -407,13 +429,18 @@ impl Scheduler {
             held,
         } = a;
         let write_timeout = self.cfg.write_timeout;
+        let own_uuid = self.cfg.uuid;
         let writer_kick = kick.clone();
         let writer_task = tokio::spawn(async move {
             let mut rx = rx;
             // Everything queued goes out in one write: one TLS record and syscall per batch.
             let mut batch = Vec::with_capacity(64);
             while rx.recv_many(&mut batch, 64).await > 0 {
-                for frame in &batch {
+                for frame in &mut batch {
+                    // As Go's session.Write: the send time on our path node, just before encoding.
+                    if frame.path_traced() {
+                        frame.record_send(&own_uuid, GobTime::now());
+                    }
                     writer.queue(frame);
                 }
                 batch.clear();
@@ -439,7 +466,13 @@ impl Scheduler {
                 _ = kick.notified() => break Ok(()),
             };
             match next {
-                Ok(Some(frame)) => self.route(&key, role_bits, &tx, frame).await,
+                Ok(Some(mut frame)) => {
+                    // As Go's session.Read: our path node with the receive time.
+                    if frame.path_traced() {
+                        frame.record_receive(self.cfg.uuid, role::SCHEDULER, GobTime::now());
+                    }
+                    self.route(&key, role_bits, &tx, frame).await
+                }
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             }
@@ -635,9 +668,15 @@ impl Scheduler {
                 }
                 to
             }
-            (kind::COMMAND, command::CONFIGURE, _) => {
+            (kind::COMMAND, command::CONFIGURE, Named::Configure(check)) => {
                 if from_role & role::CONTROLLER != 0 {
-                    reg.configuration = frame.payload.clone();
+                    match check {
+                        Ok(()) => reg.configuration = frame.payload.clone(),
+                        Err(e) => {
+                            self.log_drop(from, frame, "invalid CONFIGURE");
+                            let _ = own.try_send(self.invalid_configuration(&e));
+                        }
+                    }
                 }
                 Vec::new()
             }
@@ -705,6 +744,13 @@ impl Scheduler {
             let _ = to.send(frame.clone()).await;
         }
     }
+}
+
+/// Whether a CONFIGURE payload may replace the configuration: it reads as Go reads it and
+/// its values pass [`crate::payloads::ConfigurePayload::validate`], so that nodes connecting
+/// later get one they can use.
+fn checked_configuration(payload: &[u8]) -> Result<(), PayloadError> {
+    Configure::from_yaml(payload)?.validate()
 }
 
 /// The queue of the CNCI session with exactly this UUID, if one is connected with the CNCI

@@ -479,3 +479,73 @@ async fn a_uuid_in_use_is_only_taken_over_with_the_same_key() {
         "replaced: closed"
     );
 }
+
+/// Connects a compute node and returns the configuration its CONNECTED carried.
+async fn connected_configuration(s: &Scheduler) -> Vec<u8> {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let (sr, sw) = tokio::io::split(b);
+    let sched = s.clone();
+    tokio::spawn(async move {
+        let _ = sched.serve(sr, sw, identity(role::AGENT, "cn")).await;
+    });
+    let (cr, cw) = tokio::io::split(a);
+    let (mut r, mut w) = (FrameReader::new(cr), FrameWriter::new(cw));
+    client_handshake(&mut r, &mut w, Uuid::new_v4(), role::AGENT, role::SCHEDULER)
+        .await
+        .expect("handshake")
+        .configuration
+}
+
+#[tokio::test]
+async fn connected_carries_the_default_and_only_a_valid_configure_replaces_it() {
+    use ssntp::payloads::{Configure, Payload};
+    let s = scheduler();
+    let default = Configure::cluster_default().to_yaml();
+    assert_eq!(connected_configuration(&s).await, default);
+
+    let me = Uuid::new_v4();
+    let mut controller = connect(&s, me, role::CONTROLLER).await;
+    let bad = b"configure:\n  launcher:\n    compute_net: [10.1.0.0/99]\n".to_vec();
+    controller
+        .1
+        .frame(&Frame::new(kind::COMMAND, command::CONFIGURE, me, bad))
+        .await
+        .expect("send");
+    // (Node events about the compute nodes connected meanwhile are not the point here.)
+    let errors = |frames: Vec<Frame>| -> Vec<Frame> {
+        frames
+            .into_iter()
+            .filter(|f| f.kind == kind::ERROR)
+            .collect()
+    };
+    let reply = errors(barrier(&mut controller, me).await);
+    assert_eq!(reply.len(), 1, "{reply:?}");
+    assert_eq!(
+        (reply[0].kind, reply[0].operand),
+        (kind::ERROR, error::INVALID_CONFIGURATION)
+    );
+    let reason = String::from_utf8_lossy(&reply[0].payload).into_owned();
+    assert!(
+        reason.starts_with("reason: ") && reason.contains("launcher.compute_net"),
+        "{reason}"
+    );
+    assert_eq!(connected_configuration(&s).await, default, "unchanged");
+
+    let good = b"configure:\n  controller:\n    ciao_port: 8889\n  launcher:\n    compute_net: [10.1.0.0/16]\n".to_vec();
+    controller
+        .1
+        .frame(&Frame::new(
+            kind::COMMAND,
+            command::CONFIGURE,
+            me,
+            good.clone(),
+        ))
+        .await
+        .expect("send");
+    assert!(errors(barrier(&mut controller, me).await).is_empty());
+    assert_eq!(
+        connected_configuration(&s).await,
+        good,
+        "kept as sent, as Go does"
+    );
+}

@@ -3,11 +3,12 @@
 //! controller to CNCIs, CNCI events and errors to all controllers, and tells controllers about
 //! nodes. It does not place workloads (START, DELETE, EVACUATE are dropped).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use ssntp::payloads::{Configure, Payload};
 use ssntp::server::{Scheduler, SchedulerConfig};
 
 #[derive(Parser)]
@@ -25,9 +26,11 @@ struct Args {
     /// The scheduler's SSNTP UUID (random if not given).
     #[arg(long)]
     uuid: Option<uuid::Uuid>,
-    /// YAML sent to clients in CONNECTED (`configure:` ...).
-    #[arg(long)]
-    configuration: Option<PathBuf>,
+    /// The cluster configuration sent in CONNECTED: a `configure:` YAML file in the shape of
+    /// ciao's `payloads.Configure`, checked at start (an unknown key or a bad value is refused,
+    /// naming it). Keys left out take ciao's defaults; without the file, the defaults alone.
+    #[arg(long, visible_alias = "configuration")]
+    cluster_config: Option<PathBuf>,
     /// Seconds a new connection may take from TCP accept to a complete CONNECT, the TLS
     /// handshake included (`--connect-timeout` is the older name).
     #[arg(long, visible_alias = "connect-timeout", default_value_t = 10.0)]
@@ -62,6 +65,15 @@ fn raise_fd_limit() -> anyhow::Result<((u64, u64), (u64, u64))> {
     Ok(((soft, hard), now))
 }
 
+/// The CONNECTED payload from an operator's file: read strictly, sent as Go's scheduler sends
+/// its own (re-marshalled, every key present).
+fn cluster_config(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let text = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    let conf = Configure::from_operator_yaml(&text)
+        .with_context(|| format!("--cluster-config {}", path.display()))?;
+    Ok(conf.to_yaml())
+}
+
 fn init_logging(filter: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .with_context(|| format!("log filter {filter:?}"))?;
@@ -80,6 +92,11 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(&args.log_level)?;
+    // Checked first: a bad file is the operator's to fix before anything else happens.
+    let configuration = match &args.cluster_config {
+        Some(path) => Some(cluster_config(path)?),
+        None => None,
+    };
     let fd_limit = raise_fd_limit();
     let cert =
         std::fs::read(&args.cert).with_context(|| format!("read {}", args.cert.display()))?;
@@ -89,9 +106,8 @@ async fn main() -> anyhow::Result<()> {
     let tls = ssntp::tls::server_config(&ca, identity, &ssntp::tls::ServerOptions::default())
         .context("TLS configuration")?;
     let mut cfg = SchedulerConfig::new(args.uuid.unwrap_or_else(uuid::Uuid::new_v4));
-    if let Some(path) = &args.configuration {
-        cfg.configuration =
-            std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    if let Some(configuration) = configuration {
+        cfg.configuration = configuration;
     }
     cfg.handshake_timeout =
         Duration::try_from_secs_f64(args.handshake_timeout).context("--handshake-timeout")?;

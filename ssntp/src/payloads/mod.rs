@@ -18,6 +18,7 @@ use uuid::Uuid;
 #[macro_use]
 mod macros;
 
+mod cluster;
 mod cnci;
 mod configure;
 mod emit;
@@ -79,6 +80,14 @@ pub enum PayloadError {
     Missing {
         payload: &'static str,
         key: &'static str,
+    },
+    /// A key this project does not know (in an operator's file, where Go would ignore it and
+    /// the operator would believe it took effect).
+    #[error("{payload}: unknown key `{key}` (known here: {known})")]
+    UnknownKey {
+        payload: &'static str,
+        key: String,
+        known: String,
     },
     /// A key's value cannot be used.
     #[error("{payload} payload: key `{key}` {problem}: {value:?}")]
