@@ -84,15 +84,15 @@ impl CnciState {
 
     /// Whether a CNCI may move from `self` to `next`. Staying put is allowed (idempotent
     /// retries); `Gone` is final (a replacement is a new CNCI with a new uuid); `Retiring` is
-    /// entered only by deleting the tenant, and a retiring CNCI does not come back.
+    /// entered only by deleting the tenant (not through this check), and is left only to `Gone`.
     pub fn may_become(self, next: CnciState) -> bool {
         use CnciState::*;
         match (self, next) {
             _ if self == next => true,
             (Gone, _) => false,
             (_, Gone) => true,
-            (Retiring, _) => false,
-            (_, Retiring) => true,
+            // Deleting the tenant retires its CNCI; nothing else does, and nothing undoes it.
+            (Retiring, _) | (_, Retiring) => false,
             (Requested, Starting | Ready) => true,
             (Starting, Ready | Requested) => true,
             // A restarted CNCI (crash, node agent restart) passes through starting again.

@@ -39,11 +39,12 @@ pub fn live_or_placed_cnci(conn: &Connection, tenant: Uuid) -> Result<Cnci> {
     }
     let placement = conn
         .prepare_cached(
-            "SELECT n.uuid, n.underlay FROM network_nodes n,
-                 (SELECT COUNT(*) AS live FROM cncis c
-                  WHERE c.network_node = n.uuid AND c.state != 'gone') AS load
-             WHERE n.connected = 1 AND load.live < n.capacity
-             ORDER BY load.live, n.uuid LIMIT 1",
+            "SELECT uuid, underlay FROM (
+                 SELECT n.uuid, n.underlay, n.capacity,
+                     (SELECT COUNT(*) FROM cncis c
+                      WHERE c.network_node = n.uuid AND c.state != 'gone') AS live
+                 FROM network_nodes n WHERE n.connected = 1)
+             WHERE live < capacity ORDER BY live, uuid LIMIT 1",
         )?
         .query_row([], |row| {
             Ok((rows::text::<Uuid>(row, 0)?, rows::text::<Ipv4Addr>(row, 1)?))
