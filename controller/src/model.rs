@@ -175,3 +175,42 @@ pub struct PublicIpAssignment {
     pub private: Ipv4Addr,
     pub public: Ipv4Addr,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_their_text() {
+        for state in CnciState::ALL {
+            assert_eq!(state.as_str().parse::<CnciState>(), Ok(state));
+        }
+        for state in [TenantState::Active, TenantState::Deleting] {
+            assert_eq!(state.as_str().parse::<TenantState>(), Ok(state));
+        }
+        assert!("Ready".parse::<CnciState>().is_err());
+        assert!("gone ".parse::<TenantState>().is_err());
+    }
+
+    #[test]
+    fn a_cnci_moves_forward_and_gone_is_final() {
+        use CnciState::*;
+        let allowed = [
+            (Requested, Starting),
+            (Requested, Ready),
+            (Starting, Ready),
+            (Starting, Requested),
+            (Ready, Starting),
+            (Requested, Gone),
+            (Starting, Gone),
+            (Ready, Gone),
+            (Retiring, Gone),
+        ];
+        for from in CnciState::ALL {
+            for to in CnciState::ALL {
+                let expected = from == to || allowed.contains(&(from, to));
+                assert_eq!(from.may_become(to), expected, "{from} -> {to}");
+            }
+        }
+    }
+}

@@ -10,6 +10,8 @@ mod decide;
 mod ops;
 mod rows;
 pub mod schema;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
