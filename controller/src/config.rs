@@ -143,7 +143,12 @@ fn public_pools(raw: Vec<String>) -> Result<Vec<PublicPool>, ConfigError> {
 }
 
 fn scheduler(raw: Option<RawScheduler>) -> Result<SchedulerConfig, ConfigError> {
-    let raw = raw.ok_or_else(|| refuse("scheduler", "missing: the [scheduler] table with cert and ca is required"))?;
+    let raw = raw.ok_or_else(|| {
+        refuse(
+            "scheduler",
+            "missing: the [scheduler] table with cert and ca is required",
+        )
+    })?;
     let address = raw
         .address
         .unwrap_or_else(|| DEFAULT_SCHEDULER_ADDRESS.to_owned());

@@ -120,7 +120,14 @@ mod tests {
 
     #[test]
     fn bad_pools_are_refused() {
-        for bad in ["", "10.0.0.0/33", "10.0.0.1/24", "10.0.0.9-10.0.0.1", "a-b", "10.0.0.1"] {
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "10.0.0.1/24",
+            "10.0.0.9-10.0.0.1",
+            "a-b",
+            "10.0.0.1",
+        ] {
             let err = bad.parse::<PublicPool>().expect_err(bad);
             assert!(err.to_string().contains("is not a pool"), "{err}");
         }

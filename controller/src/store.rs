@@ -137,8 +137,11 @@ pub trait Store: Send + Sync {
     fn assign_public_ip(&self, tenant: Uuid, private: Ipv4Addr) -> Result<PublicIpAssignment>;
     /// Take back exactly `public` from `tenant`. `None` if it was not assigned (a retried
     /// release), an error if another tenant holds it.
-    fn release_public_ip(&self, tenant: Uuid, public: Ipv4Addr)
-        -> Result<Option<PublicIpAssignment>>;
+    fn release_public_ip(
+        &self,
+        tenant: Uuid,
+        public: Ipv4Addr,
+    ) -> Result<Option<PublicIpAssignment>>;
 
     fn network_nodes(&self) -> Result<Vec<NetworkNode>>;
     fn compute_nodes(&self) -> Result<Vec<ComputeNode>>;

@@ -100,7 +100,10 @@ fn a_compute_nodes_request_with_10k_tenants_x_5_subnets() {
     let nn = common::network_node(&store, 1, 2 * TENANTS);
     let started = Instant::now();
     fill(store.path(), nn);
-    println!("filled {TENANTS} tenants x {SUBNETS} subnets in {:?}", started.elapsed());
+    println!(
+        "filled {TENANTS} tenants x {SUBNETS} subnets in {:?}",
+        started.elapsed()
+    );
 
     // The node that hosts the subnet asks again (restart, reconnect): a read and no write.
     let mut times = Vec::with_capacity(SAMPLES);
@@ -135,7 +138,10 @@ fn a_compute_nodes_request_with_10k_tenants_x_5_subnets() {
             .request_subnet(tenant(t), subnet(0), TunnelKind::Vxlan, HOST)
             .expect("request");
         times.push(started.elapsed());
-        assert_eq!(answer.subnet.tunnel_id, TENANTS * SUBNETS + (t - TENANTS) + 1);
+        assert_eq!(
+            answer.subnet.tunnel_id,
+            TENANTS * SUBNETS + (t - TENANTS) + 1
+        );
     }
     report("new tenant (placement + id + synced commit)", times);
 

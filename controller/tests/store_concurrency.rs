@@ -64,7 +64,10 @@ fn one_cnci_and_one_tunnel_id_per_subnet_when_everyone_asks_at_once() {
             .insert(a.subnet.tunnel_id);
     }
     assert_eq!(ids.len(), 2);
-    assert!(ids.values().all(|set| set.len() == 1), "one id per subnet: {ids:?}");
+    assert!(
+        ids.values().all(|set| set.len() == 1),
+        "one id per subnet: {ids:?}"
+    );
     assert_ne!(ids["172.16.1.0/24"], ids["172.16.2.0/24"]);
     assert_eq!(rows(&setup, "cncis"), 1);
     assert_eq!(rows(&setup, "subnets"), 2);
@@ -79,7 +82,12 @@ fn new_tenants_at_once_are_spread_evenly_with_distinct_ids() {
     // Every caller a different tenant with the same subnet.
     let answers = at_once(setup.path(), |_, store| {
         store
-            .request_subnet(Uuid::new_v4(), net("10.0.0.0/24"), TunnelKind::Vxlan, Uuid::nil())
+            .request_subnet(
+                Uuid::new_v4(),
+                net("10.0.0.0/24"),
+                TunnelKind::Vxlan,
+                Uuid::nil(),
+            )
             .expect("request")
     });
     let ids: HashSet<_> = answers.iter().map(|a| a.subnet.tunnel_id).collect();

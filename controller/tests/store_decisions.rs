@@ -34,10 +34,12 @@ fn nodes_are_learnt_updated_and_disconnected() {
             capacity: 3,
         })
         .expect("reconnect");
-    assert_eq!(store.network_nodes().expect("list"), [again.clone()]);
+    assert_eq!(store.network_nodes().expect("list"), [again]);
     store.node_disconnected(nn).expect("nn down");
     store.node_disconnected(CN1).expect("cn down");
-    store.node_disconnected(Uuid::from_u128(0xdead)).expect("unknown node is ignored");
+    store
+        .node_disconnected(Uuid::from_u128(0xdead))
+        .expect("unknown node is ignored");
     let nodes = store.network_nodes().expect("list");
     assert_eq!(nodes.len(), 1);
     assert!(!nodes[0].connected);
@@ -68,10 +70,17 @@ fn placement_picks_the_connected_node_with_fewest_cncis_and_room() {
     assert_eq!(cnci.underlay, ip("192.0.2.2"));
     let err = store.ensure_cnci(tenant(5)).expect_err("nn2 is full");
     assert!(matches!(err, StoreError::NoNetworkNode), "{err}");
-    assert_eq!(store.tenant(tenant(5)).expect("read"), None, "nothing half-made");
+    assert_eq!(
+        store.tenant(tenant(5)).expect("read"),
+        None,
+        "nothing half-made"
+    );
     // A node that comes back is used again.
     network_node(&store, 1, 3);
-    assert_eq!(store.ensure_cnci(tenant(5)).expect("placed").network_node, nn1);
+    assert_eq!(
+        store.ensure_cnci(tenant(5)).expect("placed").network_node,
+        nn1
+    );
 }
 
 #[test]
@@ -96,7 +105,10 @@ fn no_network_node_refuses_a_new_tenant_and_leaves_nothing() {
     let err = store
         .request_subnet(tenant(1), net("10.0.0.0/24"), TunnelKind::Vxlan, CN1)
         .expect_err("no network node");
-    assert_eq!(err.to_string(), "no connected network node with room for another CNCI");
+    assert_eq!(
+        err.to_string(),
+        "no connected network node with room for another CNCI"
+    );
     for table in ["tenants", "cncis", "subnets", "subnet_nodes", "counters"] {
         assert_eq!(rows(&store, table), 0, "{table}");
     }
@@ -131,7 +143,9 @@ fn tunnel_ids_are_unique_stable_and_in_range() {
     let subnets = store.subnets(tenant(1)).expect("list");
     assert_eq!(subnets.len(), 3);
     assert_eq!(
-        store.subnet_nodes(tenant(1), net("10.0.0.0/24")).expect("hosts"),
+        store
+            .subnet_nodes(tenant(1), net("10.0.0.0/24"))
+            .expect("hosts"),
         [CN1, CN2]
     );
 }
@@ -156,10 +170,15 @@ fn an_overlapping_subnet_is_refused_naming_the_other() {
     let err = store
         .request_subnet(tenant(1), net("10.2.0.1/24"), TunnelKind::Vxlan, CN2)
         .expect_err("host bits");
-    assert!(err.to_string().contains("its network is 10.2.0.0/24"), "{err}");
+    assert!(
+        err.to_string().contains("its network is 10.2.0.0/24"),
+        "{err}"
+    );
     assert_eq!((rows(&store, "subnets"), rows(&store, "counters")), before);
     assert_eq!(
-        store.subnet_nodes(tenant(1), net("10.0.0.0/16")).expect("hosts"),
+        store
+            .subnet_nodes(tenant(1), net("10.0.0.0/16"))
+            .expect("hosts"),
         [CN1],
         "a refused request records no host"
     );
@@ -189,7 +208,11 @@ fn cnci_states_move_forward_only() {
     let err = store
         .set_cnci_state(cnci.uuid, CnciState::Requested, None)
         .expect_err("backwards");
-    assert!(err.to_string().contains("cannot go from ready to requested"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("cannot go from ready to requested"),
+        "{err}"
+    );
     let err = store
         .set_cnci_state(cnci.uuid, CnciState::Retiring, None)
         .expect_err("only deletion retires");
@@ -207,7 +230,10 @@ fn cnci_states_move_forward_only() {
     let err = store
         .set_cnci_state(Uuid::from_u128(9), CnciState::Ready, None)
         .expect_err("unknown");
-    assert_eq!(err.to_string(), format!("unknown CNCI {}", Uuid::from_u128(9)));
+    assert_eq!(
+        err.to_string(),
+        format!("unknown CNCI {}", Uuid::from_u128(9))
+    );
 }
 
 #[test]
@@ -224,16 +250,24 @@ fn a_deleted_tenant_retires_its_cnci_once_no_workload_remains() {
     store
         .request_subnet(t, net("10.0.0.0/24"), TunnelKind::Vxlan, CN2)
         .expect("cn2");
-    store.assign_public_ip(t, ip("10.0.0.5")).expect("public ip");
+    store
+        .assign_public_ip(t, ip("10.0.0.5"))
+        .expect("public ip");
     let err = store.delete_tenant(tenant(9)).expect_err("unknown");
     assert_eq!(err.to_string(), format!("unknown tenant {}", tenant(9)));
 
     store.delete_tenant(t).expect("delete");
     store.delete_tenant(t).expect("delete again");
-    assert_eq!(store.tenant(t).expect("read").map(|t| t.state), Some(TenantState::Deleting));
+    assert_eq!(
+        store.tenant(t).expect("read").map(|t| t.state),
+        Some(TenantState::Deleting)
+    );
     let cnci = &store.cncis().expect("list")[0];
     assert_eq!(cnci.state, CnciState::Retiring);
-    assert!(store.cncis_to_stop().expect("list").is_empty(), "workloads remain");
+    assert!(
+        store.cncis_to_stop().expect("list").is_empty(),
+        "workloads remain"
+    );
     let err = store
         .request_subnet(t, net("10.0.0.0/24"), TunnelKind::Vxlan, CN1)
         .expect_err("deleting");
@@ -243,10 +277,19 @@ fn a_deleted_tenant_retires_its_cnci_once_no_workload_remains() {
         Err(StoreError::TenantDeleting(_))
     ));
 
-    store.subnet_left(t, net("10.0.0.0/24"), CN1).expect("cn1 left");
-    assert!(store.cncis_to_stop().expect("list").is_empty(), "cn2 still hosts it");
-    store.subnet_left(t, net("10.0.0.0/24"), CN2).expect("cn2 left");
-    store.subnet_left(t, net("10.0.0.0/24"), CN2).expect("again");
+    store
+        .subnet_left(t, net("10.0.0.0/24"), CN1)
+        .expect("cn1 left");
+    assert!(
+        store.cncis_to_stop().expect("list").is_empty(),
+        "cn2 still hosts it"
+    );
+    store
+        .subnet_left(t, net("10.0.0.0/24"), CN2)
+        .expect("cn2 left");
+    store
+        .subnet_left(t, net("10.0.0.0/24"), CN2)
+        .expect("again");
     let to_stop = store.cncis_to_stop().expect("list");
     assert_eq!(to_stop.len(), 1);
     assert_eq!(to_stop[0].uuid, a.cnci.uuid);
@@ -270,7 +313,9 @@ fn public_ips_are_assigned_from_the_pools_and_released_exactly() {
             .request_subnet(t, net("10.0.0.0/24"), TunnelKind::Vxlan, CN1)
             .expect("subnet");
     }
-    let err = store.assign_public_ip(t1, ip("10.0.0.2")).expect_err("no pool");
+    let err = store
+        .assign_public_ip(t1, ip("10.0.0.2"))
+        .expect_err("no pool");
     assert_eq!(err.to_string(), "no public IP pool is configured");
     let pools: Vec<PublicPool> = ["203.0.113.0/31", "198.51.100.7-198.51.100.7"]
         .iter()
@@ -281,32 +326,60 @@ fn public_ips_are_assigned_from_the_pools_and_released_exactly() {
 
     let first = store.assign_public_ip(t1, ip("10.0.0.2")).expect("first");
     assert_eq!(first.public, ip("203.0.113.0"));
-    assert_eq!(store.assign_public_ip(t1, ip("10.0.0.2")).expect("again"), first);
-    let second = store.assign_public_ip(t2, ip("10.0.0.2")).expect("same private, t2");
+    assert_eq!(
+        store.assign_public_ip(t1, ip("10.0.0.2")).expect("again"),
+        first
+    );
+    let second = store
+        .assign_public_ip(t2, ip("10.0.0.2"))
+        .expect("same private, t2");
     assert_eq!(second.public, ip("203.0.113.1"));
     let third = store.assign_public_ip(t1, ip("10.0.0.3")).expect("third");
     assert_eq!(third.public, ip("198.51.100.7"));
 
-    let err = store.assign_public_ip(t1, ip("10.0.0.4")).expect_err("exhausted");
+    let err = store
+        .assign_public_ip(t1, ip("10.0.0.4"))
+        .expect_err("exhausted");
     assert_eq!(
         err.to_string(),
         "every public IP pool is exhausted (203.0.113.0/31, 198.51.100.7-198.51.100.7)"
     );
-    let err = store.assign_public_ip(t1, ip("10.9.0.1")).expect_err("outside");
+    let err = store
+        .assign_public_ip(t1, ip("10.9.0.1"))
+        .expect_err("outside");
     assert_eq!(
         err.to_string(),
         format!("address 10.9.0.1 is in none of tenant {t1}'s subnets")
     );
-    let err = store.assign_public_ip(tenant(7), ip("10.0.0.1")).expect_err("unknown");
+    let err = store
+        .assign_public_ip(tenant(7), ip("10.0.0.1"))
+        .expect_err("unknown");
     assert!(matches!(err, StoreError::UnknownTenant(_)), "{err}");
     assert_eq!(rows(&store, "public_ips"), 3, "refusals made nothing");
 
     // A tenant cannot release another's address; release takes back exactly that one.
-    let err = store.release_public_ip(t2, first.public).expect_err("not t2's");
-    assert!(err.to_string().contains(&format!("assigned to tenant {t1}")), "{err}");
-    assert_eq!(store.release_public_ip(t1, first.public).expect("release"), Some(first.clone()));
-    assert_eq!(store.release_public_ip(t1, first.public).expect("retried"), None);
-    let left: Vec<_> = store.public_ips().expect("list").iter().map(|a| a.public).collect();
+    let err = store
+        .release_public_ip(t2, first.public)
+        .expect_err("not t2's");
+    assert!(
+        err.to_string()
+            .contains(&format!("assigned to tenant {t1}")),
+        "{err}"
+    );
+    assert_eq!(
+        store.release_public_ip(t1, first.public).expect("release"),
+        Some(first.clone())
+    );
+    assert_eq!(
+        store.release_public_ip(t1, first.public).expect("retried"),
+        None
+    );
+    let left: Vec<_> = store
+        .public_ips()
+        .expect("list")
+        .iter()
+        .map(|a| a.public)
+        .collect();
     assert_eq!(left, [ip("198.51.100.7"), ip("203.0.113.1")]);
     // The freed address is handed out again.
     let reused = store.assign_public_ip(t1, ip("10.0.0.9")).expect("reuse");
@@ -342,5 +415,8 @@ fn lists_show_what_was_decided() {
     let err = store
         .subnet_nodes(tenant(1), net("10.9.0.0/24"))
         .expect_err("unknown subnet");
-    assert!(err.to_string().contains("unknown subnet 10.9.0.0/24"), "{err}");
+    assert!(
+        err.to_string().contains("unknown subnet 10.9.0.0/24"),
+        "{err}"
+    );
 }

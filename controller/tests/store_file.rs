@@ -51,7 +51,10 @@ fn reopening_gives_the_same_state() {
         .expect("again");
     assert_eq!(again.subnet, a.subnet);
     assert_eq!(again.cnci.uuid, a.cnci.uuid);
-    assert_eq!(store.assign_public_ip(tenant, ip("10.0.0.2")).expect("ip"), public);
+    assert_eq!(
+        store.assign_public_ip(tenant, ip("10.0.0.2")).expect("ip"),
+        public
+    );
     // The counter survived too: the next subnet gets a new id.
     let next = store
         .request_subnet(tenant, net("10.0.1.0/24"), TunnelKind::Vxlan, CN)
@@ -89,8 +92,11 @@ fn a_version_1_file_is_migrated_and_keeps_its_decisions() {
             [nn.to_string()],
         )
         .expect("nn");
-        conn.execute("INSERT INTO tenants VALUES (?1, 'active')", [tenant.to_string()])
-            .expect("tenant");
+        conn.execute(
+            "INSERT INTO tenants VALUES (?1, 'active')",
+            [tenant.to_string()],
+        )
+        .expect("tenant");
         conn.execute(
             "INSERT INTO cncis VALUES (?1, ?2, ?3, '192.0.2.1', 'ready')",
             [cnci.to_string(), tenant.to_string(), nn.to_string()],
@@ -111,7 +117,12 @@ fn a_version_1_file_is_migrated_and_keeps_its_decisions() {
         .expect("existing subnet");
     assert_eq!((a.cnci.uuid, a.subnet.tunnel_id), (cnci, 7));
     // Version 2's tables work on the migrated file.
-    assert_eq!(store.subnet_nodes(tenant, net("10.0.0.0/24")).expect("hosts"), [CN]);
+    assert_eq!(
+        store
+            .subnet_nodes(tenant, net("10.0.0.0/24"))
+            .expect("hosts"),
+        [CN]
+    );
     store
         .set_public_pools(&["203.0.113.0/30".parse().expect("pool")])
         .expect("pools");
@@ -160,7 +171,10 @@ fn a_corrupt_file_is_refused_and_left_untouched() {
     };
     let text = err.to_string();
     assert!(
-        text.starts_with(&format!("store {} is not a ciao controller store:", path.display())),
+        text.starts_with(&format!(
+            "store {} is not a ciao controller store:",
+            path.display()
+        )),
         "{text}"
     );
     assert_eq!(std::fs::read(&path).expect("read back"), garbage);
@@ -178,7 +192,8 @@ fn another_programs_database_is_refused() {
         Ok(_) => panic!("a foreign database must be refused"),
     };
     assert!(
-        err.to_string().contains("it has tables but no schema_version"),
+        err.to_string()
+            .contains("it has tables but no schema_version"),
         "{err}"
     );
     let conn = Connection::open(&path).expect("raw");

@@ -41,7 +41,10 @@ fn every_key_is_read() {
     assert_eq!(pools, ["203.0.113.0/30", "198.51.100.10-198.51.100.11"]);
     assert!(config.public_pools[1].contains(Ipv4Addr::new(198, 51, 100, 11)));
     assert_eq!(config.scheduler.address, "[::1]:18888");
-    assert_eq!(config.scheduler.server_name.as_deref(), Some("sched.example"));
+    assert_eq!(
+        config.scheduler.server_name.as_deref(),
+        Some("sched.example")
+    );
 }
 
 #[test]
@@ -57,7 +60,12 @@ fn missing_certificates_are_named() {
 
 #[test]
 fn a_pool_that_is_not_a_cidr_or_range_is_named() {
-    for bad in ["\"10.0.0.0/33\"", "\"10.0.0.1/24\"", "\"x\"", "\"10.0.0.9-10.0.0.1\""] {
+    for bad in [
+        "\"10.0.0.0/33\"",
+        "\"10.0.0.1/24\"",
+        "\"x\"",
+        "\"10.0.0.9-10.0.0.1\"",
+    ] {
         let text = format!("public_pools = [\"192.0.2.0/28\", {bad}]\n{CERTS}");
         let err = refused(&text);
         assert!(err.contains("config key public_pools[1]:"), "{err}");
@@ -70,7 +78,10 @@ fn overlapping_pools_are_named() {
     let text = format!("public_pools = [\"10.0.0.0/24\", \"10.0.0.200-10.0.1.5\"]\n{CERTS}");
     let err = refused(&text);
     assert!(err.contains("config key public_pools[1]:"), "{err}");
-    assert!(err.contains("overlaps public_pools[0] (10.0.0.0/24)"), "{err}");
+    assert!(
+        err.contains("overlaps public_pools[0] (10.0.0.0/24)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -91,7 +102,10 @@ fn a_bad_scheduler_address_is_named() {
     for bad in ["sched", ":8888", "sched:0", "sched:99999", "sched:http"] {
         let text = format!("[scheduler]\naddress = \"{bad}\"\ncert = \"c\"\nca = \"a\"\n");
         let err = refused(&text);
-        assert!(err.contains("config key scheduler.address:"), "{bad}: {err}");
+        assert!(
+            err.contains("config key scheduler.address:"),
+            "{bad}: {err}"
+        );
     }
     let text = "[scheduler]\nserver_name = \"\"\ncert = \"c\"\nca = \"a\"\n";
     assert!(refused(text).contains("config key scheduler.server_name"));
@@ -113,5 +127,7 @@ fn unknown_keys_and_wrong_types_are_named() {
 fn a_missing_file_is_named() {
     let err = ControllerConfig::load(Path::new("/nonexistent/ciao-controller.toml"))
         .expect_err("missing file");
-    assert!(err.to_string().contains("/nonexistent/ciao-controller.toml"));
+    assert!(err
+        .to_string()
+        .contains("/nonexistent/ciao-controller.toml"));
 }

@@ -86,7 +86,9 @@ impl SqliteStore {
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic inside a transaction rolled it back when it unwound: the connection is sound.
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Run `decide` in one write transaction: committed (durably) if it returns Ok, rolled

@@ -159,9 +159,11 @@ impl Store for SqliteStore {
             }
         }
         self.write(|tx| {
-            let assigned = rows::all(tx, "SELECT tenant, private, public FROM public_ips", |row| {
-                rows::public_ip(row)
-            })?;
+            let assigned = rows::all(
+                tx,
+                "SELECT tenant, private, public FROM public_ips",
+                rows::public_ip,
+            )?;
             if let Some(orphan) = assigned
                 .iter()
                 .find(|a| !pools.iter().any(|p| p.contains(a.public)))
@@ -228,7 +230,13 @@ impl Store for SqliteStore {
     }
 
     fn tenants(&self) -> Result<Vec<Tenant>> {
-        self.read(|tx| rows::all(tx, "SELECT uuid, state FROM tenants ORDER BY uuid", rows::tenant))
+        self.read(|tx| {
+            rows::all(
+                tx,
+                "SELECT uuid, state FROM tenants ORDER BY uuid",
+                rows::tenant,
+            )
+        })
     }
 
     fn tenant(&self, tenant: Uuid) -> Result<Option<Tenant>> {
@@ -236,7 +244,10 @@ impl Store for SqliteStore {
     }
 
     fn cncis(&self) -> Result<Vec<Cnci>> {
-        let sql = format!("SELECT {} FROM cncis ORDER BY tenant, uuid", rows::CNCI_COLUMNS);
+        let sql = format!(
+            "SELECT {} FROM cncis ORDER BY tenant, uuid",
+            rows::CNCI_COLUMNS
+        );
         self.read(|tx| rows::all(tx, &sql, rows::cnci))
     }
 

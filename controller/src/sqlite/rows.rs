@@ -140,13 +140,8 @@ pub fn pools(conn: &Connection) -> Result<Vec<PublicPool>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub fn public_ip_of(
-    conn: &Connection,
-    public: Ipv4Addr,
-) -> Result<Option<PublicIpAssignment>> {
+pub fn public_ip_of(conn: &Connection, public: Ipv4Addr) -> Result<Option<PublicIpAssignment>> {
     let mut stmt =
         conn.prepare_cached("SELECT tenant, private, public FROM public_ips WHERE public = ?1")?;
-    Ok(stmt
-        .query_row([public.to_string()], public_ip)
-        .optional()?)
+    Ok(stmt.query_row([public.to_string()], public_ip).optional()?)
 }

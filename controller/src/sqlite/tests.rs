@@ -19,7 +19,11 @@ fn hold(store: &SqliteStore, t: u128, id: u32) {
         .lock()
         .execute(
             "INSERT INTO subnets VALUES (?1, ?2, 'vxlan', ?3)",
-            params![uuid::Uuid::from_u128(t).to_string(), format!("10.0.{id}.0/24"), id],
+            params![
+                uuid::Uuid::from_u128(t).to_string(),
+                format!("10.0.{id}.0/24"),
+                id
+            ],
         )
         .expect("subnet");
 }

@@ -41,6 +41,8 @@ pub fn ip(text: &str) -> Ipv4Addr {
 /// The number of rows of `table` in the store file, read through a separate connection.
 pub fn rows(store: &SqliteStore, table: &str) -> i64 {
     let conn = rusqlite::Connection::open(store.path()).expect("second connection");
-    conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| row.get(0))
-        .expect("count rows")
+    conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+        row.get(0)
+    })
+    .expect("count rows")
 }
