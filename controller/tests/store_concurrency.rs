@@ -101,3 +101,24 @@ fn new_tenants_at_once_are_spread_evenly_with_distinct_ids() {
         assert_eq!(per_node[&node], CALLERS / 3, "{per_node:?}");
     }
 }
+
+#[test]
+fn many_controllers_creating_the_store_at_once_all_open_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join(ciao_controller::STORE_FILE);
+    let barrier = Arc::new(Barrier::new(CALLERS));
+    let threads: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let (barrier, path) = (barrier.clone(), path.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                let store = SqliteStore::open(&path).expect("open a file being created");
+                store.schema_version().expect("version")
+            })
+        })
+        .collect();
+    for t in threads {
+        let version = t.join().expect("opener thread");
+        assert_eq!(version, ciao_controller::sqlite::schema::SCHEMA_VERSION);
+    }
+}
