@@ -177,6 +177,9 @@ fn check_address(address: &str) -> Result<(), String> {
     if host.is_empty() || host.trim() != host {
         return Err(format!("{address:?} has no host"));
     }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(format!("{address:?}: an IPv6 host is written [addr]:port"));
+    }
     match port.parse::<u16>() {
         Ok(port) if port > 0 => Ok(()),
         _ => Err(format!("{address:?} has no valid port (1-65535)")),

@@ -420,3 +420,26 @@ fn lists_show_what_was_decided() {
         "{err}"
     );
 }
+
+#[test]
+fn a_tenant_without_a_live_cnci_is_forgotten_at_once() {
+    let (_dir, store) = store();
+    network_node(&store, 1, 10);
+    let t = tenant(1);
+    let a = store
+        .request_subnet(t, net("10.0.0.0/24"), TunnelKind::Vxlan, CN1)
+        .expect("subnet");
+    store
+        .set_cnci_state(a.cnci.uuid, CnciState::Gone, None)
+        .expect("lost");
+    store.delete_tenant(t).expect("delete");
+    assert_eq!(store.tenant(t).expect("read"), None);
+    for table in ["cncis", "subnets", "subnet_nodes", "tenants"] {
+        assert_eq!(rows(&store, table), 0, "{table}");
+    }
+    // Its tunnel id is free again, but the next subnet still gets a new one.
+    let b = store
+        .request_subnet(tenant(2), net("10.0.0.0/24"), TunnelKind::Vxlan, CN1)
+        .expect("next tenant");
+    assert_eq!(b.subnet.tunnel_id, a.subnet.tunnel_id + 1);
+}

@@ -99,7 +99,14 @@ fn a_relative_state_dir_is_named() {
 
 #[test]
 fn a_bad_scheduler_address_is_named() {
-    for bad in ["sched", ":8888", "sched:0", "sched:99999", "sched:http"] {
+    for bad in [
+        "sched",
+        ":8888",
+        "sched:0",
+        "sched:99999",
+        "sched:http",
+        "::1:8888",
+    ] {
         let text = format!("[scheduler]\naddress = \"{bad}\"\ncert = \"c\"\nca = \"a\"\n");
         let err = refused(&text);
         assert!(
