@@ -1,0 +1,296 @@
+//! [`Store`] for [`SqliteStore`]: each method is one transaction around the steps in
+//! `decide` and the reads in `rows`.
+
+use std::net::Ipv4Addr;
+
+use ciao_types::TunnelKind;
+use ipnet::Ipv4Net;
+use rusqlite::params;
+use uuid::Uuid;
+
+use super::{decide, rows, SqliteStore};
+use crate::model::{
+    Cnci, CnciState, ComputeNode, NetworkNode, PublicIpAssignment, SubnetAssignment, Tenant,
+    TenantState, TenantSubnet,
+};
+use crate::pool::PublicPool;
+use crate::store::{NetworkNodeReport, Result, Store, StoreError};
+
+impl Store for SqliteStore {
+    fn network_node_connected(&self, report: &NetworkNodeReport) -> Result<NetworkNode> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO network_nodes (uuid, underlay, external_device, capacity, connected)
+                 VALUES (?1, ?2, ?3, ?4, 1)
+                 ON CONFLICT (uuid) DO UPDATE SET underlay = excluded.underlay,
+                     external_device = excluded.external_device,
+                     capacity = excluded.capacity, connected = 1",
+            )?
+            .execute(params![
+                report.uuid.to_string(),
+                report.underlay.to_string(),
+                report.external_device,
+                report.capacity
+            ])?;
+            Ok(NetworkNode {
+                uuid: report.uuid,
+                underlay: report.underlay,
+                external_device: report.external_device.clone(),
+                capacity: report.capacity,
+                connected: true,
+            })
+        })
+    }
+
+    fn node_disconnected(&self, node: Uuid) -> Result<()> {
+        self.write(|tx| {
+            for table in ["network_nodes", "compute_nodes"] {
+                let sql = format!("UPDATE {table} SET connected = 0 WHERE uuid = ?1");
+                tx.prepare_cached(&sql)?.execute([node.to_string()])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn compute_node_connected(&self, node: Uuid, underlay: Ipv4Addr) -> Result<ComputeNode> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO compute_nodes (uuid, underlay, connected) VALUES (?1, ?2, 1)
+                 ON CONFLICT (uuid) DO UPDATE SET underlay = excluded.underlay, connected = 1",
+            )?
+            .execute(params![node.to_string(), underlay.to_string()])?;
+            Ok(ComputeNode {
+                uuid: node,
+                underlay,
+                connected: true,
+            })
+        })
+    }
+
+    fn ensure_cnci(&self, tenant: Uuid) -> Result<Cnci> {
+        self.write(|tx| {
+            decide::active_tenant(tx, tenant)?;
+            decide::live_or_placed_cnci(tx, tenant)
+        })
+    }
+
+    fn request_subnet(
+        &self,
+        tenant: Uuid,
+        cidr: Ipv4Net,
+        kind: TunnelKind,
+        compute_node: Uuid,
+    ) -> Result<SubnetAssignment> {
+        self.write(|tx| {
+            decide::active_tenant(tx, tenant)?;
+            let subnet = decide::existing_or_new_subnet(tx, tenant, cidr, kind)?;
+            let cnci = decide::live_or_placed_cnci(tx, tenant)?;
+            decide::subnet_hosted_by(tx, tenant, cidr, compute_node)?;
+            Ok(SubnetAssignment { cnci, subnet })
+        })
+    }
+
+    fn subnet_left(&self, tenant: Uuid, cidr: Ipv4Net, compute_node: Uuid) -> Result<()> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "DELETE FROM subnet_nodes WHERE tenant = ?1 AND cidr = ?2 AND compute_node = ?3",
+            )?
+            .execute(params![
+                tenant.to_string(),
+                cidr.to_string(),
+                compute_node.to_string()
+            ])?;
+            Ok(())
+        })
+    }
+
+    fn set_cnci_state(
+        &self,
+        cnci: Uuid,
+        state: CnciState,
+        underlay: Option<Ipv4Addr>,
+    ) -> Result<Cnci> {
+        self.write(|tx| {
+            let mut found = rows::find_cnci(tx, cnci)?.ok_or(StoreError::UnknownCnci(cnci))?;
+            if !found.state.may_become(state) {
+                return Err(StoreError::CnciTransition {
+                    cnci,
+                    from: found.state,
+                    to: state,
+                });
+            }
+            found.state = state;
+            found.underlay = underlay.unwrap_or(found.underlay);
+            tx.prepare_cached("UPDATE cncis SET state = ?2, underlay = ?3 WHERE uuid = ?1")?
+                .execute(params![
+                    cnci.to_string(),
+                    state.as_str(),
+                    found.underlay.to_string()
+                ])?;
+            let tenant_deleting = rows::find_tenant(tx, found.tenant)?
+                .is_some_and(|t| t.state == TenantState::Deleting);
+            if state == CnciState::Gone && tenant_deleting {
+                decide::forget_tenant(tx, found.tenant)?;
+            }
+            Ok(found)
+        })
+    }
+
+    fn delete_tenant(&self, tenant: Uuid) -> Result<()> {
+        self.write(|tx| {
+            rows::find_tenant(tx, tenant)?.ok_or(StoreError::UnknownTenant(tenant))?;
+            tx.prepare_cached("UPDATE tenants SET state = 'deleting' WHERE uuid = ?1")?
+                .execute([tenant.to_string()])?;
+            match rows::live_cnci(tx, tenant)? {
+                Some(cnci) => {
+                    tx.prepare_cached("UPDATE cncis SET state = 'retiring' WHERE uuid = ?1")?
+                        .execute([cnci.uuid.to_string()])?;
+                }
+                None => decide::forget_tenant(tx, tenant)?,
+            }
+            Ok(())
+        })
+    }
+
+    fn set_public_pools(&self, pools: &[PublicPool]) -> Result<()> {
+        for (i, a) in pools.iter().enumerate() {
+            if let Some(b) = pools[i + 1..].iter().find(|b| a.overlaps(**b)) {
+                return Err(StoreError::PoolsOverlap(*a, *b));
+            }
+        }
+        self.write(|tx| {
+            let assigned = rows::all(
+                tx,
+                "SELECT tenant, private, public FROM public_ips",
+                rows::public_ip,
+            )?;
+            if let Some(orphan) = assigned
+                .iter()
+                .find(|a| !pools.iter().any(|p| p.contains(a.public)))
+            {
+                return Err(StoreError::AssignedIpOutsidePools {
+                    public: orphan.public,
+                    tenant: orphan.tenant,
+                });
+            }
+            tx.execute("DELETE FROM public_pools", [])?;
+            for (position, pool) in pools.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO public_pools (position, pool) VALUES (?1, ?2)",
+                    params![position, pool.to_string()],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn assign_public_ip(&self, tenant: Uuid, private: Ipv4Addr) -> Result<PublicIpAssignment> {
+        self.write(|tx| decide::public_ip_for(tx, tenant, private))
+    }
+
+    fn release_public_ip(
+        &self,
+        tenant: Uuid,
+        public: Ipv4Addr,
+    ) -> Result<Option<PublicIpAssignment>> {
+        self.write(|tx| {
+            rows::find_tenant(tx, tenant)?.ok_or(StoreError::UnknownTenant(tenant))?;
+            let Some(assignment) = rows::public_ip_of(tx, public)? else {
+                return Ok(None);
+            };
+            if assignment.tenant != tenant {
+                return Err(StoreError::PublicIpNotOwned {
+                    public,
+                    owner: assignment.tenant,
+                    tenant,
+                });
+            }
+            tx.prepare_cached("DELETE FROM public_ips WHERE public = ?1")?
+                .execute([public.to_string()])?;
+            Ok(Some(assignment))
+        })
+    }
+
+    fn network_nodes(&self) -> Result<Vec<NetworkNode>> {
+        let sql = format!(
+            "SELECT {} FROM network_nodes ORDER BY uuid",
+            rows::NETWORK_NODE_COLUMNS
+        );
+        self.read(|tx| rows::all(tx, &sql, rows::network_node))
+    }
+
+    fn compute_nodes(&self) -> Result<Vec<ComputeNode>> {
+        self.read(|tx| {
+            rows::all(
+                tx,
+                "SELECT uuid, underlay, connected FROM compute_nodes ORDER BY uuid",
+                rows::compute_node,
+            )
+        })
+    }
+
+    fn tenants(&self) -> Result<Vec<Tenant>> {
+        self.read(|tx| {
+            rows::all(
+                tx,
+                "SELECT uuid, state FROM tenants ORDER BY uuid",
+                rows::tenant,
+            )
+        })
+    }
+
+    fn tenant(&self, tenant: Uuid) -> Result<Option<Tenant>> {
+        self.read(|tx| rows::find_tenant(tx, tenant))
+    }
+
+    fn cncis(&self) -> Result<Vec<Cnci>> {
+        let sql = format!(
+            "SELECT {} FROM cncis ORDER BY tenant, uuid",
+            rows::CNCI_COLUMNS
+        );
+        self.read(|tx| rows::all(tx, &sql, rows::cnci))
+    }
+
+    fn subnets(&self, tenant: Uuid) -> Result<Vec<TenantSubnet>> {
+        self.read(|tx| rows::tenant_subnets(tx, tenant))
+    }
+
+    fn subnet_nodes(&self, tenant: Uuid, cidr: Ipv4Net) -> Result<Vec<Uuid>> {
+        self.read(|tx| {
+            rows::find_subnet(tx, tenant, cidr)?
+                .ok_or(StoreError::UnknownSubnet { tenant, cidr })?;
+            let mut stmt = tx.prepare_cached(
+                "SELECT compute_node FROM subnet_nodes WHERE tenant = ?1 AND cidr = ?2
+                 ORDER BY compute_node",
+            )?;
+            let nodes = stmt.query_map(params![tenant.to_string(), cidr.to_string()], |row| {
+                rows::text(row, 0)
+            })?;
+            Ok(nodes.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn public_ips(&self) -> Result<Vec<PublicIpAssignment>> {
+        self.read(|tx| {
+            rows::all(
+                tx,
+                "SELECT tenant, private, public FROM public_ips ORDER BY public",
+                rows::public_ip,
+            )
+        })
+    }
+
+    fn public_pools(&self) -> Result<Vec<PublicPool>> {
+        self.read(|tx| rows::pools(tx))
+    }
+
+    fn cncis_to_stop(&self) -> Result<Vec<Cnci>> {
+        let sql = format!(
+            "SELECT {} FROM cncis c WHERE state = 'retiring'
+             AND NOT EXISTS (SELECT 1 FROM subnet_nodes s WHERE s.tenant = c.tenant)
+             ORDER BY uuid",
+            rows::CNCI_COLUMNS
+        );
+        self.read(|tx| rows::all(tx, &sql, rows::cnci))
+    }
+}

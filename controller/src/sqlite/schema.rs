@@ -1,0 +1,132 @@
+//! The SQLite schema and its history. A released migration is never edited: a change is a new
+//! migration appended to [`MIGRATIONS`], and opening an older file applies the missing ones.
+
+use rusqlite::{OptionalExtension, Transaction};
+
+use crate::store::{Result, StoreError};
+
+/// Migration `i` takes a store from version `i` to version `i + 1`.
+///
+/// Version 1 holds nodes, tenants, CNCIs and subnets with their tunnel ids. Version 2 adds the
+/// compute nodes hosting each subnet (so a deleted tenant's CNCI knows when to stop) and the
+/// public IP pools and assignments.
+pub const MIGRATIONS: &[&str] = &[
+    r#"
+    CREATE TABLE network_nodes (
+        uuid TEXT PRIMARY KEY NOT NULL,
+        underlay TEXT NOT NULL,
+        external_device TEXT NOT NULL,
+        capacity INTEGER NOT NULL,
+        connected INTEGER NOT NULL
+    );
+    CREATE TABLE compute_nodes (
+        uuid TEXT PRIMARY KEY NOT NULL,
+        underlay TEXT NOT NULL,
+        connected INTEGER NOT NULL
+    );
+    CREATE TABLE tenants (
+        uuid TEXT PRIMARY KEY NOT NULL,
+        state TEXT NOT NULL
+    );
+    CREATE TABLE cncis (
+        uuid TEXT PRIMARY KEY NOT NULL,
+        tenant TEXT NOT NULL REFERENCES tenants(uuid),
+        network_node TEXT NOT NULL REFERENCES network_nodes(uuid),
+        underlay TEXT NOT NULL,
+        state TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX one_live_cnci_per_tenant ON cncis(tenant) WHERE state != 'gone';
+    CREATE INDEX cncis_by_network_node ON cncis(network_node, state);
+    CREATE TABLE subnets (
+        tenant TEXT NOT NULL REFERENCES tenants(uuid),
+        cidr TEXT NOT NULL,
+        tunnel_kind TEXT NOT NULL,
+        tunnel_id INTEGER NOT NULL UNIQUE,
+        PRIMARY KEY (tenant, cidr)
+    );
+    CREATE TABLE counters (
+        name TEXT PRIMARY KEY NOT NULL,
+        value INTEGER NOT NULL
+    );
+    "#,
+    r#"
+    CREATE TABLE subnet_nodes (
+        tenant TEXT NOT NULL,
+        cidr TEXT NOT NULL,
+        compute_node TEXT NOT NULL,
+        PRIMARY KEY (tenant, cidr, compute_node),
+        FOREIGN KEY (tenant, cidr) REFERENCES subnets(tenant, cidr)
+    );
+    CREATE TABLE public_pools (
+        position INTEGER PRIMARY KEY NOT NULL,
+        pool TEXT NOT NULL
+    );
+    CREATE TABLE public_ips (
+        public TEXT PRIMARY KEY NOT NULL,
+        tenant TEXT NOT NULL REFERENCES tenants(uuid),
+        private TEXT NOT NULL,
+        UNIQUE (tenant, private)
+    );
+    "#,
+];
+
+/// The version this code writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Bring the store inside `tx` to [`SCHEMA_VERSION`]: create it if empty, migrate it if older,
+/// refuse it if newer or if it is some other database. `path` is for messages.
+pub fn migrate(tx: &Transaction<'_>, path: &str) -> Result<u32> {
+    let found = match stored_version(tx, path)? {
+        Some(version) => version,
+        None => {
+            tx.execute_batch("CREATE TABLE schema_version (version INTEGER NOT NULL);")?;
+            tx.execute("INSERT INTO schema_version (version) VALUES (0)", [])?;
+            0
+        }
+    };
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_owned(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for migration in &MIGRATIONS[found as usize..] {
+        tx.execute_batch(migration)?;
+    }
+    tx.execute("UPDATE schema_version SET version = ?1", [SCHEMA_VERSION])?;
+    Ok(found)
+}
+
+/// The stored version, `None` for an empty database; an error for a database with tables but
+/// no (or a broken) version table, which is not ours to change.
+fn stored_version(tx: &Transaction<'_>, path: &str) -> Result<Option<u32>> {
+    let not_ours = |why: String| StoreError::NotAStore {
+        path: path.to_owned(),
+        why,
+    };
+    let has_version_table: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version')",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_version_table {
+        let tables: i64 =
+            tx.query_row("SELECT COUNT(*) FROM sqlite_master", [], |row| row.get(0))?;
+        return match tables {
+            0 => Ok(None),
+            _ => Err(not_ours("it has tables but no schema_version".into())),
+        };
+    }
+    let rows: i64 = tx.query_row("SELECT COUNT(*) FROM schema_version", [], |row| row.get(0))?;
+    if rows != 1 {
+        return Err(not_ours(format!("schema_version has {rows} rows, not 1")));
+    }
+    let version: Option<i64> = tx
+        .query_row("SELECT version FROM schema_version", [], |row| row.get(0))
+        .optional()?;
+    match version.map(u32::try_from) {
+        Some(Ok(version)) => Ok(Some(version)),
+        _ => Err(not_ours(format!("schema_version holds {version:?}"))),
+    }
+}

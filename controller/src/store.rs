@@ -1,0 +1,159 @@
+//! The controller's store: every decision is one atomic, idempotent operation, persisted before
+//! the caller acts on it.
+//!
+//! The trait is the contract a backend keeps (SQLite embedded, etcd later); the error is shared
+//! so the admin API maps the same refusal to the same answer whatever the backend.
+
+use std::net::Ipv4Addr;
+
+use ciao_types::TunnelKind;
+use ipnet::Ipv4Net;
+use uuid::Uuid;
+
+use crate::model::{
+    Cnci, CnciState, ComputeNode, NetworkNode, PublicIpAssignment, SubnetAssignment, Tenant,
+    TenantSubnet,
+};
+use crate::pool::PublicPool;
+
+/// A refused operation (nothing was changed) or a failing backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unknown tenant {0}")]
+    UnknownTenant(Uuid),
+    #[error("tenant {0} is being deleted")]
+    TenantDeleting(Uuid),
+    #[error("unknown CNCI {0}")]
+    UnknownCnci(Uuid),
+    #[error("unknown network node {0}")]
+    UnknownNetworkNode(Uuid),
+    #[error("no connected network node with room for another CNCI")]
+    NoNetworkNode,
+    #[error("CNCI {cnci} cannot go from {from} to {to}")]
+    CnciTransition {
+        cnci: Uuid,
+        from: CnciState,
+        to: CnciState,
+    },
+    #[error("subnet {0} has host bits set (its network is {net})", net = .0.trunc())]
+    SubnetNotNetwork(Ipv4Net),
+    #[error("subnet {new} overlaps the tenant's subnet {existing}")]
+    SubnetOverlap { new: Ipv4Net, existing: Ipv4Net },
+    #[error("unknown subnet {cidr} of tenant {tenant}")]
+    UnknownSubnet { tenant: Uuid, cidr: Ipv4Net },
+    #[error("no free {0} tunnel id left")]
+    TunnelIdsExhausted(TunnelKind),
+    #[error("address {address} is in none of tenant {tenant}'s subnets")]
+    AddressOutsideSubnets { tenant: Uuid, address: Ipv4Addr },
+    #[error("no public IP pool is configured")]
+    NoPublicPool,
+    #[error("every public IP pool is exhausted ({pools})")]
+    PublicPoolExhausted { pools: String },
+    #[error("public IP {public} is assigned to tenant {owner}, not to tenant {tenant}")]
+    PublicIpNotOwned {
+        public: Ipv4Addr,
+        owner: Uuid,
+        tenant: Uuid,
+    },
+    #[error("public IP pools {0} and {1} overlap")]
+    PoolsOverlap(PublicPool, PublicPool),
+    #[error("public IP {public} (tenant {tenant}) would be in no pool")]
+    AssignedIpOutsidePools { public: Ipv4Addr, tenant: Uuid },
+    #[error("store {path}: schema version {found} is newer than this controller's {supported}; use a newer controller")]
+    SchemaTooNew {
+        path: String,
+        found: u32,
+        supported: u32,
+    },
+    #[error("store {path} is not a ciao controller store: {why}")]
+    NotAStore { path: String, why: String },
+    #[error("store holds a value it cannot read: {0}")]
+    Corrupt(String),
+    #[error("store: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What a network node reports about itself when it connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkNodeReport {
+    pub uuid: Uuid,
+    pub underlay: Ipv4Addr,
+    pub external_device: String,
+    pub capacity: u32,
+}
+
+/// The controller's decisions and what it has learnt, behind one interface per backend.
+///
+/// Every method is one transaction: it either persists all it decides or nothing, and a
+/// retried call with the same arguments returns the same answer without deciding again.
+pub trait Store: Send + Sync {
+    /// A network node connected (and reported itself): insert or update it as connected.
+    fn network_node_connected(&self, report: &NetworkNodeReport) -> Result<NetworkNode>;
+    /// A node's session ended. Unknown nodes are ignored (the scheduler tells of every role).
+    fn node_disconnected(&self, node: Uuid) -> Result<()>;
+    /// A compute node connected: insert or update it as connected.
+    fn compute_node_connected(&self, node: Uuid, underlay: Ipv4Addr) -> Result<ComputeNode>;
+
+    /// The tenant's live CNCI, placing one (state `requested`) on the connected network node
+    /// with the fewest live CNCIs if it has none, and creating the tenant if it is new.
+    fn ensure_cnci(&self, tenant: Uuid) -> Result<Cnci>;
+
+    /// A compute node's request for one of its tenant subnets: the tenant's CNCI (placed if
+    /// needed) and the subnet's tunnel kind and id (assigned if new, `kind` being the default
+    /// for a new subnet). Records that `compute_node` hosts the subnet.
+    fn request_subnet(
+        &self,
+        tenant: Uuid,
+        cidr: Ipv4Net,
+        kind: TunnelKind,
+        compute_node: Uuid,
+    ) -> Result<SubnetAssignment>;
+
+    /// The last workload of the subnet left `compute_node` (TenantRemoved). The subnet and its
+    /// tunnel id stay assigned; a retiring CNCI may stop once no compute node hosts its tenant.
+    fn subnet_left(&self, tenant: Uuid, cidr: Ipv4Net, compute_node: Uuid) -> Result<()>;
+
+    /// Move a CNCI to `state` (see [`CnciState::may_become`]), with the underlay address it
+    /// announced, if any. A CNCI of a deleted tenant that becomes `gone` takes the tenant, its
+    /// subnets and its public IPs with it.
+    fn set_cnci_state(
+        &self,
+        cnci: Uuid,
+        state: CnciState,
+        underlay: Option<Ipv4Addr>,
+    ) -> Result<Cnci>;
+
+    /// Delete a tenant: it takes no new request, and its CNCI retires (it stops once no
+    /// workload of the tenant remains). A tenant without a live CNCI is forgotten at once.
+    fn delete_tenant(&self, tenant: Uuid) -> Result<()>;
+
+    /// Replace the public IP pools (the operator's config at start). Refused if an assigned
+    /// address would be in no pool, or if two pools overlap.
+    fn set_public_pools(&self, pools: &[PublicPool]) -> Result<()>;
+    /// Give `private` (inside one of the tenant's subnets) a public address, or return the one
+    /// it has.
+    fn assign_public_ip(&self, tenant: Uuid, private: Ipv4Addr) -> Result<PublicIpAssignment>;
+    /// Take back exactly `public` from `tenant`. `None` if it was not assigned (a retried
+    /// release), an error if another tenant holds it.
+    fn release_public_ip(
+        &self,
+        tenant: Uuid,
+        public: Ipv4Addr,
+    ) -> Result<Option<PublicIpAssignment>>;
+
+    fn network_nodes(&self) -> Result<Vec<NetworkNode>>;
+    fn compute_nodes(&self) -> Result<Vec<ComputeNode>>;
+    fn tenants(&self) -> Result<Vec<Tenant>>;
+    fn tenant(&self, tenant: Uuid) -> Result<Option<Tenant>>;
+    /// Every CNCI the store remembers, gone ones included (until their tenant is forgotten).
+    fn cncis(&self) -> Result<Vec<Cnci>>;
+    fn subnets(&self, tenant: Uuid) -> Result<Vec<TenantSubnet>>;
+    /// The compute nodes hosting a tenant subnet.
+    fn subnet_nodes(&self, tenant: Uuid, cidr: Ipv4Net) -> Result<Vec<Uuid>>;
+    fn public_ips(&self) -> Result<Vec<PublicIpAssignment>>;
+    fn public_pools(&self) -> Result<Vec<PublicPool>>;
+    /// Retiring CNCIs whose tenant has no workload left: the ones to stop now.
+    fn cncis_to_stop(&self) -> Result<Vec<Cnci>>;
+}
