@@ -11,7 +11,7 @@
 # (KERNEL_LANE_TIMEOUT, default 900 s) killed QEMU; 2 the lane cannot run here (QEMU or the kernel
 # cannot be fetched: the reason is the last stderr line, `kernel-lane: unavailable: <why>`).
 # --results FILE: one line per test, `passed: <test>`, `failed: <test>` or
-# `skipped: <test>: <why> (in the kernel lane)`.
+# `skipped: <test>: <why> (in the kernel lane)`; when the lane cannot run, `unavailable: <why>`.
 #
 # Fetched with `apt-get download` and unpacked with `dpkg -x` (nothing is installed): QEMU 7.2 and
 # the libraries the host lacks, linux-image-amd64's versioned package, busybox-static. Cached in
@@ -31,7 +31,6 @@ MODULES=${KERNEL_LANE_MODULES:-ip_gre geneve vxlan bridge veth nf_tables}
 T_START=$EPOCHREALTIME
 
 log() { echo "kernel-lane: $*" >&2; }
-unavailable() { log "unavailable: $*"; exit 2; }
 die() { log "$*"; exit 1; }
 el() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f", a - b}'; }
 
@@ -74,7 +73,14 @@ cp "$HERE/guest-run.sh" "$RUN/guest-run.sh"
 mkdir -p "$CACHE/debs"
 exec 9>"$CACHE/.lock"
 flock 9
-"$HERE/prepare.sh" "$CACHE" "$HERE/init.sh" >"$RUN/prepared.env" || exit $?
+prc=0
+"$HERE/prepare.sh" "$CACHE" "$HERE/init.sh" >"$RUN/prepared.env" 2>"$RUN/prepare.log" || prc=$?
+cat "$RUN/prepare.log" >&2
+if [ "$prc" -ne 0 ]; then
+	why=$(sed -n 's/^kernel-lane: unavailable: //p' "$RUN/prepare.log" | tail -n1)
+	[ "$prc" -eq 2 ] && [ -n "$RESULTS" ] && echo "unavailable: $why" >"$RESULTS"
+	exit "$prc"
+fi
 flock -u 9
 exec 9>&-
 # shellcheck source=/dev/null

@@ -672,14 +672,19 @@ fn point_to_point_hubs_over_gretap() {
     require_root!();
     point_to_point_hubs_over(
         "gretap",
-        &["type", "gretap", "remote", "10.9.9.1", "local", "10.9.9.2", "key", "7"],
+        &[
+            "type", "gretap", "remote", "10.9.9.1", "local", "10.9.9.2", "key", "7",
+        ],
     );
 }
 
 #[test]
 fn point_to_point_hubs_over_geneve() {
     require_root!();
-    point_to_point_hubs_over("geneve", &["type", "geneve", "id", "7", "remote", "10.9.9.1"]);
+    point_to_point_hubs_over(
+        "geneve",
+        &["type", "geneve", "id", "7", "remote", "10.9.9.1"],
+    );
 }
 
 /// Two containers on different CNs of one subnet over a `kind` tunnel ping across the hub;
