@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use netcore::{Cnci, Node, NodeConfig, SubnetConfig, VnicId, VnicKind, VnicRequest};
+use netlink_packet_route::link::{GreIOFlags, InfoGre};
 use ssntp::frame::{command, error, event, kind, role, Frame};
 use ssntp::payloads::{AssignPublicIp, Payload, PublicIpCommand, ReleasePublicIp};
 use testkit::cluster::{
@@ -670,12 +671,7 @@ fn a_df_packet_of_exactly_the_workload_mtu_crosses_the_hub_and_one_byte_more_fai
 #[test]
 fn point_to_point_hubs_over_gretap() {
     require_root!();
-    point_to_point_hubs_over(
-        "gretap",
-        &[
-            "type", "gretap", "remote", "10.9.9.1", "local", "10.9.9.2", "key", "7",
-        ],
-    );
+    point_to_point_hubs_over("gretap", &GRETAP_PROBE);
 }
 
 #[test]
@@ -690,19 +686,7 @@ fn point_to_point_hubs_over_geneve() {
 /// Two containers on different CNs of one subnet over a `kind` tunnel ping across the hub;
 /// skips by name if `ip link add p0 <probe>` shows that the kernel lacks `kind`.
 fn point_to_point_hubs_over(kind: &str, probe: &[&str]) {
-    let test = format!("point_to_point_hubs_over_{kind}");
-    let ns = testkit::Netns::new("probe");
-    let mut args = vec!["ip", "link", "add", "p0"];
-    args.extend_from_slice(probe);
-    let made = ns.try_exec(&args);
-    if !made.status.success() {
-        testkit::skip(
-            &test,
-            &format!(
-                "kernel lacks {kind} ({})",
-                String::from_utf8_lossy(&made.stderr).trim()
-            ),
-        );
+    if kernel_lacks(&format!("point_to_point_hubs_over_{kind}"), kind, probe) {
         return;
     }
     let mut cluster = Cluster::new().expect("cluster");
@@ -719,6 +703,86 @@ fn point_to_point_hubs_over(kind: &str, probe: &[&str]) {
         .expect("one device per CN");
     assert_eq!(entry["kind"], kind);
     assert!(a1.ping(&a2.ip, 3), "{kind}: across the hub");
+}
+
+/// True (and `test` says `skipped: ... kernel lacks <kind>`) if `ip link add p0 <probe>` fails
+/// in a fresh namespace: this machine's kernel lacks `kind`; the kernel lane runs the test.
+fn kernel_lacks(test: &str, kind: &str, probe: &[&str]) -> bool {
+    let ns = testkit::Netns::new("probe");
+    let mut args = vec!["ip", "link", "add", "p0"];
+    args.extend_from_slice(probe);
+    let made = ns.try_exec(&args);
+    if made.status.success() {
+        return false;
+    }
+    testkit::skip(
+        test,
+        &format!(
+            "kernel lacks {kind} ({})",
+            String::from_utf8_lossy(&made.stderr).trim()
+        ),
+    );
+    true
+}
+
+const GRETAP_PROBE: [&str; 8] = [
+    "type", "gretap", "remote", "10.9.9.1", "local", "10.9.9.2", "key", "7",
+];
+
+/// Interop with ciao's Go CNCI: with `tunnel.id` = ciao's `subnet_key`, the GRE tap our CN makes
+/// toward the CNCI has what ciao's libsnnet (`gre.go`: vishvananda/netlink `Gretap{IKey, OKey,
+/// Local, Remote, PMtuDisc: 1}`, which sets GRE_KEY in both flag words) gives its own end:
+/// local and remote underlay addresses, ikey = okey = the key, KEY and nothing else in both
+/// directions, path MTU discovery on.
+#[test]
+fn gretap_on_the_cn_is_keyed_as_ciaos_cnci_expects() {
+    require_root!();
+    if kernel_lacks(
+        "gretap_on_the_cn_is_keyed_as_ciaos_cnci_expects",
+        "gretap",
+        &GRETAP_PROBE,
+    ) {
+        return;
+    }
+    // ciao's subnet_key of 172.16.1.0/24: the network address as a little-endian u32.
+    let key = u32::from_le_bytes([172, 16, 1, 0]);
+    assert_eq!(key, 69804);
+    let mut cluster = Cluster::new().expect("cluster");
+    let ta = cluster.add_tenant(TENANT_A).expect("tenant A");
+    let extra = serde_json::json!({"tunnel": {"kind": "gretap", "id": key}});
+    let _a1 = cluster
+        .container_with(Cn::Cn1, &ta, S1, "172.16.1.10", extra)
+        .expect("a1");
+    cluster
+        .wait_programmed(&ta, S1, &[Cn::Cn1.ip()])
+        .expect("CN1 registered");
+    let links = in_netns(&cluster.cn1.ns.path(), || {
+        netcore::netlink::Netlink::open()
+            .expect("netlink")
+            .links()
+            .expect("links")
+    });
+    let grets: Vec<_> = links
+        .iter()
+        .filter(|l| l.kind.as_deref() == Some("gretap") && l.name != "gretap0")
+        .collect();
+    assert_eq!(grets.len(), 1, "one GRE tap toward the CNCI: {links:?}");
+    let Some(netcore::netlink::InfoData::GreTap(info)) = &grets[0].data else {
+        panic!("no gretap data: {:?}", grets[0])
+    };
+    let cn1: std::net::Ipv4Addr = Cn::Cn1.ip().parse().expect("CN1 address");
+    let cnci: std::net::Ipv4Addr = NN_IP.parse().expect("CNCI address");
+    for want in [
+        InfoGre::Local(cn1),
+        InfoGre::Remote(cnci),
+        InfoGre::IKey(key),
+        InfoGre::OKey(key),
+        InfoGre::IFlags(GreIOFlags::Key),
+        InfoGre::OFlags(GreIOFlags::Key),
+        InfoGre::PathMTUDiscovery(true),
+    ] {
+        assert!(info.contains(&want), "{want:?} missing in {info:?}");
+    }
 }
 
 /// Two tenants whose subnets were configured with the same VNI: the network node can host it
