@@ -677,10 +677,7 @@ fn point_to_point_hubs_over_gretap() {
 #[test]
 fn point_to_point_hubs_over_geneve() {
     require_root!();
-    point_to_point_hubs_over(
-        "geneve",
-        &["type", "geneve", "id", "7", "remote", "10.9.9.1"],
-    );
+    point_to_point_hubs_over("geneve", &GENEVE_PROBE);
 }
 
 /// Two containers on different CNs of one subnet over a `kind` tunnel ping across the hub;
@@ -728,6 +725,140 @@ fn kernel_lacks(test: &str, kind: &str, probe: &[&str]) -> bool {
 const GRETAP_PROBE: [&str; 8] = [
     "type", "gretap", "remote", "10.9.9.1", "local", "10.9.9.2", "key", "7",
 ];
+
+const GENEVE_PROBE: [&str; 6] = ["type", "geneve", "id", "7", "remote", "10.9.9.1"];
+
+/// a1 on CN1 and a2 on CN2 in subnet 1 of tenant A over a `kind` tunnel, the hub programmed
+/// toward both nodes.
+fn on_both_nodes_over(cluster: &mut Cluster, kind: &str) -> (Tenant, Workload, Workload) {
+    let ta = cluster.add_tenant(TENANT_A).expect("tenant A");
+    let extra = serde_json::json!({"tunnel": {"kind": kind}});
+    let a1 = cluster
+        .container_with(Cn::Cn1, &ta, S1, "172.16.1.10", extra.clone())
+        .expect("a1");
+    let a2 = cluster
+        .container_with(Cn::Cn2, &ta, S1, "172.16.1.11", extra)
+        .expect("a2");
+    cluster
+        .wait_programmed(&ta, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
+        .expect("hub programmed toward both nodes");
+    (ta, a1, a2)
+}
+
+/// The workload MTU is the underlay's (1500) minus the `kind`'s overhead; a DF ping of exactly
+/// that size crosses the hub, one byte more fails with "message too long".
+fn df_packet_of_the_workload_mtu_over(kind: &str, overhead: u32) {
+    let mut cluster = Cluster::new().expect("cluster");
+    let (_ta, a1, a2) = on_both_nodes_over(&mut cluster, kind);
+    let mtu: u32 = a1
+        .exec(&["cat", "/sys/class/net/eth0/mtu"])
+        .trim()
+        .parse()
+        .expect("eth0 mtu");
+    assert_eq!(mtu, 1500 - overhead, "{kind}");
+    let fits = (mtu - 28).to_string(); // 20 IP + 8 ICMP
+    let over = (mtu - 27).to_string();
+    let ok = a1.ns.try_exec(&[
+        "ping", "-M", "do", "-s", &fits, "-c", "3", "-W", "1", &a2.ip,
+    ]);
+    assert!(
+        ok.status.success(),
+        "{kind}: {}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let too_big = a1.ns.try_exec(&[
+        "ping", "-M", "do", "-s", &over, "-c", "1", "-W", "1", &a2.ip,
+    ]);
+    assert!(!too_big.status.success(), "{kind}: one byte over the MTU");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&too_big.stdout),
+        String::from_utf8_lossy(&too_big.stderr)
+    );
+    assert!(
+        text.contains("message too long") || text.contains(&format!("mtu={mtu}")),
+        "{kind}: {text}"
+    );
+}
+
+#[test]
+fn a_df_packet_of_exactly_the_workload_mtu_crosses_a_gretap_hub_and_one_byte_more_fails() {
+    require_root!();
+    let test =
+        "a_df_packet_of_exactly_the_workload_mtu_crosses_a_gretap_hub_and_one_byte_more_fails";
+    if !kernel_lacks(test, "gretap", &GRETAP_PROBE) {
+        df_packet_of_the_workload_mtu_over("gretap", 42);
+    }
+}
+
+#[test]
+fn a_df_packet_of_exactly_the_workload_mtu_crosses_a_geneve_hub_and_one_byte_more_fails() {
+    require_root!();
+    let test =
+        "a_df_packet_of_exactly_the_workload_mtu_crosses_a_geneve_hub_and_one_byte_more_fails";
+    if !kernel_lacks(test, "geneve", &GENEVE_PROBE) {
+        df_packet_of_the_workload_mtu_over("geneve", 50);
+    }
+}
+
+/// The last container of the subnet leaving CN2 removes CN2's tunnel end and bridge, and the
+/// hub's device toward CN2; CN1 keeps working through the hub.
+fn last_cn_teardown_over(kind: &str) {
+    let mut cluster = Cluster::new().expect("cluster");
+    let (ta, a1, mut a2) = on_both_nodes_over(&mut cluster, kind);
+    assert!(a1.ping(&a2.ip, 2), "{kind}: across the hub");
+    a2.remove().expect_ok("DEL a2");
+    assert!(
+        cluster.cn2.ciao_links().is_empty(),
+        "{kind}: CN2 keeps links: {:?}",
+        cluster.cn2.ciao_links()
+    );
+    let entry = cluster
+        .wait_programmed(&ta, S1, &[Cn::Cn1.ip()])
+        .expect("CN2 off the hub");
+    assert_eq!(entry["kind"], kind);
+    // The hub's side in the kernel: its devices of `kind` name CN1's address only.
+    let hub = cluster.tenant_ns(&ta);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let devices = loop {
+        let devices = hub.exec(&["ip", "-o", "-d", "link", "show", "type", kind]);
+        let toward_cn2 = devices.contains(&format!("remote {}", Cn::Cn2.ip()));
+        if !toward_cn2 || Instant::now() > deadline {
+            break devices;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        !devices.contains(&format!("remote {}", Cn::Cn2.ip())),
+        "{kind}: the hub keeps a device toward CN2: {devices}"
+    );
+    assert!(
+        devices.contains(&format!("remote {}", Cn::Cn1.ip())),
+        "{kind}: the hub lost its device toward CN1: {devices}"
+    );
+    assert!(
+        a1.ping("172.16.1.1", 3),
+        "{kind}: CN1 to its gateway at the hub"
+    );
+}
+
+#[test]
+fn the_last_container_leaving_a_node_takes_its_gretap_end_off_both_sides() {
+    require_root!();
+    let test = "the_last_container_leaving_a_node_takes_its_gretap_end_off_both_sides";
+    if !kernel_lacks(test, "gretap", &GRETAP_PROBE) {
+        last_cn_teardown_over("gretap");
+    }
+}
+
+#[test]
+fn the_last_container_leaving_a_node_takes_its_geneve_end_off_both_sides() {
+    require_root!();
+    let test = "the_last_container_leaving_a_node_takes_its_geneve_end_off_both_sides";
+    if !kernel_lacks(test, "geneve", &GENEVE_PROBE) {
+        last_cn_teardown_over("geneve");
+    }
+}
 
 /// Interop with ciao's Go CNCI: with `tunnel.id` = ciao's `subnet_key`, the GRE tap our CN makes
 /// toward the CNCI has what ciao's libsnnet (`gre.go`: vishvananda/netlink `Gretap{IKey, OKey,
