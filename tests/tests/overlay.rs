@@ -731,7 +731,16 @@ const GENEVE_PROBE: [&str; 6] = ["type", "geneve", "id", "7", "remote", "10.9.9.
 /// a1 on CN1 and a2 on CN2 in subnet 1 of tenant A over a `kind` tunnel, the hub programmed
 /// toward both nodes.
 fn on_both_nodes_over(cluster: &mut Cluster, kind: &str) -> (Tenant, Workload, Workload) {
-    let ta = cluster.add_tenant(TENANT_A).expect("tenant A");
+    tenant_on_both_nodes_over(cluster, TENANT_A, kind)
+}
+
+/// [`on_both_nodes_over`] for `tenant`.
+fn tenant_on_both_nodes_over(
+    cluster: &mut Cluster,
+    tenant: &str,
+    kind: &str,
+) -> (Tenant, Workload, Workload) {
+    let ta = cluster.add_tenant(tenant).expect("tenant");
     let extra = serde_json::json!({"tunnel": {"kind": kind}});
     let a1 = cluster
         .container_with(Cn::Cn1, &ta, S1, "172.16.1.10", extra.clone())
@@ -857,6 +866,42 @@ fn the_last_container_leaving_a_node_takes_its_geneve_end_off_both_sides() {
     let test = "the_last_container_leaving_a_node_takes_its_geneve_end_off_both_sides";
     if !kernel_lacks(test, "geneve", &GENEVE_PROBE) {
         last_cn_teardown_over("geneve");
+    }
+}
+
+/// Two tenants with the same subnet and the same addresses over `kind` tunnels: each pings
+/// inside itself, and not one echo request reaches the other tenant's workloads.
+fn two_tenants_exchange_no_packet_over(kind: &str) {
+    let mut cluster = Cluster::new().expect("cluster");
+    let (_ta, a1, a2) = tenant_on_both_nodes_over(&mut cluster, TENANT_A, kind);
+    let (_tb, b1, b2) = tenant_on_both_nodes_over(&mut cluster, TENANT_B, kind);
+    for w in [&a1, &a2, &b1, &b2] {
+        add_counter(w, "echo", "icmp type echo-request");
+    }
+    assert!(a1.ping(&a2.ip, 10), "{kind}: A internally");
+    assert!(b1.ping(&b2.ip, 10), "{kind}: B internally");
+    assert_eq!(
+        [&a1, &a2, &b1, &b2].map(|w| counter(w, "echo")),
+        [0, 10, 0, 10],
+        "{kind}: echo requests seen by a1, a2, b1, b2"
+    );
+}
+
+#[test]
+fn tenants_with_identical_subnets_exchange_no_packet_over_gretap() {
+    require_root!();
+    let test = "tenants_with_identical_subnets_exchange_no_packet_over_gretap";
+    if !kernel_lacks(test, "gretap", &GRETAP_PROBE) {
+        two_tenants_exchange_no_packet_over("gretap");
+    }
+}
+
+#[test]
+fn tenants_with_identical_subnets_exchange_no_packet_over_geneve() {
+    require_root!();
+    let test = "tenants_with_identical_subnets_exchange_no_packet_over_geneve";
+    if !kernel_lacks(test, "geneve", &GENEVE_PROBE) {
+        two_tenants_exchange_no_packet_over("geneve");
     }
 }
 
