@@ -905,6 +905,65 @@ fn tenants_with_identical_subnets_exchange_no_packet_over_geneve() {
     }
 }
 
+/// The tenant's agent killed and restarted while a1 pings a2 across a `kind` hub: the
+/// kernel datapath carries the flow throughout, and the restart recreates no link.
+fn agent_restart_keeps_flows_over(kind: &str) {
+    let mut cluster = Cluster::new().expect("cluster");
+    let (ta, a1, a2) = on_both_nodes_over(&mut cluster, kind);
+    let tenant_ns = cluster.tenant_ns(&ta);
+    let links_before = tenant_ns.exec(&["ip", "-o", "link", "show"]);
+    let (pings, overlapped) = std::thread::scope(|s| {
+        let flow = s.spawn(|| {
+            a1.ns
+                .try_exec(&["ping", "-c", "100", "-i", "0.1", "-W", "1", &a2.ip])
+        });
+        cluster.kill_agent(&ta);
+        cluster.restart_agent(&ta).expect("restart");
+        // The restart must fall inside the flow for the check to mean anything.
+        let overlapped = !flow.is_finished();
+        (flow.join().expect("ping"), overlapped)
+    });
+    let text = String::from_utf8_lossy(&pings.stdout);
+    assert!(
+        overlapped,
+        "{kind}: the flow ended before the restart: {text}"
+    );
+    let received: u32 = text
+        .split(" received")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("ping summary");
+    assert!(
+        received >= 90,
+        "{kind}: the flow lost packets across the restart: {text}"
+    );
+    assert_eq!(
+        tenant_ns.exec(&["ip", "-o", "link", "show"]),
+        links_before,
+        "{kind}: links recreated"
+    );
+    assert!(a1.ping(&a2.ip, 2), "{kind}: after the restart");
+}
+
+#[test]
+fn the_agent_restarts_without_disturbing_flows_over_gretap() {
+    require_root!();
+    let test = "the_agent_restarts_without_disturbing_flows_over_gretap";
+    if !kernel_lacks(test, "gretap", &GRETAP_PROBE) {
+        agent_restart_keeps_flows_over("gretap");
+    }
+}
+
+#[test]
+fn the_agent_restarts_without_disturbing_flows_over_geneve() {
+    require_root!();
+    let test = "the_agent_restarts_without_disturbing_flows_over_geneve";
+    if !kernel_lacks(test, "geneve", &GENEVE_PROBE) {
+        agent_restart_keeps_flows_over("geneve");
+    }
+}
+
 /// Interop with ciao's Go CNCI: with `tunnel.id` = ciao's `subnet_key`, the GRE tap our CN makes
 /// toward the CNCI has what ciao's libsnnet (`gre.go`: vishvananda/netlink `Gretap{IKey, OKey,
 /// Local, Remote, PMtuDisc: 1}`, which sets GRE_KEY in both flag words) gives its own end:
