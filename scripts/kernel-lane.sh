@@ -17,9 +17,10 @@
 # the libraries the host lacks, linux-image-amd64's versioned package, busybox-static. Cached in
 # target/kernel-lane/cache (KERNEL_LANE_CACHE), prepared under a flock. Each run's directory
 # (target/kernel-lane/run.*) is removed at the end, also on failure.
-# The binaries the tests spawn come from target/debug (CIAO_BIN_DIR): build them first.
+# The binaries the tests spawn come from target/debug (CIAO_BIN_DIR overrides): build them first.
 # Settings: KERNEL_LANE_MODULES (modules loaded before the tests), KERNEL_LANE_MEM (MiB, 1536).
 set -euo pipefail
+{ # parsed whole before it runs: editing this file during a run cannot change the run
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 HERE=$ROOT/scripts/kernel-lane
@@ -54,13 +55,18 @@ mkdir -p "$BASE"
 RUN=$(mktemp -d "$BASE/run.XXXXXX")
 mkdir -p "$RUN/out"
 {
-	printf 'export CIAO_BIN_DIR=%q RUST_BACKTRACE=1\n' "$ROOT/target/debug"
+	printf 'export CIAO_BIN_DIR=%q RUST_BACKTRACE=1\n' "${CIAO_BIN_DIR:-$ROOT/target/debug}"
 	cmd=()
 	flush() {
 		[ ${#cmd[@]} -gt 0 ] || return 0
 		[ -x "${cmd[0]}" ] || die "not an executable test binary: ${cmd[0]}"
+		local bin
+		bin=$(realpath "${cmd[0]}")
+		case "$bin" in /tmp/* | /run/* | /var/tmp/* | /dev/*)
+			die "$bin is hidden in the guest (tmpfs over /tmp, /run, /var/tmp, /dev/shm)" ;;
+		esac
 		printf 'lane_run %q' "$ROOT"
-		printf ' %q' "$(realpath "${cmd[0]}")" "${cmd[@]:1}"
+		printf ' %q' "$bin" "${cmd[@]:1}"
 		echo
 		cmd=()
 	}
@@ -124,3 +130,5 @@ fi
 [ "$qrc" -eq 124 ] && die "timeout: QEMU killed after ${TIMEOUT} s (KERNEL_LANE_TIMEOUT)"
 [ "$qrc" -eq 0 ] || die "QEMU failed (exit $qrc)"
 [ "$grc" = 0 ] || die "the tests in the guest failed (guest status $grc)"
+exit
+}

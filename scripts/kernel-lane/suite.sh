@@ -7,6 +7,7 @@
 # after `cargo test --workspace`); KERNEL_LANE_CARGO_LOCK=FILE runs cargo under `flock FILE`.
 # Exit status: kernel-lane.sh's (0 passed, 1 failed, 2 the lane cannot run here).
 set -euo pipefail
+{ # parsed whole before it runs: editing this file during a run cannot change the run
 RESULTS=${1:?results file}
 rm -f "$RESULTS"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
@@ -44,3 +45,5 @@ else
 fi
 rm -f "$RESULTS.lane"
 exit "$rc"
+exit
+}
