@@ -9,6 +9,7 @@ packages=(
   podman crun               # the real runtime test (CNI backend; crun runs with cgroups disabled)
   containernetworking-plugins iperf3  # benchmark baselines: reference bridge + host-local plugins; iperf3 for overlay-bench
   uidmap
+  jq xz-utils               # the kernel lane: test binary paths from cargo's JSON; vmlinux from vmlinuz
   docker.io                 # the Docker plugin tests start their own private dockerd (20.10)
   containerd runc           # (docker.io's dependencies) the containerd test runs a private containerd 1.6 + ctr
 )

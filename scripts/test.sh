@@ -3,6 +3,8 @@
 #   1. installs the Debian packages the tests need (scripts/install-deps.sh)
 #   2. checks formatting and lints (cargo fmt --check, cargo clippy -D warnings)
 #   3. runs unit tests and the root integration tests (real netlink, namespaces, podman)
+#   4. runs the tests this machine's kernel cannot (GRE tap, Geneve) in the kernel lane: Debian's
+#      stock kernel under QEMU (scripts/kernel-lane.sh; the list: scripts/kernel-lane/tests.txt)
 # Tests that cannot run on this machine say "skipped: <test>: <why>"; they are listed at the end,
 # with the line `tests: N passed, N failed, N skipped`, whether the tests pass or fail.
 # Needs Rust with clippy and rustfmt (scripts/check-rust.sh says which and how to get it). The
@@ -33,4 +35,8 @@ echo "== cargo test"
 set +e
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.log
 status=${PIPESTATUS[0]}
-exec scripts/test-summary.sh target/test-output.log "$CIAO_SKIP_LOG" "$status"
+echo "== kernel lane"
+scripts/kernel-lane/suite.sh target/kernel-lane-results.txt 2>&1 | tee target/kernel-lane-output.log
+lane_status=${PIPESTATUS[0]}
+exec scripts/test-summary.sh target/test-output.log "$CIAO_SKIP_LOG" "$status" \
+  target/kernel-lane-results.txt "$lane_status"

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use netcore::{Cnci, Node, NodeConfig, SubnetConfig, VnicId, VnicKind, VnicRequest};
+use netlink_packet_route::link::{GreIOFlags, InfoGre};
 use ssntp::frame::{command, error, event, kind, role, Frame};
 use ssntp::payloads::{AssignPublicIp, Payload, PublicIpCommand, ReleasePublicIp};
 use testkit::cluster::{
@@ -666,51 +667,356 @@ fn a_df_packet_of_exactly_the_workload_mtu_crosses_the_hub_and_one_byte_more_fai
 }
 
 /// GRE tap and Geneve hubs: one point-to-point device per (subnet, CN) in the tenant namespace.
-/// This machine's kernel has neither; the test then says so by name.
+/// This machine's kernel has neither: here they say so by name; the kernel lane runs them.
 #[test]
-fn point_to_point_hubs_over_gretap_and_geneve() {
+fn point_to_point_hubs_over_gretap() {
     require_root!();
-    for (kind, probe) in [
-        (
-            "gretap",
-            vec![
-                "type", "gretap", "remote", "10.9.9.1", "local", "10.9.9.2", "key", "7",
-            ],
+    point_to_point_hubs_over("gretap", &GRETAP_PROBE);
+}
+
+#[test]
+fn point_to_point_hubs_over_geneve() {
+    require_root!();
+    point_to_point_hubs_over("geneve", &GENEVE_PROBE);
+}
+
+/// Two containers on different CNs of one subnet over a `kind` tunnel ping across the hub;
+/// skips by name if `ip link add p0 <probe>` shows that the kernel lacks `kind`.
+fn point_to_point_hubs_over(kind: &str, probe: &[&str]) {
+    if kernel_lacks(&format!("point_to_point_hubs_over_{kind}"), kind, probe) {
+        return;
+    }
+    let mut cluster = Cluster::new().expect("cluster");
+    let ta = cluster.add_tenant(TENANT_A).expect("tenant A");
+    let extra = serde_json::json!({"tunnel": {"kind": kind}});
+    let a1 = cluster
+        .container_with(Cn::Cn1, &ta, S1, "172.16.1.10", extra.clone())
+        .expect("a1");
+    let a2 = cluster
+        .container_with(Cn::Cn2, &ta, S1, "172.16.1.11", extra)
+        .expect("a2");
+    let entry = cluster
+        .wait_programmed(&ta, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
+        .expect("one device per CN");
+    assert_eq!(entry["kind"], kind);
+    assert!(a1.ping(&a2.ip, 3), "{kind}: across the hub");
+}
+
+/// True (and `test` says `skipped: ... kernel lacks <kind>`) if `ip link add p0 <probe>` fails
+/// in a fresh namespace: this machine's kernel lacks `kind`; the kernel lane runs the test.
+fn kernel_lacks(test: &str, kind: &str, probe: &[&str]) -> bool {
+    let ns = testkit::Netns::new("probe");
+    let mut args = vec!["ip", "link", "add", "p0"];
+    args.extend_from_slice(probe);
+    let made = ns.try_exec(&args);
+    if made.status.success() {
+        return false;
+    }
+    testkit::skip(
+        test,
+        &format!(
+            "kernel lacks {kind} ({})",
+            String::from_utf8_lossy(&made.stderr).trim()
         ),
-        (
-            "geneve",
-            vec!["type", "geneve", "id", "7", "remote", "10.9.9.1"],
-        ),
-    ] {
-        let test = format!("point_to_point_hubs_over_{kind}");
-        let ns = testkit::Netns::new("probe");
-        let mut args = vec!["ip", "link", "add", "p0"];
-        args.extend(probe);
-        let made = ns.try_exec(&args);
-        if !made.status.success() {
-            testkit::skip(
-                &test,
-                &format!(
-                    "kernel lacks {kind} ({})",
-                    String::from_utf8_lossy(&made.stderr).trim()
-                ),
-            );
-            continue;
+    );
+    true
+}
+
+const GRETAP_PROBE: [&str; 8] = [
+    "type", "gretap", "remote", "10.9.9.1", "local", "10.9.9.2", "key", "7",
+];
+
+const GENEVE_PROBE: [&str; 6] = ["type", "geneve", "id", "7", "remote", "10.9.9.1"];
+
+/// a1 on CN1 and a2 on CN2 in subnet 1 of tenant A over a `kind` tunnel, the hub programmed
+/// toward both nodes.
+fn on_both_nodes_over(cluster: &mut Cluster, kind: &str) -> (Tenant, Workload, Workload) {
+    tenant_on_both_nodes_over(cluster, TENANT_A, kind)
+}
+
+/// [`on_both_nodes_over`] for `tenant`.
+fn tenant_on_both_nodes_over(
+    cluster: &mut Cluster,
+    tenant: &str,
+    kind: &str,
+) -> (Tenant, Workload, Workload) {
+    let ta = cluster.add_tenant(tenant).expect("tenant");
+    let extra = serde_json::json!({"tunnel": {"kind": kind}});
+    let a1 = cluster
+        .container_with(Cn::Cn1, &ta, S1, "172.16.1.10", extra.clone())
+        .expect("a1");
+    let a2 = cluster
+        .container_with(Cn::Cn2, &ta, S1, "172.16.1.11", extra)
+        .expect("a2");
+    cluster
+        .wait_programmed(&ta, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
+        .expect("hub programmed toward both nodes");
+    (ta, a1, a2)
+}
+
+/// The workload MTU is the underlay's (1500) minus the `kind`'s overhead; a DF ping of exactly
+/// that size crosses the hub, one byte more fails with "message too long".
+fn df_packet_of_the_workload_mtu_over(kind: &str, overhead: u32) {
+    let mut cluster = Cluster::new().expect("cluster");
+    let (_ta, a1, a2) = on_both_nodes_over(&mut cluster, kind);
+    let mtu: u32 = a1
+        .exec(&["cat", "/sys/class/net/eth0/mtu"])
+        .trim()
+        .parse()
+        .expect("eth0 mtu");
+    assert_eq!(mtu, 1500 - overhead, "{kind}");
+    let fits = (mtu - 28).to_string(); // 20 IP + 8 ICMP
+    let over = (mtu - 27).to_string();
+    let ok = a1.ns.try_exec(&[
+        "ping", "-M", "do", "-s", &fits, "-c", "3", "-W", "1", &a2.ip,
+    ]);
+    assert!(
+        ok.status.success(),
+        "{kind}: {}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let too_big = a1.ns.try_exec(&[
+        "ping", "-M", "do", "-s", &over, "-c", "1", "-W", "1", &a2.ip,
+    ]);
+    assert!(!too_big.status.success(), "{kind}: one byte over the MTU");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&too_big.stdout),
+        String::from_utf8_lossy(&too_big.stderr)
+    );
+    assert!(
+        text.contains("message too long") || text.contains(&format!("mtu={mtu}")),
+        "{kind}: {text}"
+    );
+}
+
+#[test]
+fn a_df_packet_of_exactly_the_workload_mtu_crosses_a_gretap_hub_and_one_byte_more_fails() {
+    require_root!();
+    let test =
+        "a_df_packet_of_exactly_the_workload_mtu_crosses_a_gretap_hub_and_one_byte_more_fails";
+    if !kernel_lacks(test, "gretap", &GRETAP_PROBE) {
+        df_packet_of_the_workload_mtu_over("gretap", 42);
+    }
+}
+
+#[test]
+fn a_df_packet_of_exactly_the_workload_mtu_crosses_a_geneve_hub_and_one_byte_more_fails() {
+    require_root!();
+    let test =
+        "a_df_packet_of_exactly_the_workload_mtu_crosses_a_geneve_hub_and_one_byte_more_fails";
+    if !kernel_lacks(test, "geneve", &GENEVE_PROBE) {
+        df_packet_of_the_workload_mtu_over("geneve", 50);
+    }
+}
+
+/// The last container of the subnet leaving CN2 removes CN2's tunnel end and bridge, and the
+/// hub's device toward CN2; CN1 keeps working through the hub.
+fn last_cn_teardown_over(kind: &str) {
+    let mut cluster = Cluster::new().expect("cluster");
+    let (ta, a1, mut a2) = on_both_nodes_over(&mut cluster, kind);
+    assert!(a1.ping(&a2.ip, 2), "{kind}: across the hub");
+    a2.remove().expect_ok("DEL a2");
+    assert!(
+        cluster.cn2.ciao_links().is_empty(),
+        "{kind}: CN2 keeps links: {:?}",
+        cluster.cn2.ciao_links()
+    );
+    let entry = cluster
+        .wait_programmed(&ta, S1, &[Cn::Cn1.ip()])
+        .expect("CN2 off the hub");
+    assert_eq!(entry["kind"], kind);
+    // The hub's side in the kernel: its devices of `kind` name CN1's address only.
+    let hub = cluster.tenant_ns(&ta);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let devices = loop {
+        let devices = hub.exec(&["ip", "-o", "-d", "link", "show", "type", kind]);
+        let toward_cn2 = devices.contains(&format!("remote {}", Cn::Cn2.ip()));
+        if !toward_cn2 || Instant::now() > deadline {
+            break devices;
         }
-        let mut cluster = Cluster::new().expect("cluster");
-        let ta = cluster.add_tenant(TENANT_A).expect("tenant A");
-        let extra = serde_json::json!({"tunnel": {"kind": kind}});
-        let a1 = cluster
-            .container_with(Cn::Cn1, &ta, S1, "172.16.1.10", extra.clone())
-            .expect("a1");
-        let a2 = cluster
-            .container_with(Cn::Cn2, &ta, S1, "172.16.1.11", extra)
-            .expect("a2");
-        let entry = cluster
-            .wait_programmed(&ta, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
-            .expect("one device per CN");
-        assert_eq!(entry["kind"], kind);
-        assert!(a1.ping(&a2.ip, 3), "{kind}: across the hub");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        !devices.contains(&format!("remote {}", Cn::Cn2.ip())),
+        "{kind}: the hub keeps a device toward CN2: {devices}"
+    );
+    assert!(
+        devices.contains(&format!("remote {}", Cn::Cn1.ip())),
+        "{kind}: the hub lost its device toward CN1: {devices}"
+    );
+    assert!(
+        a1.ping("172.16.1.1", 3),
+        "{kind}: CN1 to its gateway at the hub"
+    );
+}
+
+#[test]
+fn the_last_container_leaving_a_node_takes_its_gretap_end_off_both_sides() {
+    require_root!();
+    let test = "the_last_container_leaving_a_node_takes_its_gretap_end_off_both_sides";
+    if !kernel_lacks(test, "gretap", &GRETAP_PROBE) {
+        last_cn_teardown_over("gretap");
+    }
+}
+
+#[test]
+fn the_last_container_leaving_a_node_takes_its_geneve_end_off_both_sides() {
+    require_root!();
+    let test = "the_last_container_leaving_a_node_takes_its_geneve_end_off_both_sides";
+    if !kernel_lacks(test, "geneve", &GENEVE_PROBE) {
+        last_cn_teardown_over("geneve");
+    }
+}
+
+/// Two tenants with the same subnet and the same addresses over `kind` tunnels: each pings
+/// inside itself, and not one echo request reaches the other tenant's workloads.
+fn two_tenants_exchange_no_packet_over(kind: &str) {
+    let mut cluster = Cluster::new().expect("cluster");
+    let (_ta, a1, a2) = tenant_on_both_nodes_over(&mut cluster, TENANT_A, kind);
+    let (_tb, b1, b2) = tenant_on_both_nodes_over(&mut cluster, TENANT_B, kind);
+    for w in [&a1, &a2, &b1, &b2] {
+        add_counter(w, "echo", "icmp type echo-request");
+    }
+    assert!(a1.ping(&a2.ip, 10), "{kind}: A internally");
+    assert!(b1.ping(&b2.ip, 10), "{kind}: B internally");
+    assert_eq!(
+        [&a1, &a2, &b1, &b2].map(|w| counter(w, "echo")),
+        [0, 10, 0, 10],
+        "{kind}: echo requests seen by a1, a2, b1, b2"
+    );
+}
+
+#[test]
+fn tenants_with_identical_subnets_exchange_no_packet_over_gretap() {
+    require_root!();
+    let test = "tenants_with_identical_subnets_exchange_no_packet_over_gretap";
+    if !kernel_lacks(test, "gretap", &GRETAP_PROBE) {
+        two_tenants_exchange_no_packet_over("gretap");
+    }
+}
+
+#[test]
+fn tenants_with_identical_subnets_exchange_no_packet_over_geneve() {
+    require_root!();
+    let test = "tenants_with_identical_subnets_exchange_no_packet_over_geneve";
+    if !kernel_lacks(test, "geneve", &GENEVE_PROBE) {
+        two_tenants_exchange_no_packet_over("geneve");
+    }
+}
+
+/// The tenant's agent killed and restarted while a1 pings a2 across a `kind` hub: the
+/// kernel datapath carries the flow throughout, and the restart recreates no link.
+fn agent_restart_keeps_flows_over(kind: &str) {
+    let mut cluster = Cluster::new().expect("cluster");
+    let (ta, a1, a2) = on_both_nodes_over(&mut cluster, kind);
+    let tenant_ns = cluster.tenant_ns(&ta);
+    let links_before = tenant_ns.exec(&["ip", "-o", "link", "show"]);
+    let (pings, overlapped) = std::thread::scope(|s| {
+        let flow = s.spawn(|| {
+            a1.ns
+                .try_exec(&["ping", "-c", "100", "-i", "0.1", "-W", "1", &a2.ip])
+        });
+        cluster.kill_agent(&ta);
+        cluster.restart_agent(&ta).expect("restart");
+        // The restart must fall inside the flow for the check to mean anything.
+        let overlapped = !flow.is_finished();
+        (flow.join().expect("ping"), overlapped)
+    });
+    let text = String::from_utf8_lossy(&pings.stdout);
+    assert!(
+        overlapped,
+        "{kind}: the flow ended before the restart: {text}"
+    );
+    let received: u32 = text
+        .split(" received")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("ping summary");
+    assert!(
+        received >= 90,
+        "{kind}: the flow lost packets across the restart: {text}"
+    );
+    assert_eq!(
+        tenant_ns.exec(&["ip", "-o", "link", "show"]),
+        links_before,
+        "{kind}: links recreated"
+    );
+    assert!(a1.ping(&a2.ip, 2), "{kind}: after the restart");
+}
+
+#[test]
+fn the_agent_restarts_without_disturbing_flows_over_gretap() {
+    require_root!();
+    let test = "the_agent_restarts_without_disturbing_flows_over_gretap";
+    if !kernel_lacks(test, "gretap", &GRETAP_PROBE) {
+        agent_restart_keeps_flows_over("gretap");
+    }
+}
+
+#[test]
+fn the_agent_restarts_without_disturbing_flows_over_geneve() {
+    require_root!();
+    let test = "the_agent_restarts_without_disturbing_flows_over_geneve";
+    if !kernel_lacks(test, "geneve", &GENEVE_PROBE) {
+        agent_restart_keeps_flows_over("geneve");
+    }
+}
+
+/// Interop with ciao's Go CNCI: with `tunnel.id` = ciao's `subnet_key`, the GRE tap our CN makes
+/// toward the CNCI has what ciao's libsnnet (`gre.go`: vishvananda/netlink `Gretap{IKey, OKey,
+/// Local, Remote, PMtuDisc: 1}`, which sets GRE_KEY in both flag words) gives its own end:
+/// local and remote underlay addresses, ikey = okey = the key, KEY and nothing else in both
+/// directions, path MTU discovery on.
+#[test]
+fn gretap_on_the_cn_is_keyed_as_ciaos_cnci_expects() {
+    require_root!();
+    if kernel_lacks(
+        "gretap_on_the_cn_is_keyed_as_ciaos_cnci_expects",
+        "gretap",
+        &GRETAP_PROBE,
+    ) {
+        return;
+    }
+    // ciao's subnet_key of 172.16.1.0/24: the network address as a little-endian u32.
+    let key = u32::from_le_bytes([172, 16, 1, 0]);
+    assert_eq!(key, 69804);
+    let mut cluster = Cluster::new().expect("cluster");
+    let ta = cluster.add_tenant(TENANT_A).expect("tenant A");
+    let extra = serde_json::json!({"tunnel": {"kind": "gretap", "id": key}});
+    let _a1 = cluster
+        .container_with(Cn::Cn1, &ta, S1, "172.16.1.10", extra)
+        .expect("a1");
+    cluster
+        .wait_programmed(&ta, S1, &[Cn::Cn1.ip()])
+        .expect("CN1 registered");
+    let links = in_netns(&cluster.cn1.ns.path(), || {
+        netcore::netlink::Netlink::open()
+            .expect("netlink")
+            .links()
+            .expect("links")
+    });
+    let grets: Vec<_> = links
+        .iter()
+        .filter(|l| l.kind.as_deref() == Some("gretap") && l.name != "gretap0")
+        .collect();
+    assert_eq!(grets.len(), 1, "one GRE tap toward the CNCI: {links:?}");
+    let Some(netcore::netlink::InfoData::GreTap(info)) = &grets[0].data else {
+        panic!("no gretap data: {:?}", grets[0])
+    };
+    let cn1: std::net::Ipv4Addr = Cn::Cn1.ip().parse().expect("CN1 address");
+    let cnci: std::net::Ipv4Addr = NN_IP.parse().expect("CNCI address");
+    for want in [
+        InfoGre::Local(cn1),
+        InfoGre::Remote(cnci),
+        InfoGre::IKey(key),
+        InfoGre::OKey(key),
+        InfoGre::IFlags(GreIOFlags::Key),
+        InfoGre::OFlags(GreIOFlags::Key),
+        InfoGre::PathMTUDiscovery(true),
+    ] {
+        assert!(info.contains(&want), "{want:?} missing in {info:?}");
     }
 }
 

@@ -186,3 +186,106 @@ fn a_skip_names_its_test_not_only_its_file() {
         "scripts::a_skip_names_its_test_not_only_its_file"
     );
 }
+
+fn summary_with_lane(
+    output_log: &str,
+    skip_log: &str,
+    status: i32,
+    lane_results: Option<&str>,
+    lane_status: i32,
+) -> Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("test-output.log");
+    std::fs::write(&out, output_log).expect("write output log");
+    let skips = dir.path().join("test-skips.log");
+    std::fs::write(&skips, skip_log).expect("write skip log");
+    let lane = dir.path().join("kernel-lane-results.txt");
+    if let Some(r) = lane_results {
+        std::fs::write(&lane, r).expect("write lane results");
+    }
+    Command::new(script("test-summary.sh"))
+        .arg(&out)
+        .arg(&skips)
+        .arg(status.to_string())
+        .arg(&lane)
+        .arg(lane_status.to_string())
+        .output()
+        .expect("run test-summary.sh")
+}
+
+/// On the host, two tests lack a kernel feature and one lacks docker.
+const HOST_SKIPS: &str = "\
+skipped: gretap_attributes_read_back: kernel lacks gretap (create link gt0)
+skipped: point_to_point_hubs_over_gretap: kernel lacks gretap (Error: Unknown device type.)
+skipped: docker::runs: dockerd did not start
+";
+
+#[test]
+fn tests_that_passed_in_the_kernel_lane_are_not_skipped_and_count_once() {
+    let lane = "passed: gretap_attributes_read_back\npassed: point_to_point_hubs_over_gretap\n";
+    let out = summary_with_lane(PASSED, HOST_SKIPS, 0, Some(lane), 0);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(!stdout.contains("kernel lacks"), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "== tests that could not run here",
+            "skipped: docker::runs: dockerd did not start",
+            "tests: 11 passed, 0 failed, 1 skipped (2 in the kernel lane)",
+        ]
+    );
+}
+
+#[test]
+fn a_test_that_failed_in_the_kernel_lane_fails_the_run_by_name() {
+    let lane = "passed: gretap_attributes_read_back\nfailed: point_to_point_hubs_over_gretap\n";
+    let out = summary_with_lane(PASSED, HOST_SKIPS, 0, Some(lane), 1);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "== tests that could not run here",
+            "skipped: docker::runs: dockerd did not start",
+            "== failed in the kernel lane (output above and in target/kernel-lane-output.log)",
+            "point_to_point_hubs_over_gretap",
+            "tests: 10 passed, 1 failed, 1 skipped (1 in the kernel lane)",
+        ]
+    );
+}
+
+#[test]
+fn a_kernel_lane_that_hung_or_crashed_without_results_is_a_failure() {
+    let out = summary_with_lane(PASSED, HOST_SKIPS, 0, None, 1);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.ends_with("tests: 9 passed, 1 failed, 3 skipped (0 in the kernel lane)\n"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn where_the_kernel_lane_cannot_run_each_lane_test_is_skipped_by_name_with_why() {
+    let lane = "\
+skipped: gretap_attributes_read_back: kernel lane unavailable: apt-get download failed
+skipped: point_to_point_hubs_over_gretap: kernel lane unavailable: apt-get download failed
+";
+    let out = summary_with_lane(PASSED, HOST_SKIPS, 0, Some(lane), 2);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "== tests that could not run here",
+            "skipped: gretap_attributes_read_back: kernel lane unavailable: apt-get download failed",
+            "skipped: point_to_point_hubs_over_gretap: kernel lane unavailable: apt-get download failed",
+            "skipped: docker::runs: dockerd did not start",
+            "tests: 9 passed, 0 failed, 3 skipped (0 in the kernel lane)",
+        ]
+    );
+}

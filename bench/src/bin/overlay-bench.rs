@@ -47,6 +47,10 @@ struct Args {
     /// Seconds to wait at start for the machine to fall below 15 % busy (0: don't wait).
     #[arg(long, default_value_t = 60)]
     quiet_wait_secs: u64,
+    /// Tunnel kind of the tenant subnet: vxlan, gretap or geneve (the last two need a kernel
+    /// that has them: the kernel lane's, see the README).
+    #[arg(long, default_value = "vxlan", value_parser = ["vxlan", "gretap", "geneve"])]
+    kind: String,
     /// Directory for `overlay-<timestamp>.json` and `.txt`.
     #[arg(long, default_value_os_t = Path::new(env!("CARGO_MANIFEST_DIR")).join("results"))]
     out_dir: PathBuf,
@@ -233,6 +237,7 @@ struct Results {
     timestamp: String,
     cpus: usize,
     busy_at_start_pct: f64,
+    kind: String,
     rounds: usize,
     secs: u32,
     workload_mtu: u32,
@@ -246,8 +251,8 @@ impl Results {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "## overlay-bench {}: iperf3 TCP, {} rounds x {} s per path, MTU {}, {} CPUs\n",
-            self.timestamp, self.rounds, self.secs, self.workload_mtu, self.cpus
+            "## overlay-bench {}: {}, iperf3 TCP, {} rounds x {} s per path, MTU {}, {} CPUs\n",
+            self.timestamp, self.kind, self.rounds, self.secs, self.workload_mtu, self.cpus
         );
         let _ = writeln!(
             s,
@@ -289,9 +294,10 @@ fn run(args: &Args) -> Result<Results> {
     eprintln!("overlay-bench: building the cluster");
     let mut cluster = Cluster::new()?;
     let t = cluster.add_tenant(TENANT_A)?;
-    let a1 = cluster.container(Cn::Cn1, &t, SUBNET, A1)?;
-    let a3 = cluster.container(Cn::Cn1, &t, SUBNET, A3)?;
-    let a2 = cluster.container(Cn::Cn2, &t, SUBNET, A2)?;
+    let tunnel = serde_json::json!({"tunnel": {"kind": args.kind}});
+    let a1 = cluster.container_with(Cn::Cn1, &t, SUBNET, A1, tunnel.clone())?;
+    let a3 = cluster.container_with(Cn::Cn1, &t, SUBNET, A3, tunnel.clone())?;
+    let a2 = cluster.container_with(Cn::Cn2, &t, SUBNET, A2, tunnel)?;
     cluster.wait_programmed(&t, SUBNET, &[Cn::Cn1.ip(), Cn::Cn2.ip()])?;
     let mtu = mtu_of(&a1.ns, "eth0")?;
     let base = Baseline::new(mtu)?;
@@ -367,6 +373,7 @@ fn run(args: &Args) -> Result<Results> {
     drop(cluster);
     Ok(Results {
         timestamp: utc_stamp(),
+        kind: args.kind.clone(),
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         busy_at_start_pct: f64::NAN,
         rounds: args.rounds,
