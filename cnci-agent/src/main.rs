@@ -94,16 +94,7 @@ struct RunArgs {
 /// The daemon's log on stderr: one line per event, prefixed by its spans (the CNCI, then the
 /// frame with its tenant and sending agent, then the subnet).
 fn init_logging(filter: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .with_context(|| format!("log filter {filter:?}"))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        // A closed stderr must not turn every log line into a panic.
-        .log_internal_errors(false)
-        .init();
-    Ok(())
+    ciao_log::init(filter).with_context(|| format!("log filter {filter:?}"))
 }
 
 fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<()> {

@@ -73,13 +73,7 @@ fn clear_stale_socket(path: &Path) -> Result<()> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .with_context(|| format!("log filter {:?}", args.log_level))?;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter)
-        .init();
+    ciao_log::init(&args.log_level).with_context(|| format!("log filter {:?}", args.log_level))?;
     let plugin = Plugin::open(&args.state_dir)
         .with_context(|| format!("open node state {}", args.state_dir.display()))?;
     if let Some(dir) = args.socket.parent() {

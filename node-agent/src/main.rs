@@ -75,13 +75,7 @@ fn main() -> anyhow::Result<()> {
             poll_ms,
             log_level,
         } => {
-            let filter = tracing_subscriber::EnvFilter::try_new(log_level)
-                .with_context(|| format!("log filter {log_level:?}"))?;
-            tracing_subscriber::fmt()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_env_filter(filter)
-                .init();
+            ciao_log::init(log_level).with_context(|| format!("log filter {log_level:?}"))?;
             let tls = ssntp::tls::client_config_from_files(cert, ca)
                 .context("TLS identity of the node")?;
             let delivery = delivery::Delivery {

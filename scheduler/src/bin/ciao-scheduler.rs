@@ -75,17 +75,7 @@ fn cluster_config(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 fn init_logging(filter: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .with_context(|| format!("log filter {filter:?}"))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        // A closed stderr (a parent that stopped reading) must not turn every log line into
-        // a panic: the subscriber would report its write error on stderr with eprintln!.
-        .log_internal_errors(false)
-        .init();
-    Ok(())
+    ciao_log::init(filter).with_context(|| format!("log filter {filter:?}"))
 }
 
 #[tokio::main]
