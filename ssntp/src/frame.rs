@@ -27,6 +27,9 @@ pub mod command {
     pub const ATTACH_VOLUME: u8 = 8;
     pub const RESTORE: u8 = 9;
     pub const REFRESH_CNCI: u8 = 10;
+    /// This project's: the controller's answer to a CnciRequest
+    /// ([`crate::payloads::CnciAssignment`]), master controller → one compute node.
+    pub const CNCI_ASSIGNMENT: u8 = 64;
 }
 
 /// STATUS operands.
@@ -54,6 +57,12 @@ pub mod event {
     /// ([`crate::payloads::TenantSync`]). Far from ciao's range so a future ciao event cannot
     /// collide with it.
     pub const TENANT_SYNC: u8 = 64;
+    /// This project's: a compute node asks for a tenant subnet's CNCI
+    /// ([`crate::payloads::CnciRequest`]), compute node → all controllers.
+    pub const CNCI_REQUEST: u8 = 65;
+    /// This project's: a node describes itself after connecting
+    /// ([`crate::payloads::NodeReport`]), node → all controllers.
+    pub const NODE_REPORT: u8 = 66;
 }
 
 /// ERROR operands.

@@ -180,6 +180,19 @@ enum Named {
     InstanceAdded(Option<String>),
     /// CONFIGURE: whether its configuration may replace the current one.
     Configure(Result<(), PayloadError>),
+    /// A controller's command for one node (START of a CNCI, DELETE, CnciAssignment): the
+    /// node's UUID, the roles a session must hold to get it, and for START the instance.
+    ForNode {
+        node: Option<String>,
+        roles: u32,
+        start_of: Option<String>,
+    },
+    /// A node's event for the controllers (CnciRequest, NodeReport): the node it claims to
+    /// come from, and the roles that may send it.
+    FromNode {
+        node: Option<String>,
+        roles: u32,
+    },
     Nothing,
 }
 
@@ -205,6 +218,32 @@ fn named(frame: &Frame) -> Named {
             Named::InstanceAdded(one("concentrator_instance_added", "instance_uuid"))
         }
         (kind::COMMAND, command::CONFIGURE) => Named::Configure(checked_configuration(p)),
+        (kind::COMMAND, command::START) => {
+            let start = crate::payloads::Start::from_yaml(p).ok();
+            Named::ForNode {
+                node: start.as_ref().map(|s| s.requirements.node_id.clone()),
+                roles: role::NETAGENT,
+                start_of: start.map(|s| s.instance_uuid.clone()),
+            }
+        }
+        (kind::COMMAND, command::DELETE) => Named::ForNode {
+            node: one("delete", "workload_agent_uuid"),
+            roles: role::AGENT | role::NETAGENT,
+            start_of: None,
+        },
+        (kind::COMMAND, command::CNCI_ASSIGNMENT) => Named::ForNode {
+            node: one("cnci_assignment", "agent_uuid"),
+            roles: role::AGENT,
+            start_of: None,
+        },
+        (kind::EVENT, event::CNCI_REQUEST) => Named::FromNode {
+            node: one("cnci_request", "agent_uuid"),
+            roles: role::AGENT,
+        },
+        (kind::EVENT, event::NODE_REPORT) => Named::FromNode {
+            node: one("node_report", "node_uuid"),
+            roles: role::AGENT | role::NETAGENT,
+        },
         _ => Named::Nothing,
     }
 }
@@ -271,6 +310,25 @@ impl Scheduler {
     }
 
     /// Logs (rate-limited) a refused or dropped connection; the caller's span names the peer.
+    /// ERROR StartFailure for a START whose node is not connected (ciao's `no_net_cn`).
+    fn start_failure(&self, start: &Frame, instance: String) -> Frame {
+        let node = crate::payloads::Start::from_yaml(&start.payload)
+            .map(|s| s.requirements.node_id.clone())
+            .unwrap_or_default();
+        let body = crate::payloads::StartFailureBody {
+            node_uuid: node,
+            instance_uuid: instance,
+            reason: "no_net_cn".into(),
+            restart: false,
+        };
+        Frame::new(
+            kind::ERROR,
+            error::START_FAILURE,
+            self.cfg.uuid,
+            crate::payloads::StartFailure(body).to_yaml(),
+        )
+    }
+
     pub(crate) fn log_refusal(&self, reason: &dyn std::fmt::Display) {
         if let Some(suppressed) = self.refusals.allow() {
             tracing::warn!(%reason, suppressed, "connection refused");
@@ -647,6 +705,33 @@ impl Scheduler {
             (kind::COMMAND, _, Named::Cnci(cnci)) if is_master => {
                 cnci.map(|c| cnci_session(&reg, &c)).unwrap_or_default()
             }
+            (
+                kind::COMMAND,
+                _,
+                Named::ForNode {
+                    node,
+                    roles,
+                    start_of,
+                },
+            ) if is_master => {
+                let to = node
+                    .map(|n| node_session(&reg, &n, roles))
+                    .unwrap_or_default();
+                if to.is_empty() {
+                    self.log_drop(from, frame, "no connected node of that UUID and role");
+                    if let Some(instance) = start_of {
+                        let _ = own.try_send(self.start_failure(frame, instance));
+                    }
+                }
+                to
+            }
+            (kind::EVENT, _, Named::FromNode { node, roles }) => {
+                if from_role & roles == 0 || node.as_deref() != Some(from) {
+                    self.log_drop(from, frame, "node event not from the node it names");
+                    return Vec::new();
+                }
+                controllers(&reg)
+            }
             (kind::EVENT, _, Named::InstanceAdded(instance)) => {
                 if from_role & role::CNCIAGENT == 0 || instance.as_deref() != Some(from) {
                     self.log_drop(
@@ -759,6 +844,15 @@ fn cnci_session(reg: &Registry, uuid: &str) -> Vec<mpsc::Sender<Frame>> {
     reg.sessions
         .get(uuid)
         .filter(|s| s.role & role::CNCIAGENT != 0)
+        .map(|s| vec![s.tx.clone()])
+        .unwrap_or_default()
+}
+
+/// The queue of the session with exactly this UUID if it holds one of `roles`.
+fn node_session(reg: &Registry, uuid: &str, roles: u32) -> Vec<mpsc::Sender<Frame>> {
+    reg.sessions
+        .get(uuid)
+        .filter(|s| s.role & roles != 0)
         .map(|s| vec![s.tx.clone()])
         .unwrap_or_default()
 }

@@ -21,6 +21,7 @@ mod macros;
 mod cluster;
 mod cnci;
 mod configure;
+mod control;
 mod emit;
 mod field;
 mod node;
@@ -39,6 +40,11 @@ pub use cnci::{
 };
 pub use configure::{
     Configure, ConfigurePayload, ControllerConfig, LauncherConfig, SchedulerConfig, StorageConfig,
+};
+pub use control::{
+    CnciAssignment, CnciAssignmentCmd, CnciRequest, CnciRequestEvent, Delete, InstanceDeleted,
+    InstanceDeletedEvent, NodeReport, NodeReportEvent, Start, StartCmd, StartFailure,
+    StartFailureBody, StopCmd, WorkloadRequirements, VM_TYPE_CNCI,
 };
 pub use node::{NetworkStat, NodeConnected, NodeConnectedEvent, NodeDisconnected, NodeType, Ready};
 pub use public_ip::{
