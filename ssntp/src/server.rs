@@ -309,7 +309,6 @@ impl Scheduler {
         )
     }
 
-    /// Logs (rate-limited) a refused or dropped connection; the caller's span names the peer.
     /// ERROR StartFailure for a START whose node is not connected (ciao's `no_net_cn`).
     fn start_failure(&self, start: &Frame, instance: String) -> Frame {
         let node = crate::payloads::Start::from_yaml(&start.payload)
@@ -329,6 +328,7 @@ impl Scheduler {
         )
     }
 
+    /// Logs (rate-limited) a refused or dropped connection; the caller's span names the peer.
     pub(crate) fn log_refusal(&self, reason: &dyn std::fmt::Display) {
         if let Some(suppressed) = self.refusals.allow() {
             tracing::warn!(%reason, suppressed, "connection refused");
