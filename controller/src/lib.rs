@@ -6,6 +6,7 @@
 //! distributed backend (etcd) would be a second implementation of the same trait.
 
 pub mod config;
+pub mod daemon;
 pub mod model;
 pub mod pool;
 pub mod sqlite;

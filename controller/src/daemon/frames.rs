@@ -1,0 +1,60 @@
+//! The frames the controller sends, built from the store's values.
+
+use ssntp::frame::{command, kind, Frame};
+use ssntp::payloads::{
+    AssignPublicIp, CnciAssignment, CnciAssignmentCmd, Delete, Payload, PublicIpCommand,
+    ReleasePublicIp, Start,
+};
+use uuid::Uuid;
+
+use crate::model::{Cnci, PublicIpAssignment, TenantSubnet};
+
+/// COMMAND START of `cnci` on its network node.
+pub fn start(me: Uuid, cnci: &Cnci) -> Frame {
+    let payload = Start::cnci(cnci.tenant, cnci.uuid, cnci.network_node).to_yaml();
+    Frame::new(kind::COMMAND, command::START, me, payload)
+}
+
+/// COMMAND DELETE of the CNCI `cnci` on network node `node`.
+pub fn delete(me: Uuid, cnci: Uuid, node: Uuid) -> Frame {
+    let payload = Delete::new(cnci, node).to_yaml();
+    Frame::new(kind::COMMAND, command::DELETE, me, payload)
+}
+
+/// COMMAND CnciAssignment: compute node `agent` tunnels `subnet` to the ready `cnci`.
+pub fn assignment(me: Uuid, agent: Uuid, cnci: &Cnci, subnet: &TenantSubnet) -> Frame {
+    let payload = CnciAssignment(CnciAssignmentCmd {
+        agent_uuid: agent.to_string(),
+        tenant_uuid: subnet.tenant.to_string(),
+        subnet: subnet.cidr.to_string(),
+        concentrator_uuid: cnci.uuid.to_string(),
+        concentrator_ip: cnci.underlay.to_string(),
+        tunnel_kind: subnet.tunnel_kind,
+        tunnel_id: subnet.tunnel_id,
+    })
+    .to_yaml();
+    Frame::new(kind::COMMAND, command::CNCI_ASSIGNMENT, me, payload)
+}
+
+fn public_ip_command(cnci: &Cnci, ip: &PublicIpAssignment) -> PublicIpCommand {
+    PublicIpCommand {
+        concentrator_uuid: cnci.uuid.to_string(),
+        tenant_uuid: ip.tenant.to_string(),
+        instance_uuid: String::new(),
+        public_ip: ip.public.to_string(),
+        private_ip: ip.private.to_string(),
+        vnic_mac: String::new(),
+    }
+}
+
+/// COMMAND AssignPublicIP (5) to the tenant's CNCI.
+pub fn assign_public_ip(me: Uuid, cnci: &Cnci, ip: &PublicIpAssignment) -> Frame {
+    let payload = AssignPublicIp(public_ip_command(cnci, ip)).to_yaml();
+    Frame::new(kind::COMMAND, command::ASSIGN_PUBLIC_IP, me, payload)
+}
+
+/// COMMAND ReleasePublicIP (6) to the tenant's CNCI.
+pub fn release_public_ip(me: Uuid, cnci: &Cnci, ip: &PublicIpAssignment) -> Frame {
+    let payload = ReleasePublicIp(public_ip_command(cnci, ip)).to_yaml();
+    Frame::new(kind::COMMAND, command::RELEASE_PUBLIC_IP, me, payload)
+}
