@@ -452,3 +452,6 @@ impl Controller {
 fn parse_uuid(key: &str, text: &str) -> Result<Uuid, HandleError> {
     Uuid::parse_str(text).map_err(|_| HandleError::Refused(format!("{key} {text:?} is not a UUID")))
 }
+
+#[cfg(test)]
+mod tests;
