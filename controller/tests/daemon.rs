@@ -16,40 +16,67 @@ use ssntp::payloads::{
     CnciAssignment, CnciAssignmentCmd, CnciRequest, CnciRequestEvent, ConcentratorInstanceAdded,
     ConcentratorInstanceAddedEvent, NodeReport, NodeReportEvent, NodeType, Payload, Start,
 };
-use testkit::certs::LocalCa;
-use testkit::{start_scheduler_logged, LoggedScheduler, Proc};
+use testkit::{ciao_certificates, start_scheduler_logged, LoggedScheduler, Proc};
 use uuid::Uuid;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// The CA and one client configuration per role, made once (RSA is slow in debug builds).
-struct Pki {
-    ca: LocalCa,
-    clients: Mutex<HashMap<u32, Arc<rustls::ClientConfig>>>,
-    controller_pem: PathBuf,
-}
+/// The certificates: one leaf per role beside the scheduler's anchor.
+const LEAVES: [(&str, &str); 4] = [
+    ("controller", "ctl"),
+    ("agent", "cn"),
+    ("netagent", "nn"),
+    ("cnciagent", "cnci"),
+];
 
-fn pki() -> &'static Pki {
-    static PKI: OnceLock<Pki> = OnceLock::new();
-    PKI.get_or_init(|| {
-        let ca = LocalCa::new("controller daemon test").expect("CA");
-        let controller_pem = ca
-            .write_leaf(role::CONTROLLER, "cert-controller-localhost.pem")
-            .expect("controller certificate");
-        Pki {
-            ca,
-            clients: Mutex::new(HashMap::new()),
-            controller_pem,
+/// One certificate set per checkout, made once with `ciao-cert` under
+/// `target/test-certs/controller` (RSA key generation takes seconds per key in a debug
+/// build), in a temporary directory renamed into place so that no process sees half a set.
+fn certs() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = testkit::workspace_root().join("target/test-certs");
+        let dir = base.join("controller");
+        let complete = |d: &Path| {
+            d.join("CAcert-localhost.pem").is_file()
+                && LEAVES
+                    .iter()
+                    .all(|(r, h)| d.join(format!("cert-{r}-{h}.pem")).is_file())
+        };
+        if !complete(&dir) {
+            std::fs::create_dir_all(&base).expect("target/test-certs");
+            let tmp = tempfile::tempdir_in(&base).expect("certificate dir");
+            ciao_certificates(tmp.path(), &LEAVES);
+            let made = tmp.keep();
+            if std::fs::rename(&made, &dir).is_err() {
+                let _ = std::fs::remove_dir_all(&made);
+                assert!(complete(&dir), "{} is incomplete; remove it", dir.display());
+            }
         }
+        dir
     })
 }
 
+fn cert(role_bits: u32) -> PathBuf {
+    let name = match role_bits {
+        role::CONTROLLER => "controller-ctl",
+        role::AGENT => "agent-cn",
+        role::NETAGENT => "netagent-nn",
+        _ => "cnciagent-cnci",
+    };
+    certs().join(format!("cert-{name}.pem"))
+}
+
 fn client_tls(role_bits: u32) -> Arc<rustls::ClientConfig> {
-    let p = pki();
-    let mut clients = p.clients.lock().unwrap_or_else(|e| e.into_inner());
-    clients
-        .entry(role_bits)
-        .or_insert_with(|| p.ca.client(role_bits, true).expect("client certificate"))
+    static TLS: OnceLock<Mutex<HashMap<u32, Arc<rustls::ClientConfig>>>> = OnceLock::new();
+    let mut all = TLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    all.entry(role_bits)
+        .or_insert_with(|| {
+            testkit::client_tls(&cert(role_bits), &certs().join("CAcert-localhost.pem"))
+        })
         .clone()
 }
 
@@ -70,15 +97,14 @@ struct Bed {
 
 impl Bed {
     fn new() -> Bed {
-        let p = pki();
         let path = |f: &Path| f.to_str().expect("utf-8").to_owned();
         let args = [
             "--listen".to_owned(),
             "127.0.0.1:0".to_owned(),
             "--cert".to_owned(),
-            path(&p.ca.scheduler_pem),
+            path(&certs().join("cert-scheduler-localhost.pem")),
             "--ca".to_owned(),
-            path(&p.ca.ca_pem),
+            path(&certs().join("CAcert-localhost.pem")),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let scheduler = start_scheduler_logged(&args, None);
@@ -87,8 +113,8 @@ impl Bed {
             "state_dir = {:?}\n\n[scheduler]\naddress = {:?}\nserver_name = \"localhost\"\ncert = {:?}\nca = {:?}\n",
             dir.path().join("state"),
             scheduler.addr,
-            p.controller_pem,
-            p.ca.ca_pem,
+            cert(role::CONTROLLER),
+            certs().join("CAcert-localhost.pem"),
         );
         std::fs::write(dir.path().join("controller.toml"), config).expect("config");
         let mut bed = Bed {
@@ -370,7 +396,13 @@ async fn a_killed_controller_restarts_with_the_same_answers_and_starts_nothing_a
     let before = compute_node(&addr, cn, &one).await;
 
     bed.kill_controller();
-    bed.start_controller();
+    // A new tenant's attach while the controller is down: its requests go nowhere until the
+    // controller is back, then the next one is answered.
+    let late_tenant = Uuid::new_v4();
+    let late = [(late_tenant, "172.16.1.0/24".to_owned())];
+    let (late_addr, late_cn) = (addr.clone(), Uuid::new_v4());
+    let waiting = tokio::spawn(async move { compute_node(&late_addr, late_cn, &late).await });
+    tokio::task::block_in_place(|| bed.start_controller());
     let after = compute_node(&addr, cn, &one).await;
     assert_eq!(before, after, "the same answer from the store");
     let two = [(tenant, "172.16.2.0/24".to_owned())];
@@ -382,8 +414,16 @@ async fn a_killed_controller_restarts_with_the_same_answers_and_starts_nothing_a
         "the same CNCI"
     );
     assert_ne!(new.tunnel_id, old.tunnel_id, "a new id for the new subnet");
-    assert_eq!(nn.starts().len(), 1, "no second START for a ready CNCI");
-    assert_eq!(bed.store().cncis().expect("cncis").len(), 1);
+    let late = waiting.await.expect("the late compute node");
+    let late = &late[&(late_tenant.to_string(), "172.16.1.0/24".to_owned())];
+    assert_ne!(late.tunnel_id, old.tunnel_id);
+    let starts: Vec<Option<Uuid>> = nn.starts().iter().map(|s| s.tenant().ok()).collect();
+    assert_eq!(
+        starts,
+        [Some(tenant), Some(late_tenant)],
+        "no second START for a ready CNCI"
+    );
+    assert_eq!(bed.store().cncis().expect("cncis").len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
