@@ -486,3 +486,41 @@ async fn a_bad_subnet_is_refused_logged_and_nothing_stored() {
     assert_eq!(tenants, [good], "the refused tenant was not stored");
     assert!(store.subnets(bad).expect("subnets").is_empty());
 }
+
+#[test]
+fn a_bad_config_is_refused_at_start_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("controller.toml");
+    for (text, key) in [
+        ("public_pools = [\"10.0.0.0/33\"]\n", "public_pools[0]"),
+        ("state_dir = \"relative\"\n", "state_dir"),
+        ("", "scheduler"),
+        ("", "scheduler.cert / scheduler.ca"),
+    ] {
+        let state = dir.path().join("state");
+        let state_line = if key == "state_dir" {
+            String::new()
+        } else {
+            format!("state_dir = {state:?}\n")
+        };
+        let full = format!(
+            "{state_line}{text}{}",
+            if text.is_empty() && key == "scheduler" {
+                String::new()
+            } else {
+                "[scheduler]\ncert = \"/nonexistent/c.pem\"\nca = \"/nonexistent/ca.pem\"\n".into()
+            }
+        );
+        std::fs::write(&config, full).expect("config");
+        let out = Command::new(env!("CARGO_BIN_EXE_ciao-controller"))
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("run ciao-controller");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{key}: accepted");
+        let named = [format!("config key {key}"), format!("config keys {key}")];
+        assert!(named.iter().any(|n| stderr.contains(n)), "{key}: {stderr}");
+        assert!(!state.exists(), "nothing made for a refused config");
+    }
+}

@@ -29,13 +29,14 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     ciao_log::init(&cli.log_level).context("--log-level")?;
     let cfg = ControllerConfig::load(&cli.config)?;
+    // Certificates first: a bad file is refused before anything is made on disk.
+    let tls = ssntp::tls::client_config_from_files(&cfg.scheduler.cert, &cfg.scheduler.ca)
+        .context("config keys scheduler.cert / scheduler.ca")?;
     let store = SqliteStore::open_in(&cfg.state_dir)?;
     store
         .set_public_pools(&cfg.public_pools)
         .context("config key public_pools")?;
     let me = identity::load_or_create(&cfg.state_dir)?;
-    let tls = ssntp::tls::client_config_from_files(&cfg.scheduler.cert, &cfg.scheduler.ca)
-        .context("config table [scheduler]: certificates")?;
     let store: Arc<dyn Store> = Arc::new(store);
     let ctl = Controller::new(me, store, cfg.default_tunnel_kind);
     ctl.forget_sessions()?;
