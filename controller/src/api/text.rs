@@ -121,8 +121,13 @@ pub fn tenant(view: &TenantView) -> String {
         &["SUBNET", "TUNNEL", "TUNNEL-ID", "COMPUTE-NODES"],
         &subnets,
     ));
+    let public_ips: Vec<_> = view
+        .public_ips
+        .iter()
+        .map(|a| vec![a.public_ip.to_string(), a.private_ip.to_string()])
+        .collect();
     out.push('\n');
-    out.push_str(&assignments(&view.public_ips));
+    out.push_str(&render(&["PUBLIC-IP", "PRIVATE-IP"], &public_ips));
     out
 }
 
