@@ -174,6 +174,14 @@ fn refused(
     let what = format!("{method} {path} {body:?}: {}", answer.json);
     assert_eq!(answer.status, status, "{what}");
     assert_eq!(answer.json["code"], code, "{what}");
+    assert_eq!(
+        answer
+            .headers
+            .get(hyper::header::CONTENT_TYPE)
+            .map(|v| v.as_bytes()),
+        Some(&b"application/json"[..]),
+        "{what}"
+    );
     let message = answer.json["error"].as_str().expect("an error message");
     assert!(message.contains(says), "{what}: expected {says:?}");
     assert_eq!(server.snapshot(), before, "{what}: the store changed");
@@ -354,6 +362,18 @@ fn every_refusal_names_its_problem_and_changes_nothing() {
     ];
     for ((method, path, body), status, code, says) in cases {
         refused(&mut server, (method, &path, body), status, code, &says);
+    }
+
+    // A 405 says which methods the endpoint takes.
+    for (method, path, allow) in [
+        (Method::PUT, "/v1/tenants".to_owned(), "GET,HEAD"),
+        (Method::POST, format!("/v1/tenants/{T1}"), "GET,HEAD,DELETE"),
+        (Method::GET, t1_ips.clone(), "POST"),
+    ] {
+        let answer = server.call(method, &path, None);
+        assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+        let allowed = answer.headers.get(hyper::header::ALLOW).expect("Allow");
+        assert_eq!(allowed.to_str().expect("text"), allow, "{path}");
     }
 
     // The pool (two addresses) runs out.

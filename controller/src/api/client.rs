@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::http::{header, Method, Request, StatusCode};
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
@@ -36,6 +36,7 @@ pub enum ClientError {
 #[derive(Debug, Clone)]
 pub struct ApiResponse {
     pub status: StatusCode,
+    pub headers: HeaderMap,
     pub body: Bytes,
 }
 
@@ -97,13 +98,18 @@ impl Client {
         let request = request.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
         let response = sender.send_request(request).await.map_err(http)?;
         let status = response.status();
+        let headers = response.headers().clone();
         let body = response
             .into_body()
             .collect()
             .await
             .map_err(http)?
             .to_bytes();
-        Ok(ApiResponse { status, body })
+        Ok(ApiResponse {
+            status,
+            headers,
+            body,
+        })
     }
 }
 

@@ -43,6 +43,7 @@ pub struct Server {
 pub struct Answer {
     pub status: StatusCode,
     pub json: serde_json::Value,
+    pub headers: hyper::HeaderMap,
 }
 
 impl Server {
@@ -125,6 +126,7 @@ impl Server {
         Answer {
             status: response.status,
             json,
+            headers: response.headers,
         }
     }
 
