@@ -239,6 +239,14 @@ fn unknown_tenants_and_a_missing_controller_are_clear_errors() {
     assert!(err.contains("nothing answers on"), "{err}");
     assert!(err.contains("not running"), "{err}");
 
+    // A path that is not a socket is named as such.
+    let dir = server.dir.path().to_owned();
+    let err = fails(&dir, &["tenants"]);
+    assert!(
+        err.contains(&format!("{} is not a socket", dir.display())),
+        "{err}"
+    );
+
     // A malformed UUID is refused before any call: a usage error (exit 2).
     let out = ciao_net(&server.socket, &["tenant", "not-a-uuid"]);
     assert_eq!(out.status.code(), Some(2));
@@ -260,6 +268,31 @@ fn the_socket_comes_from_the_environment_and_a_tenant_is_deleted() {
             "tenant {T1} is being deleted: it takes no new workload, and its CNCI stops once its last workload is gone\n"
         )
     );
+    // --socket wins over the environment; an empty variable counts as unset.
+    let out = Command::new(CIAO_NET)
+        .args(["--socket"])
+        .arg(&server.socket)
+        .arg("nodes")
+        .env("CIAO_NET_SOCKET", "/nonexistent/admin.sock")
+        .output()
+        .expect("ciao-net runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let default = ciao_controller::api::default_socket_path();
+    if default.exists() {
+        eprintln!(
+            "skipped: empty CIAO_NET_SOCKET: {} exists here",
+            default.display()
+        );
+    } else {
+        let out = Command::new(CIAO_NET)
+            .arg("nodes")
+            .env("CIAO_NET_SOCKET", "")
+            .output()
+            .expect("ciao-net runs");
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        assert!(err.contains(&default.display().to_string()), "{err}");
+    }
     let view = server.call(Method::GET, &format!("/v1/tenants/{T1}"), None);
     assert_eq!(view.json["state"], "deleting");
     let tenants = ok(&server, &["tenants"]);

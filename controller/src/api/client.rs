@@ -1,6 +1,7 @@
 //! A client of the admin API over its unix socket (what `ciao-net` and the tests use).
 
 use std::io;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,6 +21,8 @@ pub enum ClientError {
     NoSocket(String),
     #[error("nothing answers on {0}: the controller is not running (the socket is left from an earlier run)")]
     Refused(String),
+    #[error("{0} is not a socket: give the controller's admin socket (<state_dir>/admin.sock)")]
+    NotASocket(String),
     #[error("{0}: permission denied (the socket is mode 0600: run as the controller's user)")]
     Denied(String),
     #[error("cannot connect to {path}: {source}")]
@@ -79,7 +82,7 @@ impl Client {
     ) -> Result<ApiResponse, ClientError> {
         let stream = UnixStream::connect(&self.socket)
             .await
-            .map_err(|e| connect_error(e, shown))?;
+            .map_err(|e| connect_error(e, &self.socket, shown))?;
         let http = |source| ClientError::Http {
             path: shown.to_owned(),
             source,
@@ -113,7 +116,11 @@ impl Client {
     }
 }
 
-fn connect_error(err: io::Error, shown: &str) -> ClientError {
+fn connect_error(err: io::Error, path: &Path, shown: &str) -> ClientError {
+    let is_socket = std::fs::metadata(path).map(|m| m.file_type().is_socket());
+    if let Ok(false) = is_socket {
+        return ClientError::NotASocket(shown.to_owned());
+    }
     match err.kind() {
         io::ErrorKind::NotFound => ClientError::NoSocket(shown.to_owned()),
         io::ErrorKind::ConnectionRefused => ClientError::Refused(shown.to_owned()),

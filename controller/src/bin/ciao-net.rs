@@ -18,8 +18,9 @@ use uuid::Uuid;
 #[derive(Parser)]
 #[command(name = "ciao-net", version)]
 struct Cli {
-    /// The controller's admin socket [default: /var/lib/ciao-controller/admin.sock].
-    #[arg(long, env = "CIAO_NET_SOCKET", global = true)]
+    /// The controller's admin socket [default: $CIAO_NET_SOCKET, else
+    /// /var/lib/ciao-controller/admin.sock].
+    #[arg(long, global = true)]
     socket: Option<PathBuf>,
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
@@ -72,6 +73,9 @@ enum PublicIpAction {
     Release { tenant: Uuid, public_ip: Ipv4Addr },
 }
 
+/// Where the socket is when `--socket` is not given (an empty value counts as unset).
+const SOCKET_ENV: &str = "CIAO_NET_SOCKET";
+
 /// One API call and how its answer reads.
 struct Call {
     method: Method,
@@ -92,7 +96,14 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let socket = cli.socket.unwrap_or_else(default_socket_path);
+    let socket = cli
+        .socket
+        .or_else(|| {
+            std::env::var_os(SOCKET_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(default_socket_path);
     let call = call(cli.command)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
