@@ -519,3 +519,45 @@ fn serve_until_stops_when_told() {
         .expect("task")
         .expect("serve_until returns Ok");
 }
+
+#[test]
+fn concurrent_assigns_share_out_the_pool_exactly() {
+    let mut server = Server::start();
+    let path = format!("/v1/tenants/{T1}/public-ips");
+    let client = api::client::Client::new(&server.socket);
+    // Six addresses ask at once for a pool of two: two get one each, four are refused.
+    let answers = server.runtime.block_on(async {
+        let calls: Vec<_> = (1..=6)
+            .map(|n| {
+                let (client, path) = (client.clone(), path.clone());
+                tokio::spawn(async move {
+                    let body = format!(r#"{{"private_ip":"172.16.1.{n}"}}"#).into_bytes();
+                    client.call(Method::POST, &path, Some(body)).await
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for call in calls {
+            answers.push(call.await.expect("task").expect("answer").status);
+        }
+        answers
+    });
+    let created = answers
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((created, refused), (2, 4), "{answers:?}");
+    let stored = server.store.public_ips().expect("read");
+    let publics: Vec<_> = stored.iter().map(|a| a.public.to_string()).collect();
+    assert_eq!(publics, ["203.0.113.1", "203.0.113.2"]);
+    let mut told = Vec::new();
+    while let Some(AdminEvent::PublicIpAssigned(a)) = server.event() {
+        told.push(a);
+    }
+    told.sort_by_key(|a| a.public);
+    assert_eq!(told, stored);
+}
