@@ -5,6 +5,7 @@
 //! [`Store`], written before it is acted on; [`SqliteStore`] is the embedded default, a
 //! distributed backend (etcd) would be a second implementation of the same trait.
 
+pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod model;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use ciao_controller::daemon::{self, identity, Connection, Controller};
+use ciao_controller::api;
 use ciao_controller::{ControllerConfig, SqliteStore, Store};
 use clap::Parser;
 
@@ -38,17 +39,26 @@ async fn main() -> anyhow::Result<()> {
         .context("config key public_pools")?;
     let me = identity::load_or_create(&cfg.state_dir)?;
     let store: Arc<dyn Store> = Arc::new(store);
+    // The admin API decides in the store, then tells the daemon what the nodes must follow.
+    let (admin_tx, admin_rx) = tokio::sync::mpsc::channel(256);
+    let socket = api::socket_path(&cfg.state_dir);
+    let listener = api::bind(&socket)
+        .with_context(|| format!("admin socket {}", socket.display()))?;
+    let api_store = store.clone();
+    tokio::spawn(async move {
+        if let Err(e) = api::serve(listener, api_store, admin_tx).await {
+            tracing::error!("admin API stopped: {e}");
+        }
+    });
     let ctl = Controller::new(me, store, cfg.default_tunnel_kind);
     ctl.forget_sessions()?;
     tracing::info!(
         uuid = %me,
         state_dir = %cfg.state_dir.display(),
         scheduler = %cfg.scheduler.address,
+        admin_socket = %socket.display(),
         "ciao-controller started"
     );
-    // The admin API sends its changes here (AdminEvent); it is started beside the daemon
-    // with `admin_tx` once it exists. Until then the sender is only kept open.
-    let (admin_tx, admin_rx) = tokio::sync::mpsc::channel(256);
     let conn = Connection {
         server_name: cfg
             .scheduler
@@ -59,6 +69,5 @@ async fn main() -> anyhow::Result<()> {
         tls,
     };
     daemon::run(ctl, conn, admin_rx).await?;
-    drop(admin_tx);
     Ok(())
 }

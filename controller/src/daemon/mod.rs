@@ -26,16 +26,7 @@ use crate::store::{NetworkNodeReport, Store, StoreError};
 
 pub use run::{run, Connection};
 
-/// What the admin API tells the daemon after it changed the store, so that the nodes follow.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AdminEvent {
-    /// The tenant was marked deleted: stop its CNCI once no workload remains.
-    TenantDeleted(Uuid),
-    /// A public IP was assigned in the store: map it on the tenant's CNCI.
-    PublicIpAssigned(PublicIpAssignment),
-    /// A public IP was released in the store: unmap it on the tenant's CNCI.
-    PublicIpReleased(PublicIpAssignment),
-}
+pub use crate::api::AdminEvent;
 
 /// Why a frame was not acted on (logged; nothing was half-done).
 #[derive(Debug, thiserror::Error)]
