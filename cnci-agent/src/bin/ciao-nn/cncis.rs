@@ -37,7 +37,8 @@ impl Task {
     /// Starts the task of `record`.
     pub fn spawn(shared: Arc<Shared>, record: AgentRecord) -> Task {
         let (stop, stopped) = watch::channel(false);
-        let span = tracing::info_span!(parent: None, "cnci", uuid = %record.uuid, tenant = %record.tenant);
+        let span =
+            tracing::info_span!(parent: None, "cnci", uuid = %record.uuid, tenant = %record.tenant);
         let handle = tokio::spawn(tracing::Instrument::instrument(
             supervise(shared, record, stopped),
             span,

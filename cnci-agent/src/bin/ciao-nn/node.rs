@@ -12,8 +12,8 @@ use cnci_agent::hub;
 use cnci_agent::state::{AgentRecord, Store};
 use ssntp::frame::{command, error, event, kind, Frame};
 use ssntp::payloads::{
-    Delete, InstanceDeleted, NodeReport, NodeReportEvent, NodeType, Payload, Start,
-    StartFailure, StartFailureBody, VM_TYPE_CNCI,
+    Delete, InstanceDeleted, NodeReport, NodeReportEvent, NodeType, Payload, Start, StartFailure,
+    StartFailureBody, VM_TYPE_CNCI,
 };
 use uuid::Uuid;
 
@@ -252,13 +252,15 @@ impl Node {
     /// DELETE of a CNCI: marked, its task stopped, its hub destroyed, its record wiped, then
     /// InstanceDeleted. An unknown CNCI is answered InstanceDeleted at once.
     async fn delete(&mut self, payload: &[u8]) -> Option<Frame> {
-        let parsed = Delete::from_yaml(payload).map_err(anyhow::Error::from).and_then(|d| {
-            let node = d.node()?;
-            if node != self.me.uuid {
-                anyhow::bail!("workload_agent_uuid {node} is not this node");
-            }
-            Ok(d.instance()?)
-        });
+        let parsed = Delete::from_yaml(payload)
+            .map_err(anyhow::Error::from)
+            .and_then(|d| {
+                let node = d.node()?;
+                if node != self.me.uuid {
+                    anyhow::bail!("workload_agent_uuid {node} is not this node");
+                }
+                Ok(d.instance()?)
+            });
         let cnci = match parsed {
             Ok(c) => c,
             Err(e) => {

@@ -52,8 +52,9 @@ impl NodeDir {
             .with_context(|| format!("create {}", self.dir.display()))?;
         let path = self.dir.join("lock");
         let file = std::fs::File::create(&path).with_context(|| path.display().to_string())?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, e)| anyhow::anyhow!("another ciao-nn runs on {} ({e})", self.dir.display()))
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+            |(_, e)| anyhow::anyhow!("another ciao-nn runs on {} ({e})", self.dir.display()),
+        )
     }
 
     /// The node's identity, `None` before the first run.
@@ -94,7 +95,10 @@ impl NodeDir {
         let mut out = Vec::new();
         for entry in entries {
             let entry = entry.with_context(|| root.display().to_string())?;
-            let Some(uuid) = entry.file_name().to_str().and_then(|n| Uuid::parse_str(n).ok())
+            let Some(uuid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| Uuid::parse_str(n).ok())
             else {
                 continue;
             };

@@ -73,7 +73,9 @@ pub fn print(state_dir: &Path, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let uuid = v.uuid.map_or_else(|| "(none yet)".to_string(), |u| u.to_string());
+    let uuid = v
+        .uuid
+        .map_or_else(|| "(none yet)".to_string(), |u| u.to_string());
     println!(
         "network node {uuid}: running: {}, connected: {}, {} CNCIs",
         v.running,
