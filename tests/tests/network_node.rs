@@ -274,9 +274,9 @@ fn wait_gone(ns: &str) {
     }
 }
 
-#[test]
-fn ciao_nn_runs_adopts_and_deletes_cncis_on_the_controllers_word() {
-    require_root!();
+/// The cluster, the node's certificate (roles netagent and cnciagent, issued with
+/// `ciao-cert issue --role netagent,cnciagent`) and how to start `ciao-nn`.
+fn setup() -> (Cluster, tempfile::TempDir, Nn) {
     let cluster = Cluster::new().expect("cluster");
     let certs = tempfile::tempdir().expect("tempdir");
     testkit::cert_tool(&[
@@ -297,6 +297,13 @@ fn ciao_nn_runs_adopts_and_deletes_cncis_on_the_controllers_word() {
         ns: cluster.nn.path(),
         log: cluster.logs.path().join("nn.log"),
     };
+    (cluster, certs, nn)
+}
+
+#[test]
+fn ciao_nn_runs_adopts_and_deletes_cncis_on_the_controllers_word() {
+    require_root!();
+    let (cluster, _certs, nn) = setup();
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let (tenant_a, tenant_b) = (Uuid::new_v4(), Uuid::new_v4());
     let _cleanup = TenantNs(vec![netns_of(a), netns_of(b)]);
@@ -377,4 +384,50 @@ fn ciao_nn_runs_adopts_and_deletes_cncis_on_the_controllers_word() {
     wait_gone(&netns_of(b));
     assert!(nn.recorded().is_empty());
     assert!(ctl.node_report().0.cncis.is_empty());
+}
+
+/// Not a test: the numbers for the README's process-versus-task choice. `ciao-nn`'s resident
+/// memory with 1, 10 and 100 CNCIs and how long each batch takes to announce itself, then the
+/// time to adopt all of them after a SIGKILL. Run with `--ignored --nocapture`.
+#[test]
+#[ignore]
+fn ciao_nn_memory_per_cnci() {
+    require_root!();
+    let (cluster, _certs, nn) = setup();
+    let cncis: Vec<Uuid> = (0..100).map(|_| Uuid::new_v4()).collect();
+    let _cleanup = TenantNs(cncis.iter().map(|c| netns_of(*c)).collect());
+    let _logs = LogsOnPanic(vec![nn.log.clone()]);
+    let ctl = Controller::connect(&cluster);
+    let proc = nn.start();
+    let node = ctl.node_report().node().expect("node");
+    let rss = |p: &Proc| testkit::host::rss_kib(p.0.id()).expect("rss");
+    println!("ciao-nn idle: VmRSS {} KiB", rss(&proc));
+    let mut done = 0;
+    for upto in [1usize, 10, 100] {
+        let t0 = Instant::now();
+        for c in &cncis[done..upto] {
+            ctl.start(Uuid::new_v4(), *c, node, "cnci");
+        }
+        ctl.concentrators_added(&cncis[done..upto]);
+        println!(
+            "{upto} CNCIs: VmRSS {} KiB, {} started in {:.2?}",
+            rss(&proc),
+            upto - done,
+            t0.elapsed()
+        );
+        done = upto;
+    }
+    drop(proc);
+    let t0 = Instant::now();
+    let proc = nn.start();
+    ctl.concentrators_added(&cncis);
+    println!(
+        "after SIGKILL: 100 CNCIs adopted in {:.2?}, VmRSS {} KiB",
+        t0.elapsed(),
+        rss(&proc)
+    );
+    drop(proc);
+    for c in &cncis {
+        testkit::delete_netns(&netns_of(*c));
+    }
 }
