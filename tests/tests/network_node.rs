@@ -17,7 +17,7 @@ use ssntp::frame::{command, error, event, kind, role, Frame};
 use ssntp::payloads::{
     ConcentratorInstanceAdded, Delete, InstanceDeleted, NodeReport, Payload, Start, StartFailure,
 };
-use testkit::cluster::{in_netns, Cluster, NN_IP, SCHEDULER_ADDR, SERVER_NAME};
+use testkit::cluster::{in_netns, Cluster, Cn, Tenant, NN_IP, SCHEDULER_ADDR, SERVER_NAME};
 use testkit::{require_root, Proc};
 use uuid::Uuid;
 
@@ -384,6 +384,74 @@ fn ciao_nn_runs_adopts_and_deletes_cncis_on_the_controllers_word() {
     wait_gone(&netns_of(b));
     assert!(nn.recorded().is_empty());
     assert!(ctl.node_report().0.cncis.is_empty());
+}
+
+/// Traffic between containers on two compute nodes (static mode: their CNI configs name the
+/// CNCI that `ciao-nn` runs) goes through the hub, keeps flowing while `ciao-nn` is killed, and
+/// after its restart. A CNCI whose hub cannot be built is retried until it can.
+#[test]
+fn traffic_through_a_ciao_nn_cnci_survives_its_restart_and_a_failed_cnci_is_retried() {
+    require_root!();
+    let (cluster, _certs, nn) = setup();
+    let (cnci, tenant, broken) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let _cleanup = TenantNs(vec![netns_of(cnci), netns_of(broken)]);
+    let _logs = LogsOnPanic(vec![
+        nn.log.clone(),
+        cluster.log("cn1"),
+        cluster.log("scheduler"),
+    ]);
+    let ctl = Controller::connect(&cluster);
+    let proc = nn.start();
+    let node = ctl.node_report().node().expect("node");
+    ctl.start(tenant, cnci, node, "cnci");
+    ctl.concentrator_added(cnci);
+
+    let t = Tenant {
+        tenant: tenant.to_string(),
+        cnci: cnci.to_string(),
+        netns: netns_of(cnci),
+        state_dir: nn.state.path().join("cncis").join(cnci.to_string()),
+        agent_args: Vec::new(),
+    };
+    let subnet = "172.16.1.0/24";
+    let w1 = cluster
+        .container(Cn::Cn1, &t, subnet, "172.16.1.10")
+        .expect("w1");
+    let _w2 = cluster
+        .container(Cn::Cn2, &t, subnet, "172.16.1.11")
+        .expect("w2");
+    cluster
+        .wait_programmed(&t, subnet, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
+        .expect("hub programmed");
+    assert!(w1.ping("172.16.1.11", 3), "cn1 -> cn2 through the hub");
+    let inode = netns_inode(&t.netns);
+
+    drop(proc);
+    assert!(w1.ping("172.16.1.11", 3), "traffic while ciao-nn is down");
+    assert!(
+        w1.ping("172.16.1.1", 1),
+        "the gateway in the tenant namespace"
+    );
+
+    // A CNCI whose tenant namespace cannot be made (a directory in its place) fails and is
+    // retried with back-off; once the obstacle is gone it comes up.
+    let obstacle = Path::new("/run/netns").join(netns_of(broken));
+    std::fs::create_dir_all(&obstacle).expect("obstacle");
+    let _proc = nn.start();
+    ctl.concentrator_added(cnci);
+    assert_eq!(netns_inode(&t.netns), inode, "namespace recreated");
+    assert!(w1.ping("172.16.1.11", 3), "traffic after the restart");
+    ctl.start(Uuid::new_v4(), broken, node, "cnci");
+    let deadline = Instant::now() + WAIT;
+    while !std::fs::read_to_string(&nn.log)
+        .unwrap_or_default()
+        .contains(&format!("restarting CNCI {broken}"))
+    {
+        assert!(Instant::now() < deadline, "no failure logged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::remove_dir(&obstacle).expect("remove obstacle");
+    ctl.concentrator_added(broken);
 }
 
 /// Not a test: the numbers for the README's process-versus-task choice. `ciao-nn`'s resident
