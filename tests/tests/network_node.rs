@@ -176,7 +176,7 @@ struct Nn {
 }
 
 impl Nn {
-    fn start(&self) -> Proc {
+    fn bin(&self) -> PathBuf {
         let bin = testkit::bins::bin_dir_override("ciao-nn")
             .unwrap_or_else(|| testkit::bins::workspace_root().join("target/debug/ciao-nn"));
         assert!(
@@ -184,6 +184,11 @@ impl Nn {
             "{} missing: cargo build -p ciao-cnci-agent --bins",
             bin.display()
         );
+        bin
+    }
+
+    fn start(&self) -> Proc {
+        let bin = self.bin();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -211,6 +216,18 @@ impl Nn {
             .spawn()
             .expect("start ciao-nn");
         Proc(child)
+    }
+
+    /// `ciao-nn show --json`.
+    fn show(&self) -> serde_json::Value {
+        let out = testkit::run(&[
+            self.bin().to_str().expect("path"),
+            "--state-dir",
+            self.state.path().to_str().expect("path"),
+            "show",
+            "--json",
+        ]);
+        serde_json::from_str(&out).expect("show --json")
     }
 
     fn recorded(&self) -> Vec<String> {
@@ -335,6 +352,19 @@ fn ciao_nn_runs_adopts_and_deletes_cncis_on_the_controllers_word() {
     ctl.start(tenant_b, bad, node, "qemu");
     assert_eq!(ctl.start_failure(&bad.to_string()), "invalid_payload");
     assert_eq!(nn.recorded(), vec![a.to_string()]);
+    let show = nn.show();
+    assert_eq!(show["uuid"], serde_json::json!(node.to_string()), "{show}");
+    assert_eq!(show["connected"], serde_json::json!(true), "{show}");
+    assert_eq!(
+        show["cncis"][0]["uuid"],
+        serde_json::json!(a.to_string()),
+        "{show}"
+    );
+    assert_eq!(
+        show["cncis"][0]["tenant"],
+        serde_json::json!(tenant_a.to_string()),
+        "{show}"
+    );
     let log = std::fs::read_to_string(&nn.log).expect("log");
     assert!(
         log.contains(&format!("START of CNCI {a}: runs already")),
@@ -426,7 +456,22 @@ fn traffic_through_a_ciao_nn_cnci_survives_its_restart_and_a_failed_cnci_is_retr
     assert!(w1.ping("172.16.1.11", 3), "cn1 -> cn2 through the hub");
     let inode = netns_inode(&t.netns);
 
-    drop(proc);
+    // SIGTERM: a clean exit that leaves the kernel as it is.
+    let mut proc = proc;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(proc.0.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = proc.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "ciao-nn did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "ciao-nn exit on SIGTERM: {status}");
     assert!(w1.ping("172.16.1.11", 3), "traffic while ciao-nn is down");
     assert!(
         w1.ping("172.16.1.1", 1),
@@ -455,14 +500,21 @@ fn traffic_through_a_ciao_nn_cnci_survives_its_restart_and_a_failed_cnci_is_retr
 }
 
 /// Not a test: the numbers for the README's process-versus-task choice. `ciao-nn`'s resident
-/// memory with 1, 10 and 100 CNCIs and how long each batch takes to announce itself, then the
+/// memory with 1, 10 and 100 CNCIs (`CIAO_NN_CNCIS`) and how long each batch takes to announce itself, then the
 /// time to adopt all of them after a SIGKILL. Run with `--ignored --nocapture`.
 #[test]
 #[ignore]
 fn ciao_nn_memory_per_cnci() {
     require_root!();
     let (cluster, _certs, nn) = setup();
-    let cncis: Vec<Uuid> = (0..100).map(|_| Uuid::new_v4()).collect();
+    // CIAO_NN_CNCIS=1,10,100,1000 for more steps.
+    let steps: Vec<usize> = std::env::var("CIAO_NN_CNCIS")
+        .unwrap_or_else(|_| "1,10,100".into())
+        .split(',')
+        .map(|n| n.trim().parse().expect("CIAO_NN_CNCIS: counts"))
+        .collect();
+    let total = steps.iter().copied().max().unwrap_or(0);
+    let cncis: Vec<Uuid> = (0..total).map(|_| Uuid::new_v4()).collect();
     let _cleanup = TenantNs(cncis.iter().map(|c| netns_of(*c)).collect());
     let _logs = LogsOnPanic(vec![nn.log.clone()]);
     let ctl = Controller::connect(&cluster);
@@ -471,7 +523,7 @@ fn ciao_nn_memory_per_cnci() {
     let rss = |p: &Proc| testkit::host::rss_kib(p.0.id()).expect("rss");
     println!("ciao-nn idle: VmRSS {} KiB", rss(&proc));
     let mut done = 0;
-    for upto in [1usize, 10, 100] {
+    for upto in steps {
         let t0 = Instant::now();
         for c in &cncis[done..upto] {
             ctl.start(Uuid::new_v4(), *c, node, "cnci");
@@ -490,7 +542,7 @@ fn ciao_nn_memory_per_cnci() {
     let proc = nn.start();
     ctl.concentrators_added(&cncis);
     println!(
-        "after SIGKILL: 100 CNCIs adopted in {:.2?}, VmRSS {} KiB",
+        "after SIGKILL: {total} CNCIs adopted in {:.2?}, VmRSS {} KiB",
         t0.elapsed(),
         rss(&proc)
     );

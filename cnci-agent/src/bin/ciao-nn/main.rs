@@ -83,8 +83,23 @@ struct RunArgs {
     log_level: String,
 }
 
+/// Raises the soft RLIMIT_NOFILE to the hard limit: every CNCI of the node takes descriptors
+/// from this one process (netlink sockets, its namespace, its session, one per DHCP server).
+fn raise_fd_limit() -> anyhow::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit(RLIMIT_NOFILE)")?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).context("setrlimit(RLIMIT_NOFILE)")?;
+    }
+    Ok(hard)
+}
+
 fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<()> {
     ciao_log::init(&args.log_level).with_context(|| format!("log filter {:?}", args.log_level))?;
+    match raise_fd_limit() {
+        Ok(n) => tracing::info!("RLIMIT_NOFILE {n}"),
+        Err(e) => tracing::warn!("could not raise RLIMIT_NOFILE: {e:#}"),
+    }
     let dir = NodeDir::new(state_dir);
     let _lock = dir.lock()?;
     let me = dir.node_or_create()?;
