@@ -103,6 +103,14 @@ impl Node {
                 continue;
             }
             tracing::info!("adopting CNCI {uuid} of tenant {}", found.record.tenant);
+            if found.record.underlay_ip != self.me.underlay_ip {
+                // Its compute nodes tunnel to the recorded address: it keeps it.
+                tracing::warn!(
+                    "CNCI {uuid} was recorded with underlay address {}, not {}: kept",
+                    found.record.underlay_ip,
+                    self.me.underlay_ip
+                );
+            }
             let task = Task::spawn(self.shared.clone(), found.record.clone());
             self.cncis.insert(
                 uuid,

@@ -188,3 +188,77 @@ impl NodeDir {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(uuid: Uuid) -> AgentRecord {
+        AgentRecord {
+            uuid,
+            tenant: Uuid::new_v4(),
+            netns: String::new(),
+            underlay_ip: Ipv4Addr::new(10, 0, 0, 3),
+            external_dev: None,
+            uplink: Ipv4Net::default(),
+            dns: vec![],
+        }
+    }
+
+    #[test]
+    fn the_node_uuid_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nd = NodeDir::new(dir.path());
+        assert!(nd.node().expect("read").is_none());
+        let first = nd.node_or_create().expect("create").uuid;
+        assert_eq!(nd.node_or_create().expect("again").uuid, first);
+        assert_eq!(
+            NodeDir::new(dir.path())
+                .node()
+                .expect("read")
+                .map(|n| n.uuid),
+            Some(first)
+        );
+    }
+
+    #[test]
+    fn records_get_distinct_uplinks_and_the_deleting_mark_is_seen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nd = NodeDir::new(dir.path());
+        let _lock = nd.lock().expect("lock");
+        assert!(nd.lock().is_err(), "a second ciao-nn on the directory");
+        let a = nd.record(&template(Uuid::new_v4()), std::iter::empty());
+        let Ok(a) = a else {
+            // Netlink is needed to read the node's addresses; a sandbox may forbid it.
+            eprintln!("skipped: records_get_distinct_uplinks: no netlink");
+            return;
+        };
+        assert_eq!(a.netns, names::default_netns(a.uuid));
+        // The same UUID hashes to the same /31: taken by `a`, the next one is chosen.
+        let b = nd
+            .record(&template(Uuid::new_v4()), [a.uplink].into_iter())
+            .expect("b");
+        let again = nd
+            .record(&template(a.uuid), [a.uplink, b.uplink].into_iter())
+            .expect("same uuid again");
+        assert_ne!(again.uplink, a.uplink);
+        nd.mark_deleting(b.uuid).expect("mark");
+        let found = nd.scan(true).expect("scan");
+        assert_eq!(found.len(), 2);
+        for f in found {
+            assert_eq!(f.deleting, f.record.uuid == b.uuid);
+        }
+    }
+
+    #[test]
+    fn a_directory_without_a_record_is_removed_only_when_tidying() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nd = NodeDir::new(dir.path());
+        let orphan = nd.cnci_dir(Uuid::new_v4());
+        std::fs::create_dir_all(orphan.join("subnets")).expect("orphan");
+        assert!(nd.scan(false).expect("scan").is_empty());
+        assert!(orphan.exists(), "show must not change anything");
+        assert!(nd.scan(true).expect("scan").is_empty());
+        assert!(!orphan.exists());
+    }
+}
