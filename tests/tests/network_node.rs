@@ -418,7 +418,8 @@ fn ciao_nn_runs_adopts_and_deletes_cncis_on_the_controllers_word() {
 
 /// Traffic between containers on two compute nodes (static mode: their CNI configs name the
 /// CNCI that `ciao-nn` runs) goes through the hub, keeps flowing while `ciao-nn` is killed, and
-/// after its restart. A CNCI whose hub cannot be built is retried until it can.
+/// after its restart. A CNCI whose hub cannot be built is reported (StartFailure) and retried
+/// until it can.
 #[test]
 fn traffic_through_a_ciao_nn_cnci_survives_its_restart_and_a_failed_cnci_is_retried() {
     require_root!();
@@ -487,6 +488,7 @@ fn traffic_through_a_ciao_nn_cnci_survives_its_restart_and_a_failed_cnci_is_retr
     assert_eq!(netns_inode(&t.netns), inode, "namespace recreated");
     assert!(w1.ping("172.16.1.11", 3), "traffic after the restart");
     ctl.start(Uuid::new_v4(), broken, node, "cnci");
+    assert_eq!(ctl.start_failure(&broken.to_string()), "launch_failure");
     let deadline = Instant::now() + WAIT;
     while !std::fs::read_to_string(&nn.log)
         .unwrap_or_default()

@@ -10,8 +10,10 @@ use anyhow::{Context, Result};
 use cnci_agent::daemon::{self, Connection};
 use cnci_agent::handlers::{Agent, Policy};
 use cnci_agent::state::{AgentRecord, Store};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 
 use crate::records::NodeDir;
 
@@ -34,13 +36,18 @@ pub struct Task {
 }
 
 impl Task {
-    /// Starts the task of `record`.
-    pub fn spawn(shared: Arc<Shared>, record: AgentRecord) -> Task {
+    /// Starts the task of `record`; its UUID goes to `first_failure` if its first attempt fails
+    /// (a fresh START: the controller is told, while the task keeps trying).
+    pub fn spawn(
+        shared: Arc<Shared>,
+        record: AgentRecord,
+        first_failure: Option<UnboundedSender<Uuid>>,
+    ) -> Task {
         let (stop, stopped) = watch::channel(false);
         let span =
             tracing::info_span!(parent: None, "cnci", uuid = %record.uuid, tenant = %record.tenant);
         let handle = tokio::spawn(tracing::Instrument::instrument(
-            supervise(shared, record, stopped),
+            supervise(shared, record, stopped, first_failure),
             span,
         ));
         Task { stop, handle }
@@ -60,7 +67,12 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.min(6)).min(Duration::from_secs(60))
 }
 
-async fn supervise(shared: Arc<Shared>, record: AgentRecord, mut stop: watch::Receiver<bool>) {
+async fn supervise(
+    shared: Arc<Shared>,
+    record: AgentRecord,
+    mut stop: watch::Receiver<bool>,
+    mut first_failure: Option<UnboundedSender<Uuid>>,
+) {
     let mut failures = 0u32;
     while !*stop.borrow() {
         let attempt = tokio::spawn(tracing::Instrument::instrument(
@@ -71,6 +83,9 @@ async fn supervise(shared: Arc<Shared>, record: AgentRecord, mut stop: watch::Re
             Ok(Ok(())) => return, // stopped
             Ok(Err(e)) => tracing::error!("CNCI {} failed: {e:#}", record.uuid),
             Err(e) => tracing::error!("CNCI {} task panicked: {e}", record.uuid),
+        }
+        if let Some(tx) = first_failure.take() {
+            let _ = tx.send(record.uuid);
         }
         failures = failures.saturating_add(1);
         let pause = backoff(failures);

@@ -141,7 +141,10 @@ fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// The node's session until SIGINT or SIGTERM; the CNCIs' kernel objects stay behind.
-async fn serve(mut node: Node, shared: Arc<Shared>) -> anyhow::Result<()> {
+async fn serve(
+    (mut node, mut failed): (Node, tokio::sync::mpsc::UnboundedReceiver<uuid::Uuid>),
+    shared: Arc<Shared>,
+) -> anyhow::Result<()> {
     shared.dir.put_status(false);
     let pending = node.adopt().await?;
     tracing::info!(
@@ -164,6 +167,12 @@ async fn serve(mut node: Node, shared: Arc<Shared>) -> anyhow::Result<()> {
     loop {
         let event = tokio::select! {
             e = events.recv() => e,
+            Some(cnci) = failed.recv() => {
+                if let Some(frame) = node.start_failed(cnci) {
+                    client.send(frame).await?;
+                }
+                continue;
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
         };

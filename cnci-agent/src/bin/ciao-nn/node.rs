@@ -15,6 +15,7 @@ use ssntp::payloads::{
     Delete, InstanceDeleted, NodeReport, NodeReportEvent, NodeType, Payload, Start, StartFailure,
     StartFailureBody, VM_TYPE_CNCI,
 };
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use uuid::Uuid;
 
 use crate::cncis::{Shared, Task};
@@ -45,6 +46,8 @@ pub struct Node {
     pub me: Identity,
     shared: Arc<Shared>,
     cncis: BTreeMap<Uuid, Entry>,
+    /// Fresh CNCIs whose first start failed (see [`Node::start_failed`]).
+    failed: UnboundedSender<Uuid>,
 }
 
 fn start_failure(node: Uuid, instance: &str, reason: &str) -> Frame {
@@ -63,12 +66,28 @@ fn start_failure(node: Uuid, instance: &str, reason: &str) -> Frame {
 }
 
 impl Node {
-    pub fn new(me: Identity, shared: Arc<Shared>) -> Self {
-        Node {
+    /// The node, and where the UUIDs of fresh CNCIs whose first start failed arrive.
+    pub fn new(me: Identity, shared: Arc<Shared>) -> (Self, UnboundedReceiver<Uuid>) {
+        let (failed, failures) = tokio::sync::mpsc::unbounded_channel();
+        let node = Node {
             me,
             shared,
             cncis: BTreeMap::new(),
-        }
+            failed,
+        };
+        (node, failures)
+    }
+
+    /// StartFailure `launch_failure` for a fresh CNCI whose first start failed: the controller
+    /// may place it elsewhere (and DELETE it here); until then its task keeps trying.
+    pub fn start_failed(&self, cnci: Uuid) -> Option<Frame> {
+        let entry = self.cncis.get(&cnci).filter(|e| !e.deleting)?;
+        tracing::warn!("START of CNCI {cnci}: its first start failed; retrying");
+        Some(start_failure(
+            self.me.uuid,
+            &entry.record.uuid.to_string(),
+            LAUNCH_FAILURE,
+        ))
     }
 
     fn instance_deleted(&self, cnci: Uuid) -> Frame {
@@ -111,7 +130,7 @@ impl Node {
                     self.me.underlay_ip
                 );
             }
-            let task = Task::spawn(self.shared.clone(), found.record.clone());
+            let task = Task::spawn(self.shared.clone(), found.record.clone(), None);
             self.cncis.insert(
                 uuid,
                 Entry {
@@ -212,7 +231,11 @@ impl Node {
             Err(e) => return refuse(format!("recording it: {e:#}"), LAUNCH_FAILURE),
         };
         tracing::info!("START of CNCI {cnci} for tenant {tenant}: recorded, starting");
-        let task = Task::spawn(self.shared.clone(), record.clone());
+        let task = Task::spawn(
+            self.shared.clone(),
+            record.clone(),
+            Some(self.failed.clone()),
+        );
         self.cncis.insert(
             cnci,
             Entry {
