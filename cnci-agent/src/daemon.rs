@@ -29,6 +29,28 @@ fn set_status(store: &Store, connected: bool) {
 /// Runs until SIGINT or SIGTERM. Stopping leaves the kernel as it is, so tenant traffic keeps
 /// flowing while the agent restarts; `destroy` is the way to take a CNCI down.
 pub async fn run(agent: &mut Agent, status: &Store, conn: Connection) -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| netcore::Error::Io {
+            op: "install SIGTERM handler".into(),
+            source: e,
+        })?;
+    let stop = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    serve(agent, status, conn, stop).await
+}
+
+/// Follows the scheduler's frames until `stop` completes (`ciao-nn` stops one CNCI of many
+/// this way). Like [`run`], it leaves the kernel as it is.
+pub async fn serve(
+    agent: &mut Agent,
+    status: &Store,
+    conn: Connection,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<()> {
     set_status(status, false);
     tracing::info!(
         "ciao-cnci-agent {} ready: tenant namespace {}",
@@ -43,16 +65,11 @@ pub async fn run(agent: &mut Agent, status: &Store, conn: Connection) -> Result<
         role: role::CNCIAGENT,
         max_backoff: Duration::from_secs(5),
     });
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| netcore::Error::Io {
-            op: "install SIGTERM handler".into(),
-            source: e,
-        })?;
+    tokio::pin!(stop);
     loop {
         let event = tokio::select! {
             e = events.recv() => e,
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
+            () = &mut stop => break,
         };
         let Some(event) = event else { break };
         match event {
