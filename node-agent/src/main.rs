@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod announce;
+mod cnci;
 mod delivery;
 
 #[derive(Parser)]
