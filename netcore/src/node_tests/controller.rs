@@ -273,3 +273,36 @@ fn a_crash_or_failure_at_each_kernel_call_of_an_assignment_is_undone_then_retrie
         }
     }
 }
+
+#[test]
+fn a_crash_at_each_kernel_call_of_a_first_attach_without_cnci_is_undone_then_retried_cleanly() {
+    let clean = Bench::new();
+    let mut node = clean.node();
+    node.view().expect("view");
+    let before = clean.picture();
+    clean.world.clear_calls();
+    node.attach(&controlled(), &veth(&clean, "c1"))
+        .expect("attach");
+    let calls: Vec<_> = clean.world.calls().iter().map(|c| c.op).collect();
+    let after = clean.picture();
+    for step in 1..=calls.len() {
+        let bench = Bench::new();
+        let mut node = bench.node();
+        node.view().expect("view");
+        bench.world.clear_calls();
+        bench.world.inject(Trigger::Nth(step), Fault::Panic);
+        catch_unwind(AssertUnwindSafe(|| {
+            let _ = node.attach(&controlled(), &veth(&bench, "c1"));
+        }))
+        .expect_err("killed");
+        drop(node);
+        let mut next = bench.node();
+        next.view().expect("recovering view");
+        assert_eq!(bench.picture().0, before.0, "step {step}: kernel undone");
+        assert_eq!(bench.picture().1, before.1, "step {step}: state undone");
+        next.attach(&controlled(), &veth(&bench, "c1"))
+            .unwrap_or_else(|e| panic!("step {step}: retry: {e}"));
+        assert_eq!(bench.picture().0, after.0, "step {step}: retried cleanly");
+        assert!(events(&bench).is_empty(), "step {step}: no report");
+    }
+}
