@@ -75,7 +75,9 @@ pub struct NetConf {
     pub plugin_type: String,
     pub tenant: uuid::Uuid,
     pub subnet: Ipv4Net,
-    pub cnci: CnciConf,
+    /// Absent: the node asks the controller for the tenant's CNCI (controller mode).
+    #[serde(default)]
+    pub cnci: Option<CnciConf>,
     #[serde(default)]
     pub tunnel: TunnelConf,
     #[serde(default)]
@@ -277,10 +279,10 @@ impl NetConf {
         netcore::SubnetConfig {
             tenant: self.tenant,
             subnet: self.subnet,
-            cnci: netcore::Cnci {
-                uuid: self.cnci.uuid,
-                ip: self.cnci.ip,
-            },
+            cnci: self.cnci.as_ref().map(|c| netcore::Cnci {
+                uuid: c.uuid,
+                ip: c.ip,
+            }),
             tunnel_kind: self.tunnel.kind,
             tunnel_id: self.tunnel.id,
             node_range: self.range.as_ref().map(|r| netcore::AddrRange {
@@ -364,6 +366,23 @@ mod tests {
     }
 
     #[test]
+    fn a_config_without_cnci_is_controller_mode() {
+        let mut v: Value = serde_json::from_str(GOOD).expect("json");
+        v.as_object_mut().expect("object").remove("cnci");
+        let (_, conf) = parse_stdin(&serde_json::to_vec(&v).expect("json")).expect("valid");
+        let cfg = conf.subnet_config();
+        assert_eq!(cfg.cnci, None);
+        cfg.validate().expect("core accepts it");
+        v["tunnel"] = serde_json::json!({"id": 7});
+        let (_, conf) = parse_stdin(&serde_json::to_vec(&v).expect("json")).expect("parses");
+        let err = conf
+            .subnet_config()
+            .validate()
+            .expect_err("id without cnci");
+        assert!(err.to_string().contains("tunnel.id"), "{err}");
+    }
+
+    #[test]
     fn errors_name_the_field_and_use_the_right_code() {
         let cases = [
             (b"{not json".to_vec(), 6, "JSON"),
@@ -393,6 +412,7 @@ mod tests {
         }
         let mut missing: Value = serde_json::from_str(GOOD).expect("json");
         missing.as_object_mut().expect("object").remove("tenant");
+        missing.as_object_mut().expect("object").remove("cnci");
         let err = parse_stdin(&serde_json::to_vec(&missing).expect("json")).expect_err("missing");
         assert_eq!(err.code, 7);
         assert!(err.msg.contains("tenant"), "{}", err.msg);

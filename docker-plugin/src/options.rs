@@ -89,33 +89,35 @@ pub fn subnet_config(
         Some(v) => parse("tenant", v, "a UUID")?,
         None => return Err(bad("tenant", "required: the tenant's UUID")),
     };
-    let (cnci_uuid, cnci_ip) = match (get("cnci"), get("cnci.uuid"), get("cnci.ip")) {
-        (Some(v), None, None) => {
-            let (u, ip) = v
-                .split_once('@')
-                .ok_or_else(|| bad("cnci", format!("{v:?} is not <uuid>@<ipv4>")))?;
-            (
-                parse("cnci", u, "a UUID")?,
-                parse("cnci", ip, "an IPv4 address")?,
-            )
-        }
-        (None, Some(u), Some(ip)) => (
-            parse("cnci.uuid", u, "a UUID")?,
-            parse("cnci.ip", ip, "an IPv4 address")?,
-        ),
-        (Some(_), _, _) => {
-            return Err(bad(
+    // Without a CNCI the node asks the controller for it (controller mode).
+    let cnci =
+        match (get("cnci"), get("cnci.uuid"), get("cnci.ip")) {
+            (Some(v), None, None) => {
+                let (u, ip) = v
+                    .split_once('@')
+                    .ok_or_else(|| bad("cnci", format!("{v:?} is not <uuid>@<ipv4>")))?;
+                Some(Cnci {
+                    uuid: parse("cnci", u, "a UUID")?,
+                    ip: parse("cnci", ip, "an IPv4 address")?,
+                })
+            }
+            (None, Some(u), Some(ip)) => Some(Cnci {
+                uuid: parse("cnci.uuid", u, "a UUID")?,
+                ip: parse("cnci.ip", ip, "an IPv4 address")?,
+            }),
+            (None, None, None) => None,
+            (Some(_), _, _) => {
+                return Err(bad(
+                    "cnci",
+                    "give either cnci=<uuid>@<ip> or cnci.uuid and cnci.ip",
+                ))
+            }
+            (None, _, _) => return Err(bad(
                 "cnci",
-                "give either cnci=<uuid>@<ip> or cnci.uuid and cnci.ip",
-            ))
-        }
-        _ => {
-            return Err(bad(
-                "cnci",
-                "required: the tenant's CNCI as cnci=<uuid>@<underlay ipv4>",
-            ))
-        }
-    };
+                "give both cnci.uuid and cnci.ip (or cnci=<uuid>@<ip>, or no cnci at all to have \
+                 the controller assign one)",
+            )),
+        };
     let tunnel_kind = match get("tunnel.kind") {
         None => TunnelKind::default(),
         Some(v) => serde_json::from_value(Value::String(v.trim().to_string())).map_err(|_| {
@@ -142,10 +144,7 @@ pub fn subnet_config(
     let cfg = SubnetConfig {
         tenant,
         subnet,
-        cnci: Cnci {
-            uuid: cnci_uuid,
-            ip: cnci_ip,
-        },
+        cnci,
         tunnel_kind,
         tunnel_id,
         node_range,
@@ -253,12 +252,29 @@ mod tests {
     }
 
     #[test]
+    fn a_network_without_cnci_is_left_to_the_controller() {
+        let subnet: Ipv4Net = "172.16.1.0/24".parse().expect("net");
+        let cfg =
+            subnet_config(&opts(&[("tenant", T)]), subnet, None, None).expect("controller mode");
+        assert_eq!(cfg.cnci, None);
+        assert_eq!(cfg.tunnel_id, None);
+        cfg.validate().expect("valid");
+    }
+
+    #[test]
     fn each_bad_option_is_named() {
         let subnet: Ipv4Net = "172.16.1.0/24".parse().expect("net");
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("cnci", C)], "-o tenant"),
             (&[("tenant", "nope"), ("cnci", C)], "-o tenant"),
-            (&[("tenant", T)], "-o cnci"),
+            (
+                &[
+                    ("tenant", T),
+                    ("cnci.uuid", "3390740c-dce9-48d6-b83a-a717417072ce"),
+                ],
+                "-o cnci",
+            ),
+            (&[("tenant", T), ("tunnel.id", "7")], "-o tunnel.id"),
             (&[("tenant", T), ("cnci", "x@10.0.0.1")], "-o cnci"),
             (
                 &[("tenant", T), ("cnci", C), ("tunnel.kind", "ipip")],

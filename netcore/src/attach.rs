@@ -1,7 +1,8 @@
 //! The compute-node attach/detach logic shared by every front end.
 //!
 //! The first VNIC of a tenant subnet on a node creates the subnet bridge and the tunnel to the
-//! tenant's CNCI and queues a TenantAdded report; the last one to leave removes both and queues
+//! tenant's CNCI and queues a TenantAdded report (in controller mode, without a CNCI, only the
+//! bridge: the tunnel comes with the controller's assignment, see [`crate::assign`]); the last one to leave removes both and queues
 //! TenantRemoved. Every call holds the node lock and writes a journal entry before it touches
 //! the kernel, so a call killed at any step is finished or undone by the next one.
 
@@ -11,7 +12,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use ipnet::{IpNet, Ipv4Net};
 use uuid::Uuid;
 
-use crate::config::{NodeConfig, SubnetConfig, VnicId, VnicKind, VnicRequest};
+use crate::config::{Cnci, NodeConfig, SubnetConfig, VnicId, VnicKind, VnicRequest};
 use crate::crash::crash_point;
 use crate::error::{Error, Result};
 use crate::ids;
@@ -145,7 +146,9 @@ impl<K: Kernel> Node<K> {
             let bridge_mac = ids::bridge_mac(cfg.tenant, cfg.subnet);
             crate::config::validate_mac("mac", mac, bridge_mac)?;
         }
-        check_cnci_not_local(nl, cfg)?;
+        if let Some(cnci) = cfg.cnci {
+            check_cnci_not_local(nl, cnci)?;
+        }
         let node_tag = locked.node_tag()?;
         let existing_net = locked.net(&net_key)?;
         let net = match &existing_net {
@@ -358,19 +361,22 @@ pub(crate) fn recover(nl: &mut impl Kernel, locked: &Locked<'_>) -> Result<()> {
                 teardown::net(nl, locked, &net, false)?;
             }
         }
+        Journal::Assign { net, since } => {
+            return crate::assign::undo_assign(nl, locked, &net, since)
+        }
     }
     locked.clear_journal()
 }
 
 /// Refuses a CNCI address that is one of this node's own: the tunnel would point at itself.
-fn check_cnci_not_local(nl: &mut impl Kernel, cfg: &SubnetConfig) -> Result<()> {
-    let ip = IpAddr::V4(cfg.cnci.ip);
+pub(crate) fn check_cnci_not_local(nl: &mut impl Kernel, cnci: Cnci) -> Result<()> {
+    let ip = IpAddr::V4(cnci.ip);
     if nl.addresses(None)?.iter().any(|a| a.net.addr() == ip) {
         return Err(Error::invalid(
             "cnci.ip",
             format!(
                 "{} is an address of this node itself, not of the tenant's CNCI",
-                cfg.cnci.ip
+                cnci.ip
             ),
         ));
     }

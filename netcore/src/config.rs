@@ -19,6 +19,37 @@ pub struct Cnci {
     pub ip: Ipv4Addr,
 }
 
+impl Cnci {
+    /// Checks the UUID and the address; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        if self.uuid.is_nil() {
+            return Err(Error::invalid("cnci.uuid", "the nil UUID is not a CNCI"));
+        }
+        if let Some(why) = not_unicast(self.ip) {
+            return Err(Error::invalid(
+                "cnci.ip",
+                format!(
+                    "{} is {why}, not the unicast underlay address of a CNCI",
+                    self.ip
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a tunnel id against its kind's range.
+pub fn validate_tunnel_id(kind: TunnelKind, id: u32) -> Result<()> {
+    let max = kind.max_id();
+    if id == 0 || id > max {
+        return Err(Error::invalid(
+            "tunnel.id",
+            format!("{id} is out of range for {kind} (1..={max})"),
+        ));
+    }
+    Ok(())
+}
+
 /// An inclusive address range inside the subnet from which this node allocates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddrRange {
@@ -31,10 +62,14 @@ pub struct AddrRange {
 pub struct SubnetConfig {
     pub tenant: Uuid,
     pub subnet: Ipv4Net,
-    pub cnci: Cnci,
+    /// The tenant's CNCI (static mode). `None` is controller mode: the subnet is set up on the
+    /// node at once without a tunnel, and `ciao-node run` asks the controller for the CNCI and
+    /// tunnel id ([`crate::Node::assign_cnci`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnci: Option<Cnci>,
     #[serde(default)]
     pub tunnel_kind: TunnelKind,
-    /// Overrides the derived tunnel id (VNI or GRE key).
+    /// Overrides the derived tunnel id (VNI or GRE key); static mode only.
     #[serde(default)]
     pub tunnel_id: Option<u32>,
     /// Range this node allocates from; default: every host address of the subnet.
@@ -52,12 +87,20 @@ pub struct SubnetConfig {
 }
 
 impl SubnetConfig {
-    /// A VXLAN subnet with every optional setting at its default.
+    /// A static-mode VXLAN subnet with every optional setting at its default.
     pub fn new(tenant: Uuid, subnet: Ipv4Net, cnci: Cnci) -> Self {
+        SubnetConfig {
+            cnci: Some(cnci),
+            ..Self::controlled(tenant, subnet)
+        }
+    }
+
+    /// A controller-mode subnet (no CNCI named) with every optional setting at its default.
+    pub fn controlled(tenant: Uuid, subnet: Ipv4Net) -> Self {
         SubnetConfig {
             tenant,
             subnet,
-            cnci,
+            cnci: None,
             tunnel_kind: TunnelKind::Vxlan,
             tunnel_id: None,
             node_range: None,
@@ -94,24 +137,23 @@ impl SubnetConfig {
         if self.tenant.is_nil() {
             return Err(Error::invalid("tenant", "the nil UUID is not a tenant"));
         }
-        if self.cnci.uuid.is_nil() {
-            return Err(Error::invalid("cnci.uuid", "the nil UUID is not a CNCI"));
-        }
-        let cnci_ip = self.cnci.ip;
-        if let Some(why) = not_unicast(cnci_ip) {
-            return Err(Error::invalid(
-                "cnci.ip",
-                format!("{cnci_ip} is {why}, not the unicast underlay address of a CNCI"),
-            ));
-        }
-        if let Some(id) = self.tunnel_id {
-            let max = self.tunnel_kind.max_id();
-            if id == 0 || id > max {
+        match (&self.cnci, self.tunnel_id) {
+            (Some(cnci), id) => {
+                cnci.validate()?;
+                if let Some(id) = id {
+                    validate_tunnel_id(self.tunnel_kind, id)?;
+                }
+            }
+            (None, Some(id)) => {
                 return Err(Error::invalid(
                     "tunnel.id",
-                    format!("{id} is out of range for {} (1..={max})", self.tunnel_kind),
-                ));
+                    format!(
+                        "{id} is given without a cnci: without one the controller assigns the \
+                         tunnel id (give both, or neither)"
+                    ),
+                ))
             }
+            (None, None) => {}
         }
         let gateway = self.gateway();
         if !self.is_host(gateway) {
@@ -372,6 +414,29 @@ mod tests {
         )
     }
 
+    fn set_cnci_ip(c: &mut SubnetConfig, ip: Ipv4Addr) {
+        if let Some(cnci) = c.cnci.as_mut() {
+            cnci.ip = ip;
+        }
+    }
+
+    #[test]
+    fn a_controlled_subnet_needs_no_cnci_and_takes_no_tunnel_id() {
+        let mut c = config();
+        c.cnci = None;
+        c.validate().expect("controller mode is valid");
+        c.tunnel_id = Some(7);
+        match c.validate() {
+            Err(Error::Invalid { field, .. }) => assert_eq!(field, "tunnel.id"),
+            other => panic!("expected invalid, got {other:?}"),
+        }
+        let text =
+            serde_json::to_string(&SubnetConfig::controlled(c.tenant, c.subnet)).expect("json");
+        assert!(!text.contains("cnci"), "{text}");
+        let back: SubnetConfig = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back.cnci, None);
+    }
+
     #[test]
     fn defaults_are_valid() {
         let c = config();
@@ -392,7 +457,10 @@ mod tests {
                 Box::new(|c| c.subnet = "172.16.1.4/31".parse().expect("net")),
             ),
             ("tenant", Box::new(|c| c.tenant = Uuid::nil())),
-            ("cnci.ip", Box::new(|c| c.cnci.ip = Ipv4Addr::UNSPECIFIED)),
+            (
+                "cnci.ip",
+                Box::new(|c| set_cnci_ip(c, Ipv4Addr::UNSPECIFIED)),
+            ),
             ("tunnel.id", Box::new(|c| c.tunnel_id = Some(1 << 24))),
             ("tunnel.id", Box::new(|c| c.tunnel_id = Some(0))),
             (
@@ -424,17 +492,17 @@ mod tests {
             ("mtu", Box::new(|c| c.mtu = Some(100))),
             (
                 "cnci.ip",
-                Box::new(|c| c.cnci.ip = Ipv4Addr::new(127, 0, 0, 1)),
+                Box::new(|c| set_cnci_ip(c, Ipv4Addr::new(127, 0, 0, 1))),
             ),
             (
                 "cnci.ip",
-                Box::new(|c| c.cnci.ip = Ipv4Addr::new(169, 254, 1, 1)),
+                Box::new(|c| set_cnci_ip(c, Ipv4Addr::new(169, 254, 1, 1))),
             ),
             (
                 "cnci.ip",
-                Box::new(|c| c.cnci.ip = Ipv4Addr::new(224, 0, 0, 1)),
+                Box::new(|c| set_cnci_ip(c, Ipv4Addr::new(224, 0, 0, 1))),
             ),
-            ("cnci.ip", Box::new(|c| c.cnci.ip = Ipv4Addr::BROADCAST)),
+            ("cnci.ip", Box::new(|c| set_cnci_ip(c, Ipv4Addr::BROADCAST))),
         ];
         for subnet in [
             "0.0.0.0/0",

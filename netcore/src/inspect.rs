@@ -48,7 +48,38 @@ pub struct NetView {
     pub net: NetRecord,
     pub bridge_state: LinkState,
     pub tunnel_state: LinkState,
+    /// Set while the subnet awaits its CNCI from the controller (it has no tunnel yet).
+    pub awaits_cnci: Option<AwaitsCnci>,
     pub vnics: Vec<VnicView>,
+}
+
+/// Since when a subnet awaits its CNCI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AwaitsCnci {
+    /// RFC 3339, UTC, e.g. `2026-12-02T11:00:00Z`.
+    pub since: String,
+    pub since_unix: u64,
+    /// Seconds waited so far, when inspected.
+    pub waited_s: u64,
+}
+
+impl AwaitsCnci {
+    /// The wait of a subnet awaiting since `since_unix`, seen at `now_unix`.
+    pub fn new(since_unix: u64, now_unix: u64) -> Self {
+        let since = i64::try_from(since_unix)
+            .ok()
+            .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| format!("@{since_unix}"));
+        AwaitsCnci {
+            since,
+            since_unix,
+            waited_s: now_unix.saturating_sub(since_unix),
+        }
+    }
 }
 
 /// Everything a state directory records, as found (nothing recovered or repaired).
@@ -94,6 +125,9 @@ pub fn inspect(root: &Path) -> Result<Option<NodeView>> {
         nets.push(NetView {
             bridge_state: LinkState::of(&net.bridge),
             tunnel_state: LinkState::of(&net.tunnel),
+            awaits_cnci: net
+                .awaiting_cnci_since
+                .map(|since| AwaitsCnci::new(since, crate::assign::now_unix())),
             net,
             vnics,
         });
@@ -194,6 +228,13 @@ mod tests {
         );
         assert_eq!(tree(tmp.path()), before);
         assert!(inspect(Path::new("relative")).is_err());
+    }
+
+    #[test]
+    fn a_wait_is_shown_in_utc() {
+        let wait = AwaitsCnci::new(1_796_209_200, 1_796_209_242);
+        assert_eq!(wait.since, "2026-12-02T11:00:00Z");
+        assert_eq!(wait.waited_s, 42);
     }
 
     #[test]

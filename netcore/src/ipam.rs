@@ -126,10 +126,10 @@ mod tests {
         SubnetConfig {
             tenant: Uuid::from_u128(1),
             subnet: "10.5.0.0/28".parse().expect("subnet"),
-            cnci: Cnci {
+            cnci: Some(Cnci {
                 uuid: Uuid::from_u128(2),
                 ip: Ipv4Addr::new(192, 0, 2, 1),
-            },
+            }),
             tunnel_kind: TunnelKind::Vxlan,
             tunnel_id: None,
             node_range: range.map(|(a, b)| AddrRange {

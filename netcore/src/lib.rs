@@ -4,6 +4,7 @@
 //! one call here — [`Node::attach`] or [`Node::detach`] — and back. Netlink, tunnels, IPAM,
 //! node state, crash recovery and the TenantAdded/TenantRemoved reports live only here.
 
+pub mod assign;
 pub mod attach;
 pub mod claim;
 pub mod config;
@@ -29,6 +30,7 @@ mod subnet;
 mod teardown;
 pub mod tunnel;
 
+pub use assign::{AssignOutcome, Awaiting};
 pub use attach::{Attachment, Node};
 pub use config::{AddrRange, Cnci, NodeConfig, SubnetConfig, VnicId, VnicKind, VnicRequest};
 pub use crash::ATTACH_STEPS;

@@ -44,14 +44,17 @@ impl<K: Kernel> Node<K> {
         if !bridge.up {
             return Err(check_failed(format!("bridge {} is down", net.bridge)));
         }
-        let tunnel = nl
-            .link_by_name(&net.tunnel)?
-            .ok_or_else(|| check_failed(format!("tunnel {} is missing", net.tunnel)))?;
-        if tunnel.master != Some(bridge.index) {
-            return Err(check_failed(format!(
-                "tunnel {} is not on its bridge",
-                net.tunnel
-            )));
+        // A subnet awaiting its CNCI has no tunnel yet: its local traffic works without one.
+        if net.config.cnci.is_some() {
+            let tunnel = nl
+                .link_by_name(&net.tunnel)?
+                .ok_or_else(|| check_failed(format!("tunnel {} is missing", net.tunnel)))?;
+            if tunnel.master != Some(bridge.index) {
+                return Err(check_failed(format!(
+                    "tunnel {} is not on its bridge",
+                    net.tunnel
+                )));
+            }
         }
         let port = nl
             .link_by_name(&vnic.host_ifname)?
@@ -133,6 +136,12 @@ impl<K: Kernel> Node<K> {
         let mut known_nets = HashSet::new();
         let mut known_vnics = HashSet::new();
         let recorded_nets: HashSet<String> = locked.nets()?.into_iter().map(|n| n.key).collect();
+        let awaiting_nets: HashSet<String> = locked
+            .nets()?
+            .into_iter()
+            .filter(|n| n.config.cnci.is_none())
+            .map(|n| n.key)
+            .collect();
         for net in locked.nets()? {
             for vnic in locked.vnics(&net.key)? {
                 if nl.link_by_name(&vnic.host_ifname)?.is_some() {
@@ -176,7 +185,11 @@ impl<K: Kernel> Node<K> {
                 continue;
             }
             let stale = match &parsed.kind {
-                AliasKind::Bridge { net } | AliasKind::Tunnel { net } => !known_nets.contains(net),
+                AliasKind::Bridge { net } => !known_nets.contains(net),
+                // A subnet awaiting its CNCI has no tunnel: one left by a killed assignment goes.
+                AliasKind::Tunnel { net } => {
+                    !known_nets.contains(net) || awaiting_nets.contains(net)
+                }
                 AliasKind::Vnic { net, vnic } => {
                     let current = ids::vnic_alias(&node, net, vnic);
                     !known_vnics.contains(&current) && !known_vnics.contains(alias)

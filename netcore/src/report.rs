@@ -35,16 +35,21 @@ pub struct Report {
 }
 
 impl Report {
-    /// The report for a subnet's tunnel appearing or disappearing on this node.
+    /// The report for a subnet's tunnel appearing or disappearing on this node. Only a subnet
+    /// with a CNCI has a tunnel to report (one awaiting its CNCI would name the nil CNCI).
     pub fn for_net(event: ReportEvent, agent_uuid: Uuid, net: &NetRecord) -> Self {
+        let cnci = net.config.cnci.unwrap_or(crate::config::Cnci {
+            uuid: Uuid::nil(),
+            ip: Ipv4Addr::UNSPECIFIED,
+        });
         Report {
             event,
             agent_uuid,
             agent_ip: net.local_ip,
             tenant_uuid: net.config.tenant,
             tenant_subnet: net.config.subnet.to_string(),
-            concentrator_uuid: net.config.cnci.uuid,
-            concentrator_ip: net.config.cnci.ip,
+            concentrator_uuid: cnci.uuid,
+            concentrator_ip: cnci.ip,
             subnet_key: crate::ids::subnet_key(net.config.subnet),
             tunnel_kind: net.config.tunnel_kind,
             tunnel_id: net.tunnel_id,

@@ -52,6 +52,21 @@ pub struct NetRecord {
     /// True once TenantAdded for this generation was queued.
     #[serde(default)]
     pub added_queued: bool,
+    /// Controller mode: the workloads named no CNCI. `config.cnci`, `config.tunnel_kind` and
+    /// `tunnel_id` are then the controller's assignment, once one came.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub controlled: bool,
+    /// Unix seconds since when a controller-mode subnet waits for its CNCI (no tunnel yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting_cnci_since: Option<u64>,
+}
+
+impl NetRecord {
+    /// The tunnel-id slot this subnet holds on the node, if it has a tunnel.
+    pub fn tunnel_slot(&self) -> Option<String> {
+        let cnci = self.config.cnci?;
+        Some(crate::tunnel::driver(self.config.tunnel_kind).slot(self.tunnel_id, cnci.ip))
+    }
 }
 
 /// One VNIC attached to a subnet bridge.
@@ -75,8 +90,19 @@ pub struct VnicRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Journal {
-    Attach { vnic: VnicRecord },
-    Detach { net: String, vnic: VnicId },
+    Attach {
+        vnic: VnicRecord,
+    },
+    Detach {
+        net: String,
+        vnic: VnicId,
+    },
+    /// A CNCI assignment of a controller-mode subnet; undone (back to awaiting, since `since`)
+    /// if the call died.
+    Assign {
+        net: String,
+        since: Option<u64>,
+    },
 }
 
 /// This node's identity.
@@ -628,6 +654,16 @@ impl Locked<'_> {
         }
     }
 
+    /// Who holds a tunnel-id slot, if anyone.
+    pub fn tunnel_id_owner(&self, slot: &str) -> Result<Option<String>> {
+        let path = self.path(format!("tunnels/{slot}"));
+        match fs::read_to_string(&path) {
+            Ok(owner) => Ok(Some(owner)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
+        }
+    }
+
     /// Releases a tunnel id if `net` holds it.
     pub fn release_tunnel_id(&self, slot: &str, net: &str) -> Result<()> {
         let path = self.path(format!("tunnels/{slot}"));
@@ -700,10 +736,10 @@ mod tests {
             config: SubnetConfig {
                 tenant: Uuid::from_u128(9),
                 subnet: "10.3.0.0/24".parse().expect("subnet"),
-                cnci: Cnci {
+                cnci: Some(Cnci {
                     uuid: Uuid::from_u128(10),
                     ip: Ipv4Addr::new(192, 0, 2, 1),
-                },
+                }),
                 tunnel_kind: TunnelKind::Geneve,
                 tunnel_id: Some(tunnel_id),
                 node_range: None,
@@ -719,6 +755,8 @@ mod tests {
             mtu,
             generation: Uuid::from_u128(11),
             added_queued: true,
+            controlled: false,
+            awaiting_cnci_since: None,
         }
     }
 

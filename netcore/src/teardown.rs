@@ -7,7 +7,7 @@ use crate::error::{Failures, Result};
 use crate::ids;
 use crate::kernel::Kernel;
 use crate::report::{Report, ReportEvent};
-use crate::state::{Locked, VnicRecord};
+use crate::state::{Locked, NetRecord, VnicRecord};
 
 /// True if a link with this alias may be removed as ours (a missing alias means a call died
 /// between creating the link and labelling it; the name is ours by construction).
@@ -89,6 +89,35 @@ pub fn net(nl: &mut impl Kernel, locked: &Locked<'_>, key: &str, rollback: bool)
     let Some(net) = locked.net(key)? else {
         return Ok(());
     };
+    report_gone(locked, &net, rollback)?;
+    let mut failures = Failures::default();
+    failures.note(nl.revoke_bridge(&net.bridge));
+    let node = locked.node_tag()?;
+    for (name, alias) in [
+        (&net.tunnel, ids::tunnel_alias(&node, key)),
+        (&net.bridge, ids::bridge_alias(&node, key)),
+    ] {
+        failures.note(delete_ours(nl, name, &alias));
+    }
+    if !failures.is_empty() {
+        return failures.into_result();
+    }
+    if let Some(slot) = net.tunnel_slot() {
+        locked.release_tunnel_id(&slot, key)?;
+    }
+    // Addresses held for workloads not attached yet (a front end's IPAM) outlive the bridge.
+    for (ip, owner) in locked.reservations(key)? {
+        if !crate::ipam::is_hold(&owner) {
+            locked.release_ip(key, ip)?;
+        }
+    }
+    locked.remove_ipam_cursor(key)?;
+    locked.remove_net(key)
+}
+
+/// Queues TenantRemoved for a subnet's tunnel going away, once: unless it was never announced,
+/// or (`rollback`) its TenantAdded is still undelivered, which is then withdrawn instead.
+pub(crate) fn report_gone(locked: &Locked<'_>, net: &NetRecord, rollback: bool) -> Result<()> {
     let reports = locked.reports()?;
     let pending = |event: ReportEvent| {
         reports
@@ -103,33 +132,16 @@ pub fn net(nl: &mut impl Kernel, locked: &Locked<'_>, key: &str, rollback: bool)
         _ if pending(ReportEvent::TenantRemoved).is_some() => {}
         _ if net.added_queued || pending_added.is_some() => {
             let agent = locked.node_identity()?.uuid;
-            locked.queue_report(&Report::for_net(ReportEvent::TenantRemoved, agent, &net))?;
+            locked.queue_report(&Report::for_net(ReportEvent::TenantRemoved, agent, net))?;
         }
         _ => {}
     }
-    let mut failures = Failures::default();
-    failures.note(nl.revoke_bridge(&net.bridge));
-    let node = locked.node_tag()?;
-    for (name, alias) in [
-        (&net.tunnel, ids::tunnel_alias(&node, key)),
-        (&net.bridge, ids::bridge_alias(&node, key)),
-    ] {
-        failures.note(delete_ours(nl, name, &alias));
-    }
-    if !failures.is_empty() {
-        return failures.into_result();
-    }
-    let slot =
-        crate::subnet::tunnel_slot(net.config.tunnel_kind, net.tunnel_id, net.config.cnci.ip);
-    locked.release_tunnel_id(&slot, key)?;
-    // Addresses held for workloads not attached yet (a front end's IPAM) outlive the bridge.
-    for (ip, owner) in locked.reservations(key)? {
-        if !crate::ipam::is_hold(&owner) {
-            locked.release_ip(key, ip)?;
-        }
-    }
-    locked.remove_ipam_cursor(key)?;
-    locked.remove_net(key)
+    Ok(())
+}
+
+/// Deletes a subnet's tunnel link if it is ours; a missing link is fine.
+pub(crate) fn delete_tunnel(nl: &mut impl Kernel, node: &str, net: &NetRecord) -> Result<()> {
+    delete_ours(nl, &net.tunnel, &ids::tunnel_alias(node, &net.key))
 }
 
 /// Deletes the link `name` if it carries `alias` (or none); a missing link is fine.

@@ -31,11 +31,12 @@ impl CnciKey {
         }
     }
 
-    fn of_net(net: &NetRecord) -> Self {
-        CnciKey {
-            cnci: net.config.cnci.uuid,
+    /// The CNCI of a subnet; `None` for one awaiting its CNCI.
+    fn of_net(net: &NetRecord) -> Option<Self> {
+        Some(CnciKey {
+            cnci: net.config.cnci?.uuid,
             tenant: net.config.tenant,
-        }
+        })
     }
 }
 
@@ -70,12 +71,13 @@ pub fn frame_for(report: &Report) -> anyhow::Result<Frame> {
 /// A subnet still being attached is left out: should the attach roll back, no TenantRemoved
 /// would follow an announcement of it.
 fn announced(nets: &[NetRecord]) -> impl Iterator<Item = &NetRecord> {
-    nets.iter().filter(|n| n.added_queued)
+    nets.iter()
+        .filter(|n| n.added_queued && n.config.cnci.is_some())
 }
 
 /// Every CNCI the node currently has announced subnets for.
 pub fn cncis_in(nets: &[NetRecord]) -> Vec<CnciKey> {
-    let mut keys: Vec<_> = announced(nets).map(CnciKey::of_net).collect();
+    let mut keys: Vec<_> = announced(nets).filter_map(CnciKey::of_net).collect();
     keys.sort();
     keys.dedup();
     keys
@@ -94,7 +96,7 @@ pub fn cncis_named(nets: &[NetRecord], cnci: Uuid) -> Vec<CnciKey> {
 pub fn announcement(agent: Uuid, key: CnciKey, nets: &[NetRecord]) -> anyhow::Result<Vec<Frame>> {
     let mut frames = Vec::new();
     let mut bodies = Vec::new();
-    for net in announced(nets).filter(|n| CnciKey::of_net(n) == key) {
+    for net in announced(nets).filter(|n| CnciKey::of_net(n) == Some(key)) {
         let report = Report::for_net(ReportEvent::TenantAdded, agent, net);
         frames.push(frame_for(&report)?);
         bodies.push(body_of(&report)?);
@@ -156,10 +158,10 @@ mod tests {
             config: SubnetConfig {
                 tenant: Uuid::from_u128(u128::from(cnci.as_u128() as u8) + 100),
                 subnet: subnet.parse().expect("subnet"),
-                cnci: Cnci {
+                cnci: Some(Cnci {
                     uuid: cnci,
                     ip: Ipv4Addr::new(192, 0, 2, 1),
-                },
+                }),
                 tunnel_kind: netcore::TunnelKind::Vxlan,
                 tunnel_id: None,
                 node_range: None,
@@ -175,6 +177,8 @@ mod tests {
             mtu: 1450,
             generation: Uuid::new_v4(),
             added_queued: queued,
+            controlled: false,
+            awaiting_cnci_since: None,
         }
     }
 

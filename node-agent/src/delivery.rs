@@ -6,8 +6,9 @@
 //! sends the reports oldest first and deletes each once its frame was written. A frame written
 //! is not a frame delivered (the scheduler or the CNCI may die with it), so the node also
 //! re-announces its current set ([`crate::announce`]) after every (re)connect and whenever the
-//! scheduler forwards a ConcentratorInstanceAdded for a CNCI the node uses. It reconnects
-//! forever with jittered back-off.
+//! scheduler forwards a ConcentratorInstanceAdded for a CNCI the node uses. Subnets awaiting
+//! their CNCI (controller mode) ask the controller for it and get their tunnel from its answer
+//! ([`crate::cnci`]). It reconnects forever with jittered back-off.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::announce::{self, CnciKey};
+use crate::cnci;
 
 /// How many CNCI announcements the reader may queue ahead of the writer; the reader waits
 /// (and with it the scheduler's writes) when they are not taken.
@@ -45,6 +47,22 @@ fn backoff(attempt: u32) -> Duration {
     let base = Duration::from_secs(1u64 << attempt.min(5)).min(Duration::from_secs(30));
     let jitter = uuid::Uuid::new_v4().as_u128() as u64 % 1000;
     base / 2 + base.mul_f64(jitter as f64 / 1000.0)
+}
+
+/// What the reader passes on from the scheduler.
+enum Incoming {
+    /// A ConcentratorInstanceAdded: re-announce to this CNCI.
+    Announce(Uuid),
+    /// A CnciAssignment for a subnet awaiting its CNCI.
+    Assignment(Frame),
+}
+
+/// What a frame from the scheduler asks of the node, if anything.
+fn incoming(frame: Frame) -> Option<Incoming> {
+    if cnci::is_assignment(&frame) {
+        return Some(Incoming::Assignment(frame));
+    }
+    announced_cnci(&frame).map(Incoming::Announce)
 }
 
 /// The CNCI a frame from the scheduler asks us to re-announce to, if any: only
@@ -151,14 +169,14 @@ impl Delivery {
         } = session;
         // The reader passes on the CNCIs announced by the scheduler and notices a closed
         // session; each frame is bounded by the reader's message limit.
-        let (announce_tx, mut announce_rx) = mpsc::channel::<Uuid>(ANNOUNCE_QUEUE);
+        let (announce_tx, mut announce_rx) = mpsc::channel::<Incoming>(ANNOUNCE_QUEUE);
         let mut closed = tokio::spawn(
             async move {
                 loop {
                     match reader.frame().await {
                         Ok(Some(frame)) => {
-                            if let Some(cnci) = announced_cnci(&frame) {
-                                if announce_tx.send(cnci).await.is_err() {
+                            if let Some(asked) = incoming(frame) {
+                                if announce_tx.send(asked).await.is_err() {
                                     return anyhow::anyhow!("the session is being closed");
                                 }
                             }
@@ -185,7 +203,7 @@ impl Delivery {
         agent: Uuid,
         writer: &mut ssntp::conn::FrameWriter<W>,
         closed: &mut tokio::task::JoinHandle<anyhow::Error>,
-        announce_rx: &mut mpsc::Receiver<Uuid>,
+        announce_rx: &mut mpsc::Receiver<Incoming>,
     ) -> anyhow::Result<()> {
         let first = snapshot(state)?;
         send_reports(state, agent, writer, &first).await?;
@@ -195,14 +213,36 @@ impl Delivery {
             cncis = everyone.len(),
             "re-announced the node's registrations"
         );
+        let source = cnci::source_toward(&self.scheduler);
+        send_requests(agent, writer, &first.nets, source).await?;
+        let mut ask = tokio::time::interval(cnci::REQUEST_EVERY);
+        ask.tick().await;
         loop {
             tokio::select! {
                 err = &mut *closed => return Err(err.unwrap_or_else(|e| anyhow::anyhow!(e))),
-                Some(cnci) = announce_rx.recv() => {
+                Some(first_asked) = announce_rx.recv() => {
                     // Several announcements of one CNCI in a row need one answer.
-                    let mut asked = BTreeSet::from([cnci]);
-                    while let Ok(more) = announce_rx.try_recv() {
-                        asked.insert(more);
+                    let mut asked = BTreeSet::new();
+                    let mut assigned = false;
+                    let mut next = Some(first_asked);
+                    while let Some(item) = next {
+                        match item {
+                            Incoming::Announce(cnci) => {
+                                asked.insert(cnci);
+                            }
+                            Incoming::Assignment(frame) => {
+                                assigned |= self.assign(agent, &frame);
+                            }
+                        }
+                        next = announce_rx.try_recv().ok();
+                    }
+                    if asked.is_empty() {
+                        if assigned {
+                            // The TenantAdded the assignment queued goes out at once.
+                            let now = snapshot(state)?;
+                            send_reports(state, agent, writer, &now).await?;
+                        }
+                        continue;
                     }
                     let now = snapshot(state)?;
                     send_reports(state, agent, writer, &now).await?;
@@ -213,6 +253,10 @@ impl Delivery {
                     send_announcements(agent, writer, &keys, &now.nets).await?;
                     tracing::info!(cncis = keys.len(), "re-announced to CNCIs that came back");
                 }
+                _ = ask.tick() => {
+                    let now = snapshot(state)?;
+                    send_requests(agent, writer, &now.nets, source).await?;
+                }
                 _ = tokio::time::sleep(self.poll) => {
                     let now = snapshot(state)?;
                     send_reports(state, agent, writer, &now).await?;
@@ -220,6 +264,39 @@ impl Delivery {
             }
         }
     }
+
+    /// Applies a CnciAssignment to the node (netlink in this process's namespace, which must
+    /// be the node's); every failure is logged, none ends the session. True if a TenantAdded
+    /// was queued.
+    fn assign(&self, agent: Uuid, frame: &Frame) -> bool {
+        let node = netcore::Node::open(&netcore::NodeConfig {
+            state_dir: self.state_dir.clone(),
+        });
+        match node {
+            Ok(mut node) => cnci::handle_assignment(&mut node, agent, frame).log(),
+            Err(e) => {
+                tracing::error!("cannot open the node to apply a CNCI assignment: {e}");
+                false
+            }
+        }
+    }
+}
+
+/// Sends a CnciRequest for every subnet of `nets` that awaits its CNCI.
+async fn send_requests<W: AsyncWrite + Unpin>(
+    agent: Uuid,
+    writer: &mut ssntp::conn::FrameWriter<W>,
+    nets: &[NetRecord],
+    source: Option<std::net::Ipv4Addr>,
+) -> anyhow::Result<()> {
+    let frames = cnci::requests(agent, &netcore::assign::awaiting(nets), source);
+    for frame in &frames {
+        writer.frame(frame).await.context("send a CnciRequest")?;
+    }
+    if !frames.is_empty() {
+        tracing::info!(subnets = frames.len(), "asked the controller for CNCIs");
+    }
+    Ok(())
 }
 
 /// Sends the snapshot's reports oldest first, deleting each once written; then a TenantSync to

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod announce;
+mod cnci;
 mod delivery;
 
 #[derive(Parser)]
@@ -177,19 +178,29 @@ fn render(view: &netcore::inspect::NodeView) -> Result<String, std::fmt::Error> 
     }
     for n in &view.nets {
         let c = &n.net.config;
+        let tunnel = match (&n.awaits_cnci, c.cnci) {
+            (Some(wait), _) => format!(
+                "no tunnel: awaits CNCI since {} ({} s)",
+                wait.since, wait.waited_s
+            ),
+            (None, Some(cnci)) => format!(
+                "tunnel {}{} ({} id {} {} -> {})",
+                n.net.tunnel,
+                mark(n.tunnel_state),
+                c.tunnel_kind,
+                n.net.tunnel_id,
+                n.net.local_ip,
+                cnci.ip
+            ),
+            (None, None) => "no tunnel".to_string(),
+        };
         writeln!(
             out,
-            "tenant {} subnet {}: bridge {}{} tunnel {}{} ({} id {} {} -> {}), mtu {}, {} vnic(s)",
+            "tenant {} subnet {}: bridge {}{} {tunnel}, mtu {}, {} vnic(s)",
             c.tenant,
             c.subnet,
             n.net.bridge,
             mark(n.bridge_state),
-            n.net.tunnel,
-            mark(n.tunnel_state),
-            c.tunnel_kind,
-            n.net.tunnel_id,
-            n.net.local_ip,
-            c.cnci.ip,
             n.net.mtu,
             n.vnics.len()
         )?;

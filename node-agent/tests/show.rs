@@ -106,6 +106,8 @@ fn show_marks_a_recorded_port_the_kernel_no_longer_has_and_writes_nothing() {
                 mtu: 1450,
                 generation: Uuid::from_u128(3),
                 added_queued: true,
+                controlled: false,
+                awaiting_cnci_since: None,
             })
             .expect("net");
         for (owner, port) in [("gone", "cv-gone-0"), ("here", "lo")] {
@@ -146,5 +148,50 @@ fn show_marks_a_recorded_port_the_kernel_no_longer_has_and_writes_nothing() {
     };
     assert_eq!(port_of("gone"), Some(serde_json::json!("missing")));
     assert_eq!(port_of("here"), Some(serde_json::json!("present")));
+    assert_eq!(tree(tmp.path()), before, "show wrote");
+}
+
+#[test]
+fn show_says_since_when_a_subnet_awaits_its_cnci() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let state = StateDir::open(tmp.path()).expect("state dir");
+    let config =
+        SubnetConfig::controlled(Uuid::from_u128(1), "172.16.1.0/24".parse().expect("subnet"));
+    // 2026-12-02T11:00:00Z
+    let since = 1_796_209_200;
+    {
+        let locked = state.lock().expect("lock");
+        locked.node_identity().expect("identity");
+        locked
+            .write_net(&NetRecord {
+                key: "n1".into(),
+                config,
+                bridge: "cb-wait-0".into(),
+                tunnel: "ct-wait-0".into(),
+                tunnel_id: 0,
+                underlay: String::new(),
+                local_ip: Ipv4Addr::UNSPECIFIED,
+                mtu: 1450,
+                generation: Uuid::from_u128(3),
+                added_queued: false,
+                controlled: true,
+                awaiting_cnci_since: Some(since),
+            })
+            .expect("net");
+    }
+    let before = tree(tmp.path());
+    let text = ciao_node(tmp.path(), &["show"]);
+    assert!(
+        text.contains("no tunnel: awaits CNCI since 2026-12-02T11:00:00Z ("),
+        "{text}"
+    );
+    assert!(!text.contains("ct-wait-0"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ciao_node(tmp.path(), &["show", "--json"])).expect("json");
+    let wait = &json["nets"][0]["awaits_cnci"];
+    assert_eq!(wait["since"], "2026-12-02T11:00:00Z", "{json}");
+    assert_eq!(wait["since_unix"], since, "{json}");
+    assert!(wait["waited_s"].as_u64().expect("seconds") > 0, "{json}");
+    assert_eq!(json["nets"][0]["net"]["awaiting_cnci_since"], since);
     assert_eq!(tree(tmp.path()), before, "show wrote");
 }

@@ -273,13 +273,19 @@ pub fn load(tap: &str, env: Lookup<'_>) -> Result<HookConfig, Error> {
     let tenant: Uuid = source.parse(Key::Tenant, "a UUID", &source.required(Key::Tenant)?)?;
     let subnet_text = source.required(Key::Subnet)?;
     let subnet: Ipv4Net = source.parse(Key::Subnet, "an IPv4 CIDR", &subnet_text)?;
-    let cnci_uuid: Uuid =
-        source.parse(Key::CnciUuid, "a UUID", &source.required(Key::CnciUuid)?)?;
-    let cnci_ip: Ipv4Addr = source.parse(
-        Key::CnciIp,
-        "an IPv4 address",
-        &source.required(Key::CnciIp)?,
-    )?;
+    // Both or neither: without a CNCI the node asks the controller for it (controller mode).
+    let cnci = if source.get(Key::CnciUuid)?.is_some() || source.get(Key::CnciIp)?.is_some() {
+        Some(Cnci {
+            uuid: source.parse(Key::CnciUuid, "a UUID", &source.required(Key::CnciUuid)?)?,
+            ip: source.parse(
+                Key::CnciIp,
+                "an IPv4 address",
+                &source.required(Key::CnciIp)?,
+            )?,
+        })
+    } else {
+        None
+    };
     let ip: Ipv4Addr = source.parse(Key::Ip, "an IPv4 address", &source.required(Key::Ip)?)?;
 
     let tunnel_kind = match source.get(Key::TunnelKind)? {
@@ -306,10 +312,7 @@ pub fn load(tap: &str, env: Lookup<'_>) -> Result<HookConfig, Error> {
     let subnet_cfg = SubnetConfig {
         tenant,
         subnet,
-        cnci: Cnci {
-            uuid: cnci_uuid,
-            ip: cnci_ip,
-        },
+        cnci,
         tunnel_kind,
         tunnel_id,
         node_range: None,
@@ -452,6 +455,18 @@ mod tests {
         assert_eq!(cfg.state_dir, PathBuf::from("/tmp/ciao-hook-test"));
         assert_eq!(cfg.subnet.tunnel_kind, TunnelKind::Vxlan);
         assert!(cfg.file.is_none());
+    }
+
+    #[test]
+    fn without_a_cnci_the_controller_assigns_one() {
+        let mut env = good();
+        env.remove(var::CNCI_UUID);
+        env.remove(var::CNCI_IP);
+        let cfg = load_map(&env).expect("controller mode");
+        assert_eq!(cfg.subnet.cnci, None);
+        env.remove(var::TENANT);
+        let err = load_map(&env).expect_err("no tenant").to_string();
+        assert_eq!(err, format!("{} is missing", var::TENANT));
     }
 
     #[test]

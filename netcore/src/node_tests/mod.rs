@@ -1,6 +1,7 @@
 //! The node's logic on the recording fake kernel: no root, no netlink socket, milliseconds.
 //! The root integration tests (tests/tests/*.rs) drive the same paths on the real kernel.
 
+mod controller;
 mod crash;
 mod instances;
 mod qemu_tap;
