@@ -14,12 +14,15 @@ use std::sync::OnceLock;
 static ONLY_FROM: OnceLock<PathBuf> = OnceLock::new();
 
 /// Each binary of the project and the package that builds it.
-pub const PACKAGES: [(&str, &str); 9] = [
+pub const PACKAGES: [(&str, &str); 12] = [
     ("ciao", "ciao-cni"),
     ("ciao-node", "ciao-node"),
     ("ciao-scheduler", "ciao-scheduler"),
     ("ciao-cert", "ciao-scheduler"),
     ("ciao-cnci-agent", "ciao-cnci-agent"),
+    ("ciao-nn", "ciao-cnci-agent"),
+    ("ciao-controller", "ciao-controller"),
+    ("ciao-net", "ciao-controller"),
     ("ciao-qemu-ifup", "ciao-vm-hooks"),
     ("ciao-qemu-ifdown", "ciao-vm-hooks"),
     ("ciao-docker-plugin", "ciao-docker-plugin"),

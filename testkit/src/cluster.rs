@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
+mod control;
+pub use control::PUBLIC_POOL;
+
 use crate::{
     ciao_certificates, cnci_agent_tool, cni_call, json, node_tool, plugin, scheduler_tool, unique,
     CniOutput, ComputeNode, Netns, Proc,
@@ -95,6 +98,10 @@ pub struct Tenant {
     pub state_dir: PathBuf,
     /// Extra `run` flags for the agent (limits, public ranges), after the fixture's own.
     pub agent_args: Vec<String>,
+    /// Its workload configs name no CNCI: the controller provisions one on `ciao-nn`
+    /// ([`Cluster::controlled_tenant`]); `cnci`, `netns` and `state_dir` are known once it is
+    /// ready ([`Cluster::wait_cnci_ready`]).
+    pub controlled: bool,
 }
 
 struct Agent {
@@ -110,11 +117,13 @@ pub struct Certs {
     _tmp: Option<tempfile::TempDir>,
 }
 
-const CERT_LEAVES: [(&str, &str); 4] = [
+const CERT_LEAVES: [(&str, &str); 5] = [
     ("agent", "cn1"),
     ("agent", "cn2"),
     ("cnciagent", "cnci"),
     ("controller", "ctl"),
+    // The network node agent: its own session and each of its CNCIs' sessions.
+    ("netagent,cnciagent", "nn"),
 ];
 
 impl Certs {
@@ -133,12 +142,13 @@ impl Certs {
     /// renamed into place, so concurrent test processes never see half a set.
     pub fn cached() -> Result<Certs> {
         let base = crate::workspace_root().join("target/test-certs");
-        let dir = base.join("cluster");
+        // Versioned: a set made before a leaf was added is never taken for complete.
+        let dir = base.join("cluster-v2");
         let complete = |d: &Path| {
             d.join("CAcert-localhost.pem").is_file()
                 && CERT_LEAVES
                     .iter()
-                    .all(|(role, host)| d.join(format!("cert-{role}-{host}.pem")).is_file())
+                    .all(|(role, host)| d.join(leaf_file(role, host)).is_file())
         };
         if !complete(&dir) {
             std::fs::create_dir_all(&base).context("create target/test-certs")?;
@@ -179,6 +189,15 @@ impl Certs {
     pub fn controller(&self) -> PathBuf {
         self.dir.join("cert-controller-ctl.pem")
     }
+    /// The network node agent's certificate (roles netagent and cnciagent).
+    pub fn network_node(&self) -> PathBuf {
+        self.dir.join(leaf_file("netagent,cnciagent", "nn"))
+    }
+}
+
+/// The file `ciao-cert issue --role <roles> --host <host>` writes.
+fn leaf_file(roles: &str, host: &str) -> String {
+    format!("cert-{}-{host}.pem", roles.replace(',', "+"))
 }
 
 /// The whole cluster. See the module documentation for the topology.
@@ -196,6 +215,8 @@ pub struct Cluster {
     scheduler: Option<Proc>,
     daemons: [Option<Proc>; 2],
     agents: Vec<Agent>,
+    /// Controller mode: `ciao-controller` and `ciao-nn` ([`Cluster::with_controller`]).
+    control: Option<control::ControlPlane>,
 }
 
 /// A container attached by the CNI plugin on one of the compute nodes.
@@ -439,6 +460,7 @@ impl Cluster {
             scheduler: None,
             daemons: [None, None],
             agents: Vec::new(),
+            control: None,
         };
         cluster.restart_scheduler()?;
         for cn in Cn::ALL {
@@ -585,6 +607,7 @@ impl Cluster {
             netns: unique("tnt"),
             state_dir: state.path().to_path_buf(),
             agent_args: Vec::new(),
+            controlled: false,
         };
         self.agents.push(Agent {
             tenant: t.clone(),
@@ -796,6 +819,11 @@ impl Cluster {
             "defaultRoute": true,
             "runtimeConfig": {"ips": [format!("{ip}/{prefix}")]},
         });
+        if t.controlled {
+            if let Some(conf) = conf.as_object_mut() {
+                conf.remove("cnci");
+            }
+        }
         if let (Some(conf), Some(extra)) = (conf.as_object_mut(), extra.as_object()) {
             conf.extend(extra.clone());
         }
@@ -986,6 +1014,7 @@ fn ips(v: &Value) -> Vec<String> {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        self.stop_control();
         // Agents first (they hold the tenant namespaces), then their kernel state.
         for agent in &mut self.agents {
             agent.proc = None;

@@ -281,6 +281,16 @@ impl ComputeNode {
         }
     }
 
+    /// `ciao-node show --json` of this node, run in its namespace.
+    pub fn show_json(&self) -> serde_json::Value {
+        let tool = node_tool().display().to_string();
+        let state = self.state.path().display().to_string();
+        let out = self
+            .ns
+            .exec(&[&tool, "--state-dir", &state, "show", "--json"]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("ciao-node show --json: {e}: {out}"))
+    }
+
     /// Links in the node's namespace that this system created (alias `ciao:`).
     pub fn ciao_links(&self) -> Vec<String> {
         self.ns

@@ -61,7 +61,7 @@ impl TwoTenants {
             for (i, (cn, subnet, ip)) in LAYOUT.iter().enumerate() {
                 let label = format!("{name}{}", i + 1);
                 let taken = existing.iter().position(|w| {
-                    w.tenant.cnci == t.cnci && w.cn == *cn && w.subnet == *subnet && w.ip == *ip
+                    w.tenant.tenant == t.tenant && w.cn == *cn && w.subnet == *subnet && w.ip == *ip
                 });
                 let workload = match taken {
                     Some(at) => existing.swap_remove(at),

@@ -1,0 +1,342 @@
+//! The cluster's control plane in controller mode (issue 12): `ciao-controller` beside the
+//! scheduler and `ciao-nn` on the network node, so that tenants' workload configs name no CNCI
+//! and each tenant's CNCI appears with its first workload.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use super::{
+    log_len, log_tail, running, spawn_in, wait_log, Cluster, Tenant, AGENT_TIMEOUT, NN_IP,
+    PUBLIC_RANGE, SCHEDULER_ADDR, SERVER_NAME,
+};
+use crate::Proc;
+
+/// The public pool the controller hands out: the addresses of [`PUBLIC_RANGE`] clear of the
+/// network node's and the external host's.
+pub const PUBLIC_POOL: &str = "203.0.113.9-203.0.113.14";
+
+/// The controller and the network node agent, with their state directories.
+pub(super) struct ControlPlane {
+    state: tempfile::TempDir,
+    controller: Option<Proc>,
+    nn: Option<Proc>,
+}
+
+impl ControlPlane {
+    fn controller_dir(&self) -> PathBuf {
+        self.state.path().join("controller")
+    }
+
+    fn nn_dir(&self) -> PathBuf {
+        self.state.path().join("nn")
+    }
+}
+
+/// A binary of the workspace: `CIAO_BIN_DIR` first, else `target/debug` (built on first use).
+fn tool(name: &str) -> PathBuf {
+    if let Some(p) = crate::bins::bin_dir_override(name) {
+        return p;
+    }
+    crate::bins::cargo_build(crate::bins::package_of(name), &[]);
+    crate::workspace_root().join("target/debug").join(name)
+}
+
+impl Cluster {
+    /// The cluster in controller mode: scheduler, `ciao-controller`, `ciao-nn` on the network
+    /// node, and both compute nodes; no CNCI yet.
+    pub fn with_controller() -> Result<Cluster> {
+        let mut cluster = Cluster::new()?;
+        cluster.control = Some(ControlPlane {
+            state: tempfile::Builder::new()
+                .prefix("ciao-control.")
+                .tempdir()
+                .context("control plane state dir")?,
+            controller: None,
+            nn: None,
+        });
+        cluster.start_controller()?;
+        cluster.start_nn()?;
+        Ok(cluster)
+    }
+
+    fn control(&self) -> Result<&ControlPlane> {
+        self.control
+            .as_ref()
+            .context("this cluster has no controller (Cluster::with_controller)")
+    }
+
+    fn control_mut(&mut self) -> Result<&mut ControlPlane> {
+        self.control
+            .as_mut()
+            .context("this cluster has no controller (Cluster::with_controller)")
+    }
+
+    /// The admin socket `ciao-net` talks to.
+    pub fn admin_socket(&self) -> Result<PathBuf> {
+        Ok(self.control()?.controller_dir().join("admin.sock"))
+    }
+
+    /// The network node agent's state directory.
+    pub fn nn_state_dir(&self) -> Result<PathBuf> {
+        Ok(self.control()?.nn_dir())
+    }
+
+    /// Starts (or restarts) `ciao-controller` in the underlay namespace with the same state,
+    /// and waits until it is connected to the scheduler and its admin socket answers.
+    pub fn start_controller(&mut self) -> Result<()> {
+        self.kill_controller();
+        let dir = self.control()?.controller_dir();
+        std::fs::create_dir_all(&dir).context("controller state dir")?;
+        let config = dir.join("controller.toml");
+        let text = format!(
+            "state_dir = {dir:?}\ndefault_tunnel_kind = \"vxlan\"\npublic_pools = [{PUBLIC_POOL:?}]\n\n\
+             [scheduler]\naddress = {SCHEDULER_ADDR:?}\nserver_name = {SERVER_NAME:?}\n\
+             cert = {cert:?}\nca = {ca:?}\n",
+            dir = dir.display().to_string(),
+            cert = self.certs.controller().display().to_string(),
+            ca = self.certs.ca().display().to_string(),
+        );
+        std::fs::write(&config, text).context("write controller.toml")?;
+        let log = self.log("controller");
+        let from = log_len(&log);
+        let config = config.display().to_string();
+        let mut proc = spawn_in(
+            &self.underlay.path(),
+            &tool("ciao-controller"),
+            &["--config", &config],
+            &log,
+        )?;
+        let waited = wait_log(
+            &log,
+            from,
+            "connected to the scheduler",
+            &mut proc,
+            AGENT_TIMEOUT,
+        );
+        self.control_mut()?.controller = Some(proc);
+        waited.context("ciao-controller did not connect")?;
+        let deadline = Instant::now() + AGENT_TIMEOUT;
+        while !self.ciao_net(&["--json", "nodes"]).status.success() {
+            if Instant::now() > deadline {
+                bail!("ciao-controller's admin socket does not answer");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Kills `ciao-controller` (SIGKILL, by PID); its store stays.
+    pub fn kill_controller(&mut self) {
+        if let Some(c) = self.control.as_mut() {
+            c.controller = None;
+        }
+    }
+
+    /// True while `ciao-controller` runs.
+    pub fn controller_running(&mut self) -> bool {
+        self.control
+            .as_mut()
+            .is_some_and(|c| running(&mut c.controller))
+    }
+
+    /// Starts (or restarts) `ciao-nn` in the network node's namespace with the same state, and
+    /// waits until the controller lists it as a connected network node.
+    pub fn start_nn(&mut self) -> Result<()> {
+        self.kill_nn();
+        let dir = self.control()?.nn_dir().display().to_string();
+        let cert = self.certs.network_node().display().to_string();
+        let ca = self.certs.ca().display().to_string();
+        let args = [
+            "--state-dir",
+            &dir,
+            "run",
+            "--scheduler",
+            SCHEDULER_ADDR,
+            "--server-name",
+            SERVER_NAME,
+            "--cert",
+            &cert,
+            "--ca",
+            &ca,
+            "--underlay-ip",
+            NN_IP,
+            "--external-dev",
+            "ext0",
+            "--public-range",
+            PUBLIC_RANGE,
+        ];
+        let log = self.log("nn");
+        let proc = spawn_in(&self.nn.path(), &tool("ciao-nn"), &args, &log)?;
+        self.control_mut()?.nn = Some(proc);
+        let deadline = Instant::now() + AGENT_TIMEOUT;
+        loop {
+            let nodes = self.ciao_net_json(&["nodes"]).unwrap_or(Value::Null);
+            if network_node_connected(&nodes) {
+                return Ok(());
+            }
+            if !self.nn_running() || Instant::now() > deadline {
+                bail!(
+                    "ciao-nn is not a connected network node (running: {}); nodes: {nodes}; log:\n{}",
+                    self.nn_running(),
+                    log_tail(&log)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills `ciao-nn` (SIGKILL, by PID); its CNCIs' kernel state stays.
+    pub fn kill_nn(&mut self) {
+        if let Some(c) = self.control.as_mut() {
+            c.nn = None;
+        }
+    }
+
+    /// True while `ciao-nn` runs.
+    pub fn nn_running(&mut self) -> bool {
+        self.control.as_mut().is_some_and(|c| running(&mut c.nn))
+    }
+
+    /// The PIDs of the controller and the network node agent, while they run.
+    pub fn control_pids(&self) -> (Option<u32>, Option<u32>) {
+        match &self.control {
+            Some(c) => (
+                c.controller.as_ref().map(|p| p.0.id()),
+                c.nn.as_ref().map(|p| p.0.id()),
+            ),
+            None => (None, None),
+        }
+    }
+
+    /// A tenant whose workload configs name no CNCI: the controller provisions it with the
+    /// tenant's first workload. Its CNCI is filled in by [`Cluster::wait_cnci_ready`].
+    pub fn controlled_tenant(&mut self, tenant: &str) -> Tenant {
+        Tenant {
+            tenant: tenant.to_lowercase(),
+            cnci: String::new(),
+            netns: String::new(),
+            state_dir: PathBuf::new(),
+            agent_args: Vec::new(),
+            controlled: true,
+        }
+    }
+
+    /// Runs `ciao-net --socket <admin socket> <args>` (no namespace needed: a unix socket).
+    pub fn ciao_net(&self, args: &[&str]) -> std::process::Output {
+        let socket = match self.admin_socket() {
+            Ok(s) => s,
+            Err(e) => {
+                return std::process::Output {
+                    status: std::os::unix::process::ExitStatusExt::from_raw(2 << 8),
+                    stdout: Vec::new(),
+                    stderr: e.to_string().into_bytes(),
+                }
+            }
+        };
+        Command::new(tool("ciao-net"))
+            .arg("--socket")
+            .arg(socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| std::process::Output {
+                status: std::os::unix::process::ExitStatusExt::from_raw(127 << 8),
+                stdout: Vec::new(),
+                stderr: format!("spawn ciao-net: {e}").into_bytes(),
+            })
+    }
+
+    /// `ciao-net --json <args>`, parsed.
+    pub fn ciao_net_json(&self, args: &[&str]) -> Result<Value> {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        let out = self.ciao_net(&full);
+        if !out.status.success() {
+            bail!(
+                "ciao-net {}: {}{}",
+                full.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        serde_json::from_slice(&out.stdout).context("ciao-net printed no JSON")
+    }
+
+    /// Waits until the controller says the tenant's CNCI is ready, then fills in its UUID,
+    /// tenant namespace and state directory on the network node; returns `ciao-net tenant`.
+    pub fn wait_cnci_ready(&self, t: &mut Tenant) -> Result<Value> {
+        let deadline = Instant::now() + AGENT_TIMEOUT;
+        loop {
+            let view = self.ciao_net_json(&["tenant", &t.tenant]);
+            if let Ok(v) = &view {
+                let cnci = &v["cnci"];
+                if cnci["state"] == "ready" {
+                    let uuid = cnci["uuid"].as_str().unwrap_or_default().to_string();
+                    t.state_dir = self.nn_state_dir()?.join("cncis").join(&uuid);
+                    let record: Value = serde_json::from_slice(
+                        &std::fs::read(t.state_dir.join("agent.json"))
+                            .context("the CNCI's agent.json on the network node")?,
+                    )?;
+                    t.netns = record["netns"].as_str().unwrap_or_default().to_string();
+                    t.cnci = uuid;
+                    return Ok(v.clone());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "tenant {}: no ready CNCI within {AGENT_TIMEOUT:?}; last view: {view:?}; \
+                     nn log:\n{}",
+                    t.tenant,
+                    log_tail(&self.log("nn"))
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the control plane and takes down every CNCI `ciao-nn` built (for [`Drop`]).
+    pub(super) fn stop_control(&mut self) {
+        let Some(control) = self.control.as_mut() else {
+            return;
+        };
+        control.nn = None;
+        control.controller = None;
+        let cncis = control.nn_dir().join("cncis");
+        let Ok(entries) = std::fs::read_dir(&cncis) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            let netns = std::fs::read(dir.join("agent.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .and_then(|v| v["netns"].as_str().map(str::to_string));
+            let _ = Command::new("nsenter")
+                .arg(format!("--net={}", self.nn.path().display()))
+                .arg(crate::cnci_agent_tool())
+                .arg("--state-dir")
+                .arg(&dir)
+                .arg("destroy")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if let Some(ns) = netns {
+                let _ = Command::new("ip")
+                    .args(["netns", "delete", &ns])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+/// Whether `ciao-net --json nodes` lists a connected network node.
+fn network_node_connected(nodes: &Value) -> bool {
+    nodes["network_nodes"]
+        .as_array()
+        .is_some_and(|list| list.iter().any(|n| n["state"] == "connected"))
+}

@@ -1,0 +1,243 @@
+//! Issue 12 end to end: the whole cluster in controller mode (scheduler, `ciao-controller`,
+//! `ciao-nn`, two compute nodes), real processes in namespaces, a real SQLite store. Workload
+//! configs name only tenant and subnet; each tenant's CNCI appears with its first workload.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use testkit::cluster::{Cluster, Cn, EXT_IP, NN_IP};
+use testkit::matrix::TwoTenants;
+use testkit::{require_root, TENANT_A, TENANT_B};
+
+const S1: &str = "172.16.1.0/24";
+const S2: &str = "172.16.2.0/24";
+/// Long enough for a loaded CI machine; the loop ends as soon as the ping answers.
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// Pings `ip` from `w` once a second until it answers; the time it took.
+fn ping_until(w: &testkit::cluster::Workload, ip: &str) -> Duration {
+    let start = Instant::now();
+    while !w.ping(ip, 1) {
+        assert!(
+            start.elapsed() < CONVERGE,
+            "{ip} unreachable from {} after {CONVERGE:?}",
+            w.ip
+        );
+    }
+    start.elapsed()
+}
+
+/// The tenant's subnet `cidr` in `ciao-net --json tenant`.
+fn subnet_view(tenant: &Value, cidr: &str) -> Value {
+    tenant["subnets"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["cidr"] == cidr))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// The compute node UUID that `ciao-node show` names for `cn`.
+fn node_uuid(cluster: &Cluster, cn: Cn) -> String {
+    let show = cluster.cn(cn).show_json();
+    show["agent_uuid"].as_str().unwrap_or_default().to_string()
+}
+
+/// CNCIs of `tenant` in `ciao-net --json cncis` that are not gone.
+fn live_cncis(cluster: &Cluster, tenant: &str) -> Vec<Value> {
+    let cncis = cluster.ciao_net_json(&["cncis"]).expect("ciao-net cncis");
+    cncis
+        .as_array()
+        .or_else(|| cncis["cncis"].as_array())
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c["tenant"] == tenant && c["state"] != "gone")
+        .collect()
+}
+
+#[test]
+fn a_new_tenants_first_container_provisions_one_cnci_and_a_second_node_reaches_it() {
+    require_root!();
+    let mut cluster = Cluster::with_controller().expect("cluster in controller mode");
+    let mut t = cluster.controlled_tenant(TENANT_A);
+    testkit::plugin(); // built on first use: not part of the measurement
+
+    let start = Instant::now();
+    let a1 = cluster
+        .container(Cn::Cn1, &t, S1, "172.16.1.10")
+        .expect("first container, no CNCI named");
+    let attach = start.elapsed();
+    let a2 = cluster
+        .container(Cn::Cn2, &t, S1, "172.16.1.11")
+        .expect("second container on the other node");
+    ping_until(&a2, &a1.ip);
+    eprintln!(
+        "controller mode: first attach {attach:?}; first attach to first cross-node ping {:?}",
+        start.elapsed()
+    );
+
+    let view = cluster.wait_cnci_ready(&mut t).expect("CNCI ready");
+    assert_eq!(live_cncis(&cluster, &t.tenant).len(), 1, "one CNCI: {view}");
+    assert_eq!(view["cnci"]["underlay"], NN_IP, "{view}");
+    let subnet = subnet_view(&view, S1);
+    let id = subnet["tunnel_id"].as_u64().expect("tunnel id");
+    assert!(id > 0, "{subnet}");
+    let mut hosts: Vec<String> = subnet["compute_nodes"]
+        .as_array()
+        .expect("compute nodes")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    hosts.sort();
+    let mut want = vec![node_uuid(&cluster, Cn::Cn1), node_uuid(&cluster, Cn::Cn2)];
+    want.sort();
+    assert_eq!(hosts, want, "both compute nodes host the subnet: {subnet}");
+    // The readable view names the same.
+    let text = cluster.ciao_net(&["tenant", &t.tenant]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains(&t.cnci) && text.contains(S1), "{text}");
+    // The hub is the CNCI ciao-nn runs, programmed toward both nodes with that id.
+    let hub = cluster
+        .wait_programmed(&t, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
+        .expect("hub programmed");
+    assert_eq!(hub["id"].as_u64(), Some(id), "{hub}");
+}
+
+#[test]
+fn two_tenants_with_identical_subnets_stay_isolated_without_cnci_config() {
+    require_root!();
+    let mut cluster = Cluster::with_controller().expect("cluster in controller mode");
+    let mut a = cluster.controlled_tenant(TENANT_A);
+    let mut b = cluster.controlled_tenant(TENANT_B);
+    let two = TwoTenants::attach(&cluster, &a, &b, Vec::new()).expect("six containers");
+    cluster.wait_cnci_ready(&mut a).expect("CNCI of A");
+    cluster.wait_cnci_ready(&mut b).expect("CNCI of B");
+    assert_ne!(a.cnci, b.cnci);
+    let late = TwoTenants::wait_hubs(&cluster, &[('A', &a), ('B', &b)]);
+    assert!(late.is_empty(), "{late:?}");
+    let matrix = two.matrix(&cluster);
+    assert!(
+        matrix.as_expected(),
+        "{}\n{:?}",
+        matrix.render(),
+        matrix.mismatches()
+    );
+    // Identical subnets of two tenants: two distinct tunnel ids.
+    let ids: Vec<u64> = [&a, &b]
+        .iter()
+        .map(|t| {
+            let view = cluster.ciao_net_json(&["tenant", &t.tenant]).expect("view");
+            subnet_view(&view, S1)["tunnel_id"].as_u64().expect("id")
+        })
+        .collect();
+    assert_ne!(ids[0], ids[1]);
+}
+
+#[test]
+fn a_restarted_controller_keeps_its_state_and_answers_attaches_made_while_it_was_down() {
+    require_root!();
+    let mut cluster = Cluster::with_controller().expect("cluster in controller mode");
+    let mut t = cluster.controlled_tenant(TENANT_A);
+    let a1 = cluster
+        .container(Cn::Cn1, &t, S1, "172.16.1.10")
+        .expect("a1");
+    let before = cluster.wait_cnci_ready(&mut t).expect("CNCI ready");
+
+    cluster.kill_controller();
+    // Attaches while the controller is down succeed at once and reach local neighbours.
+    let a2 = cluster
+        .container(Cn::Cn2, &t, S1, "172.16.1.11")
+        .expect("a2");
+    let b1 = cluster
+        .container(Cn::Cn2, &t, S2, "172.16.2.10")
+        .expect("b1");
+    let show = cluster.cn(Cn::Cn2).show_json();
+    assert!(
+        show.to_string().contains("awaiting"),
+        "cn2 shows its subnets awaiting a CNCI: {show}"
+    );
+
+    cluster.start_controller().expect("controller restarted");
+    ping_until(&a2, &a1.ip);
+    ping_until(&b1, &a1.ip);
+    let after = cluster.wait_cnci_ready(&mut t).expect("CNCI still ready");
+    assert_eq!(
+        before["cnci"]["uuid"], after["cnci"]["uuid"],
+        "nothing re-provisioned"
+    );
+    assert_eq!(live_cncis(&cluster, &t.tenant).len(), 1);
+    assert_eq!(
+        subnet_view(&before, S1)["tunnel_id"],
+        subnet_view(&after, S1)["tunnel_id"]
+    );
+    assert!(subnet_view(&after, S2)["tunnel_id"].as_u64().is_some());
+}
+
+#[test]
+fn a_killed_network_node_agent_leaves_traffic_flowing_and_adopts_its_cnci() {
+    require_root!();
+    let mut cluster = Cluster::with_controller().expect("cluster in controller mode");
+    let mut t = cluster.controlled_tenant(TENANT_A);
+    let a1 = cluster
+        .container(Cn::Cn1, &t, S1, "172.16.1.10")
+        .expect("a1");
+    let a2 = cluster
+        .container(Cn::Cn2, &t, S1, "172.16.1.11")
+        .expect("a2");
+    ping_until(&a2, &a1.ip);
+    let before = cluster.wait_cnci_ready(&mut t).expect("CNCI ready");
+    let netns_inode = |t: &testkit::cluster::Tenant| {
+        std::fs::metadata(format!("/run/netns/{}", t.netns))
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .expect("tenant namespace")
+    };
+    let inode = netns_inode(&t);
+
+    cluster.kill_nn();
+    assert!(a2.ping(&a1.ip, 3), "traffic flows while ciao-nn is down");
+    cluster.start_nn().expect("ciao-nn restarted");
+    let after = cluster.wait_cnci_ready(&mut t).expect("CNCI ready again");
+    assert_eq!(before["cnci"]["uuid"], after["cnci"]["uuid"]);
+    assert_eq!(netns_inode(&t), inode, "the tenant namespace was adopted");
+    assert!(a2.ping(&a1.ip, 3), "traffic after the restart");
+}
+
+#[test]
+fn a_public_ip_from_the_pool_reaches_the_workload_and_goes_back_on_release() {
+    require_root!();
+    let mut cluster = Cluster::with_controller().expect("cluster in controller mode");
+    let mut t = cluster.controlled_tenant(TENANT_A);
+    let a1 = cluster
+        .container(Cn::Cn1, &t, S1, "172.16.1.10")
+        .expect("a1");
+    cluster.wait_cnci_ready(&mut t).expect("CNCI ready");
+
+    let assigned = cluster
+        .ciao_net_json(&["public-ip", "assign", &t.tenant, &a1.ip])
+        .expect("assign");
+    let public = assigned["public_ip"]
+        .as_str()
+        .expect("public ip")
+        .to_string();
+    let reached = (0..60).any(|_| cluster.ext.ping(&public, 1));
+    assert!(reached, "{EXT_IP} reaches {public} ({assigned})");
+
+    cluster
+        .ciao_net_json(&["public-ip", "release", &t.tenant, &public])
+        .expect("release");
+    let gone = (0..60).any(|_| !cluster.ext.ping(&public, 1));
+    assert!(gone, "{public} still answers after its release");
+
+    // Six addresses in the pool: the seventh assignment is a clear error.
+    let mut workloads = Vec::new();
+    for i in 0..6 {
+        let ip = format!("172.16.1.{}", 20 + i);
+        workloads.push(cluster.container(Cn::Cn1, &t, S1, &ip).expect("workload"));
+        let out = cluster.ciao_net(&["public-ip", "assign", &t.tenant, &ip]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let out = cluster.ciao_net(&["public-ip", "assign", &t.tenant, &a1.ip]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exhausted"), "{err}");
+}
