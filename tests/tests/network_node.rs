@@ -177,8 +177,9 @@ struct Nn {
 
 impl Nn {
     fn bin(&self) -> PathBuf {
+        // Built with its package's other binary (`cargo build -p ciao-cnci-agent`) on first use.
         let bin = testkit::bins::bin_dir_override("ciao-nn")
-            .unwrap_or_else(|| testkit::bins::workspace_root().join("target/debug/ciao-nn"));
+            .unwrap_or_else(|| testkit::bins::cnci_agent_tool().with_file_name("ciao-nn"));
         assert!(
             bin.is_file(),
             "{} missing: cargo build -p ciao-cnci-agent --bins",
