@@ -191,6 +191,52 @@ fn two_tenants_with_the_same_subnet_are_isolated() {
     cn.assert_clean();
 }
 
+/// Controller mode: a network created with only the tenant (no `-o cnci`) gets its containers
+/// attached at once, reaching each other on the node; the subnet awaits its CNCI (no tunnel, no
+/// report) and leaves nothing behind.
+#[test]
+fn a_network_without_cnci_works_on_the_node_at_once_and_awaits_its_cnci() {
+    require_docker!("docker::without_cnci");
+    let _g = guard();
+    let cn = ComputeNode::new();
+    let d = Dockerd::start(&cn);
+    let p = PluginDaemon::start(&cn);
+    let tenant = format!("tenant={TENANT_A}");
+    d.docker(&[
+        "network",
+        "create",
+        "-d",
+        &p.name,
+        "--ipam-driver",
+        &p.name,
+        "-o",
+        &tenant,
+        "--subnet",
+        "10.9.0.0/24",
+        "ctl",
+    ]);
+    run(&d, "c1", "ctl", &["--ip", "10.9.0.10"]);
+    run(&d, "c2", "ctl", &["--ip", "10.9.0.11"]);
+    assert!(
+        d.ping("c1", "10.9.0.11"),
+        "same-node neighbour without a CNCI"
+    );
+    let view: serde_json::Value =
+        serde_json::from_str(&cn.tool(&["show", "--json"])).expect("show --json");
+    assert!(
+        view["nets"][0]["awaits_cnci"]["since"].is_string(),
+        "{view}"
+    );
+    assert!(
+        cn.report_events().is_empty(),
+        "no TenantAdded without a CNCI"
+    );
+    d.docker(&["rm", "-f", "c1", "c2"]);
+    d.docker(&["network", "rm", "ctl"]);
+    assert!(cn.report_events().is_empty());
+    assert_no_trace(&cn, "after rm");
+}
+
 #[test]
 fn docker_and_cni_containers_share_a_tenant_subnet() {
     require_docker!("docker::docker_and_cni");

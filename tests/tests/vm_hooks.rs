@@ -340,3 +340,54 @@ fn after_a_killed_qemu_reconcile_or_the_next_ifup_cleans_up() {
     );
     node.assert_clean();
 }
+
+/// Controller mode: a VM whose configuration names no CNCI gets its tap on the subnet's bridge at
+/// once, with no tunnel and no report until the controller assigns the CNCI; without a tenant
+/// it is still refused (exit 2).
+#[test]
+fn ifup_without_a_cnci_attaches_the_tap_and_the_subnet_awaits_its_cnci() {
+    require_root!();
+    let node = ComputeNode::new();
+    qemu_tap(&node, "tapvm0");
+    let mut vars = env(&node, "172.16.1.32");
+    vars.retain(|(k, _)| !k.starts_with("CIAO_CNCI_"));
+    ok(
+        hook(&node, "ciao-qemu-ifup", &["tapvm0"], &vars),
+        "ifup without cnci",
+    );
+    let view = show(&node);
+    let net = &view["nets"][0];
+    let bridge = net["net"]["bridge"].as_str().expect("bridge").to_string();
+    let tunnel = net["net"]["tunnel"].as_str().expect("tunnel").to_string();
+    assert!(net["awaits_cnci"]["since"].is_string(), "{view}");
+    assert!(link_line(&node, "tapvm0").contains(&format!("master {bridge}")));
+    assert!(link_line(&node, "tapvm0").contains("mtu 1450"));
+    assert!(!node.ns.links().contains(&tunnel), "no tunnel yet");
+    assert!(
+        node.report_events().is_empty(),
+        "no TenantAdded without a CNCI"
+    );
+
+    let mut no_tenant = vars.clone();
+    no_tenant.retain(|(k, _)| k != "CIAO_TENANT");
+    qemu_tap(&node, "tapvm1");
+    let out = hook(&node, "ciao-qemu-ifup", &["tapvm1"], &no_tenant);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("CIAO_TENANT is missing"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!link_line(&node, "tapvm1").contains("master"));
+
+    ok(
+        hook(&node, "ciao-qemu-ifdown", &["tapvm0"], &vars),
+        "ifdown",
+    );
+    assert!(!node.ns.links().contains(&bridge));
+    assert!(
+        node.report_events().is_empty(),
+        "nothing to withdraw at any CNCI"
+    );
+    node.assert_clean();
+}

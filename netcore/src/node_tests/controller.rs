@@ -306,3 +306,29 @@ fn a_crash_at_each_kernel_call_of_a_first_attach_without_cnci_is_undone_then_ret
         assert!(events(&bench).is_empty(), "step {step}: no report");
     }
 }
+
+#[test]
+fn reconcile_keeps_an_awaiting_subnet_without_tunnel_and_removes_a_stray_one() {
+    let bench = Bench::new();
+    let mut node = bench.node();
+    let cfg = controlled();
+    let a = node.attach(&cfg, &veth(&bench, "a")).expect("a");
+    let tag = node.state().lock().expect("lock").node_tag().expect("tag");
+    let before = bench.picture();
+    // What a killed assignment could leave: the subnet's tunnel, while it awaits its CNCI.
+    let tunnel = crate::ids::tunnel_name(cfg.tenant, cfg.subnet);
+    let mut k = bench.world.kernel();
+    let link = k
+        .create_link(&NewLink::new(&tunnel, LinkKind::Bridge))
+        .expect("plant");
+    k.set_alias(link.index, &crate::ids::tunnel_alias(&tag, &cfg.net_key()))
+        .expect("alias");
+    let summary = node.reconcile().expect("reconcile");
+    assert_eq!(summary.removed_links, [tunnel]);
+    assert_eq!(summary.repaired_nets, [cfg.net_key()]);
+    assert_eq!(bench.picture(), before, "only the stray tunnel went");
+    assert_eq!(node.awaiting_cnci().expect("awaiting").len(), 1);
+    let summary = node.gc(None, std::slice::from_ref(&a.vnic.id)).expect("gc");
+    assert!(summary.removed_vnics.is_empty());
+    assert!(events(&bench).is_empty());
+}
