@@ -1,8 +1,9 @@
 //! `ciao-cluster`: a whole local ciao cluster in network namespaces, as a demo.
 //!
-//! A scheduler on a shared underlay bridge, a network node running one CNCI agent per tenant,
-//! two compute nodes with their delivery daemons, and two tenants (A and B) with identical
-//! subnets and addresses: subnet 172.16.1.0/24 with a container on each compute node, subnet
+//! A scheduler and the controller on a shared underlay bridge, a network node agent that runs
+//! each tenant's CNCI when the controller places it there, two compute nodes with their
+//! delivery daemons, and two tenants (A and B) with identical subnets and addresses whose
+//! workload configs name no CNCI (each tenant's CNCI appears with its first container): subnet 172.16.1.0/24 with a container on each compute node, subnet
 //! 172.16.2.0/24 with one on the second. It prints the topology and a reachability matrix (every
 //! container and the external host 203.0.113.100), then waits for Ctrl-C and tears everything
 //! down (`--exit`: at once). Exits non-zero if any cell of the matrix differs from what the
@@ -14,7 +15,11 @@
 //! endpoint answers with its own initial TTL (`net.ipv4.ip_default_ttl`), and a cell counts as
 //! reached only if the reply carries the destination's signature.
 //!
-//! The sibling binaries (`ciao`, `ciao-node`, `ciao-scheduler`, `ciao-cert`, `ciao-cnci-agent`)
+//! It also prints, for each tenant, the time from its first container's attach to the first
+//! ping that crosses to its container on the other compute node (CNCI provisioning included).
+//!
+//! The sibling binaries (`ciao`, `ciao-node`, `ciao-scheduler`, `ciao-cert`, `ciao-cnci-agent`,
+//! `ciao-nn`, `ciao-controller`, `ciao-net`)
 //! are taken from the directory of this executable (`--bin-dir` / `CIAO_BIN_DIR` overrides); it
 //! never builds anything: if one is missing it says which, and the cargo command that builds it.
 //!
@@ -29,23 +34,32 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
 use testkit::cluster::{
-    new_log_dir, subnet_entry, Certs, Cluster, Cn, Tenant, EXT_IP, NN_EXT_IP, NN_IP, SCHEDULER_ADDR,
+    new_log_dir, subnet_entry, wait_reachable, Certs, Cluster, Cn, Tenant, Workload, EXT_IP,
+    NN_EXT_IP, NN_IP, SCHEDULER_ADDR,
 };
-use testkit::matrix::{TwoTenants, HUBS};
+use testkit::matrix::{TwoTenants, HUBS, LAYOUT};
 use testkit::{TENANT_A, TENANT_B};
 
 /// The binaries the cluster runs.
-const NEEDED: [&str; 5] = [
+const NEEDED: [&str; 8] = [
     "ciao",
     "ciao-node",
     "ciao-scheduler",
     "ciao-cert",
     "ciao-cnci-agent",
+    "ciao-nn",
+    "ciao-controller",
+    "ciao-net",
 ];
+
+/// How long a tenant's first cross-node ping may take before the demo calls it a failure.
+const FIRST_PING_WITHIN: Duration = Duration::from_secs(60);
 
 #[derive(Parser)]
 #[command(about = "A local ciao cluster in network namespaces: topology and reachability matrix")]
@@ -125,17 +139,38 @@ fn run(args: &Args, signals: &SigSet, logs: tempfile::TempDir) -> Result<bool> {
     println!("== bringing up the cluster");
     let certs = Certs::fresh().context("certificates")?;
     let mut cluster = Cluster::with_certs_and_logs(certs, logs).context("cluster")?;
-    let tenants = [
-        ('A', cluster.add_tenant(TENANT_A).context("tenant A")?),
-        ('B', cluster.add_tenant(TENANT_B).context("tenant B")?),
-    ];
-    let two = TwoTenants::attach(&cluster, &tenants[0].1, &tenants[1].1, Vec::new())?;
+    cluster
+        .enable_controller()
+        .context("controller and network node agent")?;
+    let mut a = cluster.controlled_tenant(TENANT_A);
+    let mut b = cluster.controlled_tenant(TENANT_B);
+    let mut first = Vec::new();
+    let mut timings = Vec::new();
+    for (name, t) in [('A', &a), ('B', &b)] {
+        let (workloads, took) = first_cross_node_ping(&cluster, t)
+            .with_context(|| format!("tenant {name}'s first containers"))?;
+        first.extend(workloads);
+        timings.push((name, took));
+    }
+    cluster
+        .wait_cnci_ready(&mut a)
+        .context("CNCI of tenant A")?;
+    cluster
+        .wait_cnci_ready(&mut b)
+        .context("CNCI of tenant B")?;
+    let tenants = [('A', a), ('B', b)];
+    let two = TwoTenants::attach(&cluster, &tenants[0].1, &tenants[1].1, first)?;
     let late = TwoTenants::wait_hubs(&cluster, &[('A', &tenants[0].1), ('B', &tenants[1].1)]);
     for warning in &late {
         eprintln!("warning: {warning}");
     }
 
     print_topology(&cluster, &tenants, &two);
+
+    println!("\n== a new tenant's first attach to its first cross-node ping (CNCI provisioned on the way)");
+    for (name, took) in &timings {
+        println!("  tenant {name}: {:.3} s", took.as_secs_f64());
+    }
 
     let matrix = two.matrix(&cluster);
     print!("{}", matrix.render());
@@ -155,14 +190,37 @@ fn run(args: &Args, signals: &SigSet, logs: tempfile::TempDir) -> Result<bool> {
     Ok(matrix.as_expected())
 }
 
+/// Attaches the tenant's first two containers of the layout (one per compute node), and pings
+/// the first from the second until it answers: the containers, and the time from the first
+/// attach to that answer.
+fn first_cross_node_ping(cluster: &Cluster, t: &Tenant) -> Result<(Vec<Workload>, Duration)> {
+    let start = Instant::now();
+    let mut workloads = Vec::new();
+    for (cn, subnet, ip) in &LAYOUT[..2] {
+        workloads.push(cluster.container(*cn, t, subnet, ip)?);
+    }
+    let took = wait_reachable(&workloads[1], &workloads[0].ip, start, FIRST_PING_WITHIN)
+        .ok_or_else(|| anyhow!("no cross-node ping within {FIRST_PING_WITHIN:?}"))?;
+    Ok((workloads, took))
+}
+
 fn print_topology(cluster: &Cluster, tenants: &[(char, Tenant)], two: &TwoTenants) {
     println!("\n== topology");
     println!(
         "  underlay  {:<22} bridge ulbr 10.250.0.1/24; ciao-scheduler {} on {SCHEDULER_ADDR}",
         cluster.underlay.name, cluster.scheduler_uuid
     );
+    if let Ok(socket) = cluster.admin_socket() {
+        println!(
+            "  {:<9} {:<22} ciao-controller (store and admin socket {}: `ciao-net --socket {} tenants`)",
+            "",
+            "",
+            socket.parent().map(|p| p.display().to_string()).unwrap_or_default(),
+            socket.display()
+        );
+    }
     println!(
-        "  nn        {:<22} ul0 {NN_IP}/24, ext0 {NN_EXT_IP}/24 (network node: CNCI agents)",
+        "  nn        {:<22} ul0 {NN_IP}/24, ext0 {NN_EXT_IP}/24 (network node: ciao-nn runs the CNCIs)",
         cluster.nn.name
     );
     println!(

@@ -10,7 +10,7 @@
 //! their CNCI (controller mode) ask the controller for it and get their tunnel from its answer
 //! ([`crate::cnci`]). It reconnects forever with jittered back-off.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -214,7 +214,10 @@ impl Delivery {
             "re-announced the node's registrations"
         );
         let source = cnci::source_toward(&self.scheduler);
-        send_requests(agent, writer, &first.nets, source).await?;
+        // Subnets asked for in this session: a new one is asked for at the next poll, then
+        // again with every other awaiting subnet each REQUEST_EVERY.
+        let mut asked = HashSet::new();
+        send_requests(agent, writer, &first.nets, source, &mut asked, true).await?;
         let mut ask = tokio::time::interval(cnci::REQUEST_EVERY);
         ask.tick().await;
         loop {
@@ -255,11 +258,12 @@ impl Delivery {
                 }
                 _ = ask.tick() => {
                     let now = snapshot(state)?;
-                    send_requests(agent, writer, &now.nets, source).await?;
+                    send_requests(agent, writer, &now.nets, source, &mut asked, true).await?;
                 }
                 _ = tokio::time::sleep(self.poll) => {
                     let now = snapshot(state)?;
                     send_reports(state, agent, writer, &now).await?;
+                    send_requests(agent, writer, &now.nets, source, &mut asked, false).await?;
                 }
             }
         }
@@ -282,14 +286,25 @@ impl Delivery {
     }
 }
 
-/// Sends a CnciRequest for every subnet of `nets` that awaits its CNCI.
+/// Sends a CnciRequest for every subnet of `nets` that awaits its CNCI (`all`), or only for
+/// those not in `asked` (a subnet that just appeared: its workload's tunnel should not wait
+/// for the next round). `asked` is left holding exactly the awaiting subnets asked for.
 async fn send_requests<W: AsyncWrite + Unpin>(
     agent: Uuid,
     writer: &mut ssntp::conn::FrameWriter<W>,
     nets: &[NetRecord],
     source: Option<std::net::Ipv4Addr>,
+    asked: &mut HashSet<(Uuid, ipnet::Ipv4Net)>,
+    all: bool,
 ) -> anyhow::Result<()> {
-    let frames = cnci::requests(agent, &netcore::assign::awaiting(nets), source);
+    let awaiting = netcore::assign::awaiting(nets);
+    asked.retain(|key| awaiting.iter().any(|a| (a.tenant, a.subnet) == *key));
+    let due: Vec<_> = awaiting
+        .into_iter()
+        .filter(|a| all || !asked.contains(&(a.tenant, a.subnet)))
+        .collect();
+    asked.extend(due.iter().map(|a| (a.tenant, a.subnet)));
+    let frames = cnci::requests(agent, &due, source);
     for frame in &frames {
         writer.frame(frame).await.context("send a CnciRequest")?;
     }

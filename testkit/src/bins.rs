@@ -158,6 +158,16 @@ pub fn cnci_agent_tool() -> PathBuf {
     try_cnci_agent_tool().expect("cargo build -p ciao-cnci-agent failed")
 }
 
+/// Any binary of the workspace by name: from `CIAO_BIN_DIR` if set, else `target/debug`,
+/// its package built on first use.
+pub fn workspace_tool(name: &str) -> PathBuf {
+    if let Some(p) = bin_dir_override(name) {
+        return p;
+    }
+    cargo_build(package_of(name), &[]);
+    workspace_root().join("target/debug").join(name)
+}
+
 /// The CNI plugin binary, built on first use (`CIAO_CNI_PLUGIN`, then `CIAO_BIN_DIR`, override).
 pub fn plugin() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();

@@ -274,6 +274,32 @@ impl Workload {
     }
 }
 
+/// Pings `ip` from `w` (one echo with a 100 ms wait, again and again) until it answers:
+/// the time from `since` to that answer, or `None` if none came before `timeout` (from now).
+pub fn wait_reachable(
+    w: &Workload,
+    ip: &str,
+    since: Instant,
+    timeout: Duration,
+) -> Option<Duration> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let answered = Command::new("ip")
+            .args([
+                "netns", "exec", &w.ns.name, "ping", "-n", "-q", "-c", "1", "-W", "0.1", ip,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if answered {
+            return Some(since.elapsed());
+        }
+    }
+    None
+}
+
 /// One `ping -c 1 -W <wait_secs>` from namespace `ns` to `ip`: the TTL of the reply, or `None`
 /// without one.
 pub fn ping_reply_ttl(ns: &str, ip: &str, wait_secs: u32) -> Option<u32> {

@@ -44,7 +44,7 @@ fn run_demo(bin_dir: &Path, cargo_mark: &Path) -> Output {
 #[test]
 fn a_missing_sibling_is_named_with_its_build_command_and_nothing_is_built() {
     let bins = tempfile::tempdir().expect("bin dir");
-    // Two of the five are there; the other three are missing.
+    // Two of the eight are there; the other six are missing.
     script(bins.path(), "ciao", "exit 1");
     script(bins.path(), "ciao-cert", "exit 1");
     let mark = bins.path().join("cargo-ran");
@@ -56,7 +56,9 @@ fn a_missing_sibling_is_named_with_its_build_command_and_nothing_is_built() {
         "the missing binaries are named: {stderr}"
     );
     assert!(
-        stderr.contains("cargo build --release -p ciao-cnci-agent -p ciao-node -p ciao-scheduler"),
+        stderr.contains(
+            "cargo build --release -p ciao-cnci-agent -p ciao-controller -p ciao-node -p ciao-scheduler"
+        ),
         "the command that builds them is given: {stderr}"
     );
     assert!(!mark.exists(), "ciao-cluster ran cargo");
@@ -79,7 +81,14 @@ fn a_failed_run_keeps_its_logs_and_says_where() {
         "ciao-scheduler",
         "echo 'fake scheduler: refusing to start' >&2; exit 1",
     );
-    for name in ["ciao", "ciao-node", "ciao-cnci-agent"] {
+    for name in [
+        "ciao",
+        "ciao-node",
+        "ciao-cnci-agent",
+        "ciao-nn",
+        "ciao-controller",
+        "ciao-net",
+    ] {
         script(bins.path(), name, "exit 1");
     }
     let mark = bins.path().join("cargo-ran");

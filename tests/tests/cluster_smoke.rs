@@ -103,6 +103,7 @@ fn the_demo_prints_a_matrix_as_expected_and_cleans_up() {
         node_tool(),
         scheduler_tool("ciao-scheduler"),
         cnci_agent_tool(),
+        testkit::bins::workspace_tool("ciao-controller"),
     );
     let before = netns_list();
     let out = Command::new(testkit::cluster_demo())
@@ -117,6 +118,10 @@ fn the_demo_prints_a_matrix_as_expected_and_cleans_up() {
     );
     assert!(stdout.contains("== reachability"), "{stdout}");
     assert!(stdout.contains("42 of 42 cells as expected"), "{stdout}");
+    assert!(
+        stdout.contains("first attach to its first cross-node ping"),
+        "{stdout}"
+    );
     // A run as expected removes its logs.
     let logs = stdout
         .lines()

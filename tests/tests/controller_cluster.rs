@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use testkit::cluster::{Cluster, Cn, EXT_IP, NN_IP};
+use testkit::cluster::{wait_reachable, Cluster, Cn, EXT_IP, NN_IP};
 use testkit::matrix::TwoTenants;
 use testkit::{require_root, TENANT_A, TENANT_B};
 
@@ -70,10 +70,9 @@ fn a_new_tenants_first_container_provisions_one_cnci_and_a_second_node_reaches_i
     let a2 = cluster
         .container(Cn::Cn2, &t, S1, "172.16.1.11")
         .expect("second container on the other node");
-    ping_until(&a2, &a1.ip);
+    let first_ping = wait_reachable(&a2, &a1.ip, start, CONVERGE).expect("a1 reachable from a2");
     eprintln!(
-        "controller mode: first attach {attach:?}; first attach to first cross-node ping {:?}",
-        start.elapsed()
+        "controller mode: first attach {attach:?}; first attach to first cross-node ping {first_ping:?}"
     );
 
     let view = cluster.wait_cnci_ready(&mut t).expect("CNCI ready");

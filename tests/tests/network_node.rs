@@ -444,6 +444,7 @@ fn traffic_through_a_ciao_nn_cnci_survives_its_restart_and_a_failed_cnci_is_retr
         netns: netns_of(cnci),
         state_dir: nn.state.path().join("cncis").join(cnci.to_string()),
         agent_args: Vec::new(),
+        controlled: false,
     };
     let subnet = "172.16.1.0/24";
     let w1 = cluster

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use ciao_controller::daemon::{self, identity, Connection, Controller};
 use ciao_controller::api;
+use ciao_controller::daemon::{self, identity, Connection, Controller};
 use ciao_controller::{ControllerConfig, SqliteStore, Store};
 use clap::Parser;
 
@@ -42,8 +42,8 @@ async fn main() -> anyhow::Result<()> {
     // The admin API decides in the store, then tells the daemon what the nodes must follow.
     let (admin_tx, admin_rx) = tokio::sync::mpsc::channel(256);
     let socket = api::socket_path(&cfg.state_dir);
-    let listener = api::bind(&socket)
-        .with_context(|| format!("admin socket {}", socket.display()))?;
+    let listener =
+        api::bind(&socket).with_context(|| format!("admin socket {}", socket.display()))?;
     let api_store = store.clone();
     tokio::spawn(async move {
         if let Err(e) = api::serve(listener, api_store, admin_tx).await {

@@ -36,21 +36,20 @@ impl ControlPlane {
     }
 }
 
-/// A binary of the workspace: `CIAO_BIN_DIR` first, else `target/debug` (built on first use).
-fn tool(name: &str) -> PathBuf {
-    if let Some(p) = crate::bins::bin_dir_override(name) {
-        return p;
-    }
-    crate::bins::cargo_build(crate::bins::package_of(name), &[]);
-    crate::workspace_root().join("target/debug").join(name)
-}
+use crate::bins::workspace_tool as tool;
 
 impl Cluster {
     /// The cluster in controller mode: scheduler, `ciao-controller`, `ciao-nn` on the network
     /// node, and both compute nodes; no CNCI yet.
     pub fn with_controller() -> Result<Cluster> {
         let mut cluster = Cluster::new()?;
-        cluster.control = Some(ControlPlane {
+        cluster.enable_controller()?;
+        Ok(cluster)
+    }
+
+    /// Starts the control plane (`ciao-controller`, then `ciao-nn`) on this cluster.
+    pub fn enable_controller(&mut self) -> Result<()> {
+        self.control = Some(ControlPlane {
             state: tempfile::Builder::new()
                 .prefix("ciao-control.")
                 .tempdir()
@@ -58,9 +57,8 @@ impl Cluster {
             controller: None,
             nn: None,
         });
-        cluster.start_controller()?;
-        cluster.start_nn()?;
-        Ok(cluster)
+        self.start_controller()?;
+        self.start_nn()
     }
 
     fn control(&self) -> Result<&ControlPlane> {

@@ -164,9 +164,20 @@ async fn serve(
         client.send(frame).await?;
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // Also every REPORT_EVERY while connected: a controller that connected after this node (or
+    // lost its store) learns of it without a frame to ask with.
+    let mut report = tokio::time::interval(REPORT_EVERY);
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut connected = false;
     loop {
         let event = tokio::select! {
             e = events.recv() => e,
+            _ = report.tick() => {
+                if connected {
+                    client.send(node.report()).await?;
+                }
+                continue;
+            }
             Some(cnci) = failed.recv() => {
                 if let Some(frame) = node.start_failed(cnci) {
                     client.send(frame).await?;
@@ -181,12 +192,15 @@ async fn serve(
             ClientEvent::Connected(hello) => {
                 tracing::info!("connected to scheduler {}", hello.uuid);
                 shared.dir.put_status(true);
+                connected = true;
+                report.reset();
                 Some(node.report())
             }
             ClientEvent::Frame(frame) => node.handle(&frame).await,
             ClientEvent::Disconnected(reason) => {
                 tracing::warn!("scheduler session: {reason}; reconnecting");
                 shared.dir.put_status(false);
+                connected = false;
                 None
             }
         };
@@ -199,6 +213,9 @@ async fn serve(
     shared.dir.put_status(false);
     Ok(())
 }
+
+/// How often a connected node repeats its NodeReport.
+const REPORT_EVERY: Duration = Duration::from_secs(30);
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
