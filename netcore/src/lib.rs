@@ -4,6 +4,7 @@
 //! one call here — [`Node::attach`] or [`Node::detach`] — and back. Netlink, tunnels, IPAM,
 //! node state, crash recovery and the TenantAdded/TenantRemoved reports live only here.
 
+pub mod arp_nudge;
 pub mod assign;
 pub mod attach;
 pub mod claim;

@@ -51,8 +51,12 @@ pub fn is_assignment(frame: &Frame) -> bool {
 /// What became of one CnciAssignment frame.
 #[derive(Debug)]
 pub enum Handled {
-    /// Applied to the node (the outcome says how).
-    Assigned(AssignOutcome),
+    /// Applied to the node's subnet `(tenant, subnet)` (the outcome says how).
+    Assigned {
+        outcome: AssignOutcome,
+        tenant: Uuid,
+        subnet: ipnet::Ipv4Net,
+    },
     /// For another node, or unreadable: ignored (and logged).
     Ignored(String),
     /// Readable and for this node, but the node refused it (and logged).
@@ -93,7 +97,11 @@ pub fn handle_assignment<K: Kernel>(node: &mut Node<K>, agent: Uuid, frame: &Fra
         "CNCI assignment"
     );
     match node.assign_cnci(tenant, subnet, cnci, tunnel_kind, tunnel_id) {
-        Ok(outcome) => Handled::Assigned(outcome),
+        Ok(outcome) => Handled::Assigned {
+            outcome,
+            tenant,
+            subnet,
+        },
         Err(e) => Handled::Refused(e),
     }
 }
@@ -102,9 +110,9 @@ impl Handled {
     /// Logs the result; true if a TenantAdded was queued (delivery should send it now).
     pub fn log(&self) -> bool {
         match self {
-            Handled::Assigned(outcome) => {
+            Handled::Assigned { outcome, .. } => {
                 tracing::info!(?outcome, "CNCI assignment applied");
-                matches!(outcome, AssignOutcome::Created | AssignOutcome::Replaced)
+                self.new_tunnel().is_some()
             }
             Handled::Ignored(why) => {
                 tracing::warn!("ignoring {why}");
@@ -116,6 +124,41 @@ impl Handled {
             }
         }
     }
+
+    /// The subnet whose tunnel this assignment just made (created or replaced), if any.
+    pub fn new_tunnel(&self) -> Option<(Uuid, ipnet::Ipv4Net)> {
+        match self {
+            Handled::Assigned {
+                outcome: AssignOutcome::Created | AssignOutcome::Replaced,
+                tenant,
+                subnet,
+            } => Some((*tenant, *subnet)),
+            _ => None,
+        }
+    }
+}
+
+/// Nudges the waiting ARP entries of a subnet whose tunnel just came up
+/// ([`netcore::arp_nudge`]), on a blocking thread, after the TenantAdded went out. Best
+/// effort: what failed is logged.
+pub fn nudge_in_background(state_dir: std::path::PathBuf, tenant: Uuid, subnet: ipnet::Ipv4Net) {
+    tokio::task::spawn_blocking(move || {
+        let state = match netcore::state::StateDir::open(&state_dir) {
+            Ok(state) => state,
+            Err(e) => return tracing::warn!(%subnet, "no ARP nudge: {e}"),
+        };
+        let done = netcore::arp_nudge::nudge_repeatedly(&state, tenant, subnet);
+        tracing::info!(
+            %tenant, %subnet, garps = done.garps, requests = done.requests.len(),
+            failures = done.failures.len(), "ARP nudge after the tunnel came up"
+        );
+        for (from, target) in &done.requests {
+            tracing::debug!(%from, %target, "ARP request on a workload's behalf");
+        }
+        for e in &done.failures {
+            tracing::warn!(%subnet, "ARP nudge: {e}");
+        }
+    });
 }
 
 #[cfg(test)]
@@ -221,10 +264,20 @@ mod tests {
         assert!(is_assignment(&frame));
         let handled = handle_assignment(&mut f.node, f.agent, &frame);
         assert!(
-            matches!(handled, Handled::Assigned(AssignOutcome::Created)),
+            matches!(
+                handled,
+                Handled::Assigned {
+                    outcome: AssignOutcome::Created,
+                    ..
+                }
+            ),
             "{handled:?}"
         );
         assert!(handled.log());
+        assert_eq!(
+            handled.new_tunnel(),
+            Some((TENANT, "10.6.0.0/24".parse().expect("subnet")))
+        );
         let view = f.node.view().expect("view");
         assert_eq!(view.nets[0].net.tunnel_id, 4242);
         assert_eq!(view.pending_reports.len(), 1, "TenantAdded queued");
@@ -232,7 +285,14 @@ mod tests {
         assert!(f.node.awaiting_cnci().expect("awaiting").is_empty());
         assert!(requests(f.agent, &[], None).is_empty());
         let again = handle_assignment(&mut f.node, f.agent, &frame);
-        assert!(matches!(again, Handled::Assigned(AssignOutcome::Unchanged)));
+        assert!(matches!(
+            again,
+            Handled::Assigned {
+                outcome: AssignOutcome::Unchanged,
+                ..
+            }
+        ));
+        assert_eq!(again.new_tunnel(), None);
         assert!(!again.log());
         let tunnels = f
             .world

@@ -226,7 +226,7 @@ impl Delivery {
                 Some(first_asked) = announce_rx.recv() => {
                     // Several announcements of one CNCI in a row need one answer.
                     let mut asked = BTreeSet::new();
-                    let mut assigned = false;
+                    let mut assigned = Vec::new();
                     let mut next = Some(first_asked);
                     while let Some(item) = next {
                         match item {
@@ -234,16 +234,19 @@ impl Delivery {
                                 asked.insert(cnci);
                             }
                             Incoming::Assignment(frame) => {
-                                assigned |= self.assign(agent, &frame);
+                                assigned.extend(self.assign(agent, &frame));
                             }
                         }
                         next = announce_rx.try_recv().ok();
                     }
                     if asked.is_empty() {
-                        if assigned {
+                        if !assigned.is_empty() {
                             // The TenantAdded the assignment queued goes out at once.
                             let now = snapshot(state)?;
                             send_reports(state, agent, writer, &now).await?;
+                        }
+                        for (tenant, subnet) in assigned {
+                            cnci::nudge_in_background(self.state_dir.clone(), tenant, subnet);
                         }
                         continue;
                     }
@@ -255,6 +258,9 @@ impl Delivery {
                         .collect();
                     send_announcements(agent, writer, &keys, &now.nets).await?;
                     tracing::info!(cncis = keys.len(), "re-announced to CNCIs that came back");
+                    for (tenant, subnet) in assigned {
+                        cnci::nudge_in_background(self.state_dir.clone(), tenant, subnet);
+                    }
                 }
                 _ = ask.tick() => {
                     let now = snapshot(state)?;
@@ -270,17 +276,21 @@ impl Delivery {
     }
 
     /// Applies a CnciAssignment to the node (netlink in this process's namespace, which must
-    /// be the node's); every failure is logged, none ends the session. True if a TenantAdded
-    /// was queued.
-    fn assign(&self, agent: Uuid, frame: &Frame) -> bool {
+    /// be the node's); every failure is logged, none ends the session. The subnet whose tunnel
+    /// it made (its TenantAdded is queued), if any.
+    fn assign(&self, agent: Uuid, frame: &Frame) -> Option<(Uuid, ipnet::Ipv4Net)> {
         let node = netcore::Node::open(&netcore::NodeConfig {
             state_dir: self.state_dir.clone(),
         });
         match node {
-            Ok(mut node) => cnci::handle_assignment(&mut node, agent, frame).log(),
+            Ok(mut node) => {
+                let handled = cnci::handle_assignment(&mut node, agent, frame);
+                handled.log();
+                handled.new_tunnel()
+            }
             Err(e) => {
                 tracing::error!("cannot open the node to apply a CNCI assignment: {e}");
-                false
+                None
             }
         }
     }

@@ -3,6 +3,7 @@
 mod addr;
 mod fdb;
 mod link;
+mod neigh;
 mod route;
 mod socket;
 pub mod tap;
@@ -15,6 +16,7 @@ pub use link::{
     kind_name, new_link_message, GeneveSpec, GreSpec, Link, LinkChange, LinkKind, NewLink,
     VethPeer, VxlanSpec, GENEVE_PORT, VXLAN_PORT,
 };
+pub use neigh::{Neighbour, NeighbourState};
 pub use netlink_packet_route::link::InfoData;
 pub use route::{Route, RouteLookup};
 pub use socket::Netlink;
