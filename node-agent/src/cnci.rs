@@ -6,9 +6,9 @@
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::Duration;
 
-use netcore::{AssignOutcome, Awaiting, Cnci, Kernel, Node};
-use ssntp::frame::{command, event, kind, Frame};
-use ssntp::payloads::{CnciAssignment, CnciRequest, Ipv4Subnet, Payload};
+use netcore::{AssignOutcome, Awaiting, Cnci, Kernel, Node, RefuseOutcome};
+use ssntp::frame::{command, error, event, kind, Frame};
+use ssntp::payloads::{CnciAssignment, CnciRefused, CnciRequest, Ipv4Subnet, Payload};
 use uuid::Uuid;
 
 /// How often the subnets still awaiting their CNCI ask again while connected.
@@ -48,11 +48,22 @@ pub fn is_assignment(frame: &Frame) -> bool {
     (frame.kind, frame.operand) == (kind::COMMAND, command::CNCI_ASSIGNMENT)
 }
 
-/// What became of one CnciAssignment frame.
+/// True for an ERROR CnciRefused.
+pub fn is_refusal(frame: &Frame) -> bool {
+    (frame.kind, frame.operand) == (kind::ERROR, error::CNCI_REFUSED)
+}
+
+/// What became of one CnciAssignment or CnciRefused frame.
 #[derive(Debug)]
 pub enum Handled {
     /// Applied to the node (the outcome says how).
     Assigned(AssignOutcome),
+    /// The controller refused `subnet` for `reason`; the outcome says what the node recorded.
+    Withheld {
+        outcome: RefuseOutcome,
+        subnet: ipnet::Ipv4Net,
+        reason: String,
+    },
     /// For another node, or unreadable: ignored (and logged).
     Ignored(String),
     /// Readable and for this node, but the node refused it (and logged).
@@ -98,6 +109,34 @@ pub fn handle_assignment<K: Kernel>(node: &mut Node<K>, agent: Uuid, frame: &Fra
     }
 }
 
+/// Records a CnciRefused frame addressed to `agent` in `node`: the subnet stops asking and
+/// new attaches into it fail naming the reason.
+pub fn handle_refusal<K: Kernel>(node: &mut Node<K>, agent: Uuid, frame: &Frame) -> Handled {
+    let parsed = CnciRefused::from_yaml(&frame.payload)
+        .and_then(|p| Ok((p.agent()?, p.tenant()?, p.subnet()?, p.0.reason)));
+    let (to, tenant, subnet, reason) = match parsed {
+        Ok(fields) => fields,
+        Err(e) => return Handled::Ignored(format!("an unreadable CnciRefused: {e}")),
+    };
+    if to != agent {
+        return Handled::Ignored(format!(
+            "a CnciRefused for agent {to}, not this node ({agent})"
+        ));
+    }
+    let subnet = match ipnet::Ipv4Net::new(subnet.network(), subnet.prefix_len()) {
+        Ok(net) => net,
+        Err(e) => return Handled::Ignored(e.to_string()),
+    };
+    match node.refuse_cnci(tenant, subnet, &reason) {
+        Ok(outcome) => Handled::Withheld {
+            outcome,
+            subnet,
+            reason,
+        },
+        Err(e) => Handled::Refused(e),
+    }
+}
+
 impl Handled {
     /// Logs the result; true if a TenantAdded was queued (delivery should send it now).
     pub fn log(&self) -> bool {
@@ -105,6 +144,18 @@ impl Handled {
             Handled::Assigned(outcome) => {
                 tracing::info!(?outcome, "CNCI assignment applied");
                 matches!(outcome, AssignOutcome::Created | AssignOutcome::Replaced)
+            }
+            Handled::Withheld {
+                outcome,
+                subnet,
+                reason,
+            } => {
+                tracing::warn!(
+                    %subnet, ?outcome,
+                    "the controller refuses a CNCI for this subnet: {reason}; \
+                     it is no longer asked for, and new attaches into it fail"
+                );
+                false
             }
             Handled::Ignored(why) => {
                 tracing::warn!("ignoring {why}");

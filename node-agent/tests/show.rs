@@ -108,6 +108,7 @@ fn show_marks_a_recorded_port_the_kernel_no_longer_has_and_writes_nothing() {
                 added_queued: true,
                 controlled: false,
                 awaiting_cnci_since: None,
+                refused: None,
             })
             .expect("net");
         for (owner, port) in [("gone", "cv-gone-0"), ("here", "lo")] {
@@ -176,6 +177,7 @@ fn show_says_since_when_a_subnet_awaits_its_cnci() {
                 added_queued: false,
                 controlled: true,
                 awaiting_cnci_since: Some(since),
+                refused: None,
             })
             .expect("net");
     }

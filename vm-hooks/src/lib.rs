@@ -35,6 +35,9 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) | Error::Missing(_) | Error::Invalid { .. } | Error::File { .. } => 2,
+            // The core refused a value of the configuration (e.g. a subnet the controller
+            // refused, or one overlapping another of the tenant's on this node).
+            Error::Core(netcore::Error::Invalid { .. }) => 2,
             _ => 1,
         }
     }

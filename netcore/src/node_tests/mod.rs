@@ -6,6 +6,7 @@ mod crash;
 mod instances;
 mod qemu_tap;
 mod reconcile;
+mod refused;
 mod teardown;
 
 use std::collections::BTreeSet;
