@@ -277,16 +277,23 @@ impl Controller {
         let agent = request.agent()?;
         let tenant = request.tenant()?;
         let agent_ip = request.agent_ip()?;
+        let text = &request.0.subnet;
+        let refuse = |why: String| {
+            tracing::warn!(%agent, %tenant, subnet = %text, "CnciRequest refused: {why}");
+            Ok(vec![frames::refused(self.me, agent, tenant, text, &why)])
+        };
         // The exact text: host bits set or a bad shape is refused, not silently truncated.
-        let cidr: Ipv4Net = request.0.subnet.parse().map_err(|_| {
-            HandleError::Refused(format!(
-                "cnci_request.subnet {:?} from {agent} is not an IPv4 CIDR",
-                request.0.subnet
-            ))
-        })?;
-        let assigned = self
+        let Ok(cidr) = text.parse::<Ipv4Net>() else {
+            return refuse(format!("cnci_request.subnet {text:?} is not an IPv4 CIDR"));
+        };
+        let assigned = match self
             .store
-            .request_subnet(tenant, cidr, self.default_kind, agent)?;
+            .request_subnet(tenant, cidr, self.default_kind, agent)
+        {
+            Ok(assigned) => assigned,
+            Err(e) if refused_for_good(&e) => return refuse(e.to_string()),
+            Err(e) => return Err(e.into()),
+        };
         if self.recorded.get(&agent) != Some(&agent_ip) {
             self.store.compute_node_connected(agent, agent_ip)?;
             self.recorded.insert(agent, agent_ip);
@@ -438,6 +445,19 @@ impl Controller {
         }
         Ok(false)
     }
+}
+
+/// Whether a request the store refused would be refused again, whatever happens meanwhile
+/// (the node is told, and stops asking). Anything else (no network node yet, a failing
+/// backend) may pass later: the node keeps asking.
+fn refused_for_good(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::SubnetNotNetwork(_)
+            | StoreError::SubnetOverlap { .. }
+            | StoreError::TunnelIdsExhausted(_)
+            | StoreError::TenantDeleting(_)
+    )
 }
 
 fn parse_uuid(key: &str, text: &str) -> Result<Uuid, HandleError> {
