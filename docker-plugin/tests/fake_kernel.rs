@@ -2,8 +2,6 @@
 //! tested against a real dockerd in tests/tests/docker.rs.
 
 use netcore::fake::{FakeKernel, FakeWorld, Fault, Trigger};
-use netcore::netlink::{LinkKind, NewLink};
-use netcore::{Kernel, Node, NodeConfig};
 use serde_json::Value;
 
 const TENANT: &str = "3390740c-dce9-48d6-b83a-a717417072ce";
@@ -13,21 +11,11 @@ const EPERM: i32 = 1;
 
 /// A world whose host has an uplink toward the CNCI at 192.0.2.1.
 fn world() -> FakeWorld {
-    let world = FakeWorld::new();
-    let mut host = world.kernel();
-    let mut uplink = NewLink::new("eth0", LinkKind::Bridge);
-    uplink.up = true;
-    let eth0 = host.create_link(&uplink).expect("uplink");
-    host.add_address(eth0.index, "192.0.2.10/24".parse().expect("net"))
-        .expect("address");
-    world
+    FakeWorld::with_uplink()
 }
 
 fn plugin(world: &FakeWorld, dir: &std::path::Path) -> ciao_docker_plugin::Plugin<FakeKernel> {
-    let cfg = NodeConfig {
-        state_dir: dir.into(),
-    };
-    let node = Node::with_kernel(&cfg, world.kernel()).expect("node");
+    let node = world.node(dir).expect("node");
     ciao_docker_plugin::Plugin::with_node(node, dir).expect("plugin")
 }
 

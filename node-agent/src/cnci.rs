@@ -173,8 +173,7 @@ impl Handled {
 mod tests {
     use super::*;
     use netcore::fake::{FakeKernel, FakeWorld};
-    use netcore::netlink::{LinkKind, NewLink};
-    use netcore::{NodeConfig, SubnetConfig, TunnelKind, VnicId, VnicKind, VnicRequest};
+    use netcore::{SubnetConfig, TunnelKind, VnicId, VnicKind, VnicRequest};
     use ssntp::payloads::CnciAssignmentCmd;
 
     const TENANT: Uuid = Uuid::from_u128(0x7e4a);
@@ -190,20 +189,11 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
-        let world = FakeWorld::new();
-        let mut host = world.kernel();
-        let mut uplink = NewLink::new("eth0", LinkKind::Bridge);
-        uplink.up = true;
-        let eth0 = host.create_link(&uplink).expect("uplink");
-        host.add_address(eth0.index, "192.0.2.10/24".parse().expect("net"))
-            .expect("address");
+        let world = FakeWorld::with_uplink();
         let netns = tempfile::NamedTempFile::new().expect("netns file");
         world.add_netns(netns.path()).expect("netns");
         let dir = tempfile::tempdir().expect("state dir");
-        let cfg = NodeConfig {
-            state_dir: dir.path().into(),
-        };
-        let mut node = Node::with_kernel(&cfg, world.kernel()).expect("node");
+        let mut node = world.node(dir.path()).expect("node");
         let subnet = SubnetConfig::controlled(TENANT, "10.6.0.0/24".parse().expect("subnet"));
         let req = VnicRequest {
             id: VnicId {
