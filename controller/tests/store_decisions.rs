@@ -116,7 +116,10 @@ fn one_cnci_is_found_by_uuid_by_tenant_and_by_network_node() {
         store.cnci_of(tenant(2)).expect("live"),
         Some(second.clone())
     );
-    assert_eq!(store.cncis_on(nn1).expect("on nn1"), std::slice::from_ref(&first));
+    assert_eq!(
+        store.cncis_on(nn1).expect("on nn1"),
+        std::slice::from_ref(&first)
+    );
     assert_eq!(store.cncis_on(nn2).expect("on nn2"), [second]);
     // A gone CNCI is still found by its UUID and its node, but is no tenant's live one.
     store

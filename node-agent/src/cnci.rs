@@ -90,14 +90,9 @@ pub fn handle_assignment<K: Kernel>(node: &mut Node<K>, agent: Uuid, frame: &Fra
         Ok(fields) => fields,
         Err(e) => return Handled::Ignored(format!("an unreadable CnciAssignment: {e}")),
     };
-    if to != agent {
-        return Handled::Ignored(format!(
-            "a CnciAssignment for agent {to}, not this node ({agent})"
-        ));
-    }
-    let subnet = match ipnet::Ipv4Net::new(subnet.network(), subnet.prefix_len()) {
+    let subnet = match local_subnet("CnciAssignment", to, agent, subnet) {
         Ok(net) => net,
-        Err(e) => return Handled::Ignored(e.to_string()),
+        Err(ignored) => return ignored,
     };
     tracing::info!(
         %tenant, %subnet, cnci = %cnci.uuid, cnci_ip = %cnci.ip, %tunnel_kind, tunnel_id,
@@ -109,6 +104,23 @@ pub fn handle_assignment<K: Kernel>(node: &mut Node<K>, agent: Uuid, frame: &Fra
     }
 }
 
+/// The subnet of a frame `what` addressed to agent `to`, if that is this node (`agent`);
+/// otherwise the frame is ignored.
+fn local_subnet(
+    what: &str,
+    to: Uuid,
+    agent: Uuid,
+    subnet: Ipv4Subnet,
+) -> Result<ipnet::Ipv4Net, Handled> {
+    if to != agent {
+        return Err(Handled::Ignored(format!(
+            "a {what} for agent {to}, not this node ({agent})"
+        )));
+    }
+    ipnet::Ipv4Net::new(subnet.network(), subnet.prefix_len())
+        .map_err(|e| Handled::Ignored(e.to_string()))
+}
+
 /// Records a CnciRefused frame addressed to `agent` in `node`: the subnet stops asking and
 /// new attaches into it fail naming the reason.
 pub fn handle_refusal<K: Kernel>(node: &mut Node<K>, agent: Uuid, frame: &Frame) -> Handled {
@@ -118,14 +130,9 @@ pub fn handle_refusal<K: Kernel>(node: &mut Node<K>, agent: Uuid, frame: &Frame)
         Ok(fields) => fields,
         Err(e) => return Handled::Ignored(format!("an unreadable CnciRefused: {e}")),
     };
-    if to != agent {
-        return Handled::Ignored(format!(
-            "a CnciRefused for agent {to}, not this node ({agent})"
-        ));
-    }
-    let subnet = match ipnet::Ipv4Net::new(subnet.network(), subnet.prefix_len()) {
+    let subnet = match local_subnet("CnciRefused", to, agent, subnet) {
         Ok(net) => net,
-        Err(e) => return Handled::Ignored(e.to_string()),
+        Err(ignored) => return ignored,
     };
     match node.refuse_cnci(tenant, subnet, &reason) {
         Ok(outcome) => Handled::Withheld {
@@ -284,6 +291,40 @@ mod tests {
             .filter(|l| l.kind == "vxlan")
             .count();
         assert_eq!(tunnels, 1);
+    }
+
+    fn refusal(agent: Uuid) -> Frame {
+        let payload = CnciRefused::new(agent, TENANT, "10.6.0.0/24", "overlaps 10.6.0.0/16");
+        Frame::new(
+            kind::ERROR,
+            error::CNCI_REFUSED,
+            Uuid::from_u128(0xc0),
+            payload.to_yaml(),
+        )
+    }
+
+    #[test]
+    fn a_refusal_frame_stops_the_requests_and_one_for_another_node_is_ignored() {
+        let mut f = fixture();
+        let other = handle_refusal(&mut f.node, f.agent, &refusal(Uuid::from_u128(9)));
+        assert!(matches!(other, Handled::Ignored(ref why) if why.contains("not this node")));
+        assert_eq!(f.node.awaiting_cnci().expect("awaiting").len(), 1);
+        let frame = refusal(f.agent);
+        assert!(is_refusal(&frame) && !is_assignment(&frame));
+        let handled = handle_refusal(&mut f.node, f.agent, &frame);
+        assert!(
+            matches!(
+                handled,
+                Handled::Withheld {
+                    outcome: RefuseOutcome::Recorded,
+                    ..
+                }
+            ),
+            "{handled:?}"
+        );
+        assert!(!handled.log(), "nothing to send");
+        let awaiting = f.node.awaiting_cnci().expect("awaiting");
+        assert!(requests(f.agent, &awaiting, None).is_empty());
     }
 
     #[test]
