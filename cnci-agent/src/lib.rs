@@ -5,6 +5,7 @@
 //! tenant's subnets, NATs to the outside, maps public IPs and serves DHCP, all inside a network
 //! namespace of the tenant's own.
 
+pub mod cli;
 pub mod daemon;
 pub mod dhcp;
 pub mod error;

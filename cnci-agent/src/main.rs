@@ -1,14 +1,13 @@
 //! `ciao-cnci-agent`: a tenant's CNCI on a network node (see the README).
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use cnci_agent::cli::NodeArgs;
 use cnci_agent::handlers::{Agent, Policy};
 use cnci_agent::register::Limits;
 use cnci_agent::{daemon, hub, names, show, state::AgentRecord, state::Store, uplink};
-use ipnet::Ipv4Net;
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -42,43 +41,20 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
+    #[command(flatten)]
+    common: NodeArgs,
     /// The CNCI's identity: its SSNTP UUID, which CNs name as `concentrator_uuid`.
     #[arg(long)]
     uuid: Uuid,
     /// The tenant this CNCI serves; events for other tenants are refused.
     #[arg(long)]
     tenant: Uuid,
-    /// Scheduler address, host:port.
-    #[arg(long, default_value = "127.0.0.1:8888")]
-    scheduler: String,
-    /// Name to verify the scheduler's certificate against; default: the host part.
-    #[arg(long)]
-    server_name: Option<String>,
-    /// This CNCI's certificate and key (role cnciagent), one PEM file as ciao-cert writes it.
-    #[arg(long)]
-    cert: PathBuf,
-    /// The CA certificate.
-    #[arg(long)]
-    ca: PathBuf,
-    /// The address CNs tunnel to (`concentrator_ip`); must be on an interface here.
-    #[arg(long)]
-    underlay_ip: Ipv4Addr,
-    /// The interface toward the outside: outbound NAT and public IPs go through it.
-    #[arg(long)]
-    external_dev: Option<String>,
     /// Name of the tenant's network namespace; default `cnci-<first 8 hex digits of uuid>`.
     #[arg(long)]
     netns: Option<String>,
-    /// DNS server handed out by DHCP (repeatable).
-    #[arg(long)]
-    dns: Vec<Ipv4Addr>,
     /// DHCP lease time in seconds.
     #[arg(long, default_value_t = 3600)]
     lease_secs: u32,
-    /// Where public IPs may come from (repeatable CIDR, e.g. the part of the external network
-    /// set aside for them). None: every AssignPublicIP is refused.
-    #[arg(long = "public-range")]
-    public_ranges: Vec<Ipv4Net>,
     /// Most tenant subnets this CNCI carries; each costs a bridge, a tunnel device and a DHCP
     /// socket, so the default stays well inside a 1024 file-descriptor limit.
     #[arg(long, default_value_t = 512)]
@@ -86,9 +62,6 @@ struct RunArgs {
     /// Most compute nodes registered per subnet: a broadcast is copied to each of them.
     #[arg(long, default_value_t = 1024)]
     max_nodes_per_subnet: usize,
-    /// Log filter (tracing EnvFilter syntax, e.g. `info` or `cnci_agent=debug`).
-    #[arg(long, env = "RUST_LOG", default_value = "info")]
-    log_level: String,
 }
 
 /// The daemon's log on stderr: one line per event, prefixed by its spans (the CNCI, then the
@@ -98,7 +71,7 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
 }
 
 fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<()> {
-    init_logging(&args.log_level)?;
+    init_logging(&args.common.log_level)?;
     let span = tracing::info_span!("cnci", uuid = %args.uuid, tenant = %args.tenant);
     let _entered = span.enter();
     let store = Store::open(state_dir)?;
@@ -120,19 +93,20 @@ fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<()> {
         uuid: args.uuid,
         tenant: args.tenant,
         netns,
-        underlay_ip: args.underlay_ip,
-        external_dev: args.external_dev,
+        underlay_ip: args.common.underlay_ip,
+        external_dev: args.common.external_dev,
         uplink,
-        dns: args.dns,
+        dns: args.common.dns,
     };
     store.put_agent(&record)?;
-    let tls = ssntp::tls::client_config_from_files(&args.cert, &args.ca)
+    let tls = ssntp::tls::client_config_from_files(&args.common.cert, &args.common.ca)
         .context("TLS identity of the CNCI")?;
     let conn = daemon::Connection {
         server_name: args
+            .common
             .server_name
-            .unwrap_or_else(|| ssntp::client::host_of(&args.scheduler)),
-        addr: args.scheduler,
+            .unwrap_or_else(|| ssntp::client::host_of(&args.common.scheduler)),
+        addr: args.common.scheduler,
         tls,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -149,7 +123,7 @@ fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<()> {
                     max_subnets: args.max_subnets,
                     max_nodes_per_subnet: args.max_nodes_per_subnet,
                 },
-                public_ranges: args.public_ranges,
+                public_ranges: args.common.public_ranges,
             };
             let mut agent = Agent::start(store, record, policy)
                 .context("bring the hub to its recorded state")?;

@@ -149,6 +149,12 @@ pub trait Store: Send + Sync {
     fn tenant(&self, tenant: Uuid) -> Result<Option<Tenant>>;
     /// Every CNCI the store remembers, gone ones included (until their tenant is forgotten).
     fn cncis(&self) -> Result<Vec<Cnci>>;
+    /// One CNCI by its UUID, gone or not (an indexed lookup: the daemon asks per frame).
+    fn cnci(&self, cnci: Uuid) -> Result<Option<Cnci>>;
+    /// The tenant's live CNCI (any state but gone), if it has one.
+    fn cnci_of(&self, tenant: Uuid) -> Result<Option<Cnci>>;
+    /// The CNCIs placed on one network node, gone ones included.
+    fn cncis_on(&self, network_node: Uuid) -> Result<Vec<Cnci>>;
     fn subnets(&self, tenant: Uuid) -> Result<Vec<TenantSubnet>>;
     /// The compute nodes hosting a tenant subnet.
     fn subnet_nodes(&self, tenant: Uuid, cidr: Ipv4Net) -> Result<Vec<Uuid>>;

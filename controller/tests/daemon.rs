@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use ciao_controller::{CnciState, SqliteStore, Store};
 use ssntp::client::{dial, Session};
-use ssntp::frame::{command, event, kind, role, Frame};
+use ssntp::frame::{command, error, event, kind, role, Frame};
 use ssntp::payloads::{
-    CnciAssignment, CnciAssignmentCmd, CnciRequest, CnciRequestEvent, ConcentratorInstanceAdded,
-    ConcentratorInstanceAddedEvent, NodeReport, NodeReportEvent, NodeType, Payload, Start,
+    CnciAssignment, CnciAssignmentCmd, CnciRefused, CnciRequest, CnciRequestEvent,
+    ConcentratorInstanceAdded, ConcentratorInstanceAddedEvent, NodeReport, NodeReportEvent,
+    NodeType, Payload, Start,
 };
 use testkit::{ciao_certificates, start_scheduler_logged, LoggedScheduler, Proc};
 use uuid::Uuid;
@@ -446,6 +447,7 @@ async fn a_bad_subnet_is_refused_logged_and_nothing_stored() {
     // From the same node afterwards, so handled afterwards: its answer means the bad ones
     // were handled.
     let mut answers = HashMap::new();
+    let mut refusals = Vec::new();
     let deadline = Instant::now() + DEADLINE;
     send(
         &mut s,
@@ -470,8 +472,17 @@ async fn a_bad_subnet_is_refused_logged_and_nothing_stored() {
                 "only the good one is answered"
             );
             answers.insert(a.subnet.clone(), a);
+        } else if (f.kind, f.operand) == (kind::ERROR, error::CNCI_REFUSED) {
+            let r = CnciRefused::from_yaml(&f.payload).expect("refusal").0;
+            assert_eq!(r.agent_uuid, cn.to_string());
+            refusals.push(r.subnet);
         }
     }
+    assert_eq!(
+        refusals,
+        ["172.16.1.0/33", "not-a-cidr", "172.16.1.1/24"],
+        "each bad request is refused to its node, so that it stops asking"
+    );
     let log = bed.log_text();
     for why in ["\"172.16.1.0/33\"", "\"not-a-cidr\"", "has host bits set"] {
         assert!(log.contains(why), "no refusal naming {why} in:\n{log}");
@@ -485,6 +496,76 @@ async fn a_bad_subnet_is_refused_logged_and_nothing_stored() {
         .collect();
     assert_eq!(tenants, [good], "the refused tenant was not stored");
     assert!(store.subnets(bad).expect("subnets").is_empty());
+}
+
+/// The next frame of `s` that is not a NodeConnected/NodeDisconnected notice.
+async fn next_frame(s: &mut Session) -> Frame {
+    loop {
+        let f = tokio::time::timeout(DEADLINE, s.reader.frame())
+            .await
+            .expect("a frame in time")
+            .expect("read")
+            .expect("open");
+        if f.kind != kind::EVENT {
+            return f;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlapping_subnet_is_refused_to_its_node_and_a_missing_network_node_is_not() {
+    let bed = Bed::new();
+    let addr = bed.scheduler.addr.clone();
+    let (tenant, cn1, cn2) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let mut s = connect(&addr, cn2, role::AGENT).await;
+    // No network node yet: the request cannot be answered now, but it is not refused.
+    send(
+        &mut s,
+        kind::EVENT,
+        event::CNCI_REQUEST,
+        cn2,
+        request(cn2, tenant, "10.1.0.0/16"),
+    )
+    .await;
+    bed.wait_log(&["no connected network node"]);
+    let _nn = NetworkNode::join(&bed, Ipv4Addr::new(10, 99, 0, 9)).await;
+    let wide = [(tenant, "10.1.0.0/16".to_owned())];
+    compute_node(&addr, cn1, &wide).await;
+    send(
+        &mut s,
+        kind::EVENT,
+        event::CNCI_REQUEST,
+        cn2,
+        request(cn2, tenant, "10.1.2.0/24"),
+    )
+    .await;
+    let f = next_frame(&mut s).await;
+    assert_eq!(
+        (f.kind, f.operand),
+        (kind::ERROR, error::CNCI_REFUSED),
+        "the first frame cn2 gets is the refusal of the overlapping subnet"
+    );
+    let r = CnciRefused::from_yaml(&f.payload).expect("refusal");
+    assert_eq!(r.agent().ok(), Some(cn2));
+    assert_eq!(r.tenant().ok(), Some(tenant));
+    assert_eq!(r.0.subnet, "10.1.2.0/24");
+    assert!(
+        r.0.reason.contains("overlaps") && r.0.reason.contains("10.1.0.0/16"),
+        "{}",
+        r.0.reason
+    );
+    let store = bed.store();
+    let subnets: Vec<String> = store
+        .subnets(tenant)
+        .expect("subnets")
+        .iter()
+        .map(|s| s.cidr.to_string())
+        .collect();
+    assert_eq!(
+        subnets,
+        ["10.1.0.0/16"],
+        "nothing stored for the refused one"
+    );
 }
 
 #[test]

@@ -100,6 +100,38 @@ fn a_tenant_has_one_cnci_however_often_it_is_asked() {
 }
 
 #[test]
+fn one_cnci_is_found_by_uuid_by_tenant_and_by_network_node() {
+    let (_dir, store) = store();
+    let nn1 = network_node(&store, 1, 10);
+    let first = store.ensure_cnci(tenant(1)).expect("placed");
+    let nn2 = network_node(&store, 2, 10);
+    let second = store.ensure_cnci(tenant(2)).expect("placed");
+    assert_eq!(second.network_node, nn2, "the emptier node");
+    assert_eq!(
+        store.cnci(first.uuid).expect("by uuid"),
+        Some(first.clone())
+    );
+    assert_eq!(store.cnci(Uuid::from_u128(9)).expect("unknown"), None);
+    assert_eq!(
+        store.cnci_of(tenant(2)).expect("live"),
+        Some(second.clone())
+    );
+    assert_eq!(
+        store.cncis_on(nn1).expect("on nn1"),
+        std::slice::from_ref(&first)
+    );
+    assert_eq!(store.cncis_on(nn2).expect("on nn2"), [second]);
+    // A gone CNCI is still found by its UUID and its node, but is no tenant's live one.
+    store
+        .set_cnci_state(first.uuid, CnciState::Gone, None)
+        .expect("gone");
+    assert_eq!(store.cnci_of(tenant(1)).expect("none live"), None);
+    let gone = store.cnci(first.uuid).expect("by uuid").expect("kept");
+    assert_eq!(gone.state, CnciState::Gone);
+    assert_eq!(store.cncis_on(nn1).expect("on nn1"), [gone]);
+}
+
+#[test]
 fn no_network_node_refuses_a_new_tenant_and_leaves_nothing() {
     let (_dir, store) = store();
     let err = store

@@ -2,8 +2,6 @@
 //! tested against a real dockerd in tests/tests/docker.rs.
 
 use netcore::fake::{FakeKernel, FakeWorld, Fault, Trigger};
-use netcore::netlink::{LinkKind, NewLink};
-use netcore::{Kernel, Node, NodeConfig};
 use serde_json::Value;
 
 const TENANT: &str = "3390740c-dce9-48d6-b83a-a717417072ce";
@@ -13,21 +11,11 @@ const EPERM: i32 = 1;
 
 /// A world whose host has an uplink toward the CNCI at 192.0.2.1.
 fn world() -> FakeWorld {
-    let world = FakeWorld::new();
-    let mut host = world.kernel();
-    let mut uplink = NewLink::new("eth0", LinkKind::Bridge);
-    uplink.up = true;
-    let eth0 = host.create_link(&uplink).expect("uplink");
-    host.add_address(eth0.index, "192.0.2.10/24".parse().expect("net"))
-        .expect("address");
-    world
+    FakeWorld::with_uplink()
 }
 
 fn plugin(world: &FakeWorld, dir: &std::path::Path) -> ciao_docker_plugin::Plugin<FakeKernel> {
-    let cfg = NodeConfig {
-        state_dir: dir.into(),
-    };
-    let node = Node::with_kernel(&cfg, world.kernel()).expect("node");
+    let node = world.node(dir).expect("node");
     ciao_docker_plugin::Plugin::with_node(node, dir).expect("plugin")
 }
 
@@ -120,4 +108,90 @@ fn a_docker_endpoint_lives_and_dies_on_the_fake_kernel_and_activation_restores_f
     let host = world.snapshot().ns("host");
     assert!(!host.links.contains_key(&handoff) && !host.links.contains_key(&bridge));
     assert_eq!(host.links.len(), 2, "lo and eth0 only");
+}
+
+/// A controller-mode network (`tenant` only) on `pool`; returns an endpoint address in it.
+fn controlled_network(
+    p: &mut ciao_docker_plugin::Plugin<FakeKernel>,
+    nid: &str,
+    pool: &str,
+) -> String {
+    let reply = ok(
+        p,
+        "/IpamDriver.RequestPool",
+        &format!(
+            r#"{{"AddressSpace":"ciao-local","Pool":"{pool}","SubPool":"","Options":{{}},"V6":false}}"#
+        ),
+    );
+    let pool_id = reply["PoolID"].as_str().expect("PoolID").to_string();
+    let gateway = ok(
+        p,
+        "/IpamDriver.RequestAddress",
+        &format!(
+            r#"{{"PoolID":"{pool_id}","Address":"","Options":{{"RequestAddressType":"com.docker.network.gateway"}}}}"#
+        ),
+    );
+    let gateway = gateway["Address"].as_str().expect("gateway").to_string();
+    ok(
+        p,
+        "/NetworkDriver.CreateNetwork",
+        &format!(
+            r#"{{"NetworkID":"{nid}","Options":{{"com.docker.network.generic":{{"tenant":"{TENANT}"}}}},"IPv4Data":[{{"AddressSpace":"ciao-local","Gateway":"{gateway}","Pool":"{pool}"}}],"IPv6Data":[]}}"#
+        ),
+    );
+    let addr = ok(
+        p,
+        "/IpamDriver.RequestAddress",
+        &format!(r#"{{"PoolID":"{pool_id}","Address":"","Options":null}}"#),
+    );
+    addr["Address"].as_str().expect("Address").to_string()
+}
+
+/// CreateEndpoint then Join of endpoint `eid`; the first error, if any.
+fn endpoint(
+    p: &mut ciao_docker_plugin::Plugin<FakeKernel>,
+    nid: &str,
+    eid: &str,
+    address: &str,
+) -> Option<String> {
+    let calls = [
+        (
+            "/NetworkDriver.CreateEndpoint",
+            format!(
+                r#"{{"NetworkID":"{nid}","EndpointID":"{eid}","Interface":{{"Address":"{address}","AddressIPv6":"","MacAddress":""}},"Options":{{}}}}"#
+            ),
+        ),
+        (
+            "/NetworkDriver.Join",
+            format!(
+                r#"{{"NetworkID":"{nid}","EndpointID":"{eid}","SandboxKey":"/x","Options":{{}}}}"#
+            ),
+        ),
+    ];
+    for (path, body) in calls {
+        match p.call(path, body.as_bytes()) {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Some(e.to_string()),
+            None => panic!("{path}: no reply"),
+        }
+    }
+    None
+}
+
+#[test]
+fn a_network_overlapping_another_of_the_tenants_on_this_node_gets_err() {
+    let world = world();
+    let dir = tempfile::tempdir().expect("dir");
+    let mut p = plugin(&world, dir.path());
+    let (wide, narrow) = ("a".repeat(64), "b".repeat(64));
+    let address = controlled_network(&mut p, &wide, "10.78.0.0/16");
+    assert_eq!(endpoint(&mut p, &wide, &"e".repeat(64), &address), None);
+    let before = world.snapshot();
+    let address = controlled_network(&mut p, &narrow, "10.78.1.0/24");
+    let err = endpoint(&mut p, &narrow, &"f".repeat(64), &address).expect("{\"Err\"}");
+    assert!(
+        err.contains("subnet") && err.contains("overlaps 10.78.0.0/16"),
+        "{err}"
+    );
+    assert_eq!(world.snapshot(), before, "nothing attached");
 }

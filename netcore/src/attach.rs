@@ -153,10 +153,14 @@ impl<K: Kernel> Node<K> {
         let existing_net = locked.net(&net_key)?;
         let net = match &existing_net {
             Some(net) => {
+                crate::refuse::check_not_refused(net)?;
                 check_same_network(net, cfg)?;
                 net.clone()
             }
-            None => plan_net(nl, cfg)?,
+            None => {
+                crate::refuse::check_no_overlap(&locked.nets()?, cfg.tenant, cfg.subnet)?;
+                plan_net(nl, cfg)?
+            }
         };
         let host_ifname = match &req.kind {
             VnicKind::Veth { ifname, .. } | VnicKind::Handoff { ifname } => {

@@ -50,7 +50,18 @@ pub struct NetView {
     pub tunnel_state: LinkState,
     /// Set while the subnet awaits its CNCI from the controller (it has no tunnel yet).
     pub awaits_cnci: Option<AwaitsCnci>,
+    /// Set when the controller refused the subnet (it awaits nothing, new attaches fail).
+    pub refused: Option<RefusedView>,
     pub vnics: Vec<VnicView>,
+}
+
+/// Why and since when the controller refuses a subnet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefusedView {
+    pub reason: String,
+    /// RFC 3339, UTC.
+    pub since: String,
+    pub since_unix: u64,
 }
 
 /// Since when a subnet awaits its CNCI.
@@ -66,20 +77,24 @@ pub struct AwaitsCnci {
 impl AwaitsCnci {
     /// The wait of a subnet awaiting since `since_unix`, seen at `now_unix`.
     pub fn new(since_unix: u64, now_unix: u64) -> Self {
-        let since = i64::try_from(since_unix)
-            .ok()
-            .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_else(|| format!("@{since_unix}"));
         AwaitsCnci {
-            since,
+            since: rfc3339(since_unix),
             since_unix,
             waited_s: now_unix.saturating_sub(since_unix),
         }
     }
+}
+
+/// Unix seconds as RFC 3339 UTC (`@<seconds>` if out of range).
+fn rfc3339(unix: u64) -> String {
+    i64::try_from(unix)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("@{unix}"))
 }
 
 /// Everything a state directory records, as found (nothing recovered or repaired).
@@ -128,6 +143,11 @@ pub fn inspect(root: &Path) -> Result<Option<NodeView>> {
             awaits_cnci: net
                 .awaiting_cnci_since
                 .map(|since| AwaitsCnci::new(since, crate::assign::now_unix())),
+            refused: net.refused.as_ref().map(|r| RefusedView {
+                reason: r.reason.clone(),
+                since: rfc3339(r.since),
+                since_unix: r.since,
+            }),
             net,
             vnics,
         });

@@ -25,6 +25,7 @@ pub mod netns;
 #[cfg(test)]
 mod node_tests;
 mod qemu_tap;
+mod refuse;
 pub mod report;
 pub mod state;
 mod subnet;
@@ -38,5 +39,6 @@ pub use crash::ATTACH_STEPS;
 pub use error::{Error, Failures, Result};
 pub use kernel::Kernel;
 pub use qemu_tap::TapAttachment;
+pub use refuse::RefuseOutcome;
 pub use report::{Report, ReportEvent};
 pub use tunnel::TunnelKind;

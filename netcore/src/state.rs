@@ -59,6 +59,18 @@ pub struct NetRecord {
     /// Unix seconds since when a controller-mode subnet waits for its CNCI (no tunnel yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub awaiting_cnci_since: Option<u64>,
+    /// Controller mode: the controller refused the subnet for good (it no longer awaits a
+    /// CNCI, nothing asks again, new attaches are refused). Goes with the subnet's last VNIC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<Refusal>,
+}
+
+/// Why and since when the controller refuses a subnet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub reason: String,
+    /// Unix seconds.
+    pub since: u64,
 }
 
 impl NetRecord {
@@ -757,6 +769,7 @@ mod tests {
             added_queued: true,
             controlled: false,
             awaiting_cnci_since: None,
+            refused: None,
         }
     }
 

@@ -179,6 +179,7 @@ mod tests {
             added_queued: queued,
             controlled: false,
             awaiting_cnci_since: None,
+            refused: None,
         }
     }
 

@@ -6,9 +6,9 @@
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::Duration;
 
-use netcore::{AssignOutcome, Awaiting, Cnci, Kernel, Node};
-use ssntp::frame::{command, event, kind, Frame};
-use ssntp::payloads::{CnciAssignment, CnciRequest, Ipv4Subnet, Payload};
+use netcore::{AssignOutcome, Awaiting, Cnci, Kernel, Node, RefuseOutcome};
+use ssntp::frame::{command, error, event, kind, Frame};
+use ssntp::payloads::{CnciAssignment, CnciRefused, CnciRequest, Ipv4Subnet, Payload};
 use uuid::Uuid;
 
 /// How often the subnets still awaiting their CNCI ask again while connected.
@@ -48,7 +48,12 @@ pub fn is_assignment(frame: &Frame) -> bool {
     (frame.kind, frame.operand) == (kind::COMMAND, command::CNCI_ASSIGNMENT)
 }
 
-/// What became of one CnciAssignment frame.
+/// True for an ERROR CnciRefused.
+pub fn is_refusal(frame: &Frame) -> bool {
+    (frame.kind, frame.operand) == (kind::ERROR, error::CNCI_REFUSED)
+}
+
+/// What became of one CnciAssignment or CnciRefused frame.
 #[derive(Debug)]
 pub enum Handled {
     /// Applied to the node's subnet `(tenant, subnet)` (the outcome says how).
@@ -56,6 +61,12 @@ pub enum Handled {
         outcome: AssignOutcome,
         tenant: Uuid,
         subnet: ipnet::Ipv4Net,
+    },
+    /// The controller refused `subnet` for `reason`; the outcome says what the node recorded.
+    Withheld {
+        outcome: RefuseOutcome,
+        subnet: ipnet::Ipv4Net,
+        reason: String,
     },
     /// For another node, or unreadable: ignored (and logged).
     Ignored(String),
@@ -83,14 +94,9 @@ pub fn handle_assignment<K: Kernel>(node: &mut Node<K>, agent: Uuid, frame: &Fra
         Ok(fields) => fields,
         Err(e) => return Handled::Ignored(format!("an unreadable CnciAssignment: {e}")),
     };
-    if to != agent {
-        return Handled::Ignored(format!(
-            "a CnciAssignment for agent {to}, not this node ({agent})"
-        ));
-    }
-    let subnet = match ipnet::Ipv4Net::new(subnet.network(), subnet.prefix_len()) {
+    let subnet = match local_subnet("CnciAssignment", to, agent, subnet) {
         Ok(net) => net,
-        Err(e) => return Handled::Ignored(e.to_string()),
+        Err(ignored) => return ignored,
     };
     tracing::info!(
         %tenant, %subnet, cnci = %cnci.uuid, cnci_ip = %cnci.ip, %tunnel_kind, tunnel_id,
@@ -106,6 +112,46 @@ pub fn handle_assignment<K: Kernel>(node: &mut Node<K>, agent: Uuid, frame: &Fra
     }
 }
 
+/// The subnet of a frame `what` addressed to agent `to`, if that is this node (`agent`);
+/// otherwise the frame is ignored.
+fn local_subnet(
+    what: &str,
+    to: Uuid,
+    agent: Uuid,
+    subnet: Ipv4Subnet,
+) -> Result<ipnet::Ipv4Net, Handled> {
+    if to != agent {
+        return Err(Handled::Ignored(format!(
+            "a {what} for agent {to}, not this node ({agent})"
+        )));
+    }
+    ipnet::Ipv4Net::new(subnet.network(), subnet.prefix_len())
+        .map_err(|e| Handled::Ignored(e.to_string()))
+}
+
+/// Records a CnciRefused frame addressed to `agent` in `node`: the subnet stops asking and
+/// new attaches into it fail naming the reason.
+pub fn handle_refusal<K: Kernel>(node: &mut Node<K>, agent: Uuid, frame: &Frame) -> Handled {
+    let parsed = CnciRefused::from_yaml(&frame.payload)
+        .and_then(|p| Ok((p.agent()?, p.tenant()?, p.subnet()?, p.0.reason)));
+    let (to, tenant, subnet, reason) = match parsed {
+        Ok(fields) => fields,
+        Err(e) => return Handled::Ignored(format!("an unreadable CnciRefused: {e}")),
+    };
+    let subnet = match local_subnet("CnciRefused", to, agent, subnet) {
+        Ok(net) => net,
+        Err(ignored) => return ignored,
+    };
+    match node.refuse_cnci(tenant, subnet, &reason) {
+        Ok(outcome) => Handled::Withheld {
+            outcome,
+            subnet,
+            reason,
+        },
+        Err(e) => Handled::Refused(e),
+    }
+}
+
 impl Handled {
     /// Logs the result; true if a TenantAdded was queued (delivery should send it now).
     pub fn log(&self) -> bool {
@@ -113,6 +159,18 @@ impl Handled {
             Handled::Assigned { outcome, .. } => {
                 tracing::info!(?outcome, "CNCI assignment applied");
                 self.new_tunnel().is_some()
+            }
+            Handled::Withheld {
+                outcome,
+                subnet,
+                reason,
+            } => {
+                tracing::warn!(
+                    %subnet, ?outcome,
+                    "the controller refuses a CNCI for this subnet: {reason}; \
+                     it is no longer asked for, and new attaches into it fail"
+                );
+                false
             }
             Handled::Ignored(why) => {
                 tracing::warn!("ignoring {why}");
@@ -165,8 +223,7 @@ pub fn nudge_in_background(state_dir: std::path::PathBuf, tenant: Uuid, subnet: 
 mod tests {
     use super::*;
     use netcore::fake::{FakeKernel, FakeWorld};
-    use netcore::netlink::{LinkKind, NewLink};
-    use netcore::{NodeConfig, SubnetConfig, TunnelKind, VnicId, VnicKind, VnicRequest};
+    use netcore::{SubnetConfig, TunnelKind, VnicId, VnicKind, VnicRequest};
     use ssntp::payloads::CnciAssignmentCmd;
 
     const TENANT: Uuid = Uuid::from_u128(0x7e4a);
@@ -182,20 +239,11 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
-        let world = FakeWorld::new();
-        let mut host = world.kernel();
-        let mut uplink = NewLink::new("eth0", LinkKind::Bridge);
-        uplink.up = true;
-        let eth0 = host.create_link(&uplink).expect("uplink");
-        host.add_address(eth0.index, "192.0.2.10/24".parse().expect("net"))
-            .expect("address");
+        let world = FakeWorld::with_uplink();
         let netns = tempfile::NamedTempFile::new().expect("netns file");
         world.add_netns(netns.path()).expect("netns");
         let dir = tempfile::tempdir().expect("state dir");
-        let cfg = NodeConfig {
-            state_dir: dir.path().into(),
-        };
-        let mut node = Node::with_kernel(&cfg, world.kernel()).expect("node");
+        let mut node = world.node(dir.path()).expect("node");
         let subnet = SubnetConfig::controlled(TENANT, "10.6.0.0/24".parse().expect("subnet"));
         let req = VnicRequest {
             id: VnicId {
@@ -303,6 +351,40 @@ mod tests {
             .filter(|l| l.kind == "vxlan")
             .count();
         assert_eq!(tunnels, 1);
+    }
+
+    fn refusal(agent: Uuid) -> Frame {
+        let payload = CnciRefused::new(agent, TENANT, "10.6.0.0/24", "overlaps 10.6.0.0/16");
+        Frame::new(
+            kind::ERROR,
+            error::CNCI_REFUSED,
+            Uuid::from_u128(0xc0),
+            payload.to_yaml(),
+        )
+    }
+
+    #[test]
+    fn a_refusal_frame_stops_the_requests_and_one_for_another_node_is_ignored() {
+        let mut f = fixture();
+        let other = handle_refusal(&mut f.node, f.agent, &refusal(Uuid::from_u128(9)));
+        assert!(matches!(other, Handled::Ignored(ref why) if why.contains("not this node")));
+        assert_eq!(f.node.awaiting_cnci().expect("awaiting").len(), 1);
+        let frame = refusal(f.agent);
+        assert!(is_refusal(&frame) && !is_assignment(&frame));
+        let handled = handle_refusal(&mut f.node, f.agent, &frame);
+        assert!(
+            matches!(
+                handled,
+                Handled::Withheld {
+                    outcome: RefuseOutcome::Recorded,
+                    ..
+                }
+            ),
+            "{handled:?}"
+        );
+        assert!(!handled.log(), "nothing to send");
+        let awaiting = f.node.awaiting_cnci().expect("awaiting");
+        assert!(requests(f.agent, &awaiting, None).is_empty());
     }
 
     #[test]

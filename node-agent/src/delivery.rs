@@ -53,13 +53,13 @@ fn backoff(attempt: u32) -> Duration {
 enum Incoming {
     /// A ConcentratorInstanceAdded: re-announce to this CNCI.
     Announce(Uuid),
-    /// A CnciAssignment for a subnet awaiting its CNCI.
+    /// A CnciAssignment (or CnciRefused) for a subnet awaiting its CNCI.
     Assignment(Frame),
 }
 
 /// What a frame from the scheduler asks of the node, if anything.
 fn incoming(frame: Frame) -> Option<Incoming> {
-    if cnci::is_assignment(&frame) {
+    if cnci::is_assignment(&frame) || cnci::is_refusal(&frame) {
         return Some(Incoming::Assignment(frame));
     }
     announced_cnci(&frame).map(Incoming::Announce)
@@ -275,14 +275,18 @@ impl Delivery {
         }
     }
 
-    /// Applies a CnciAssignment to the node (netlink in this process's namespace, which must
-    /// be the node's); every failure is logged, none ends the session. The subnet whose tunnel
-    /// it made (its TenantAdded is queued), if any.
+    /// Applies a CnciAssignment or records a CnciRefused in the node (netlink in this
+    /// process's namespace, which must be the node's); every failure is logged, none ends the
+    /// session. The subnet whose tunnel it made (its TenantAdded is queued), if any.
     fn assign(&self, agent: Uuid, frame: &Frame) -> Option<(Uuid, ipnet::Ipv4Net)> {
         let node = netcore::Node::open(&netcore::NodeConfig {
             state_dir: self.state_dir.clone(),
         });
         match node {
+            Ok(mut node) if cnci::is_refusal(frame) => {
+                cnci::handle_refusal(&mut node, agent, frame).log();
+                None
+            }
             Ok(mut node) => {
                 let handled = cnci::handle_assignment(&mut node, agent, frame);
                 handled.log();

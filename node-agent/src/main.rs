@@ -178,12 +178,16 @@ fn render(view: &netcore::inspect::NodeView) -> Result<String, std::fmt::Error> 
     }
     for n in &view.nets {
         let c = &n.net.config;
-        let tunnel = match (&n.awaits_cnci, c.cnci) {
-            (Some(wait), _) => format!(
+        let tunnel = match (&n.awaits_cnci, c.cnci, &n.refused) {
+            (_, _, Some(r)) => format!(
+                "no tunnel: refused by the controller: {} (since {})",
+                r.reason, r.since
+            ),
+            (Some(wait), _, None) => format!(
                 "no tunnel: awaits CNCI since {} ({} s)",
                 wait.since, wait.waited_s
             ),
-            (None, Some(cnci)) => format!(
+            (None, Some(cnci), None) => format!(
                 "tunnel {}{} ({} id {} {} -> {})",
                 n.net.tunnel,
                 mark(n.tunnel_state),
@@ -192,7 +196,7 @@ fn render(view: &netcore::inspect::NodeView) -> Result<String, std::fmt::Error> 
                 n.net.local_ip,
                 cnci.ip
             ),
-            (None, None) => "no tunnel".to_string(),
+            (None, None, None) => "no tunnel".to_string(),
         };
         writeln!(
             out,

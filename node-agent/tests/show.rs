@@ -108,6 +108,7 @@ fn show_marks_a_recorded_port_the_kernel_no_longer_has_and_writes_nothing() {
                 added_queued: true,
                 controlled: false,
                 awaiting_cnci_since: None,
+                refused: None,
             })
             .expect("net");
         for (owner, port) in [("gone", "cv-gone-0"), ("here", "lo")] {
@@ -176,6 +177,7 @@ fn show_says_since_when_a_subnet_awaits_its_cnci() {
                 added_queued: false,
                 controlled: true,
                 awaiting_cnci_since: Some(since),
+                refused: None,
             })
             .expect("net");
     }
@@ -194,4 +196,51 @@ fn show_says_since_when_a_subnet_awaits_its_cnci() {
     assert!(wait["waited_s"].as_u64().expect("seconds") > 0, "{json}");
     assert_eq!(json["nets"][0]["net"]["awaiting_cnci_since"], since);
     assert_eq!(tree(tmp.path()), before, "show wrote");
+}
+
+#[test]
+fn show_says_why_the_controller_refused_a_subnet() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let state = StateDir::open(tmp.path()).expect("state dir");
+    let config =
+        SubnetConfig::controlled(Uuid::from_u128(1), "10.1.2.0/24".parse().expect("subnet"));
+    let why = "subnet 10.1.2.0/24 overlaps the tenant's subnet 10.1.0.0/16";
+    {
+        let locked = state.lock().expect("lock");
+        locked.node_identity().expect("identity");
+        locked
+            .write_net(&NetRecord {
+                key: "n1".into(),
+                config,
+                bridge: "cb-ref-0".into(),
+                tunnel: "ct-ref-0".into(),
+                tunnel_id: 0,
+                underlay: String::new(),
+                local_ip: Ipv4Addr::UNSPECIFIED,
+                mtu: 1450,
+                generation: Uuid::from_u128(3),
+                added_queued: false,
+                controlled: true,
+                awaiting_cnci_since: None,
+                // 2026-12-02T11:00:00Z
+                refused: Some(netcore::state::Refusal {
+                    reason: why.into(),
+                    since: 1_796_209_200,
+                }),
+            })
+            .expect("net");
+    }
+    let text = ciao_node(tmp.path(), &["show"]);
+    assert!(
+        text.contains(&format!(
+            "no tunnel: refused by the controller: {why} (since 2026-12-02T11:00:00Z)"
+        )),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ciao_node(tmp.path(), &["show", "--json"])).expect("json");
+    let net = &json["nets"][0];
+    assert_eq!(net["refused"]["reason"], why, "{json}");
+    assert_eq!(net["refused"]["since"], "2026-12-02T11:00:00Z", "{json}");
+    assert!(net["awaits_cnci"].is_null(), "{json}");
 }

@@ -76,6 +76,9 @@ pub mod error {
     pub const ATTACH_VOLUME_FAILURE: u8 = 6;
     pub const ASSIGN_PUBLIC_IP_FAILURE: u8 = 7;
     pub const UNASSIGN_PUBLIC_IP_FAILURE: u8 = 8;
+    /// This project's: the controller refuses a CnciRequest for good
+    /// ([`crate::payloads::CnciRefused`]), master controller → one compute node.
+    pub const CNCI_REFUSED: u8 = 65;
 }
 
 /// Role bits (reference/ssntp.md §1.1); a peer's role is their OR.

@@ -180,8 +180,9 @@ enum Named {
     InstanceAdded(Option<String>),
     /// CONFIGURE: whether its configuration may replace the current one.
     Configure(Result<(), PayloadError>),
-    /// A controller's command for one node (START of a CNCI, DELETE, CnciAssignment): the
-    /// node's UUID, the roles a session must hold to get it, and for START the instance.
+    /// A controller's command for one node (START of a CNCI, DELETE, CnciAssignment, and the
+    /// ERROR CnciRefused): the node's UUID, the roles a session must hold to get it, and for
+    /// START the instance.
     ForNode {
         node: Option<String>,
         roles: u32,
@@ -233,6 +234,11 @@ fn named(frame: &Frame) -> Named {
         },
         (kind::COMMAND, command::CNCI_ASSIGNMENT) => Named::ForNode {
             node: one("cnci_assignment", "agent_uuid"),
+            roles: role::AGENT,
+            start_of: None,
+        },
+        (kind::ERROR, error::CNCI_REFUSED) => Named::ForNode {
+            node: one("cnci_refused", "agent_uuid"),
             roles: role::AGENT,
             start_of: None,
         },
@@ -706,7 +712,7 @@ impl Scheduler {
                 cnci.map(|c| cnci_session(&reg, &c)).unwrap_or_default()
             }
             (
-                kind::COMMAND,
+                kind::COMMAND | kind::ERROR,
                 _,
                 Named::ForNode {
                     node,

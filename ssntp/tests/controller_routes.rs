@@ -1,5 +1,5 @@
 //! The scheduler's routes for the controller's frames (START and DELETE of a CNCI,
-//! CnciAssignment, CnciRequest, NodeReport, InstanceDeleted, StartFailure) and each refusal,
+//! CnciAssignment, CnciRefused, CnciRequest, NodeReport, InstanceDeleted, StartFailure) and each refusal,
 //! with real TLS sessions against the in-process scheduler.
 
 use std::net::Ipv4Addr;
@@ -10,8 +10,9 @@ use ssntp::certs::{Authority, Issued, Names, Shape, Validity};
 use ssntp::client::{dial, Session};
 use ssntp::frame::{command, error, event, kind, role, Frame};
 use ssntp::payloads::{
-    CnciAssignment, CnciAssignmentCmd, CnciRequest, Delete, InstanceDeleted, NodeReport,
-    NodeReportEvent, NodeType, Payload, Start, StartFailure, StartFailureBody, TunnelKind,
+    CnciAssignment, CnciAssignmentCmd, CnciRefused, CnciRequest, Delete, InstanceDeleted,
+    NodeReport, NodeReportEvent, NodeType, Payload, Start, StartFailure, StartFailureBody,
+    TunnelKind,
 };
 use ssntp::server::{Scheduler, SchedulerConfig};
 use ssntp::tls::ServerOptions;
@@ -288,6 +289,67 @@ async fn delete_and_assignment_reach_the_named_node_with_the_right_role() {
         next(&mut c.nn).await.operand,
         command::DELETE,
         "no assignment reached it"
+    );
+}
+
+/// CnciRefused is routed as CnciAssignment is: from the master only, to the compute node it
+/// names only.
+#[tokio::test]
+async fn a_refusal_reaches_only_the_compute_node_it_names_from_the_master() {
+    let bed = bed().await;
+    let mut c = cast(&bed).await;
+    let tenant = Uuid::new_v4();
+    let refusal = |agent: Uuid, reason: &str| {
+        CnciRefused::new(agent, tenant, "10.1.2.0/24", reason).to_yaml()
+    };
+    // Dropped: naming the network node, or sent by the backup controller.
+    send(
+        &mut c.master,
+        kind::ERROR,
+        error::CNCI_REFUSED,
+        refusal(c.nn_id, "to the network node"),
+    )
+    .await;
+    send(
+        &mut c.backup,
+        kind::ERROR,
+        error::CNCI_REFUSED,
+        refusal(c.cn_id, "from the backup"),
+    )
+    .await;
+    barrier(&mut c.backup).await;
+    barrier(&mut c.master).await;
+    send(
+        &mut c.master,
+        kind::ERROR,
+        error::CNCI_REFUSED,
+        refusal(c.cn_id, "overlaps 10.1.0.0/16"),
+    )
+    .await;
+    let f = next(&mut c.cn).await;
+    assert_eq!((f.kind, f.operand), (kind::ERROR, error::CNCI_REFUSED));
+    let got = CnciRefused::from_yaml(&f.payload).expect("refusal");
+    assert_eq!(got.agent().ok(), Some(c.cn_id));
+    assert_eq!(got.tenant().ok(), Some(tenant));
+    assert_eq!(
+        got.subnet().ok().map(|s| s.to_string()),
+        Some("10.1.2.0/24".into())
+    );
+    assert_eq!(
+        got.0.reason, "overlaps 10.1.0.0/16",
+        "only the master's reached it"
+    );
+    send(
+        &mut c.master,
+        kind::COMMAND,
+        command::DELETE,
+        Delete::new(Uuid::new_v4(), c.nn_id).to_yaml(),
+    )
+    .await;
+    assert_eq!(
+        next(&mut c.nn).await.operand,
+        command::DELETE,
+        "no refusal reached the network node"
     );
 }
 

@@ -337,6 +337,34 @@ pub fn new_log_dir() -> Result<tempfile::TempDir> {
         .context("log dir")
 }
 
+/// `--state-dir <dir> run` and the arguments `ciao-cnci-agent run` and `ciao-nn run` share
+/// (their `NodeArgs`) in this cluster: the scheduler, the certificate, the network node's
+/// underlay and its outside, with the public addresses: part of ext0's network, clear of the
+/// network node's own address (203.0.113.1) and the external host's (EXT_IP).
+fn node_run_args(state_dir: &str, cert: &str, ca: &str) -> Vec<String> {
+    [
+        "--state-dir",
+        state_dir,
+        "run",
+        "--scheduler",
+        SCHEDULER_ADDR,
+        "--server-name",
+        SERVER_NAME,
+        "--cert",
+        cert,
+        "--ca",
+        ca,
+        "--underlay-ip",
+        NN_IP,
+        "--external-dev",
+        "ext0",
+        "--public-range",
+        PUBLIC_RANGE,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn spawn_in(ns: &Path, bin: &Path, args: &[&str], log: &Path) -> Result<Proc> {
     let out = OpenOptions::new()
         .create(true)
@@ -668,35 +696,15 @@ impl Cluster {
         let ca = self.certs.ca().display().to_string();
         let nn = self.nn.path();
         let state = t.state_dir.display().to_string();
-        let args = [
-            "--state-dir",
-            &state,
-            "run",
-            "--uuid",
-            &t.cnci,
-            "--tenant",
-            &t.tenant,
-            "--scheduler",
-            SCHEDULER_ADDR,
-            "--server-name",
-            SERVER_NAME,
-            "--cert",
-            &cert,
-            "--ca",
-            &ca,
-            "--underlay-ip",
-            NN_IP,
-            "--external-dev",
-            "ext0",
-            "--netns",
-            &t.netns,
-            // The public addresses: part of ext0's network, clear of the network node's own
-            // address (203.0.113.1) and the external host's (EXT_IP).
-            "--public-range",
-            PUBLIC_RANGE,
-        ];
-        let mut args: Vec<&str> = args.to_vec();
-        args.extend(t.agent_args.iter().map(String::as_str));
+        let mut args = node_run_args(&state, &cert, &ca);
+        args.extend(
+            [
+                "--uuid", &t.cnci, "--tenant", &t.tenant, "--netns", &t.netns,
+            ]
+            .map(String::from),
+        );
+        args.extend(t.agent_args.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let log = self.agent_mut(t)?.log.clone();
         let from = log_len(&log);
         let mut proc = spawn_in(&nn, &bin, &args, &log)?;

@@ -42,6 +42,20 @@ fn node_uuid(cluster: &Cluster, cn: Cn) -> String {
     show["agent_uuid"].as_str().unwrap_or_default().to_string()
 }
 
+/// The subnet `cidr` of `tenant` in `ciao-node show --json` of `cn` (null if absent).
+fn node_net(cluster: &Cluster, cn: Cn, tenant: &str, cidr: &str) -> Value {
+    let show = cluster.cn(cn).show_json();
+    show["nets"]
+        .as_array()
+        .and_then(|nets| {
+            nets.iter().find(|n| {
+                n["net"]["config"]["tenant"] == tenant && n["net"]["config"]["subnet"] == cidr
+            })
+        })
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
 /// CNCIs of `tenant` in `ciao-net --json cncis` that are not gone.
 fn live_cncis(cluster: &Cluster, tenant: &str) -> Vec<Value> {
     let cncis = cluster.ciao_net_json(&["cncis"]).expect("ciao-net cncis");
@@ -150,11 +164,13 @@ fn a_restarted_controller_keeps_its_state_and_answers_attaches_made_while_it_was
     let b1 = cluster
         .container(Cn::Cn2, &t, S2, "172.16.2.10")
         .expect("b1");
-    let show = cluster.cn(Cn::Cn2).show_json();
-    assert!(
-        show.to_string().contains("awaiting"),
-        "cn2 shows its subnets awaiting a CNCI: {show}"
-    );
+    for cidr in [S1, S2] {
+        let net = node_net(&cluster, Cn::Cn2, &t.tenant, cidr);
+        assert!(
+            net["awaits_cnci"]["since"].is_string(),
+            "cn2 shows {cidr} awaiting a CNCI: {net}"
+        );
+    }
 
     cluster.start_controller().expect("controller restarted");
     ping_until(&a2, &a1.ip);
@@ -239,4 +255,73 @@ fn a_public_ip_from_the_pool_reaches_the_workload_and_goes_back_on_release() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("exhausted"), "{err}");
+}
+
+#[test]
+fn a_subnet_overlapping_the_tenants_subnet_on_another_node_is_refused_with_its_reason() {
+    require_root!();
+    let mut cluster = Cluster::with_controller().expect("cluster in controller mode");
+    let mut t = cluster.controlled_tenant(TENANT_A);
+    let (wide, narrow) = ("10.1.0.0/16", "10.1.2.0/24");
+    let _a1 = cluster
+        .container(Cn::Cn1, &t, wide, "10.1.0.10")
+        .expect("a1");
+    cluster.wait_cnci_ready(&mut t).expect("CNCI ready");
+    let _b1 = cluster
+        .container(Cn::Cn2, &t, narrow, "10.1.2.10")
+        .expect("the attach itself is local and succeeds");
+    let start = Instant::now();
+    let reason = loop {
+        let net = node_net(&cluster, Cn::Cn2, &t.tenant, narrow);
+        if let Some(reason) = net["refused"]["reason"].as_str() {
+            assert!(net["awaits_cnci"].is_null(), "{net}");
+            break reason.to_string();
+        }
+        assert!(
+            start.elapsed() < CONVERGE,
+            "cn2 never shows {narrow} refused: {net}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        reason.contains("overlaps") && reason.contains(wide),
+        "{reason}"
+    );
+    let text = cluster.cn(Cn::Cn2).ns.exec(&[
+        &testkit::node_tool().display().to_string(),
+        "--state-dir",
+        &cluster.cn(Cn::Cn2).state.path().display().to_string(),
+        "show",
+    ]);
+    assert!(
+        text.contains(&format!("refused by the controller: {reason}")),
+        "{text}"
+    );
+    let Err(err) = cluster.container(Cn::Cn2, &t, narrow, "10.1.2.11") else {
+        panic!("a second attach into the refused subnet succeeded");
+    };
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("\"code\":7") || err.contains("\"code\": 7"),
+        "CNI code 7: {err}"
+    );
+    assert!(err.contains(narrow) && err.contains(&reason), "{err}");
+    let net = node_net(&cluster, Cn::Cn2, &t.tenant, narrow);
+    assert_eq!(
+        net["vnics"].as_array().map(Vec::len),
+        Some(1),
+        "nothing attached: {net}"
+    );
+    // On the node that hosts the wide subnet, the overlap is refused locally at attach.
+    let Err(err) = cluster.container(Cn::Cn1, &t, "10.1.3.0/24", "10.1.3.10") else {
+        panic!("an attach overlapping the tenant's subnet on the same node succeeded");
+    };
+    let err = format!("{err:#}");
+    assert!(
+        (err.contains("\"code\":7") || err.contains("\"code\": 7"))
+            && err.contains("subnet")
+            && err.contains("overlaps 10.1.0.0/16"),
+        "{err}"
+    );
+    assert!(node_net(&cluster, Cn::Cn1, &t.tenant, "10.1.3.0/24").is_null());
 }

@@ -35,6 +35,9 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) | Error::Missing(_) | Error::Invalid { .. } | Error::File { .. } => 2,
+            // The core refused a value of the configuration (e.g. a subnet the controller
+            // refused, or one overlapping another of the tenant's on this node).
+            Error::Core(netcore::Error::Invalid { .. }) => 2,
             _ => 1,
         }
     }
@@ -139,4 +142,25 @@ pub fn main_with(prog: &str, hook: fn(&str, Lookup<'_>) -> Result<(), Error>) ->
     };
     eprintln!("{prog}: {}", message.replace('\n', " "));
     ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    /// A value the core refuses at attach (a subnet the controller refused, one overlapping
+    /// another of the tenant's on the node) is a configuration error: exit 2, as the hook's
+    /// own checks; anything else the core fails with is 1.
+    #[test]
+    fn the_cores_invalid_value_exits_2_other_core_errors_1() {
+        let invalid = Error::Core(netcore::Error::Invalid {
+            field: "subnet".into(),
+            message: "10.1.2.0/24 overlaps 10.1.0.0/16".into(),
+        });
+        assert_eq!(invalid.exit_code(), 2);
+        assert_eq!(
+            Error::Core(netcore::Error::Conflict("in use".into())).exit_code(),
+            1
+        );
+    }
 }

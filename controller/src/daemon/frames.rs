@@ -1,9 +1,9 @@
 //! The frames the controller sends, built from the store's values.
 
-use ssntp::frame::{command, kind, Frame};
+use ssntp::frame::{command, error, kind, Frame};
 use ssntp::payloads::{
-    AssignPublicIp, CnciAssignment, CnciAssignmentCmd, Delete, Payload, PublicIpCommand,
-    ReleasePublicIp, Start,
+    AssignPublicIp, CnciAssignment, CnciAssignmentCmd, CnciRefused, Delete, Payload,
+    PublicIpCommand, ReleasePublicIp, Start,
 };
 use uuid::Uuid;
 
@@ -34,6 +34,13 @@ pub fn assignment(me: Uuid, agent: Uuid, cnci: &Cnci, subnet: &TenantSubnet) -> 
     })
     .to_yaml();
     Frame::new(kind::COMMAND, command::CNCI_ASSIGNMENT, me, payload)
+}
+
+/// ERROR CnciRefused: compute node `agent` is never to get a CNCI for `subnet` (its text as
+/// the request wrote it), for `reason`.
+pub fn refused(me: Uuid, agent: Uuid, tenant: Uuid, subnet: &str, reason: &str) -> Frame {
+    let payload = CnciRefused::new(agent, tenant, subnet, reason).to_yaml();
+    Frame::new(kind::ERROR, error::CNCI_REFUSED, me, payload)
 }
 
 fn public_ip_command(cnci: &Cnci, ip: &PublicIpAssignment) -> PublicIpCommand {

@@ -206,8 +206,8 @@ impl Controller {
     /// when the node listed what it runs, ready or retiring ones missing from the list.
     fn restart_pending(&mut self, node: Uuid, running: Option<&HashSet<Uuid>>) -> Out {
         let mut out = Vec::new();
-        for cnci in self.store.cncis()? {
-            if cnci.network_node != node || cnci.state == CnciState::Gone {
+        for cnci in self.store.cncis_on(node)? {
+            if cnci.state == CnciState::Gone {
                 continue;
             }
             let lost = running.is_some_and(|r| !r.contains(&cnci.uuid));
@@ -238,9 +238,9 @@ impl Controller {
     fn stop_unwanted(&self, node: Uuid, running: &HashSet<Uuid>) -> Out {
         let wanted: HashSet<Uuid> = self
             .store
-            .cncis()?
+            .cncis_on(node)?
             .into_iter()
-            .filter(|c| c.network_node == node && c.state != CnciState::Gone)
+            .filter(|c| c.state != CnciState::Gone)
             .map(|c| c.uuid)
             .collect();
         let mut out: Vec<Frame> = running
@@ -277,16 +277,23 @@ impl Controller {
         let agent = request.agent()?;
         let tenant = request.tenant()?;
         let agent_ip = request.agent_ip()?;
+        let text = &request.0.subnet;
+        let refuse = |why: String| {
+            tracing::warn!(%agent, %tenant, subnet = %text, "CnciRequest refused: {why}");
+            Ok(vec![frames::refused(self.me, agent, tenant, text, &why)])
+        };
         // The exact text: host bits set or a bad shape is refused, not silently truncated.
-        let cidr: Ipv4Net = request.0.subnet.parse().map_err(|_| {
-            HandleError::Refused(format!(
-                "cnci_request.subnet {:?} from {agent} is not an IPv4 CIDR",
-                request.0.subnet
-            ))
-        })?;
-        let assigned = self
+        let Ok(cidr) = text.parse::<Ipv4Net>() else {
+            return refuse(format!("cnci_request.subnet {text:?} is not an IPv4 CIDR"));
+        };
+        let assigned = match self
             .store
-            .request_subnet(tenant, cidr, self.default_kind, agent)?;
+            .request_subnet(tenant, cidr, self.default_kind, agent)
+        {
+            Ok(assigned) => assigned,
+            Err(e) if refused_for_good(&e) => return refuse(e.to_string()),
+            Err(e) => return Err(e.into()),
+        };
         if self.recorded.get(&agent) != Some(&agent_ip) {
             self.store.compute_node_connected(agent, agent_ip)?;
             self.recorded.insert(agent, agent_ip);
@@ -324,7 +331,7 @@ impl Controller {
                 body.concentrator_ip
             ))
         })?;
-        let Some(before) = self.find_cnci(uuid)? else {
+        let Some(before) = self.store.cnci(uuid)? else {
             tracing::debug!(cnci = %uuid, "a CNCI the controller did not place (static mode)");
             return Ok(Vec::new());
         };
@@ -375,7 +382,7 @@ impl Controller {
     /// placed and started at once (the compute nodes, already assigned, would not ask again).
     fn cnci_deleted(&mut self, payload: &[u8]) -> Out {
         let uuid = InstanceDeleted::from_yaml(payload)?.instance()?;
-        let Some(cnci) = self.find_cnci(uuid)? else {
+        let Some(cnci) = self.store.cnci(uuid)? else {
             return Ok(Vec::new());
         };
         if cnci.state == CnciState::Gone {
@@ -403,7 +410,7 @@ impl Controller {
     fn start_failed(&mut self, payload: &[u8]) -> Out {
         let body = StartFailure::from_yaml(payload)?.0;
         let uuid = parse_uuid("StartFailure.instance_uuid", &body.instance_uuid)?;
-        let Some(cnci) = self.find_cnci(uuid)? else {
+        let Some(cnci) = self.store.cnci(uuid)? else {
             return Ok(Vec::new());
         };
         if cnci.state != CnciState::Gone {
@@ -418,15 +425,12 @@ impl Controller {
         ip: &PublicIpAssignment,
         make: fn(Uuid, &Cnci, &PublicIpAssignment) -> Frame,
     ) -> Out {
-        let live = self.store.cncis()?.into_iter().find(|c| {
-            c.tenant == ip.tenant && matches!(c.state, CnciState::Ready | CnciState::Retiring)
-        });
+        let live = self
+            .store
+            .cnci_of(ip.tenant)?
+            .filter(|c| matches!(c.state, CnciState::Ready | CnciState::Retiring));
         // A CNCI not yet ready gets the tenant's public IPs when it announces itself.
         Ok(live.map(|c| make(self.me, &c, ip)).into_iter().collect())
-    }
-
-    fn find_cnci(&self, uuid: Uuid) -> Result<Option<Cnci>, StoreError> {
-        Ok(self.store.cncis()?.into_iter().find(|c| c.uuid == uuid))
     }
 
     /// Whether any compute node hosts a subnet of `tenant`.
@@ -438,6 +442,19 @@ impl Controller {
         }
         Ok(false)
     }
+}
+
+/// Whether a request the store refused would be refused again, whatever happens meanwhile
+/// (the node is told, and stops asking). Anything else (no network node yet, a failing
+/// backend) may pass later: the node keeps asking.
+fn refused_for_good(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::SubnetNotNetwork(_)
+            | StoreError::SubnetOverlap { .. }
+            | StoreError::TunnelIdsExhausted(_)
+            | StoreError::TenantDeleting(_)
+    )
 }
 
 fn parse_uuid(key: &str, text: &str) -> Result<Uuid, HandleError> {

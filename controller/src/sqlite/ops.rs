@@ -251,6 +251,26 @@ impl Store for SqliteStore {
         self.read(|tx| rows::all(tx, &sql, rows::cnci))
     }
 
+    fn cnci(&self, cnci: Uuid) -> Result<Option<Cnci>> {
+        self.read(|tx| rows::find_cnci(tx, cnci))
+    }
+
+    fn cnci_of(&self, tenant: Uuid) -> Result<Option<Cnci>> {
+        self.read(|tx| rows::live_cnci(tx, tenant))
+    }
+
+    fn cncis_on(&self, network_node: Uuid) -> Result<Vec<Cnci>> {
+        self.read(|tx| {
+            let sql = format!(
+                "SELECT {} FROM cncis WHERE network_node = ?1 ORDER BY uuid",
+                rows::CNCI_COLUMNS
+            );
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let found = stmt.query_map([network_node.to_string()], rows::cnci)?;
+            Ok(found.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
     fn subnets(&self, tenant: Uuid) -> Result<Vec<TenantSubnet>> {
         self.read(|tx| rows::tenant_subnets(tx, tenant))
     }

@@ -21,7 +21,17 @@ pub use snapshot::{LinkView, NsView, Snapshot};
 use world::Namespace;
 pub use world::NsId;
 
+use crate::config::NodeConfig;
 use crate::error::{Error, Result};
+use crate::kernel::Kernel;
+use crate::netlink::{LinkKind, NewLink};
+use crate::Node;
+
+/// The host address of the uplink of [`FakeWorld::with_uplink`].
+pub const UPLINK_ADDR: ipnet::IpNet = ipnet::IpNet::V4(ipnet::Ipv4Net::new_assert(
+    std::net::Ipv4Addr::new(192, 0, 2, 10),
+    24,
+));
 
 /// One kernel call as the fake saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +130,33 @@ impl FakeWorld {
                 firewall: BTreeSet::new(),
             })),
         }
+    }
+
+    /// The usual compute node of the fake tests: a world whose host has an up uplink `eth0`
+    /// at [`UPLINK_ADDR`], the route toward CNCIs at 192.0.2.x. No call is left recorded.
+    pub fn with_uplink() -> Self {
+        let world = FakeWorld::new();
+        let mut host = world.kernel();
+        let mut uplink = NewLink::new("eth0", LinkKind::Bridge);
+        uplink.up = true;
+        let made = host
+            .create_link(&uplink)
+            .and_then(|eth0| host.add_address(eth0.index, UPLINK_ADDR));
+        // The world is new and in memory: nothing can refuse these two calls.
+        if let Err(e) = made {
+            panic!("the fake uplink: {e}");
+        }
+        world.clear_calls();
+        world
+    }
+
+    /// A node on the state directory `dir` whose kernel is this world's host, as a fresh
+    /// process would open it.
+    pub fn node(&self, dir: &Path) -> Result<Node<FakeKernel>> {
+        let cfg = NodeConfig {
+            state_dir: dir.into(),
+        };
+        Node::with_kernel(&cfg, self.kernel())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -6,6 +6,7 @@ mod crash;
 mod instances;
 mod qemu_tap;
 mod reconcile;
+mod refused;
 mod teardown;
 
 use std::collections::BTreeSet;
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use crate::config::{Cnci, NodeConfig, SubnetConfig, VnicId, VnicKind, VnicRequest};
+use crate::config::{Cnci, SubnetConfig, VnicId, VnicKind, VnicRequest};
 use crate::fake::{FakeKernel, FakeWorld, NsId, Snapshot};
 use crate::kernel::Kernel;
 use crate::netlink::{LinkKind, NewLink};
@@ -35,13 +36,7 @@ pub(crate) const CNCI_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 
 impl Bench {
     pub fn new() -> Bench {
-        let world = FakeWorld::new();
-        let mut host = world.kernel();
-        let mut uplink = NewLink::new("eth0", LinkKind::Bridge);
-        uplink.up = true;
-        let eth0 = host.create_link(&uplink).expect("uplink");
-        host.add_address(eth0.index, "192.0.2.10/24".parse().expect("net"))
-            .expect("address");
+        let world = FakeWorld::with_uplink();
         let netns = tempfile::NamedTempFile::new().expect("netns file");
         let netns_id = world.add_netns(netns.path()).expect("netns");
         world.clear_calls();
@@ -55,13 +50,7 @@ impl Bench {
 
     /// A node on the bench's state directory and world, as a fresh process would open it.
     pub fn node(&self) -> Node<FakeKernel> {
-        Node::with_kernel(
-            &NodeConfig {
-                state_dir: self.dir.path().into(),
-            },
-            self.world.kernel(),
-        )
-        .expect("node")
+        self.world.node(self.dir.path()).expect("node")
     }
 
     pub fn netns_path(&self) -> PathBuf {

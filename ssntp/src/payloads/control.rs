@@ -291,3 +291,47 @@ impl NodeReport {
         ipv4_key(Self::NAME, "underlay_ip", &self.0.underlay_ip)
     }
 }
+
+yaml_struct! {
+    /// This project's ERROR CnciRefused: the controller will never answer this CnciRequest
+    /// (the subnet overlaps another of the tenant's, has host bits set, no tunnel id is left,
+    /// the tenant is being deleted, ...). The node stops asking for the subnet. Not sent when
+    /// the controller merely cannot place a CNCI yet: that request is answered later.
+    pub struct CnciRefusedError {
+        /// Routing key: the scheduler delivers to the agent session with exactly this UUID.
+        pub agent_uuid: String,
+        pub tenant_uuid: String,
+        /// The subnet exactly as the request wrote it.
+        pub subnet: String,
+        /// Why, for the node's operator (`ciao-node show`, the next attach's error).
+        pub reason: String,
+    }
+}
+
+wrapped_payload! {
+    /// ERROR CnciRefused (65), master controller → one compute node.
+    CnciRefused(CnciRefusedError) = "cnci_refused"
+}
+
+impl CnciRefused {
+    pub fn new(agent: Uuid, tenant: Uuid, subnet: &str, reason: &str) -> Self {
+        CnciRefused(CnciRefusedError {
+            agent_uuid: agent.to_string(),
+            tenant_uuid: tenant.to_string(),
+            subnet: subnet.to_string(),
+            reason: reason.to_string(),
+        })
+    }
+
+    pub fn agent(&self) -> Result<Uuid, PayloadError> {
+        uuid_key(Self::NAME, "agent_uuid", &self.0.agent_uuid)
+    }
+
+    pub fn tenant(&self) -> Result<Uuid, PayloadError> {
+        uuid_key(Self::NAME, "tenant_uuid", &self.0.tenant_uuid)
+    }
+
+    pub fn subnet(&self) -> Result<Ipv4Subnet, PayloadError> {
+        subnet_of_key(Self::NAME, "subnet", &self.0.subnet)
+    }
+}

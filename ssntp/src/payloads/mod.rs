@@ -46,6 +46,7 @@ pub use control::{
     InstanceDeletedEvent, NodeReport, NodeReportEvent, Start, StartCmd, StartFailure,
     StartFailureBody, StopCmd, WorkloadRequirements, VM_TYPE_CNCI,
 };
+pub use control::{CnciRefused, CnciRefusedError};
 pub use node::{NetworkStat, NodeConnected, NodeConnectedEvent, NodeDisconnected, NodeType, Ready};
 pub use public_ip::{
     AssignPublicIp, AssignPublicIpFailure, PublicIpAssigned, PublicIpCommand, PublicIpEvent,

@@ -10,8 +10,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use super::{
-    log_len, log_tail, running, spawn_in, wait_log, Cluster, Tenant, AGENT_TIMEOUT, NN_IP,
-    PUBLIC_RANGE, SCHEDULER_ADDR, SERVER_NAME,
+    log_len, log_tail, node_run_args, running, spawn_in, wait_log, Cluster, Tenant, AGENT_TIMEOUT,
+    SCHEDULER_ADDR, SERVER_NAME,
 };
 use crate::Proc;
 
@@ -148,25 +148,8 @@ impl Cluster {
         let dir = self.control()?.nn_dir().display().to_string();
         let cert = self.certs.network_node().display().to_string();
         let ca = self.certs.ca().display().to_string();
-        let args = [
-            "--state-dir",
-            &dir,
-            "run",
-            "--scheduler",
-            SCHEDULER_ADDR,
-            "--server-name",
-            SERVER_NAME,
-            "--cert",
-            &cert,
-            "--ca",
-            &ca,
-            "--underlay-ip",
-            NN_IP,
-            "--external-dev",
-            "ext0",
-            "--public-range",
-            PUBLIC_RANGE,
-        ];
+        let args = node_run_args(&dir, &cert, &ca);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let log = self.log("nn");
         let proc = spawn_in(&self.nn.path(), &tool("ciao-nn"), &args, &log)?;
         self.control_mut()?.nn = Some(proc);

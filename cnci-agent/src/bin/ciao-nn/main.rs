@@ -6,16 +6,15 @@ mod node;
 mod records;
 mod show;
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use cnci_agent::cli::NodeArgs;
 use cnci_agent::handlers::Policy;
 use cnci_agent::register::Limits;
-use ipnet::Ipv4Net;
 use ssntp::client::{Client, ClientConfig, ClientEvent};
 use ssntp::frame::role;
 
@@ -48,39 +47,14 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Scheduler address, host:port.
-    #[arg(long, default_value = "127.0.0.1:8888")]
-    scheduler: String,
-    /// Name to verify the scheduler's certificate against; default: the host part.
-    #[arg(long)]
-    server_name: Option<String>,
-    /// The node's certificate and key, with the roles netagent and cnciagent.
-    #[arg(long)]
-    cert: PathBuf,
-    /// The CA certificate.
-    #[arg(long)]
-    ca: PathBuf,
-    /// Where compute nodes' tunnels end (every CNCI's `concentrator_ip`).
-    #[arg(long)]
-    underlay_ip: Ipv4Addr,
-    /// The interface toward the outside: outbound NAT and public IPs go through it.
-    #[arg(long)]
-    external_dev: Option<String>,
-    /// Where public IPs may come from (repeatable CIDR); none: every AssignPublicIP refused.
-    #[arg(long = "public-range")]
-    public_ranges: Vec<Ipv4Net>,
-    /// DNS server the CNCIs' DHCP hands out (repeatable).
-    #[arg(long)]
-    dns: Vec<Ipv4Addr>,
+    #[command(flatten)]
+    common: NodeArgs,
     /// Most CNCIs on this node; a START beyond it is refused (0: no limit).
     #[arg(long, default_value_t = 0)]
     capacity: u32,
     /// Hubs built at once (at start, every recorded CNCI is adopted).
     #[arg(long, default_value_t = 4)]
     parallel: usize,
-    /// Log filter (tracing EnvFilter syntax).
-    #[arg(long, env = "RUST_LOG", default_value = "info")]
-    log_level: String,
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit: every CNCI of the node takes descriptors
@@ -95,7 +69,8 @@ fn raise_fd_limit() -> anyhow::Result<u64> {
 }
 
 fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<()> {
-    ciao_log::init(&args.log_level).with_context(|| format!("log filter {:?}", args.log_level))?;
+    ciao_log::init(&args.common.log_level)
+        .with_context(|| format!("log filter {:?}", args.common.log_level))?;
     match raise_fd_limit() {
         Ok(n) => tracing::info!("RLIMIT_NOFILE {n}"),
         Err(e) => tracing::warn!("could not raise RLIMIT_NOFILE: {e:#}"),
@@ -103,7 +78,7 @@ fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<()> {
     let dir = NodeDir::new(state_dir);
     let _lock = dir.lock()?;
     let me = dir.node_or_create()?;
-    let tls = ssntp::tls::client_config_from_files(&args.cert, &args.ca)
+    let tls = ssntp::tls::client_config_from_files(&args.common.cert, &args.common.ca)
         .context("TLS identity of the node")?;
     let shared = Arc::new(Shared {
         dir,
@@ -113,20 +88,21 @@ fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<()> {
                 max_subnets: 512,
                 max_nodes_per_subnet: 1024,
             },
-            public_ranges: args.public_ranges,
+            public_ranges: args.common.public_ranges,
         },
         server_name: args
+            .common
             .server_name
-            .unwrap_or_else(|| ssntp::client::host_of(&args.scheduler)),
-        addr: args.scheduler,
+            .unwrap_or_else(|| ssntp::client::host_of(&args.common.scheduler)),
+        addr: args.common.scheduler,
         tls,
         building: tokio::sync::Semaphore::new(args.parallel.max(1)),
     });
     let identity = Identity {
         uuid: me.uuid,
-        underlay_ip: args.underlay_ip,
-        external_dev: args.external_dev,
-        dns: args.dns,
+        underlay_ip: args.common.underlay_ip,
+        external_dev: args.common.external_dev,
+        dns: args.common.dns,
         capacity: args.capacity,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
