@@ -6,6 +6,7 @@
 
 pub mod assign;
 pub mod attach;
+pub mod auto_subnet;
 pub mod claim;
 pub mod config;
 mod crash;
