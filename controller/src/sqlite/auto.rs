@@ -141,7 +141,10 @@ mod tests {
             ("10.40.0.0/26".into(), "10.40.0.64/26".into())
         );
         assert_eq!(a.range.0.to_string(), "10.40.0.2", "not the gateway");
-        assert_eq!(store.subnets(t).expect("subnets"), std::slice::from_ref(&a.subnet));
+        assert_eq!(
+            store.subnets(t).expect("subnets"),
+            std::slice::from_ref(&a.subnet)
+        );
         assert_eq!(store.auto_slices(t).expect("slices"), [a, b]);
     }
 
