@@ -24,6 +24,12 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
         cmd @ ("ADD" | "DEL" | "CHECK" | "STATUS" | "GC") => {
             let (version, conf) = conf::parse_stdin(stdin)?;
             let text = conf.cni_version.clone();
+            let conf = match crate::auto::with_auto_subnet(cmd, conf) {
+                Ok(Some(conf)) => conf,
+                // DEL or GC of a network whose ADD never got a subnet: nothing to undo.
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(versioned(e, &text)),
+            };
             let out = match cmd {
                 "ADD" => add(env, version, &conf),
                 "DEL" => del(env, &conf).map(|()| None),

@@ -74,7 +74,12 @@ pub struct NetConf {
     #[serde(rename = "type")]
     pub plugin_type: String,
     pub tenant: uuid::Uuid,
-    pub subnet: Ipv4Net,
+    /// Absent: the controller gives the tenant a subnet (asked through `ciao-node run`).
+    #[serde(default)]
+    pub subnet: Option<Ipv4Net>,
+    /// How long ADD waits for the controller's answer when `subnet` is absent.
+    #[serde(default, rename = "subnetWaitSeconds")]
+    pub subnet_wait_seconds: Option<f64>,
     /// Absent: the node asks the controller for the tenant's CNCI (controller mode).
     #[serde(default)]
     pub cnci: Option<CnciConf>,
@@ -278,7 +283,8 @@ impl NetConf {
     pub fn subnet_config(&self) -> netcore::SubnetConfig {
         netcore::SubnetConfig {
             tenant: self.tenant,
-            subnet: self.subnet,
+            // Resolved before any command runs (`commands::with_auto_subnet`).
+            subnet: self.subnet.unwrap_or_default(),
             cnci: self.cnci.as_ref().map(|c| netcore::Cnci {
                 uuid: c.uuid,
                 ip: c.ip,

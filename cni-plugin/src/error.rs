@@ -13,6 +13,8 @@ pub enum Code {
     Io = 5,
     Decode = 6,
     InvalidConfig = 7,
+    /// The spec's "try again later": a transient condition (the controller is unreachable).
+    TryAgainLater = 11,
     NotAvailable = 50,
     /// Plugin-specific (>= 100): the request conflicts with the node's state.
     Conflict = 100,

@@ -3,6 +3,7 @@
 //! Runtimes run it with CNI_* variables and the network configuration on stdin; it prints a
 //! result or a CNI error JSON on stdout and exits non-zero on error.
 
+mod auto;
 mod commands;
 mod conf;
 mod error;

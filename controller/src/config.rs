@@ -6,6 +6,11 @@
 //! default_tunnel_kind = "vxlan"
 //! public_pools = ["203.0.113.0/28", "198.51.100.10-198.51.100.20"]
 //!
+//! [tenant_subnets]   # for workloads that name no subnet
+//! range = "172.16.0.0/12"
+//! prefix = 24
+//! node_slice_prefix = 27
+//!
 //! [scheduler]
 //! address = "sched.example:8888"
 //! cert = "/etc/ciao/cert-controller-ctl.pem"
@@ -17,6 +22,7 @@ use std::path::{Path, PathBuf};
 use ciao_types::TunnelKind;
 use serde::Deserialize;
 
+use crate::auto_subnet::TenantSubnets;
 use crate::pool::PublicPool;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/ciao-controller";
@@ -31,6 +37,8 @@ pub struct ControllerConfig {
     pub default_tunnel_kind: TunnelKind,
     /// Public addresses to hand out, in order; empty: public IPs are refused.
     pub public_pools: Vec<PublicPool>,
+    /// Where a tenant's automatic subnets come from.
+    pub tenant_subnets: TenantSubnets,
     pub scheduler: SchedulerConfig,
 }
 
@@ -69,7 +77,16 @@ struct RawConfig {
     state_dir: Option<PathBuf>,
     default_tunnel_kind: Option<String>,
     public_pools: Option<Vec<String>>,
+    tenant_subnets: Option<RawTenantSubnets>,
     scheduler: Option<RawScheduler>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTenantSubnets {
+    range: Option<String>,
+    prefix: Option<u8>,
+    node_slice_prefix: Option<u8>,
 }
 
 #[derive(Deserialize)]
@@ -110,6 +127,7 @@ impl ControllerConfig {
                     .map_err(|e| refuse("default_tunnel_kind", format!("{e}")))?,
             },
             public_pools: public_pools(raw.public_pools.unwrap_or_default())?,
+            tenant_subnets: tenant_subnets(raw.tenant_subnets.unwrap_or_default())?,
             scheduler: scheduler(raw.scheduler)?,
         })
     }
@@ -140,6 +158,25 @@ fn public_pools(raw: Vec<String>) -> Result<Vec<PublicPool>, ConfigError> {
         pools.push(pool);
     }
     Ok(pools)
+}
+
+fn tenant_subnets(raw: RawTenantSubnets) -> Result<TenantSubnets, ConfigError> {
+    let default = TenantSubnets::default();
+    let range = match raw.range {
+        None => default.range,
+        Some(text) => text.parse().map_err(|_| {
+            refuse(
+                "tenant_subnets.range",
+                format!("{text:?} is not an IPv4 CIDR"),
+            )
+        })?,
+    };
+    TenantSubnets::new(
+        range,
+        raw.prefix.unwrap_or(default.prefix),
+        raw.node_slice_prefix.unwrap_or(default.node_slice_prefix),
+    )
+    .map_err(|(key, why)| refuse(format!("tenant_subnets.{key}"), why))
 }
 
 fn scheduler(raw: Option<RawScheduler>) -> Result<SchedulerConfig, ConfigError> {

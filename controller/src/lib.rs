@@ -6,6 +6,7 @@
 //! distributed backend (etcd) would be a second implementation of the same trait.
 
 pub mod api;
+pub mod auto_subnet;
 pub mod config;
 pub mod daemon;
 pub mod model;
@@ -13,10 +14,11 @@ pub mod pool;
 pub mod sqlite;
 pub mod store;
 
+pub use auto_subnet::TenantSubnets;
 pub use config::{ConfigError, ControllerConfig, SchedulerConfig};
 pub use model::{
-    Cnci, CnciState, ComputeNode, NetworkNode, PublicIpAssignment, SubnetAssignment, Tenant,
-    TenantState, TenantSubnet,
+    AutoSlice, Cnci, CnciState, ComputeNode, NetworkNode, PublicIpAssignment, SubnetAssignment,
+    Tenant, TenantState, TenantSubnet,
 };
 pub use pool::PublicPool;
 pub use sqlite::{SqliteStore, STORE_FILE};

@@ -168,6 +168,16 @@ pub struct SubnetAssignment {
     pub subnet: TenantSubnet,
 }
 
+/// One compute node's share of a tenant's automatic subnet (a workload that named no subnet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoSlice {
+    pub compute_node: Uuid,
+    pub subnet: TenantSubnet,
+    pub slice: Ipv4Net,
+    /// The first and last address the node gives out (never the gateway).
+    pub range: (Ipv4Addr, Ipv4Addr),
+}
+
 /// A public address given to one private address of a tenant (DNAT/SNAT on its CNCI).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicIpAssignment {

@@ -10,9 +10,10 @@ use ciao_types::TunnelKind;
 use ipnet::Ipv4Net;
 use uuid::Uuid;
 
+use crate::auto_subnet::TenantSubnets;
 use crate::model::{
-    Cnci, CnciState, ComputeNode, NetworkNode, PublicIpAssignment, SubnetAssignment, Tenant,
-    TenantSubnet,
+    AutoSlice, Cnci, CnciState, ComputeNode, NetworkNode, PublicIpAssignment, SubnetAssignment,
+    Tenant, TenantSubnet,
 };
 use crate::pool::PublicPool;
 
@@ -43,6 +44,12 @@ pub enum StoreError {
     UnknownSubnet { tenant: Uuid, cidr: Ipv4Net },
     #[error("no free {0} tunnel id left")]
     TunnelIdsExhausted(TunnelKind),
+    #[error("no free /{prefix} left for tenant {tenant} in tenant_subnets.range {range}")]
+    AutoRangeExhausted {
+        tenant: Uuid,
+        range: Ipv4Net,
+        prefix: u8,
+    },
     #[error("address {address} is in none of tenant {tenant}'s subnets")]
     AddressOutsideSubnets { tenant: Uuid, address: Ipv4Addr },
     #[error("no public IP pool is configured")]
@@ -110,6 +117,19 @@ pub trait Store: Send + Sync {
         kind: TunnelKind,
         compute_node: Uuid,
     ) -> Result<SubnetAssignment>;
+
+    /// A subnet for a workload of `tenant` on `compute_node` that named none: this node's slice
+    /// of one of the tenant's automatic subnets (see [`TenantSubnets`]), the same one on every
+    /// call. A new automatic subnet gets its tunnel id (`kind`) like [`Store::request_subnet`].
+    fn auto_subnet(
+        &self,
+        tenant: Uuid,
+        compute_node: Uuid,
+        plan: &TenantSubnets,
+        kind: TunnelKind,
+    ) -> Result<AutoSlice>;
+    /// Every compute node's slice of the tenant's automatic subnets.
+    fn auto_slices(&self, tenant: Uuid) -> Result<Vec<AutoSlice>>;
 
     /// The last workload of the subnet left `compute_node` (TenantRemoved). The subnet and its
     /// tunnel id stay assigned; a retiring CNCI may stop once no compute node hosts its tenant.

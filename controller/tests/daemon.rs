@@ -605,3 +605,48 @@ fn a_bad_config_is_refused_at_start_naming_the_key() {
         assert!(!state.exists(), "nothing made for a refused config");
     }
 }
+
+// ---- the subnet left out: SubnetRequest -> SubnetAssignment ---------------------------------
+
+/// Sends SubnetRequest for `tenant` every 500 ms until the SubnetAssignment comes.
+async fn ask_subnet(s: &mut Session, cn: Uuid, tenant: Uuid) -> ssntp::payloads::Granted {
+    use ssntp::payloads::{SubnetAssignment, SubnetRequest};
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let ask = SubnetRequest::new(cn, tenant).to_yaml();
+        send(s, kind::EVENT, event::SUBNET_REQUEST, cn, ask).await;
+        let round = Instant::now() + Duration::from_millis(500);
+        while let Ok(next) = tokio::time::timeout_at(round.into(), s.reader.frame()).await {
+            let f = next.expect("read").expect("session open");
+            if (f.kind, f.operand) == (kind::COMMAND, command::SUBNET_ASSIGNMENT) {
+                let a = SubnetAssignment::from_yaml(&f.payload).expect("payload");
+                assert_eq!(a.agent().ok(), Some(cn));
+                return a.outcome().expect("a well-formed assignment");
+            }
+        }
+        assert!(Instant::now() < deadline, "{cn}: no SubnetAssignment");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_get_one_automatic_subnet_with_disjoint_slices_that_survive_a_restart() {
+    let mut bed = Bed::new();
+    let addr = bed.scheduler.addr.clone();
+    let (tenant, cn1, cn2) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let mut s1 = connect(&addr, cn1, role::AGENT).await;
+    let mut s2 = connect(&addr, cn2, role::AGENT).await;
+    let a1 = ask_subnet(&mut s1, cn1, tenant).await.expect("granted");
+    let a2 = ask_subnet(&mut s2, cn2, tenant).await.expect("granted");
+    assert_eq!(a1.0, a2.0, "one subnet for the tenant");
+    assert_eq!(a1.0.to_string(), "172.16.0.0/24", "the range's first block");
+    assert!(a1.2 < a2.1 || a2.2 < a1.1, "disjoint slices: {a1:?} {a2:?}");
+    assert_eq!(a1.1, Ipv4Addr::new(172, 16, 0, 2), "never the gateway");
+    let subnets = bed.store().subnets(tenant).expect("subnets");
+    assert_eq!(subnets.len(), 1);
+    assert!(subnets[0].tunnel_id > 0, "a tunnel id with it");
+
+    // The decision was persisted: a new controller gives the same answer.
+    bed.kill_controller();
+    bed.start_controller();
+    assert_eq!(ask_subnet(&mut s1, cn1, tenant).await, Ok(a1));
+}

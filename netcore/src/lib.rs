@@ -7,6 +7,7 @@
 pub mod arp_nudge;
 pub mod assign;
 pub mod attach;
+pub mod auto_subnet;
 pub mod claim;
 pub mod config;
 mod crash;

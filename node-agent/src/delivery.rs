@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use crate::announce::{self, CnciKey};
 use crate::cnci;
+use crate::subnets::{self, Asks};
 
 /// How many CNCI announcements the reader may queue ahead of the writer; the reader waits
 /// (and with it the scheduler's writes) when they are not taken.
@@ -55,12 +56,17 @@ enum Incoming {
     Announce(Uuid),
     /// A CnciAssignment (or CnciRefused) for a subnet awaiting its CNCI.
     Assignment(Frame),
+    /// A SubnetAssignment for a tenant a front end waits for.
+    Subnet(Frame),
 }
 
 /// What a frame from the scheduler asks of the node, if anything.
 fn incoming(frame: Frame) -> Option<Incoming> {
     if cnci::is_assignment(&frame) || cnci::is_refusal(&frame) {
         return Some(Incoming::Assignment(frame));
+    }
+    if subnets::is_assignment(&frame) {
+        return Some(Incoming::Subnet(frame));
     }
     announced_cnci(&frame).map(Incoming::Announce)
 }
@@ -119,6 +125,11 @@ impl Delivery {
             .map_err(|(_, e)| {
                 anyhow::anyhow!("another ciao-node run holds {}: {e}", lock_path.display())
             })?;
+        let asks = Asks::new(&self.state_dir);
+        tokio::spawn(subnets::serve(
+            subnets::listen(&self.state_dir)?,
+            asks.clone(),
+        ));
         let mut attempt = 0;
         let mut sessions: u64 = 0;
         loop {
@@ -142,7 +153,7 @@ impl Delivery {
                     );
                     async {
                         tracing::info!(node = %uuid, "connected");
-                        if let Err(e) = self.serve(&state, uuid, session).await {
+                        if let Err(e) = self.serve(&state, uuid, session, &asks).await {
                             tracing::warn!("session ended: {e:#}");
                         }
                     }
@@ -161,6 +172,7 @@ impl Delivery {
         state: &StateDir,
         agent: Uuid,
         session: ssntp::client::Session,
+        asks: &Asks,
     ) -> anyhow::Result<()> {
         let ssntp::client::Session {
             mut reader,
@@ -189,7 +201,14 @@ impl Delivery {
             .in_current_span(),
         );
         let result = self
-            .deliver(state, agent, &mut writer, &mut closed, &mut announce_rx)
+            .deliver(
+                state,
+                agent,
+                &mut writer,
+                &mut closed,
+                &mut announce_rx,
+                asks,
+            )
             .await;
         closed.abort();
         result
@@ -204,7 +223,10 @@ impl Delivery {
         writer: &mut ssntp::conn::FrameWriter<W>,
         closed: &mut tokio::task::JoinHandle<anyhow::Error>,
         announce_rx: &mut mpsc::Receiver<Incoming>,
+        asks: &Asks,
     ) -> anyhow::Result<()> {
+        send_subnet_requests(agent, writer, asks).await?;
+        let mut ask_subnets = tokio::time::interval(subnets::ASK_EVERY);
         let first = snapshot(state)?;
         send_reports(state, agent, writer, &first).await?;
         let everyone = announce::cncis_in(&first.nets);
@@ -236,6 +258,7 @@ impl Delivery {
                             Incoming::Assignment(frame) => {
                                 assigned.extend(self.assign(agent, &frame));
                             }
+                            Incoming::Subnet(frame) => asks.answer(agent, &frame),
                         }
                         next = announce_rx.try_recv().ok();
                     }
@@ -262,6 +285,8 @@ impl Delivery {
                         cnci::nudge_in_background(self.state_dir.clone(), tenant, subnet);
                     }
                 }
+                _ = asks.wake.notified() => send_subnet_requests(agent, writer, asks).await?,
+                _ = ask_subnets.tick() => send_subnet_requests(agent, writer, asks).await?,
                 _ = ask.tick() => {
                     let now = snapshot(state)?;
                     send_requests(agent, writer, &now.nets, source, &mut asked, true).await?;
@@ -298,6 +323,18 @@ impl Delivery {
             }
         }
     }
+}
+
+/// Sends a SubnetRequest for every tenant a front end waits for.
+async fn send_subnet_requests<W: AsyncWrite + Unpin>(
+    agent: Uuid,
+    writer: &mut ssntp::conn::FrameWriter<W>,
+    asks: &Asks,
+) -> anyhow::Result<()> {
+    for frame in asks.requests(agent) {
+        writer.frame(&frame).await.context("send a SubnetRequest")?;
+    }
+    Ok(())
 }
 
 /// Sends a CnciRequest for every subnet of `nets` that awaits its CNCI (`all`), or only for

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 mod announce;
 mod cnci;
 mod delivery;
+mod subnets;
 
 #[derive(Parser)]
 #[command(name = "ciao-node", version, about)]

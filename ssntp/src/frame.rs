@@ -30,6 +30,9 @@ pub mod command {
     /// This project's: the controller's answer to a CnciRequest
     /// ([`crate::payloads::CnciAssignment`]), master controller → one compute node.
     pub const CNCI_ASSIGNMENT: u8 = 64;
+    /// This project's: the controller's answer to a SubnetRequest
+    /// ([`crate::payloads::SubnetAssignment`]), master controller → one compute node.
+    pub const SUBNET_ASSIGNMENT: u8 = 65;
 }
 
 /// STATUS operands.
@@ -63,6 +66,9 @@ pub mod event {
     /// This project's: a node describes itself after connecting
     /// ([`crate::payloads::NodeReport`]), node → all controllers.
     pub const NODE_REPORT: u8 = 66;
+    /// This project's: a compute node asks for a tenant's automatic subnet
+    /// ([`crate::payloads::SubnetRequest`]), compute node → all controllers.
+    pub const SUBNET_REQUEST: u8 = 67;
 }
 
 /// ERROR operands.

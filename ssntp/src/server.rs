@@ -246,6 +246,16 @@ fn named(frame: &Frame) -> Named {
             node: one("cnci_request", "agent_uuid"),
             roles: role::AGENT,
         },
+        // The subnet left out (issue 12): same routes as CnciAssignment/CnciRequest.
+        (kind::COMMAND, command::SUBNET_ASSIGNMENT) => Named::ForNode {
+            node: one("subnet_assignment", "agent_uuid"),
+            roles: role::AGENT,
+            start_of: None,
+        },
+        (kind::EVENT, event::SUBNET_REQUEST) => Named::FromNode {
+            node: one("subnet_request", "agent_uuid"),
+            roles: role::AGENT,
+        },
         (kind::EVENT, event::NODE_REPORT) => Named::FromNode {
             node: one("node_report", "node_uuid"),
             roles: role::AGENT | role::NETAGENT,

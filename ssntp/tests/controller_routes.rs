@@ -12,7 +12,7 @@ use ssntp::frame::{command, error, event, kind, role, Frame};
 use ssntp::payloads::{
     CnciAssignment, CnciAssignmentCmd, CnciRefused, CnciRequest, Delete, InstanceDeleted,
     NodeReport, NodeReportEvent, NodeType, Payload, Start, StartFailure, StartFailureBody,
-    TunnelKind,
+    SubnetAssignment, SubnetRequest, TunnelKind,
 };
 use ssntp::server::{Scheduler, SchedulerConfig};
 use ssntp::tls::ServerOptions;
@@ -543,4 +543,48 @@ async fn node_events_reach_every_controller_only_from_the_node_they_name() {
             ]
         );
     }
+}
+
+// ---- the subnet left out: SubnetRequest and SubnetAssignment --------------------------------
+
+#[tokio::test]
+async fn subnet_frames_route_like_the_cnci_ones() {
+    let bed = bed().await;
+    let mut c = cast(&bed).await;
+    let tenant = Uuid::new_v4();
+    let req = |agent| SubnetRequest::new(agent, tenant).to_yaml();
+
+    // Refused: a request naming another agent, or from a network node.
+    send(&mut c.cn, kind::EVENT, event::SUBNET_REQUEST, req(c.nn_id)).await;
+    send(&mut c.nn, kind::EVENT, event::SUBNET_REQUEST, req(c.nn_id)).await;
+    barrier(&mut c.cn).await;
+    barrier(&mut c.nn).await;
+    // Accepted: to every controller.
+    send(&mut c.cn, kind::EVENT, event::SUBNET_REQUEST, req(c.cn_id)).await;
+    for ctl in [&mut c.master, &mut c.backup] {
+        let f = next(ctl).await;
+        assert_eq!((f.kind, f.operand), (kind::EVENT, event::SUBNET_REQUEST));
+        let r = SubnetRequest::from_yaml(&f.payload).expect("request");
+        assert_eq!(r.agent().ok(), Some(c.cn_id));
+    }
+
+    // The assignment goes only to the compute node it names; not from a backup.
+    let range = (Ipv4Addr::new(172, 16, 0, 2), Ipv4Addr::new(172, 16, 0, 31));
+    let subnet = "172.16.0.0/24".parse().expect("subnet");
+    let answer = |agent| SubnetAssignment::granted(agent, tenant, subnet, range).to_yaml();
+    let op = command::SUBNET_ASSIGNMENT;
+    send(&mut c.master, kind::COMMAND, op, answer(c.nn_id)).await;
+    send(&mut c.backup, kind::COMMAND, op, answer(c.cn_id)).await;
+    barrier(&mut c.backup).await;
+    send(&mut c.master, kind::COMMAND, op, answer(c.cn_id)).await;
+    let f = next(&mut c.cn).await;
+    assert_eq!((f.kind, f.operand), (kind::COMMAND, op));
+    let got = SubnetAssignment::from_yaml(&f.payload).expect("assignment");
+    assert_eq!(got.outcome().ok(), Some(Ok((subnet, range.0, range.1))));
+    // Nothing else came: the next frame after a barrier is the barrier's own answer.
+    assert!(barrier(&mut c.cn).await.is_empty(), "one assignment only");
+    assert!(
+        barrier(&mut c.nn).await.is_empty(),
+        "none to the network node"
+    );
 }

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
+mod auto;
 mod control;
 pub use control::PUBLIC_POOL;
 

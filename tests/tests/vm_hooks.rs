@@ -175,7 +175,6 @@ fn bad_configuration_is_refused_in_one_line_naming_it_and_nothing_is_attached() 
     let mut cases: Vec<(String, Vec<(String, String)>)> = Vec::new();
     for var in [
         "CIAO_TENANT",
-        "CIAO_SUBNET",
         "CIAO_CNCI_UUID",
         "CIAO_CNCI_IP",
         "CIAO_VM_IP",
@@ -208,6 +207,16 @@ fn bad_configuration_is_refused_in_one_line_naming_it_and_nothing_is_attached() 
             "{var}: {err}"
         );
     }
+    // No CIAO_SUBNET (the controller's subnet) and no `ciao-node run` here: exit 2 saying so.
+    let e: Vec<(String, String)> = base
+        .iter()
+        .filter(|(k, _)| k != "CIAO_SUBNET")
+        .cloned()
+        .collect();
+    let out = hook(&node, "ciao-qemu-ifup", &["tapbad0"], &e);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("ciao-node run is not running (no "), "{err}");
     let line = link_line(&node, "tapbad0");
     assert!(!line.contains("master"), "{line}");
     node.assert_clean();

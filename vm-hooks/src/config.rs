@@ -26,6 +26,8 @@ pub const DEFAULT_VNIC_DIR: &str = "/run/ciao/vnics";
 pub mod var {
     pub const TENANT: &str = "CIAO_TENANT";
     pub const SUBNET: &str = "CIAO_SUBNET";
+    /// Without CIAO_SUBNET: how long ifup waits for the controller's subnet (default 10).
+    pub const SUBNET_WAIT_SECONDS: &str = "CIAO_SUBNET_WAIT_SECONDS";
     pub const CNCI_UUID: &str = "CIAO_CNCI_UUID";
     pub const CNCI_IP: &str = "CIAO_CNCI_IP";
     pub const VM_IP: &str = "CIAO_VM_IP";
@@ -72,6 +74,7 @@ enum Key {
     Mtu,
     Underlay,
     StateDir,
+    SubnetWait,
 }
 
 impl Key {
@@ -90,6 +93,7 @@ impl Key {
             Key::Mtu => var::MTU,
             Key::Underlay => var::UNDERLAY,
             Key::StateDir => var::STATE_DIR,
+            Key::SubnetWait => var::SUBNET_WAIT_SECONDS,
         }
     }
 
@@ -108,6 +112,7 @@ impl Key {
             Key::Mtu => "mtu",
             Key::Underlay => "underlay",
             Key::StateDir => "stateDir",
+            Key::SubnetWait => "subnetWaitSeconds",
         }
     }
 
@@ -142,6 +147,7 @@ struct VnicFile {
     mtu: Option<u32>,
     underlay: Option<String>,
     state_dir: Option<String>,
+    subnet_wait_seconds: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -196,6 +202,7 @@ impl Source<'_> {
                 Key::Mtu => f.mtu.map(|m| m.to_string()),
                 Key::Underlay => f.underlay.clone(),
                 Key::StateDir => f.state_dir.clone(),
+                Key::SubnetWait => f.subnet_wait_seconds.map(|w| w.to_string()),
             },
         };
         Ok(value.filter(|v| !v.trim().is_empty()))
@@ -271,8 +278,17 @@ pub fn load(tap: &str, env: Lookup<'_>) -> Result<HookConfig, Error> {
 
     // In the order a launcher would write them, so the first missing one is named first.
     let tenant: Uuid = source.parse(Key::Tenant, "a UUID", &source.required(Key::Tenant)?)?;
-    let subnet_text = source.required(Key::Subnet)?;
-    let subnet: Ipv4Net = source.parse(Key::Subnet, "an IPv4 CIDR", &subnet_text)?;
+    let (subnet, node_range) = match source.get(Key::Subnet)? {
+        Some(text) => (
+            source.parse::<Ipv4Net>(Key::Subnet, "an IPv4 CIDR", &text)?,
+            None,
+        ),
+        // Everything local is checked before the node is asked.
+        None => {
+            source.required(Key::Ip)?;
+            auto_subnet(&source, env, tenant)?
+        }
+    };
     // Both or neither: without a CNCI the node asks the controller for it (controller mode).
     let cnci = if source.get(Key::CnciUuid)?.is_some() || source.get(Key::CnciIp)?.is_some() {
         Some(Cnci {
@@ -315,7 +331,7 @@ pub fn load(tap: &str, env: Lookup<'_>) -> Result<HookConfig, Error> {
         cnci,
         tunnel_kind,
         tunnel_id,
-        node_range: None,
+        node_range,
         gateway,
         mtu,
         underlay_device,
@@ -328,6 +344,19 @@ pub fn load(tap: &str, env: Lookup<'_>) -> Result<HookConfig, Error> {
         other => Error::Core(other),
     })?;
 
+    if let Some(r) = subnet_cfg
+        .node_range
+        .as_ref()
+        .filter(|r| ip < r.start || ip > r.end)
+    {
+        return Err(source.invalid(
+            Key::Ip,
+            format!(
+                "{ip} is outside this node's range {}-{} of the tenant's automatic subnet {subnet}",
+                r.start, r.end
+            ),
+        ));
+    }
     if !subnet_cfg.is_host(ip) {
         return Err(source.invalid(Key::Ip, format!("{ip} is not a host address of {subnet}")));
     }
@@ -376,6 +405,33 @@ pub fn load(tap: &str, env: Lookup<'_>) -> Result<HookConfig, Error> {
         mac,
         file,
     })
+}
+
+/// No subnet given: the controller's subnet for the tenant and this node's range, from the
+/// node's cache or `ciao-node run` (at most the configured wait).
+fn auto_subnet(
+    source: &Source<'_>,
+    env: Lookup<'_>,
+    tenant: Uuid,
+) -> Result<(Ipv4Net, Option<netcore::AddrRange>), Error> {
+    let wait = match source.get(Key::SubnetWait)? {
+        None => netcore::auto_subnet::DEFAULT_WAIT,
+        Some(text) => {
+            let secs: f64 = source.parse(Key::SubnetWait, "a number of seconds", &text)?;
+            if !(secs > 0.0 && secs <= 3600.0) {
+                return Err(source.invalid(Key::SubnetWait, format!("{secs} is not in (0, 3600]")));
+            }
+            std::time::Duration::from_secs_f64(secs)
+        }
+    };
+    let state_dir = state_dir_of(source, env)?;
+    let got = netcore::auto_subnet::resolve(&state_dir, tenant, wait)
+        .map_err(|e| Error::AutoSubnet(e.to_string()))?;
+    let range = netcore::AddrRange {
+        start: got.range_start,
+        end: got.range_end,
+    };
+    Ok((got.subnet, Some(range)))
 }
 
 /// The node state directory: the file's `stateDir`, else `CIAO_STATE_DIR`, else the default.
@@ -458,6 +514,38 @@ mod tests {
     }
 
     #[test]
+    fn without_a_subnet_the_nodes_automatic_subnet_and_range_are_used() {
+        let dir = tempfile::tempdir().expect("state dir");
+        let mut env = good();
+        env.remove(var::SUBNET);
+        env.remove(var::CNCI_UUID);
+        env.remove(var::CNCI_IP);
+        env.insert(var::STATE_DIR, dir.path().display().to_string());
+        env.insert(var::SUBNET_WAIT_SECONDS, "0.2".to_string());
+        // No ciao-node run, nothing cached: exit 2, at once, saying so.
+        let err = load_map(&env).expect_err("no daemon");
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string().contains("ciao-node run is not running"),
+            "{err}"
+        );
+        let tenant = env[var::TENANT].parse().expect("tenant");
+        let got = netcore::auto_subnet::AutoSubnet {
+            subnet: "172.16.1.0/24".parse().expect("subnet"),
+            range_start: Ipv4Addr::new(172, 16, 1, 32),
+            range_end: Ipv4Addr::new(172, 16, 1, 63),
+        };
+        netcore::auto_subnet::remember(dir.path(), tenant, got).expect("cache");
+        let cfg = load_map(&env).expect("from the cache");
+        assert_eq!(cfg.subnet.subnet, got.subnet);
+        let range = cfg.subnet.node_range.expect("the node's range");
+        assert_eq!((range.start, range.end), (got.range_start, got.range_end));
+        env.insert(var::VM_IP, "172.16.1.10".to_string());
+        let err = load_map(&env).expect_err("outside the range").to_string();
+        assert!(err.contains("outside this node's range"), "{err}");
+    }
+
+    #[test]
     fn without_a_cnci_the_controller_assigns_one() {
         let mut env = good();
         env.remove(var::CNCI_UUID);
@@ -471,13 +559,8 @@ mod tests {
 
     #[test]
     fn each_missing_variable_is_named() {
-        for var in [
-            var::TENANT,
-            var::SUBNET,
-            var::CNCI_UUID,
-            var::CNCI_IP,
-            var::VM_IP,
-        ] {
+        // CIAO_SUBNET may be left out (the controller's subnet, tested below).
+        for var in [var::TENANT, var::CNCI_UUID, var::CNCI_IP, var::VM_IP] {
             let mut env = good();
             env.remove(var);
             let err = load_map(&env).expect_err(var);
@@ -564,7 +647,7 @@ mod tests {
         )
         .expect("write");
         let err = load_map(&env).expect_err("incomplete").to_string();
-        assert_eq!(err, format!("{} field subnet is missing", path.display()));
+        assert_eq!(err, format!("{} field ip is missing", path.display()));
 
         std::fs::write(&path, r#"{"tenant":"x","subnett":"y"}"#).expect("write");
         let err = load_map(&env).expect_err("unknown key").to_string();

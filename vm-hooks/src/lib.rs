@@ -26,6 +26,9 @@ pub enum Error {
     Invalid { field: String, message: String },
     #[error("{path}: {message}")]
     File { path: String, message: String },
+    /// No subnet configured and none from the controller (reason from `netcore::auto_subnet`).
+    #[error("{0}")]
+    AutoSubnet(String),
     #[error(transparent)]
     Core(#[from] netcore::Error),
 }
@@ -34,7 +37,11 @@ impl Error {
     /// 2 for usage and configuration errors, 1 for everything else; QEMU only needs non-zero.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) | Error::Missing(_) | Error::Invalid { .. } | Error::File { .. } => 2,
+            Error::Usage(_)
+            | Error::Missing(_)
+            | Error::Invalid { .. }
+            | Error::File { .. }
+            | Error::AutoSubnet(_) => 2,
             // The core refused a value of the configuration (e.g. a subnet the controller
             // refused, or one overlapping another of the tenant's on this node).
             Error::Core(netcore::Error::Invalid { .. }) => 2,

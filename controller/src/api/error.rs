@@ -67,6 +67,7 @@ fn status_and_code(err: &StoreError) -> (StatusCode, &'static str) {
         StoreError::CnciTransition { .. } => (S::CONFLICT, "cnci_transition"),
         StoreError::SubnetOverlap { .. } => (S::CONFLICT, "subnet_overlap"),
         StoreError::TunnelIdsExhausted(_) => (S::CONFLICT, "tunnel_ids_exhausted"),
+        StoreError::AutoRangeExhausted { .. } => (S::CONFLICT, "tenant_subnets_exhausted"),
         StoreError::NoPublicPool => (S::CONFLICT, "no_public_pool"),
         StoreError::PublicPoolExhausted { .. } => (S::CONFLICT, "public_pool_exhausted"),
         StoreError::PublicIpNotOwned { .. } => (S::CONFLICT, "public_ip_not_owned"),

@@ -50,7 +50,8 @@ async fn main() -> anyhow::Result<()> {
             tracing::error!("admin API stopped: {e}");
         }
     });
-    let ctl = Controller::new(me, store, cfg.default_tunnel_kind);
+    let ctl =
+        Controller::new(me, store, cfg.default_tunnel_kind).with_tenant_subnets(cfg.tenant_subnets);
     ctl.forget_sessions()?;
     tracing::info!(
         uuid = %me,

@@ -138,3 +138,27 @@ fn a_missing_file_is_named() {
         .to_string()
         .contains("/nonexistent/ciao-controller.toml"));
 }
+
+#[test]
+fn tenant_subnets_default_and_bad_values_are_named() {
+    let config = ControllerConfig::from_toml(CERTS).expect("minimal config");
+    assert_eq!(config.tenant_subnets, TenantSubnets::default());
+    let with = |body: &str| format!("[tenant_subnets]\n{body}\n{CERTS}");
+    let ok = ControllerConfig::from_toml(&with("range = \"10.8.0.0/16\"\nprefix = 26"))
+        .expect("custom range");
+    assert_eq!(ok.tenant_subnets.range.to_string(), "10.8.0.0/16");
+    assert_eq!(ok.tenant_subnets.node_slice_prefix, 27);
+    for (body, key) in [
+        ("range = \"nope\"", "tenant_subnets.range:"),
+        ("range = \"127.0.0.0/8\"", "tenant_subnets.range:"),
+        ("range = \"10.0.0.0/25\"", "tenant_subnets.prefix:"),
+        ("prefix = 28", "tenant_subnets.node_slice_prefix:"),
+        (
+            "node_slice_prefix = 32",
+            "tenant_subnets.node_slice_prefix:",
+        ),
+    ] {
+        let err = refused(&with(body));
+        assert!(err.contains(&format!("config key {key}")), "{body}: {err}");
+    }
+}

@@ -8,6 +8,7 @@
 pub mod frames;
 pub mod identity;
 mod run;
+mod subnet;
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -21,6 +22,7 @@ use ssntp::payloads::{
 };
 use uuid::Uuid;
 
+use crate::auto_subnet::TenantSubnets;
 use crate::model::{Cnci, CnciState, PublicIpAssignment, TenantState};
 use crate::store::{NetworkNodeReport, Store, StoreError};
 
@@ -60,6 +62,8 @@ pub struct Controller {
     waiting: HashMap<Uuid, HashSet<(Uuid, Ipv4Net)>>,
     /// Compute nodes recorded this run with their address: spares a store write per request.
     recorded: HashMap<Uuid, Ipv4Addr>,
+    /// Where automatic tenant subnets come from.
+    tenant_subnets: TenantSubnets,
 }
 
 impl Controller {
@@ -70,7 +74,14 @@ impl Controller {
             default_kind,
             waiting: HashMap::new(),
             recorded: HashMap::new(),
+            tenant_subnets: TenantSubnets::default(),
         }
+    }
+
+    /// Automatic subnets from `plan` instead of the default range.
+    pub fn with_tenant_subnets(mut self, plan: TenantSubnets) -> Self {
+        self.tenant_subnets = plan;
+        self
     }
 
     /// At start every node counts as disconnected until the scheduler's NodeConnected says
@@ -93,6 +104,7 @@ impl Controller {
             (kind::EVENT, event::NODE_DISCONNECTED) => self.node_disconnected(p),
             (kind::EVENT, event::NODE_REPORT) => self.node_report(p),
             (kind::EVENT, event::CNCI_REQUEST) => self.cnci_request(p),
+            (kind::EVENT, event::SUBNET_REQUEST) => self.subnet_request(p),
             (kind::EVENT, event::CONCENTRATOR_INSTANCE_ADDED) => self.cnci_ready(p),
             (kind::EVENT, event::INSTANCE_DELETED) => self.cnci_deleted(p),
             (kind::ERROR, error::START_FAILURE) => self.start_failed(p),

@@ -179,6 +179,7 @@ pub fn forget_tenant(conn: &Connection, tenant: Uuid) -> Result<()> {
     for sql in [
         "DELETE FROM public_ips WHERE tenant = ?1",
         "DELETE FROM subnet_nodes WHERE tenant = ?1",
+        "DELETE FROM auto_slices WHERE tenant = ?1",
         "DELETE FROM subnets WHERE tenant = ?1",
         "DELETE FROM cncis WHERE tenant = ?1",
         "DELETE FROM tenants WHERE uuid = ?1",

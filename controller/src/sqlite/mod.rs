@@ -6,6 +6,7 @@
 //! `BEGIN` (IMMEDIATE), so concurrent callers, in this process or another, serialize instead of
 //! deciding on the same snapshot; the busy timeout makes them wait rather than fail.
 
+mod auto;
 mod decide;
 mod ops;
 mod rows;

@@ -8,10 +8,11 @@ use ipnet::Ipv4Net;
 use rusqlite::params;
 use uuid::Uuid;
 
-use super::{decide, rows, SqliteStore};
+use super::{auto, decide, rows, SqliteStore};
+use crate::auto_subnet::TenantSubnets;
 use crate::model::{
-    Cnci, CnciState, ComputeNode, NetworkNode, PublicIpAssignment, SubnetAssignment, Tenant,
-    TenantState, TenantSubnet,
+    AutoSlice, Cnci, CnciState, ComputeNode, NetworkNode, PublicIpAssignment, SubnetAssignment,
+    Tenant, TenantState, TenantSubnet,
 };
 use crate::pool::PublicPool;
 use crate::store::{NetworkNodeReport, Result, Store, StoreError};
@@ -88,6 +89,20 @@ impl Store for SqliteStore {
             decide::subnet_hosted_by(tx, tenant, cidr, compute_node)?;
             Ok(SubnetAssignment { cnci, subnet })
         })
+    }
+
+    fn auto_subnet(
+        &self,
+        tenant: Uuid,
+        compute_node: Uuid,
+        plan: &TenantSubnets,
+        kind: TunnelKind,
+    ) -> Result<AutoSlice> {
+        self.write(|tx| auto::slice_for(tx, tenant, compute_node, plan, kind))
+    }
+
+    fn auto_slices(&self, tenant: Uuid) -> Result<Vec<AutoSlice>> {
+        self.read(|tx| auto::slices(tx, tenant))
     }
 
     fn subnet_left(&self, tenant: Uuid, cidr: Ipv4Net, compute_node: Uuid) -> Result<()> {

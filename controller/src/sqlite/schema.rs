@@ -9,7 +9,8 @@ use crate::store::{Result, StoreError};
 ///
 /// Version 1 holds nodes, tenants, CNCIs and subnets with their tunnel ids. Version 2 adds the
 /// compute nodes hosting each subnet (so a deleted tenant's CNCI knows when to stop) and the
-/// public IP pools and assignments.
+/// public IP pools and assignments. Version 3 adds the compute nodes' slices of the tenants'
+/// automatic subnets (a workload that named no subnet).
 pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE TABLE network_nodes (
@@ -66,6 +67,17 @@ pub const MIGRATIONS: &[&str] = &[
         tenant TEXT NOT NULL REFERENCES tenants(uuid),
         private TEXT NOT NULL,
         UNIQUE (tenant, private)
+    );
+    "#,
+    r#"
+    CREATE TABLE auto_slices (
+        tenant TEXT NOT NULL,
+        compute_node TEXT NOT NULL,
+        cidr TEXT NOT NULL,
+        slice TEXT NOT NULL,
+        PRIMARY KEY (tenant, compute_node),
+        UNIQUE (tenant, slice),
+        FOREIGN KEY (tenant, cidr) REFERENCES subnets(tenant, cidr)
     );
     "#,
 ];

@@ -27,6 +27,7 @@ mod field;
 mod node;
 mod public_ip;
 mod quote;
+mod subnet;
 mod tenant;
 #[cfg(test)]
 mod tests;
@@ -52,6 +53,9 @@ pub use public_ip::{
     AssignPublicIp, AssignPublicIpFailure, PublicIpAssigned, PublicIpCommand, PublicIpEvent,
     PublicIpFailure, PublicIpFailureReason, PublicIpUnassigned, ReleasePublicIp,
     UnassignPublicIpFailure,
+};
+pub use subnet::{
+    Granted, SubnetAssignment, SubnetAssignmentCmd, SubnetRequest, SubnetRequestEvent,
 };
 pub use tenant::{
     ParseTunnelKindError, RemoteSubnet, TenantAdded, TenantAddedEvent, TenantRemoved, TenantSync,
