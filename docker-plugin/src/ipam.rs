@@ -5,7 +5,10 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde_json::json;
 
+use netcore::auto_subnet;
+
 use crate::api;
+use crate::auto;
 use crate::error::PluginError;
 use crate::options;
 use crate::plugin::{Plugin, Reply, HOLDER};
@@ -21,36 +24,26 @@ impl<K: netcore::Kernel> Plugin<K> {
                 "ciao networks are IPv4 only: drop --ipv6".into(),
             ));
         }
-        if r.pool.is_empty() {
-            return Err(PluginError::Invalid(
-                "the ciao IPAM driver needs --subnet: the tenant subnet, e.g. --subnet 172.16.1.0/24"
-                    .into(),
-            ));
-        }
-        if let Some(key) = r.options.as_ref().and_then(|o| o.keys().next()) {
-            return Err(PluginError::Invalid(format!(
-                "unknown --ipam-opt {key}: the ciao IPAM driver takes none (use -o on the network)"
-            )));
-        }
-        let pool = options::parse_subnet("--subnet", &r.pool)?;
-        if pool.prefix_len() > 30 {
-            return Err(PluginError::Invalid(format!(
-                "--subnet {pool} is too small: a tenant subnet needs at least a /30"
-            )));
-        }
-        let sub_pool = match r.sub_pool.as_str() {
-            "" => None,
-            text => {
-                let sub: Ipv4Net = text.parse().map_err(|_| {
-                    PluginError::Invalid(format!("--ip-range {text:?} is not an IPv4 CIDR"))
-                })?;
-                if !pool.contains(&sub) {
-                    return Err(PluginError::Invalid(format!(
-                        "--ip-range {sub} is outside --subnet {pool}"
-                    )));
-                }
-                Some(sub)
+        let ipam = auto::ipam_opts(r.options.as_ref())?;
+        let (pool, sub_pool, node_range) = if r.pool.is_empty() {
+            let tenant = ipam.tenant.ok_or_else(auto::no_subnet)?;
+            if !r.sub_pool.is_empty() {
+                return Err(PluginError::Invalid(format!(
+                    "--ip-range {} needs --subnet: an automatic subnet comes with this node's range",
+                    r.sub_pool
+                )));
             }
+            let wait = ipam.wait.unwrap_or(auto_subnet::DEFAULT_WAIT);
+            let got = auto::resolve(&self.state_dir, tenant, wait)?;
+            (got.subnet, Some(got.slice), Some(got.range))
+        } else {
+            if ipam.wait.is_some() {
+                return Err(PluginError::Invalid(
+                    "--ipam-opt subnet-wait-seconds is for networks without --subnet".into(),
+                ));
+            }
+            let (pool, sub_pool) = given_pool(&r)?;
+            (pool, sub_pool, None)
         };
         let _ = r.address_space;
         let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -70,6 +63,8 @@ impl<K: netcore::Kernel> Plugin<K> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos())
                 .unwrap_or(0),
+            tenant: ipam.tenant,
+            node_range,
         })?;
         Ok(json!({"PoolID": id, "Pool": pool.to_string(), "Data": {}}))
     }
@@ -151,4 +146,29 @@ impl<K: netcore::Kernel> Plugin<K> {
         }
         Ok(json!({}))
     }
+}
+
+/// `--subnet` and `--ip-range`, checked.
+fn given_pool(r: &api::RequestPool) -> Result<(Ipv4Net, Option<Ipv4Net>), PluginError> {
+    let pool = options::parse_subnet("--subnet", &r.pool)?;
+    if pool.prefix_len() > 30 {
+        return Err(PluginError::Invalid(format!(
+            "--subnet {pool} is too small: a tenant subnet needs at least a /30"
+        )));
+    }
+    let sub_pool = match r.sub_pool.as_str() {
+        "" => None,
+        text => {
+            let sub: Ipv4Net = text.parse().map_err(|_| {
+                PluginError::Invalid(format!("--ip-range {text:?} is not an IPv4 CIDR"))
+            })?;
+            if !pool.contains(&sub) {
+                return Err(PluginError::Invalid(format!(
+                    "--ip-range {sub} is outside --subnet {pool}"
+                )));
+            }
+            Some(sub)
+        }
+    };
+    Ok((pool, sub_pool))
 }

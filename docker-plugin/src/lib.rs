@@ -4,6 +4,7 @@
 //! of the shared core, which owns bridges, tunnels, IPAM and reports.
 
 pub mod api;
+pub mod auto;
 pub mod error;
 mod ipam;
 pub mod options;

@@ -2,7 +2,7 @@
 //!
 //! | Docker call | what happens |
 //! |---|---|
-//! | RequestPool | a pool record (subnet, `--ip-range`); no tenant yet, Docker sends options later |
+//! | RequestPool | a pool record (subnet, `--ip-range`), or with `--ipam-opt tenant` alone the controller's subnet and range (see [`crate::auto`]) |
 //! | RequestAddress (gateway) | recorded in the pool: the gateway is the CNCI's, never allocated |
 //! | CreateNetwork | `-o` options + pool → the core's `SubnetConfig`, validated, recorded |
 //! | RequestAddress | a *hold* in the core's IPAM of the tenant subnet (shared with CNI and VMs) |
@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use netcore::netlink::Netlink;
 use netcore::{Kernel, Node, NodeConfig, VnicId, VnicKind, VnicRequest};
@@ -35,6 +35,8 @@ pub(crate) type Reply = Result<Value, PluginError>;
 pub struct Plugin<K: Kernel = Netlink> {
     pub(crate) node: Node<K>,
     pub(crate) store: Store,
+    /// The node's state directory: the automatic-subnet cache and `ciao-node run`'s socket.
+    pub(crate) state_dir: PathBuf,
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, PluginError> {
@@ -75,7 +77,11 @@ impl<K: Kernel> Plugin<K> {
     /// The plugin on an opened node (whose state directory is `state_dir`), reconciled.
     pub fn with_node(node: Node<K>, state_dir: &Path) -> Result<Self, PluginError> {
         let store = Store::open(state_dir)?;
-        let mut plugin = Self { node, store };
+        let mut plugin = Self {
+            node,
+            store,
+            state_dir: state_dir.to_path_buf(),
+        };
         plugin.reconcile()?;
         Ok(plugin)
     }
@@ -196,7 +202,7 @@ impl<K: Kernel> Plugin<K> {
             gw => Some(options::parse_addr(gw)?),
         };
         let _ = &data.address_space;
-        let opts = options::generic_options(&r.options)?;
+        let mut opts = options::generic_options(&r.options)?;
         options::check_keys(&opts)?;
         // IPv4Data names the subnet, not the PoolID: take the newest unbound pool of that subnet
         // and gateway (Docker runs RequestPool, RequestAddress, CreateNetwork back to back).
@@ -215,7 +221,15 @@ impl<K: Kernel> Plugin<K> {
                     "no ciao address pool for {subnet}: create the network with --ipam-driver ciao"
                 ))
             })?;
-        let config = options::subnet_config(&opts, subnet, pool.sub_pool, gateway)?;
+        if let Some(tenant) = pool.tenant {
+            same_tenant(&mut opts, tenant)?;
+        }
+        let mut config = options::subnet_config(&opts, subnet, pool.sub_pool, gateway)?;
+        if pool.node_range.is_some() {
+            // The controller's exact range, as the CNI plugin and the QEMU hooks use it.
+            config.node_range = pool.node_range;
+            config.validate()?;
+        }
         let key = config.net_key();
         if let Some(other) = self
             .store
@@ -447,5 +461,21 @@ impl<K: Kernel> Plugin<K> {
             value.insert("host_veth", v.host_ifname);
         }
         Ok(json!({ "Value": value }))
+    }
+}
+
+/// `-o tenant` of a network whose pool came with `--ipam-opt tenant`: absent (then the pool's)
+/// or the same.
+fn same_tenant(opts: &mut BTreeMap<String, String>, tenant: uuid::Uuid) -> Result<(), PluginError> {
+    match opts.get("tenant") {
+        None => {
+            opts.insert("tenant".into(), tenant.to_string());
+            Ok(())
+        }
+        Some(given) if given.trim().parse::<uuid::Uuid>().ok() == Some(tenant) => Ok(()),
+        Some(given) => Err(PluginError::Invalid(format!(
+            "-o tenant={given} differs from --ipam-opt tenant={tenant}: give the tenant once \
+             (--ipam-opt tenant) or the same in both"
+        ))),
     }
 }

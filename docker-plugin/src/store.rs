@@ -20,9 +20,10 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
-use netcore::SubnetConfig;
+use netcore::{AddrRange, SubnetConfig};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::error::PluginError;
 
@@ -38,6 +39,13 @@ pub struct PoolRecord {
     /// When RequestPool made it (ns since the epoch): CreateNetwork binds the newest.
     #[serde(default)]
     pub created: u128,
+    /// `--ipam-opt tenant=T`: CreateNetwork's `-o tenant` must be absent or the same.
+    #[serde(default)]
+    pub tenant: Option<Uuid>,
+    /// The controller's exact range for this node, when RequestPool got an automatic subnet
+    /// (`sub_pool` is the slice's CIDR, which may also cover the gateway).
+    #[serde(default)]
+    pub node_range: Option<AddrRange>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
