@@ -17,7 +17,8 @@ use crate::error::PluginError;
 
 /// The `--ipam-opt` keys the IPAM driver understands.
 pub const IPAM_KEYS: &[&str] = &["tenant", "subnet-wait-seconds"];
-/// The longest wait accepted: below dockerd's 30 s timeout of a plugin call.
+/// The longest wait accepted: the plugin answers no other call while RequestPool waits, and
+/// the wait must stay well under the server's request timeout (`--request-timeout-secs`).
 const MAX_WAIT_SECONDS: f64 = 25.0;
 
 /// The checked `--ipam-opt` options.
