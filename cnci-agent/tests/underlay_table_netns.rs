@@ -39,7 +39,7 @@ fn uplink(i: u32) -> Uplink {
         uplink_net: format!("100.64.{}.{}/31", i / 128, (i % 128) * 2)
             .parse()
             .expect("net"),
-        external_dev: (i % 2 == 0).then(|| "ext0".to_string()),
+        external_dev: i.is_multiple_of(2).then(|| "ext0".to_string()),
     }
 }
 
