@@ -141,11 +141,12 @@ pub fn underlay_nets_script(table: &str, nets: &[Ipv4Net]) -> String {
     )
 }
 
-/// Creates the node-wide table unless it exists; true if this call created it. A concurrent
-/// creator makes `create` fail, after which the table exists and is used as it is.
-pub fn ensure_underlay_table(ns: Option<BorrowedFd<'_>>) -> Result<bool> {
+/// Creates the node-wide table unless `tables` (the namespace's ip tables) holds it; true if
+/// this call created it. A concurrent creator makes `create` fail, after which the table exists
+/// and is used as it is.
+fn ensure_underlay_table_in(ns: Option<BorrowedFd<'_>>, tables: &[String]) -> Result<bool> {
     let (name, ruleset) = underlay_table();
-    if table_exists(ns, &name)? {
+    if tables.contains(&name) {
         return Ok(false);
     }
     match nft(
@@ -154,27 +155,48 @@ pub fn ensure_underlay_table(ns: Option<BorrowedFd<'_>>) -> Result<bool> {
         &format!("create table ip {name}\n{ruleset}"),
     ) {
         Ok(_) => Ok(true),
-        Err(_) if table_exists(ns, &name)? => Ok(false),
+        Err(_) if table_names(ns)?.contains(&name) => Ok(false),
         Err(e) => Err(e),
     }
 }
 
-fn table_exists(ns: Option<BorrowedFd<'_>>, table: &str) -> Result<bool> {
+/// [`ensure_underlay_table_in`] after listing the namespace's tables.
+pub fn ensure_underlay_table(ns: Option<BorrowedFd<'_>>) -> Result<bool> {
+    ensure_underlay_table_in(ns, &table_names(ns)?)
+}
+
+/// The names of the namespace's tables of family ip.
+fn table_names(ns: Option<BorrowedFd<'_>>) -> Result<Vec<String>> {
     let tables = nft(ns, &["list", "tables", "ip"], "")?;
     Ok(tables
         .lines()
-        .any(|l| l.trim() == format!("table ip {table}")))
+        .filter_map(|l| l.trim().strip_prefix("table ip "))
+        .map(str::to_string)
+        .collect())
 }
 
-/// Ensures the node-wide table and adds `uplink`'s elements and the underlay networks.
-pub fn add_uplink(ns: Option<BorrowedFd<'_>>, uplink: &Uplink, nets: &[Ipv4Net]) -> Result<()> {
-    ensure_underlay_table(ns)?;
+fn table_exists(ns: Option<BorrowedFd<'_>>, table: &str) -> Result<bool> {
+    Ok(table_names(ns)?.iter().any(|t| t == table))
+}
+
+/// Ensures the node-wide table and adds `uplink`'s elements and the underlay networks, in one
+/// transaction that also deletes `legacy` (an earlier build's table of this CNCI) if it exists.
+/// One listing and one transaction: creating and deleting a table costs a kernel grace period
+/// (about 20 ms), so the legacy table is only named when it is there.
+pub fn add_uplink(
+    ns: Option<BorrowedFd<'_>>,
+    uplink: &Uplink,
+    nets: &[Ipv4Net],
+    legacy: &str,
+) -> Result<()> {
+    let tables = table_names(ns)?;
+    ensure_underlay_table_in(ns, &tables)?;
     let (table, _) = underlay_table();
-    let script = format!(
-        "{}{}",
-        uplink.add_script(&table),
-        underlay_nets_script(&table, nets)
-    );
+    let mut script = uplink.add_script(&table);
+    script.push_str(&underlay_nets_script(&table, nets));
+    if tables.iter().any(|t| t == legacy) {
+        script.push_str(&format!("delete table ip {legacy}\n"));
+    }
     nft(ns, &["-f", "-"], &script).map(|_| ())
 }
 

@@ -43,6 +43,16 @@ fn uplink(i: u32) -> Uplink {
     }
 }
 
+fn in_ns(ns: &Ns, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0])
+        .args(args)
+        .output()
+        .expect("ip netns exec");
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn listing(ns: &Ns) -> String {
     let (name, _) = nft::underlay_table();
     let out = Command::new("ip")
@@ -61,7 +71,9 @@ fn cncis_share_one_table_and_each_removes_exactly_its_elements() {
     std::thread::scope(|s| {
         for i in 0..8 {
             let fd = fd.as_fd();
-            s.spawn(move || nft::add_uplink(Some(fd), &uplink(i), &nets).expect("add"));
+            s.spawn(move || {
+                nft::add_uplink(Some(fd), &uplink(i), &nets, "ciao_cnci_legacy").expect("add")
+            });
         }
     });
     let text = listing(&ns);
@@ -72,10 +84,14 @@ fn cncis_share_one_table_and_each_removes_exactly_its_elements() {
     }
     assert!(text.contains("10.250.0.0/24"), "{text}");
 
-    // A CNCI restarting ensures again: nothing is replaced, nothing is duplicated.
+    // A CNCI restarting ensures again: nothing is replaced, nothing is duplicated, and the
+    // table of its own that an earlier build made goes.
     assert!(!nft::ensure_underlay_table(Some(fd.as_fd())).expect("ensure"));
-    nft::add_uplink(Some(fd.as_fd()), &uplink(0), &nets).expect("again");
+    in_ns(&ns, &["nft", "add", "table", "ip", "ciao_cnci_legacy"]);
+    nft::add_uplink(Some(fd.as_fd()), &uplink(0), &nets, "ciao_cnci_legacy").expect("again");
     assert_eq!(listing(&ns), text, "an ensure of a table in use changed it");
+    let tables = in_ns(&ns, &["nft", "list", "tables", "ip"]);
+    assert!(!tables.contains("ciao_cnci_legacy"), "{tables}");
 
     // One CNCI goes: only its elements go; removing twice is harmless.
     nft::remove_uplink(Some(fd.as_fd()), &uplink(2)).expect("remove");

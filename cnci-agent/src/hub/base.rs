@@ -92,11 +92,13 @@ impl<K: HubKernel> Hub<K> {
             self.underlay
                 .write_sysctl(&format!("ipv4/neigh/{ext}/proxy_delay"), "0")?;
         }
-        self.host
-            .add_uplink(&uplink_of(&self.agent), &self.underlay_nets)?;
-        // An older build's table of this CNCI alone (it held two of the hook's base chains).
-        self.host
-            .delete_table(None, &names::legacy_underlay_table(self.agent.uuid))?;
+        // An older build's table of this CNCI alone (it held two of the hook's base chains)
+        // goes in the same transaction.
+        self.host.add_uplink(
+            &uplink_of(&self.agent),
+            &self.underlay_nets,
+            &names::legacy_underlay_table(self.agent.uuid),
+        )?;
         Ok(())
     }
 }

@@ -138,8 +138,9 @@ impl HubHost for FakeHost {
         Ok(())
     }
 
-    fn add_uplink(&self, uplink: &nft::Uplink, _nets: &[Ipv4Net]) -> Result<()> {
+    fn add_uplink(&self, uplink: &nft::Uplink, _nets: &[Ipv4Net], legacy: &str) -> Result<()> {
         self.check("add_uplink")?;
+        lock(&self.tables).remove(&(NsId::HOST, legacy.to_string()));
         lock(&self.uplinks).insert(uplink.uplink.clone(), uplink.clone());
         Ok(())
     }

@@ -20,8 +20,8 @@ pub trait HubHost: Send + Sync {
     /// Replaces table `table` with `ruleset` in one transaction.
     fn replace_table(&self, ns: Option<BorrowedFd<'_>>, table: &str, ruleset: &str) -> Result<()>;
     /// Ensures the node-wide underlay table and adds `uplink`'s elements and the underlay
-    /// networks to it.
-    fn add_uplink(&self, uplink: &nft::Uplink, nets: &[Ipv4Net]) -> Result<()>;
+    /// networks to it; deletes `legacy`, an earlier build's table of this CNCI, if it exists.
+    fn add_uplink(&self, uplink: &nft::Uplink, nets: &[Ipv4Net], legacy: &str) -> Result<()>;
     /// Removes exactly `uplink`'s elements from the node-wide underlay table.
     fn remove_uplink(&self, uplink: &nft::Uplink) -> Result<()>;
     /// Deletes table `table` if it exists.
@@ -52,8 +52,8 @@ impl HubHost for System {
         nft::replace_table(ns, table, ruleset)
     }
 
-    fn add_uplink(&self, uplink: &nft::Uplink, nets: &[Ipv4Net]) -> Result<()> {
-        nft::add_uplink(None, uplink, nets)
+    fn add_uplink(&self, uplink: &nft::Uplink, nets: &[Ipv4Net], legacy: &str) -> Result<()> {
+        nft::add_uplink(None, uplink, nets, legacy)
     }
 
     fn remove_uplink(&self, uplink: &nft::Uplink) -> Result<()> {
