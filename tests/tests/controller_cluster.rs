@@ -27,6 +27,18 @@ fn ping_until(w: &testkit::cluster::Workload, ip: &str) -> Duration {
     start.elapsed()
 }
 
+/// True once `cond` holds, false if it still fails after [`CONVERGE`].
+fn until(mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < CONVERGE {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
 /// The tenant's subnet `cidr` in `ciao-net --json tenant`.
 fn subnet_view(tenant: &Value, cidr: &str) -> Value {
     tenant["subnets"]
@@ -234,13 +246,15 @@ fn a_public_ip_from_the_pool_reaches_the_workload_and_goes_back_on_release() {
         .as_str()
         .expect("public ip")
         .to_string();
-    let reached = (0..60).any(|_| cluster.ext.ping(&public, 1));
+    // The store commits before the CNCI has programmed the address: wait for the condition
+    // (a ping can fail at once, e.g. before the route exists, so count time, not tries).
+    let reached = until(|| cluster.ext.ping(&public, 1));
     assert!(reached, "{EXT_IP} reaches {public} ({assigned})");
 
     cluster
         .ciao_net_json(&["public-ip", "release", &t.tenant, &public])
         .expect("release");
-    let gone = (0..60).any(|_| !cluster.ext.ping(&public, 1));
+    let gone = until(|| !cluster.ext.ping(&public, 1));
     assert!(gone, "{public} still answers after its release");
 
     // Six addresses in the pool: the seventh assignment is a clear error.
@@ -332,7 +346,7 @@ fn twenty_simultaneous_attaches_of_a_new_tenant_on_two_nodes_give_one_cnci_and_o
     let mut cluster = Cluster::with_controller().expect("cluster in controller mode");
     let mut t = cluster.controlled_tenant(TENANT_B);
     testkit::plugin(); // built before the threads start, so they start together
-    // 20 containers: 5 per (node, subnet), all released at once by one barrier.
+                       // 20 containers: 5 per (node, subnet), all released at once by one barrier.
     let plan: Vec<(Cn, &str, String)> = (0..20u8)
         .map(|i| {
             let cn = if i % 2 == 0 { Cn::Cn1 } else { Cn::Cn2 };
