@@ -62,8 +62,9 @@ pub fn uplink_underlay(cnci: Uuid) -> String {
     format!("cu{}", hex12(&[cnci.as_bytes()]))
 }
 
-/// The agent's nftables table in the underlay namespace.
-pub fn underlay_table(cnci: Uuid) -> String {
+/// The underlay table of one CNCI that builds before the node-wide table made
+/// (`nft::underlay_table`); deleted on start and on destroy.
+pub fn legacy_underlay_table(cnci: Uuid) -> String {
     format!("ciao_cnci_{}", hex12(&[cnci.as_bytes()]))
 }
 

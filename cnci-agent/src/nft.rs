@@ -1,8 +1,9 @@
-//! The agent's nftables rules, in tables of its own: one in the network node's underlay
-//! namespace, one in the tenant namespace. Never anyone else's table, never a flush.
+//! The agent's nftables rules, in tables of its own: the node-wide one in the network node's
+//! underlay namespace, shared by all CNCIs, in which each CNCI owns set elements only; and one
+//! in the tenant namespace. Never anyone else's table, never a flush.
 //!
-//! Rules are written in nft's own syntax and loaded with `nft -f -`, one transaction per table
-//! ("add, delete, define" replaces a table atomically). The JSON schema that the nftables crate
+//! Rules are written in nft's own syntax and loaded with `nft -f -`, one transaction per change
+//! ("add, delete, define" replaces a tenant table atomically). The JSON schema that the nftables crate
 //! speaks cannot express the reflection filter's set (`typeof` a concatenation of raw transport
 //! payload fields), so this module renders text instead of mixing two styles.
 
@@ -18,85 +19,199 @@ use crate::error::{Error, Result};
 use crate::names::UPLINK_TENANT;
 use crate::state::PublicIpRecord;
 
-/// What the underlay table needs to know.
+/// Prefix of the node-wide underlay table; the rest of its name is its version.
+pub const UNDERLAY_PREFIX: &str = "ciao_cnci_node_";
+
+/// The node-wide underlay table, shared by every CNCI of the network node (ciao-nn's tasks and
+/// standalone agents alike). One table, not one per CNCI: the kernel allows 1,024 base chains
+/// per hook per namespace, and a table per CNCI put two on the input hook, so a node stopped
+/// at about 510 CNCIs. Each CNCI adds its uplink as set elements ([`Uplink`]).
+///
+/// The rules never change while CNCIs use the table: its name carries a digest of its text,
+/// so a build with other rules makes a second table beside it instead of replacing this one
+/// (which would empty the reflection set and drop every uplink's guard for a moment).
+pub fn underlay_table() -> (String, String) {
+    let body = r#"  # Reflection suppression (reference/vxlan-hub.md): remember which CN each inner source MAC
+  # of each VNI arrived from, and never flood a frame back to the CN it came from.
+  set reflect {
+    typeof ip saddr . @th,96,24 . @th,176,48
+    size 262144
+    flags dynamic,timeout
+    timeout 1s
+  }
+  # Underlay sides of the CNCIs' uplinks.
+  set uplinks {
+    type ifname
+  }
+  # (uplink, external device): the only way out of an uplink.
+  set exits {
+    type ifname . ifname
+  }
+  # Networks of the underlay: tenant traffic must never reach them (VNI forgery).
+  set underlay_nets {
+    type ipv4_addr
+    flags interval
+    auto-merge
+  }
+  # (uplink network, external device): masqueraded on the way out.
+  set masq {
+    type ipv4_addr . ifname
+    flags interval
+  }
+  chain reflect_in {
+    type filter hook input priority -300; policy accept;
+    udp dport 4789 update @reflect { ip saddr . @th,96,24 . @th,176,48 }
+  }
+  chain reflect_out {
+    type filter hook output priority -300; policy accept;
+    udp dport 4789 ip daddr . @th,96,24 . @th,176,48 @reflect drop
+  }
+  # The tenant may reach the outside, never the network node itself or the underlay.
+  chain uplink_in {
+    type filter hook input priority filter; policy accept;
+    iifname @uplinks drop
+  }
+  chain uplink_forward {
+    type filter hook forward priority filter; policy accept;
+    iifname @uplinks iifname . oifname != @exits drop
+    iifname @uplinks ip daddr @underlay_nets drop
+  }
+  chain uplink_nat {
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr . oifname @masq masquerade
+  }
+"#;
+    let digest = netcore::ids::fnv64(&[body.as_bytes()]) & 0xffff_ffff;
+    let name = format!("{UNDERLAY_PREFIX}{digest:08x}");
+    (name.clone(), format!("table ip {name} {{\n{body}}}\n"))
+}
+
+/// One CNCI's elements in the node-wide underlay table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnderlayRules {
-    pub table: String,
+pub struct Uplink {
     /// The underlay side of the tenant uplink.
     pub uplink: String,
     pub uplink_net: Ipv4Net,
     pub external_dev: Option<String>,
-    /// Networks of the underlay: tenant traffic must never reach them (VNI forgery).
-    pub underlay_nets: Vec<Ipv4Net>,
 }
 
-impl UnderlayRules {
-    /// The ruleset; its version chain names a digest of the inputs, so an unchanged table is
-    /// recognised and left alone (replacing it would empty the reflection set).
-    pub fn render(&self) -> String {
+impl Uplink {
+    /// `(set, element)` pairs in nft syntax: exactly what this CNCI owns in the table.
+    pub fn elements(&self) -> Vec<(&'static str, String)> {
         let uplink = &self.uplink;
-        let forward_guard = match &self.external_dev {
-            Some(ext) => format!(
-                "iifname \"{uplink}\" oifname != \"{ext}\" drop\n    iifname \"{uplink}\" ip daddr {{ {} }} drop",
-                join(&self.underlay_nets)
-            ),
-            None => format!("iifname \"{uplink}\" drop"),
-        };
-        let masquerade = match &self.external_dev {
-            Some(ext) => format!("ip saddr {} oifname \"{ext}\" masquerade", self.uplink_net),
-            None => String::new(),
-        };
-        let body = format!(
-            r#"table ip {table} {{
-  # Reflection suppression (reference/vxlan-hub.md): remember which CN each inner source MAC
-  # of each VNI arrived from, and never flood a frame back to the CN it came from.
-  set reflect {{
-    typeof ip saddr . @th,96,24 . @th,176,48
-    size 65536
-    flags dynamic,timeout
-    timeout 1s
-  }}
-  chain reflect_in {{
-    type filter hook input priority -300; policy accept;
-    udp dport 4789 update @reflect {{ ip saddr . @th,96,24 . @th,176,48 }}
-  }}
-  chain reflect_out {{
-    type filter hook output priority -300; policy accept;
-    udp dport 4789 ip daddr . @th,96,24 . @th,176,48 @reflect drop
-  }}
-  # The tenant may reach the outside, never the network node itself or the underlay.
-  chain uplink_in {{
-    type filter hook input priority filter; policy accept;
-    iifname "{uplink}" drop
-  }}
-  chain uplink_forward {{
-    type filter hook forward priority filter; policy accept;
-    {forward_guard}
-  }}
-  chain uplink_nat {{
-    type nat hook postrouting priority srcnat; policy accept;
-    {masquerade}
-  }}
-}}
-"#,
-            table = self.table,
-        );
-        let digest = netcore::ids::fnv64(&[body.as_bytes()]);
-        body.replacen(
-            "  set reflect",
-            &format!("  chain version_{digest:016x} {{\n  }}\n  set reflect"),
-            1,
-        )
+        let mut out = vec![("uplinks", format!("\"{uplink}\""))];
+        if let Some(ext) = &self.external_dev {
+            out.push(("exits", format!("\"{uplink}\" . \"{ext}\"")));
+            out.push(("masq", format!("{} . \"{ext}\"", self.uplink_net)));
+        }
+        out
     }
+
+    /// Adds the elements (an existing one is left as it is), in one transaction.
+    pub fn add_script(&self, table: &str) -> String {
+        self.elements()
+            .iter()
+            .map(|(set, e)| format!("add element ip {table} {set} {{ {e} }}\n"))
+            .collect()
+    }
+
+    /// Removes the elements, present or not, in one transaction: each is added and then
+    /// deleted, as nft 1.0.6 has no `destroy element` and a missing one would fail the batch.
+    pub fn remove_script(&self, table: &str) -> String {
+        self.elements()
+            .iter()
+            .map(|(set, e)| {
+                format!(
+                    "add element ip {table} {set} {{ {e} }}\ndelete element ip {table} {set} {{ {e} }}\n"
+                )
+            })
+            .collect()
+    }
+}
+
+/// Script adding the node's underlay networks, which are node facts: never removed by a
+/// CNCI (a stale one only forbids an address range the node no longer uses).
+pub fn underlay_nets_script(table: &str, nets: &[Ipv4Net]) -> String {
+    if nets.is_empty() {
+        return String::new();
+    }
+    format!(
+        "add element ip {table} underlay_nets {{ {} }}\n",
+        join(nets)
+    )
+}
+
+/// Creates the node-wide table unless `tables` (the namespace's ip tables) holds it; true if
+/// this call created it. A concurrent creator makes `create` fail, after which the table exists
+/// and is used as it is.
+fn ensure_underlay_table_in(ns: Option<BorrowedFd<'_>>, tables: &[String]) -> Result<bool> {
+    let (name, ruleset) = underlay_table();
+    if tables.contains(&name) {
+        return Ok(false);
+    }
+    match nft(
+        ns,
+        &["-f", "-"],
+        &format!("create table ip {name}\n{ruleset}"),
+    ) {
+        Ok(_) => Ok(true),
+        Err(_) if table_names(ns)?.contains(&name) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`ensure_underlay_table_in`] after listing the namespace's tables.
+pub fn ensure_underlay_table(ns: Option<BorrowedFd<'_>>) -> Result<bool> {
+    ensure_underlay_table_in(ns, &table_names(ns)?)
+}
+
+/// The names of the namespace's tables of family ip.
+fn table_names(ns: Option<BorrowedFd<'_>>) -> Result<Vec<String>> {
+    let tables = nft(ns, &["list", "tables", "ip"], "")?;
+    Ok(tables
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("table ip "))
+        .map(str::to_string)
+        .collect())
+}
+
+fn table_exists(ns: Option<BorrowedFd<'_>>, table: &str) -> Result<bool> {
+    Ok(table_names(ns)?.iter().any(|t| t == table))
+}
+
+/// Ensures the node-wide table and adds `uplink`'s elements and the underlay networks, in one
+/// transaction that also deletes `legacy` (an earlier build's table of this CNCI) if it exists.
+/// One listing and one transaction: creating and deleting a table costs a kernel grace period
+/// (about 20 ms), so the legacy table is only named when it is there.
+pub fn add_uplink(
+    ns: Option<BorrowedFd<'_>>,
+    uplink: &Uplink,
+    nets: &[Ipv4Net],
+    legacy: &str,
+) -> Result<()> {
+    let tables = table_names(ns)?;
+    ensure_underlay_table_in(ns, &tables)?;
+    let (table, _) = underlay_table();
+    let mut script = uplink.add_script(&table);
+    script.push_str(&underlay_nets_script(&table, nets));
+    if tables.iter().any(|t| t == legacy) {
+        script.push_str(&format!("delete table ip {legacy}\n"));
+    }
+    nft(ns, &["-f", "-"], &script).map(|_| ())
+}
+
+/// Removes exactly `uplink`'s elements; the table stays, if empty, for the next CNCI.
+pub fn remove_uplink(ns: Option<BorrowedFd<'_>>, uplink: &Uplink) -> Result<()> {
+    let (table, _) = underlay_table();
+    if !table_exists(ns, &table)? {
+        return Ok(());
+    }
+    nft(ns, &["-f", "-"], &uplink.remove_script(&table)).map(|_| ())
 }
 
 fn join(nets: &[Ipv4Net]) -> String {
     let v: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
-    if v.is_empty() {
-        "255.255.255.255".to_string()
-    } else {
-        v.join(", ")
-    }
+    v.join(", ")
 }
 
 /// The tenant namespace's rules: outbound NAT through the uplink, public IP DNAT/SNAT, and no
@@ -188,21 +303,6 @@ pub fn replace_table(ns: Option<BorrowedFd<'_>>, table: &str, ruleset: &str) -> 
     nft(ns, &["-f", "-"], &script).map(|_| ())
 }
 
-/// Installs `ruleset` unless the table already holds exactly this version.
-pub fn ensure_table(ns: Option<BorrowedFd<'_>>, table: &str, ruleset: &str) -> Result<bool> {
-    let version = ruleset
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("chain version_"))
-        .map(|v| v.trim_end_matches(" {").to_string());
-    if let (Some(version), Ok(current)) = (version, nft(ns, &["list", "table", "ip", table], "")) {
-        if current.contains(&format!("chain version_{version}")) {
-            return Ok(false);
-        }
-    }
-    replace_table(ns, table, ruleset)?;
-    Ok(true)
-}
-
 /// Deletes table `table` (family ip) if it exists.
 pub fn delete_table(ns: Option<BorrowedFd<'_>>, table: &str) -> Result<()> {
     let script = format!("table ip {table} {{}}\ndelete table ip {table}\n");
@@ -214,23 +314,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn underlay_rules_name_their_version_and_guard_the_uplink() {
-        let rules = UnderlayRules {
-            table: "ciao_cnci_x".into(),
+    fn the_node_table_is_named_by_its_version_and_each_cnci_owns_only_elements() {
+        let (name, text) = underlay_table();
+        assert!(name.starts_with(UNDERLAY_PREFIX));
+        assert!(text.starts_with(&format!("table ip {name} {{")));
+        assert_eq!(underlay_table(), (name.clone(), text));
+        let up = Uplink {
             uplink: "cu1".into(),
             uplink_net: "100.64.0.0/31".parse().expect("net"),
             external_dev: Some("ext0".into()),
-            underlay_nets: vec!["10.250.0.0/24".parse().expect("net")],
         };
-        let text = rules.render();
-        assert!(text.contains("chain version_"));
-        assert!(text.contains(r#"iifname "cu1" oifname != "ext0" drop"#));
-        assert!(text.contains("ip daddr { 10.250.0.0/24 } drop"));
-        assert!(text.contains("ip saddr 100.64.0.0/31 oifname \"ext0\" masquerade"));
-        let mut other = rules.clone();
-        other.external_dev = None;
-        assert_ne!(text, other.render());
-        assert!(other.render().contains(r#"iifname "cu1" drop"#));
+        let add = up.add_script(&name);
+        assert!(add.contains(r#"uplinks { "cu1" }"#));
+        assert!(add.contains(r#"exits { "cu1" . "ext0" }"#));
+        assert!(add.contains(r#"masq { 100.64.0.0/31 . "ext0" }"#));
+        assert!(!add.contains("table ip") && !add.contains("chain"));
+        let remove = up.remove_script(&name);
+        assert_eq!(remove.matches("delete element").count(), 3);
+        let isolated = Uplink {
+            external_dev: None,
+            ..up
+        };
+        assert_eq!(isolated.elements().len(), 1, "no exit: every forward drops");
+        let nets = ["10.250.0.0/24".parse().expect("net")];
+        assert!(underlay_nets_script(&name, &nets).contains("underlay_nets { 10.250.0.0/24 }"));
+        assert!(underlay_nets_script(&name, &[]).is_empty());
     }
 
     #[test]

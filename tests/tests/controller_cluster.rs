@@ -27,6 +27,18 @@ fn ping_until(w: &testkit::cluster::Workload, ip: &str) -> Duration {
     start.elapsed()
 }
 
+/// True once `cond` holds, false if it still fails after [`CONVERGE`].
+fn until(mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < CONVERGE {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
 /// The tenant's subnet `cidr` in `ciao-net --json tenant`.
 fn subnet_view(tenant: &Value, cidr: &str) -> Value {
     tenant["subnets"]
@@ -234,13 +246,15 @@ fn a_public_ip_from_the_pool_reaches_the_workload_and_goes_back_on_release() {
         .as_str()
         .expect("public ip")
         .to_string();
-    let reached = (0..60).any(|_| cluster.ext.ping(&public, 1));
+    // The store commits before the CNCI has programmed the address: wait for the condition
+    // (a ping can fail at once, e.g. before the route exists, so count time, not tries).
+    let reached = until(|| cluster.ext.ping(&public, 1));
     assert!(reached, "{EXT_IP} reaches {public} ({assigned})");
 
     cluster
         .ciao_net_json(&["public-ip", "release", &t.tenant, &public])
         .expect("release");
-    let gone = (0..60).any(|_| !cluster.ext.ping(&public, 1));
+    let gone = until(|| !cluster.ext.ping(&public, 1));
     assert!(gone, "{public} still answers after its release");
 
     // Six addresses in the pool: the seventh assignment is a clear error.
@@ -324,4 +338,76 @@ fn a_subnet_overlapping_the_tenants_subnet_on_another_node_is_refused_with_its_r
         "{err}"
     );
     assert!(node_net(&cluster, Cn::Cn1, &t.tenant, "10.1.3.0/24").is_null());
+}
+
+#[test]
+fn twenty_simultaneous_attaches_of_a_new_tenant_on_two_nodes_give_one_cnci_and_one_id_per_subnet() {
+    require_root!();
+    let mut cluster = Cluster::with_controller().expect("cluster in controller mode");
+    let mut t = cluster.controlled_tenant(TENANT_B);
+    testkit::plugin(); // built before the threads start, so they start together
+                       // 20 containers: 5 per (node, subnet), all released at once by one barrier.
+    let plan: Vec<(Cn, &str, String)> = (0..20u8)
+        .map(|i| {
+            let cn = if i % 2 == 0 { Cn::Cn1 } else { Cn::Cn2 };
+            let (subnet, prefix) = if i % 4 < 2 {
+                (S1, "172.16.1")
+            } else {
+                (S2, "172.16.2")
+            };
+            (cn, subnet, format!("{prefix}.{}", 20 + i))
+        })
+        .collect();
+    let barrier = std::sync::Barrier::new(plan.len());
+    let workloads: Vec<testkit::cluster::Workload> = std::thread::scope(|s| {
+        let handles: Vec<_> = plan
+            .iter()
+            .map(|(cn, subnet, ip)| {
+                let (cluster, t, barrier) = (&cluster, &t, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    cluster.container(*cn, t, subnet, ip)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("attach thread").expect("attach"))
+            .collect()
+    });
+
+    let view = cluster.wait_cnci_ready(&mut t).expect("CNCI ready");
+    assert_eq!(live_cncis(&cluster, &t.tenant).len(), 1, "one CNCI: {view}");
+    let mut want = vec![node_uuid(&cluster, Cn::Cn1), node_uuid(&cluster, Cn::Cn2)];
+    want.sort();
+    let mut ids = Vec::new();
+    for subnet in [S1, S2] {
+        // Both nodes' tunnels of the subnet carry the one id the controller gave it.
+        let hub = cluster
+            .wait_programmed(&t, subnet, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
+            .expect("hub programmed toward both nodes");
+        let view = cluster
+            .ciao_net_json(&["tenant", &t.tenant])
+            .expect("ciao-net tenant");
+        let entry = subnet_view(&view, subnet);
+        let id = entry["tunnel_id"].as_u64().expect("tunnel id");
+        assert_eq!(hub["id"].as_u64(), Some(id), "{hub} {entry}");
+        for cn in [Cn::Cn1, Cn::Cn2] {
+            let net = node_net(&cluster, cn, &t.tenant, subnet);
+            assert_eq!(net["net"]["tunnel_id"].as_u64(), Some(id), "{net}");
+        }
+        let mut hosts: Vec<String> = entry["compute_nodes"]
+            .as_array()
+            .expect("compute nodes")
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+        hosts.sort();
+        assert_eq!(hosts, want, "{entry}");
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1], "one id per subnet");
+    // A cross-node ping in each subnet: workloads 0 (CN1, S1) -> 1 (CN2, S1), 2 (CN1, S2) -> 3.
+    ping_until(&workloads[0], &workloads[1].ip);
+    ping_until(&workloads[2], &workloads[3].ip);
 }

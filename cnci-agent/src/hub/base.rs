@@ -12,6 +12,16 @@ use super::{alias, bad, Hub, HubKernel};
 use crate::error::{Error, Result};
 use crate::names;
 use crate::nft;
+use crate::state::AgentRecord;
+
+/// The agent's elements in the node-wide underlay table.
+pub(super) fn uplink_of(agent: &AgentRecord) -> nft::Uplink {
+    nft::Uplink {
+        uplink: names::uplink_underlay(agent.uuid),
+        uplink_net: agent.uplink,
+        external_dev: agent.external_dev.clone(),
+    }
+}
 
 impl<K: HubKernel> Hub<K> {
     pub(super) fn uplink_addrs(&self) -> (Ipv4Addr, Ipv4Addr) {
@@ -82,15 +92,13 @@ impl<K: HubKernel> Hub<K> {
             self.underlay
                 .write_sysctl(&format!("ipv4/neigh/{ext}/proxy_delay"), "0")?;
         }
-        let rules = nft::UnderlayRules {
-            table: names::underlay_table(self.agent.uuid),
-            uplink: outer_name,
-            uplink_net: self.agent.uplink,
-            external_dev: self.agent.external_dev.clone(),
-            underlay_nets: self.underlay_nets.clone(),
-        };
-        self.host
-            .ensure_table(None, &rules.table, &rules.render())?;
+        // An older build's table of this CNCI alone (it held two of the hook's base chains)
+        // goes in the same transaction.
+        self.host.add_uplink(
+            &uplink_of(&self.agent),
+            &self.underlay_nets,
+            &names::legacy_underlay_table(self.agent.uuid),
+        )?;
         Ok(())
     }
 }

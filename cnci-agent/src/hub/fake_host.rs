@@ -10,14 +10,19 @@ use std::sync::Mutex;
 
 use netcore::fake::{FakeWorld, NsId};
 
+use ipnet::Ipv4Net;
+
 use super::HubHost;
 use crate::error::{Error, Result};
+use crate::nft;
 
 pub struct FakeHost {
     pub world: FakeWorld,
     dir: tempfile::TempDir,
     /// (namespace, table) → ruleset.
     tables: Mutex<BTreeMap<(NsId, String), String>>,
+    /// The node-wide underlay table's elements: uplink name → (uplink, underlay networks).
+    pub uplinks: Mutex<BTreeMap<String, nft::Uplink>>,
     /// Operations (`delete_table`, `delete_netns`, ...) that fail once.
     failing: Mutex<BTreeSet<&'static str>>,
 }
@@ -49,6 +54,7 @@ impl FakeHost {
             world,
             dir: tempfile::tempdir().expect("tempdir"),
             tables: Mutex::default(),
+            uplinks: Mutex::default(),
             failing: Mutex::default(),
         }
     }
@@ -132,15 +138,17 @@ impl HubHost for FakeHost {
         Ok(())
     }
 
-    fn ensure_table(&self, ns: Option<BorrowedFd<'_>>, table: &str, rules: &str) -> Result<bool> {
-        self.check("ensure_table")?;
-        let key = Self::key(ns, table)?;
-        let mut tables = lock(&self.tables);
-        if tables.get(&key).is_some_and(|r| r == rules) {
-            return Ok(false);
-        }
-        tables.insert(key, rules.to_string());
-        Ok(true)
+    fn add_uplink(&self, uplink: &nft::Uplink, _nets: &[Ipv4Net], legacy: &str) -> Result<()> {
+        self.check("add_uplink")?;
+        lock(&self.tables).remove(&(NsId::HOST, legacy.to_string()));
+        lock(&self.uplinks).insert(uplink.uplink.clone(), uplink.clone());
+        Ok(())
+    }
+
+    fn remove_uplink(&self, uplink: &nft::Uplink) -> Result<()> {
+        self.check("remove_uplink")?;
+        lock(&self.uplinks).remove(&uplink.uplink);
+        Ok(())
     }
 
     fn delete_table(&self, ns: Option<BorrowedFd<'_>>, table: &str) -> Result<()> {

@@ -4,6 +4,8 @@
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
 
+use ipnet::Ipv4Net;
+
 use crate::error::Result;
 use crate::nft;
 
@@ -17,8 +19,11 @@ pub trait HubHost: Send + Sync {
     fn delete_netns(&self, name: &str) -> Result<()>;
     /// Replaces table `table` with `ruleset` in one transaction.
     fn replace_table(&self, ns: Option<BorrowedFd<'_>>, table: &str, ruleset: &str) -> Result<()>;
-    /// Installs `ruleset` unless the table holds this version already; true if it did.
-    fn ensure_table(&self, ns: Option<BorrowedFd<'_>>, table: &str, ruleset: &str) -> Result<bool>;
+    /// Ensures the node-wide underlay table and adds `uplink`'s elements and the underlay
+    /// networks to it; deletes `legacy`, an earlier build's table of this CNCI, if it exists.
+    fn add_uplink(&self, uplink: &nft::Uplink, nets: &[Ipv4Net], legacy: &str) -> Result<()>;
+    /// Removes exactly `uplink`'s elements from the node-wide underlay table.
+    fn remove_uplink(&self, uplink: &nft::Uplink) -> Result<()>;
     /// Deletes table `table` if it exists.
     fn delete_table(&self, ns: Option<BorrowedFd<'_>>, table: &str) -> Result<()>;
 }
@@ -47,8 +52,12 @@ impl HubHost for System {
         nft::replace_table(ns, table, ruleset)
     }
 
-    fn ensure_table(&self, ns: Option<BorrowedFd<'_>>, table: &str, ruleset: &str) -> Result<bool> {
-        nft::ensure_table(ns, table, ruleset)
+    fn add_uplink(&self, uplink: &nft::Uplink, nets: &[Ipv4Net], legacy: &str) -> Result<()> {
+        nft::add_uplink(None, uplink, nets, legacy)
+    }
+
+    fn remove_uplink(&self, uplink: &nft::Uplink) -> Result<()> {
+        nft::remove_uplink(None, uplink)
     }
 
     fn delete_table(&self, ns: Option<BorrowedFd<'_>>, table: &str) -> Result<()> {

@@ -39,7 +39,8 @@ pub fn destroy_with<K: Kernel>(
     if let Some(underlay) = underlay.as_mut() {
         remove_proxy_entries(underlay, agent, public, &mut failed);
     }
-    failed.attempt(host.delete_table(None, &names::underlay_table(agent.uuid)));
+    failed.attempt(host.remove_uplink(&super::base::uplink_of(agent)));
+    failed.attempt(host.delete_table(None, &names::legacy_underlay_table(agent.uuid)));
     if let Some(underlay) = underlay.as_mut() {
         remove_labelled_links(underlay, agent, &mut failed);
     }

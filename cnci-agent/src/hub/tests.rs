@@ -451,10 +451,10 @@ fn destroy_goes_past_failures_and_returns_every_one() {
     underlay
         .set_alias(made.index, &alias(&node.record, &half))
         .expect("label");
-    let table = names::underlay_table(node.record.uuid);
-    assert!(node.host.tables(None).contains_key(&table));
+    let uplink = names::uplink_underlay(node.record.uuid);
+    assert!(lock_uplinks(&node).contains(&uplink));
 
-    node.host.fail_once("delete_table");
+    node.host.fail_once("remove_uplink");
     node.world.clear_calls();
     node.world
         .inject(Trigger::Op("delete_link", 1), Fault::Fail(EIO));
@@ -463,7 +463,7 @@ fn destroy_goes_past_failures_and_returns_every_one() {
         .expect_err("two steps fail");
     assert_eq!(failed.0.len(), 2, "{failed}");
     assert!(
-        failed.to_string().contains("delete_table (injected)"),
+        failed.to_string().contains("remove_uplink (injected)"),
         "{failed}"
     );
     assert!(
@@ -507,6 +507,7 @@ fn destroy_goes_past_failures_and_returns_every_one() {
         .expect("second destroy");
     assert_eq!(labelled(&mut underlay), 0);
     assert!(node.host.tables(None).is_empty());
+    assert!(lock_uplinks(&node).is_empty(), "its elements are gone");
 }
 
 #[test]
@@ -519,6 +520,13 @@ fn destroy_without_a_kernel_handle_still_deletes_the_namespace_and_rules() {
     assert_eq!(failed.0.len(), 1, "{failed}");
     assert!(node.host.netns_id(&node.record.netns).is_none());
     assert!(node.host.tables(None).is_empty());
+    assert!(lock_uplinks(&node).is_empty());
+}
+
+/// The uplinks whose elements are in the node-wide underlay table.
+fn lock_uplinks(node: &Node) -> Vec<String> {
+    let map = node.host.uplinks.lock().unwrap_or_else(|p| p.into_inner());
+    map.keys().cloned().collect()
 }
 
 /// An AssignPublicIP or ReleasePublicIP frame for `public` → `private`.
