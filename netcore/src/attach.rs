@@ -94,6 +94,7 @@ impl<K: Kernel> Node<K> {
         let net_key = cfg.net_key();
         let vnic_key = req.id.key();
 
+        let state_root = self.state.root().to_owned();
         let (locked, nl) = self.lock_and_recover()?;
         // Everything that can be checked without side effects is checked before any change.
         let container = match &req.kind {
@@ -308,6 +309,9 @@ impl<K: Kernel> Node<K> {
         match result {
             Ok(att) => {
                 locked.clear_journal()?;
+                if att.first_instance {
+                    crate::auto_subnet::poke(&state_root);
+                }
                 Ok(att)
             }
             Err(err) => {

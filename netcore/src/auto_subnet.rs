@@ -6,7 +6,8 @@
 //! in (`{"auto_subnet":{"tenant":T}}`), one JSON line out (`{"ok":{"subnet":..,"range_start":..,
 //! "range_end":..}}` or `{"error":"reason"}`). It writes every answer to [`CACHE_FILE`] before
 //! replying, so a tenant's next workload on this node needs neither the daemon nor the
-//! controller.
+//! controller. The core also sends `{"changed":{}}` (no reply) after an attach that created a
+//! subnet ([`poke`]).
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
@@ -37,16 +38,15 @@ pub struct AutoSubnet {
 }
 
 /// The request line.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Request {
-    pub auto_subnet: TenantAsk,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TenantAsk {
-    pub tenant: Uuid,
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// `{"auto_subnet":{"tenant":T}}`: the tenant's automatic subnet (one [`Reply`] line).
+    AutoSubnet { tenant: Uuid },
+    /// `{"changed":{}}`: an attach made a subnet on this node (its TenantAdded is queued, or
+    /// it awaits its CNCI): deliver and ask now rather than at the next poll (no reply; see
+    /// [`poke`]).
+    Changed {},
 }
 
 /// The reply line.
@@ -124,9 +124,7 @@ pub fn remember(state_dir: &Path, tenant: Uuid, got: AutoSubnet) -> crate::Resul
 pub fn ask(socket: &Path, tenant: Uuid, wait: Duration) -> Result<AutoSubnet, AskError> {
     let not_running = || AskError::NotRunning(socket.display().to_string());
     let mut stream = UnixStream::connect(socket).map_err(|_| not_running())?;
-    let request = Request {
-        auto_subnet: TenantAsk { tenant },
-    };
+    let request = Request::AutoSubnet { tenant };
     let mut line = serde_json::to_vec(&request).map_err(|e| AskError::Failed(e.to_string()))?;
     line.push(b'\n');
     stream.write_all(&line).map_err(|_| not_running())?;
@@ -142,6 +140,24 @@ pub fn ask(socket: &Path, tenant: Uuid, wait: Duration) -> Result<AutoSubnet, As
             "{}: a bad reply: {e}",
             socket.display()
         ))),
+    }
+}
+
+/// Tells `ciao-node run` that an attach made a new subnet on this node, so it sends the queued
+/// TenantAdded, or asks the controller for the subnet's CNCI, at once instead of at its next
+/// poll (up to `--poll-ms` later: most of a new tenant's time to its first cross-node ping).
+/// Best effort and never blocks the attach on the daemon: without one, the daemon's next poll
+/// finds the subnet anyway.
+pub fn poke(state_dir: &Path) {
+    let Ok(mut stream) = UnixStream::connect(socket_path(state_dir)) else {
+        return;
+    };
+    let Ok(mut line) = serde_json::to_vec(&Request::Changed {}) else {
+        return;
+    };
+    line.push(b'\n');
+    if stream.set_nonblocking(true).is_ok() {
+        let _ = stream.write_all(&line);
     }
 }
 
@@ -212,6 +228,27 @@ mod tests {
                 None => while s.read(&mut [0u8; 16]).is_ok_and(|n| n > 0) {},
             }
         })
+    }
+
+    #[test]
+    fn a_poke_is_one_changed_line_and_nothing_without_a_daemon() {
+        let dir = tempfile::tempdir().expect("dir");
+        poke(dir.path()); // no daemon: nothing happens, nothing fails
+        let listener = UnixListener::bind(socket_path(dir.path())).expect("bind");
+        poke(dir.path());
+        let (mut s, _) = listener.accept().expect("accept");
+        let line = read_line(&mut s, Instant::now() + Duration::from_secs(10)).expect("line");
+        let req: Request = serde_json::from_slice(&line).expect("request");
+        assert_eq!(req, Request::Changed {});
+        assert_eq!(String::from_utf8_lossy(&line), r#"{"changed":{}}"#);
+        let ask = serde_json::to_string(&Request::AutoSubnet {
+            tenant: Uuid::nil(),
+        })
+        .expect("json");
+        assert_eq!(
+            ask,
+            r#"{"auto_subnet":{"tenant":"00000000-0000-0000-0000-000000000000"}}"#
+        );
     }
 
     #[test]

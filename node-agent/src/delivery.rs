@@ -236,8 +236,9 @@ impl Delivery {
             "re-announced the node's registrations"
         );
         let source = cnci::source_toward(&self.scheduler);
-        // Subnets asked for in this session: a new one is asked for at the next poll, then
-        // again with every other awaiting subnet each REQUEST_EVERY.
+        // Subnets asked for in this session: a new one is asked for at once when its attach
+        // pokes the daemon (else at the next poll), then again with every other awaiting
+        // subnet each REQUEST_EVERY.
         let mut asked = HashSet::new();
         send_requests(agent, writer, &first.nets, source, &mut asked, true).await?;
         let mut ask = tokio::time::interval(cnci::REQUEST_EVERY);
@@ -286,6 +287,13 @@ impl Delivery {
                     }
                 }
                 _ = asks.wake.notified() => send_subnet_requests(agent, writer, asks).await?,
+                _ = asks.changed.notified() => {
+                    // An attach just made a subnet (netcore's poke): its TenantAdded, or its
+                    // CnciRequest, goes out now.
+                    let now = snapshot(state)?;
+                    send_reports(state, agent, writer, &now).await?;
+                    send_requests(agent, writer, &now.nets, source, &mut asked, false).await?;
+                }
                 _ = ask_subnets.tick() => send_subnet_requests(agent, writer, asks).await?,
                 _ = ask.tick() => {
                     let now = snapshot(state)?;

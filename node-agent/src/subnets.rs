@@ -28,6 +28,9 @@ pub struct Asks {
     waiters: Mutex<HashMap<Uuid, Vec<oneshot::Sender<Reply>>>>,
     /// Woken when a tenant starts waiting, so its request goes out at once.
     pub wake: Notify,
+    /// Woken when an attach made a subnet, so its TenantAdded or CnciRequest goes out at once
+    /// rather than at the next poll.
+    pub changed: Notify,
 }
 
 impl Asks {
@@ -36,6 +39,7 @@ impl Asks {
             state_dir: state_dir.to_owned(),
             waiters: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            changed: Notify::new(),
         })
     }
 
@@ -157,8 +161,11 @@ async fn client(stream: UnixStream, asks: Arc<Asks>) {
     let got = tokio::time::timeout(REQUEST_WITHIN, read.read_until(b'\n', &mut line)).await;
     let reply = match got {
         Ok(Ok(_)) if line.ends_with(b"\n") => match serde_json::from_slice::<Request>(&line) {
-            Ok(req) => {
-                let tenant = req.auto_subnet.tenant;
+            Ok(Request::Changed {}) => {
+                asks.changed.notify_one();
+                return;
+            }
+            Ok(Request::AutoSubnet { tenant }) => {
                 match auto_subnet::cached(&asks.state_dir, tenant) {
                     Ok(Some(found)) => Reply::Ok(found),
                     Ok(None) => {
@@ -183,5 +190,49 @@ async fn client(stream: UnixStream, asks: Arc<Asks>) {
     if let Ok(mut out) = serde_json::to_vec(&reply) {
         out.push(b'\n');
         let _ = write.write_all(&out).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An attach's poke (netcore) over the real socket wakes the session loop's delivery;
+    /// a tenant's ask still gets its line answered from the cache.
+    #[tokio::test]
+    async fn a_poke_wakes_the_delivery_and_an_ask_is_answered_from_the_cache() {
+        let dir = tempfile::tempdir().expect("dir");
+        let asks = Asks::new(dir.path());
+        tokio::spawn(serve(listen(dir.path()).expect("listen"), asks.clone()));
+        let root = dir.path().to_owned();
+        tokio::task::spawn_blocking(move || auto_subnet::poke(&root))
+            .await
+            .expect("poke");
+        tokio::time::timeout(Duration::from_secs(30), asks.changed.notified())
+            .await
+            .expect("the poke woke the delivery");
+
+        let tenant = Uuid::new_v4();
+        let got = auto_subnet::AutoSubnet {
+            subnet: "172.16.0.0/24".parse().expect("net"),
+            range_start: "172.16.0.2".parse().expect("ip"),
+            range_end: "172.16.0.31".parse().expect("ip"),
+        };
+        auto_subnet::remember(dir.path(), tenant, got).expect("cache");
+        let root = dir.path().to_owned();
+        let answer = tokio::task::spawn_blocking(move || {
+            auto_subnet::ask(
+                &auto_subnet::socket_path(&root),
+                tenant,
+                Duration::from_secs(30),
+            )
+        })
+        .await
+        .expect("ask");
+        assert_eq!(answer, Ok(got));
+        assert!(
+            asks.pending().is_empty(),
+            "a cached tenant waits for nothing"
+        );
     }
 }
