@@ -83,7 +83,8 @@ fn assert_vm_gone(c: &Cluster, t: &Tenant, guest: &mut Guest, tap: &str, remaini
         .cn1
         .state_entries()
         .into_iter()
-        .filter(|e| !e.starts_with("reports/") && e != "delivery.lock")
+        // The running daemon's lock and socket stay.
+        .filter(|e| !e.starts_with("reports/") && e != "delivery.lock" && e != "node.sock")
         .collect();
     assert!(left.is_empty(), "state left on CN1: {left:?}");
     c.wait_programmed(t, SUBNET, remaining)
