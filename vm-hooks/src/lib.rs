@@ -42,9 +42,10 @@ impl Error {
             | Error::Invalid { .. }
             | Error::File { .. }
             | Error::AutoSubnet(_) => 2,
-            // The core refused a value of the configuration (e.g. a subnet the controller
-            // refused, or one overlapping another of the tenant's on this node).
-            Error::Core(netcore::Error::Invalid { .. }) => 2,
+            // The core refused the configured subnet (one the controller refused, or one
+            // overlapping another of the tenant's on this node). Other refusals of the core
+            // (e.g. a missing tap) are failed attaches: 1, as documented.
+            Error::Core(netcore::Error::Invalid { field, .. }) if field == "subnet" => 2,
             _ => 1,
         }
     }
@@ -155,9 +156,9 @@ pub fn main_with(prog: &str, hook: fn(&str, Lookup<'_>) -> Result<(), Error>) ->
 mod tests {
     use super::Error;
 
-    /// A value the core refuses at attach (a subnet the controller refused, one overlapping
+    /// The subnet the core refuses at attach (one the controller refused, one overlapping
     /// another of the tenant's on the node) is a configuration error: exit 2, as the hook's
-    /// own checks; anything else the core fails with is 1.
+    /// own checks; anything else the core fails with (a missing tap) is 1.
     #[test]
     fn the_cores_invalid_value_exits_2_other_core_errors_1() {
         let invalid = Error::Core(netcore::Error::Invalid {
@@ -165,6 +166,11 @@ mod tests {
             message: "10.1.2.0/24 overlaps 10.1.0.0/16".into(),
         });
         assert_eq!(invalid.exit_code(), 2);
+        let no_tap = Error::Core(netcore::Error::Invalid {
+            field: "tap".into(),
+            message: "tap vm0 does not exist in this network namespace".into(),
+        });
+        assert_eq!(no_tap.exit_code(), 1, "a failed attach, as documented");
         assert_eq!(
             Error::Core(netcore::Error::Conflict("in use".into())).exit_code(),
             1
