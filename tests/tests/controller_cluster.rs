@@ -54,6 +54,27 @@ fn node_uuid(cluster: &Cluster, cn: Cn) -> String {
     show["agent_uuid"].as_str().unwrap_or_default().to_string()
 }
 
+/// The compute nodes a subnet of `ciao-net --json tenant` names as its hosts, sorted.
+fn hosts_of(subnet: &Value) -> Vec<String> {
+    let mut hosts: Vec<String> = subnet["compute_nodes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    hosts.sort();
+    hosts
+}
+
+/// Both compute nodes' UUIDs, sorted as [`hosts_of`] returns them.
+fn both_nodes(cluster: &Cluster) -> Vec<String> {
+    let mut both = vec![node_uuid(cluster, Cn::Cn1), node_uuid(cluster, Cn::Cn2)];
+    both.sort();
+    both
+}
+
 /// The subnet `cidr` of `tenant` in `ciao-node show --json` of `cn` (null if absent).
 fn node_net(cluster: &Cluster, cn: Cn, tenant: &str, cidr: &str) -> Value {
     let show = cluster.cn(cn).show_json();
@@ -107,16 +128,11 @@ fn a_new_tenants_first_container_provisions_one_cnci_and_a_second_node_reaches_i
     let subnet = subnet_view(&view, S1);
     let id = subnet["tunnel_id"].as_u64().expect("tunnel id");
     assert!(id > 0, "{subnet}");
-    let mut hosts: Vec<String> = subnet["compute_nodes"]
-        .as_array()
-        .expect("compute nodes")
-        .iter()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect();
-    hosts.sort();
-    let mut want = vec![node_uuid(&cluster, Cn::Cn1), node_uuid(&cluster, Cn::Cn2)];
-    want.sort();
-    assert_eq!(hosts, want, "both compute nodes host the subnet: {subnet}");
+    assert_eq!(
+        hosts_of(&subnet),
+        both_nodes(&cluster),
+        "both compute nodes host the subnet: {subnet}"
+    );
     // The readable view names the same.
     let text = cluster.ciao_net(&["tenant", &t.tenant]);
     let text = String::from_utf8_lossy(&text.stdout);
@@ -378,8 +394,7 @@ fn twenty_simultaneous_attaches_of_a_new_tenant_on_two_nodes_give_one_cnci_and_o
 
     let view = cluster.wait_cnci_ready(&mut t).expect("CNCI ready");
     assert_eq!(live_cncis(&cluster, &t.tenant).len(), 1, "one CNCI: {view}");
-    let mut want = vec![node_uuid(&cluster, Cn::Cn1), node_uuid(&cluster, Cn::Cn2)];
-    want.sort();
+    let want = both_nodes(&cluster);
     let mut ids = Vec::new();
     for subnet in [S1, S2] {
         // Both nodes' tunnels of the subnet carry the one id the controller gave it.
@@ -396,14 +411,7 @@ fn twenty_simultaneous_attaches_of_a_new_tenant_on_two_nodes_give_one_cnci_and_o
             let net = node_net(&cluster, cn, &t.tenant, subnet);
             assert_eq!(net["net"]["tunnel_id"].as_u64(), Some(id), "{net}");
         }
-        let mut hosts: Vec<String> = entry["compute_nodes"]
-            .as_array()
-            .expect("compute nodes")
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect();
-        hosts.sort();
-        assert_eq!(hosts, want, "{entry}");
+        assert_eq!(hosts_of(&entry), want, "{entry}");
         ids.push(id);
     }
     assert_ne!(ids[0], ids[1], "one id per subnet");
