@@ -6,7 +6,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use admin::{Server, CN1, CN2, T1, T2, UNKNOWN};
+use admin::{auto_subnet_on_both_nodes, Server, CN1, CN2, T1, T2, T3, UNKNOWN};
 use ciao_controller::api::{self, AdminEvent};
 use ciao_controller::{CnciState, PublicIpAssignment, Store};
 use common::ip;
@@ -71,6 +71,32 @@ fn lists_show_what_the_store_holds() {
         json!({"pools": [{"pool": "203.0.113.0/30", "size": 2, "assigned": 0}],
                "assignments": []})
     );
+}
+
+#[test]
+fn a_tenants_automatic_subnet_shows_each_compute_nodes_slice() {
+    let server = Server::start_with(auto_subnet_on_both_nodes);
+    let t3 = server.get(&format!("/v1/tenants/{T3}"));
+    assert_eq!(t3.status, StatusCode::OK);
+    let subnets = t3.json["subnets"].as_array().expect("subnets");
+    assert_eq!(subnets.len(), 1, "{}", t3.json);
+    assert_eq!(subnets[0]["cidr"], "172.16.0.0/24");
+    assert_eq!(
+        subnets[0]["node_slices"],
+        json!([
+            {"compute_node": CN1, "slice": "172.16.0.0/27",
+             "range_start": "172.16.0.2", "range_end": "172.16.0.31"},
+            {"compute_node": CN2, "slice": "172.16.0.32/27",
+             "range_start": "172.16.0.32", "range_end": "172.16.0.63"},
+        ])
+    );
+    // As the store has them.
+    let stored = server.store.auto_slices(T3).expect("slices");
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[1].range.1, ip("172.16.0.63"));
+    // A subnet the workloads named has no slices.
+    let t1 = server.get(&format!("/v1/tenants/{T1}"));
+    assert_eq!(t1.json["subnets"][0]["node_slices"], json!([]));
 }
 
 #[test]

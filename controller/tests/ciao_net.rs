@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use admin::{Server, CN1, CN2, T1, T2, UNKNOWN};
+use admin::{auto_subnet_on_both_nodes, Server, CN1, CN2, T1, T2, T3, UNKNOWN};
 use ciao_controller::Store;
 use hyper::Method;
 
@@ -130,6 +130,36 @@ fn tables_list_nodes_tenants_and_cncis() {
     let cncis = ok(&server, &["cncis"]);
     assert_eq!(column(&cncis, "TENANT"), [T1.to_string(), T2.to_string()]);
     assert_eq!(column(&cncis, "CNCI")[0], server.cnci.to_string());
+}
+
+#[test]
+fn a_tenant_with_an_automatic_subnet_lists_each_compute_nodes_slice() {
+    let server = Server::start_with(auto_subnet_on_both_nodes);
+    let tenant = ok(&server, &["tenant", &T3.to_string()]);
+    let slices = tenant
+        .split("\n\n")
+        .find(|t| t.starts_with("AUTO-SUBNET"))
+        .unwrap_or_else(|| panic!("a slice table in {tenant}"));
+    assert_eq!(column(slices, "AUTO-SUBNET"), ["172.16.0.0/24"; 2]);
+    assert_eq!(
+        column(slices, "COMPUTE-NODE"),
+        [CN1.to_string(), CN2.to_string()]
+    );
+    assert_eq!(column(slices, "SLICE"), ["172.16.0.0/27", "172.16.0.32/27"]);
+    assert_eq!(
+        column(slices, "RANGE"),
+        ["172.16.0.2-172.16.0.31", "172.16.0.32-172.16.0.63"]
+    );
+    let printed: serde_json::Value =
+        serde_json::from_str(&ok(&server, &["--json", "tenant", &T3.to_string()])).expect("JSON");
+    assert_eq!(printed, server.get(&format!("/v1/tenants/{T3}")).json);
+    assert_eq!(
+        printed["subnets"][0]["node_slices"][1]["compute_node"],
+        CN2.to_string()
+    );
+    // A tenant without automatic subnets has no slice table.
+    let t1 = ok(&server, &["tenant", &T1.to_string()]);
+    assert!(!t1.contains("AUTO-SUBNET"), "{t1}");
 }
 
 #[test]

@@ -17,8 +17,8 @@ use crate::error::PluginError;
 
 /// The `--ipam-opt` keys the IPAM driver understands.
 pub const IPAM_KEYS: &[&str] = &["tenant", "subnet-wait-seconds"];
-/// The longest wait accepted: the plugin answers no other call while RequestPool waits, and
-/// the wait must stay well under the server's request timeout (`--request-timeout-secs`).
+/// The longest wait accepted: the wait must stay well under the server's request timeout
+/// (`--request-timeout-secs`). Other calls are answered meanwhile (the wait holds no record).
 const MAX_WAIT_SECONDS: f64 = 25.0;
 
 /// The checked `--ipam-opt` options.

@@ -19,33 +19,19 @@ const GATEWAY_TYPE: &str = "com.docker.network.gateway";
 
 impl<K: netcore::Kernel> Plugin<K> {
     pub(crate) fn request_pool(&mut self, r: api::RequestPool) -> Reply {
-        if r.v6 {
-            return Err(PluginError::Invalid(
-                "ciao networks are IPv4 only: drop --ipv6".into(),
-            ));
-        }
-        let ipam = auto::ipam_opts(r.options.as_ref())?;
-        let (pool, sub_pool, node_range) = if r.pool.is_empty() {
-            let tenant = ipam.tenant.ok_or_else(auto::no_subnet)?;
-            if !r.sub_pool.is_empty() {
-                return Err(PluginError::Invalid(format!(
-                    "--ip-range {} needs --subnet: an automatic subnet comes with this node's range",
-                    r.sub_pool
-                )));
-            }
-            let wait = ipam.wait.unwrap_or(auto_subnet::DEFAULT_WAIT);
-            let got = auto::resolve(&self.state_dir, tenant, wait)?;
-            (got.subnet, Some(got.slice), Some(got.range))
-        } else {
-            if ipam.wait.is_some() {
-                return Err(PluginError::Invalid(
-                    "--ipam-opt subnet-wait-seconds is for networks without --subnet".into(),
-                ));
-            }
-            let (pool, sub_pool) = given_pool(&r)?;
-            (pool, sub_pool, None)
-        };
-        let _ = r.address_space;
+        let planned = plan_pool(&self.state_dir, &r)?;
+        self.record_pool(planned)
+    }
+
+    /// Records the pool [`plan_pool`] chose, under a new id (no other record is touched, so
+    /// no other call's state can be in the way).
+    pub(crate) fn record_pool(&mut self, planned: PlannedPool) -> Reply {
+        let PlannedPool {
+            pool,
+            sub_pool,
+            node_range,
+            tenant,
+        } = planned;
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let id = format!(
             "ciao-{}-{}-{}",
@@ -63,7 +49,7 @@ impl<K: netcore::Kernel> Plugin<K> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos())
                 .unwrap_or(0),
-            tenant: ipam.tenant,
+            tenant,
             node_range,
         })?;
         Ok(json!({"PoolID": id, "Pool": pool.to_string(), "Data": {}}))
@@ -146,6 +132,58 @@ impl<K: netcore::Kernel> Plugin<K> {
         }
         Ok(json!({}))
     }
+}
+
+/// What a RequestPool will record, decided before the plugin's records are touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PlannedPool {
+    pool: Ipv4Net,
+    sub_pool: Option<Ipv4Net>,
+    node_range: Option<netcore::AddrRange>,
+    tenant: Option<uuid::Uuid>,
+}
+
+/// Checks a RequestPool and, for a tenant-only network, asks `ciao-node run` (under
+/// `state_dir`) for the subnet, waiting up to `subnet-wait-seconds`. It reads no record of the
+/// plugin and writes nothing, so the server runs it without holding the plugin: the wait holds
+/// up no other call.
+pub(crate) fn plan_pool(
+    state_dir: &std::path::Path,
+    r: &api::RequestPool,
+) -> Result<PlannedPool, PluginError> {
+    if r.v6 {
+        return Err(PluginError::Invalid(
+            "ciao networks are IPv4 only: drop --ipv6".into(),
+        ));
+    }
+    let ipam = auto::ipam_opts(r.options.as_ref())?;
+    let (pool, sub_pool, node_range) = if r.pool.is_empty() {
+        let tenant = ipam.tenant.ok_or_else(auto::no_subnet)?;
+        if !r.sub_pool.is_empty() {
+            return Err(PluginError::Invalid(format!(
+                "--ip-range {} needs --subnet: an automatic subnet comes with this node's range",
+                r.sub_pool
+            )));
+        }
+        let wait = ipam.wait.unwrap_or(auto_subnet::DEFAULT_WAIT);
+        let got = auto::resolve(state_dir, tenant, wait)?;
+        (got.subnet, Some(got.slice), Some(got.range))
+    } else {
+        if ipam.wait.is_some() {
+            return Err(PluginError::Invalid(
+                "--ipam-opt subnet-wait-seconds is for networks without --subnet".into(),
+            ));
+        }
+        let (pool, sub_pool) = given_pool(r)?;
+        (pool, sub_pool, None)
+    };
+    let _ = &r.address_space;
+    Ok(PlannedPool {
+        pool,
+        sub_pool,
+        node_range,
+        tenant: ipam.tenant,
+    })
 }
 
 /// `--subnet` and `--ip-range`, checked.

@@ -39,6 +39,13 @@ pub struct Plugin<K: Kernel = Netlink> {
     pub(crate) state_dir: PathBuf,
 }
 
+impl<K: Kernel> Plugin<K> {
+    /// The node's state directory (for [`prepare`]).
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+}
+
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, PluginError> {
     // Docker sends no Content-Type, and an empty body for parameterless calls.
     let body = if body.iter().all(u8::is_ascii_whitespace) {
@@ -61,6 +68,22 @@ fn vnic_id(endpoint: &str) -> VnicId {
 fn handoff_name(endpoint: &str) -> String {
     let hash = netcore::ids::fnv64(&[b"docker-endpoint", endpoint.as_bytes()]);
     format!("cd{:012x}", hash & 0xffff_ffff_ffff)
+}
+
+/// The part of a call done before the plugin is taken: for RequestPool, the checks and the
+/// wait for an automatic subnet (which reads and writes no record of the plugin).
+pub struct Prepared(Option<Result<crate::ipam::PlannedPool, PluginError>>);
+
+/// Does the part of a call that needs no record of the plugin (see [`Prepared`]), so that a
+/// RequestPool waiting up to `subnet-wait-seconds` for the controller holds up no other call;
+/// `state_dir` is the node's. Every other call is done whole by [`Plugin::call_prepared`].
+pub fn prepare(state_dir: &Path, path: &str, body: &[u8]) -> Prepared {
+    if path != "/IpamDriver.RequestPool" {
+        return Prepared(None);
+    }
+    Prepared(Some(
+        decode(body).and_then(|r| crate::ipam::plan_pool(state_dir, &r)),
+    ))
 }
 
 impl Plugin {
@@ -114,6 +137,15 @@ impl<K: Kernel> Plugin<K> {
             }
         }
         Ok(())
+    }
+
+    /// Answers one call with what [`prepare`] did for it without the plugin; `None` for a path
+    /// that is not part of the protocol.
+    pub fn call_prepared(&mut self, path: &str, body: &[u8], prepared: Prepared) -> Option<Reply> {
+        match prepared.0 {
+            Some(planned) => Some(planned.and_then(|p| self.record_pool(p))),
+            None => self.call(path, body),
+        }
     }
 
     /// Answers one call; `None` for a path that is not part of the protocol.

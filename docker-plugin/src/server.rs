@@ -2,6 +2,7 @@
 //! `POST /<Interface>.<Method>` with a JSON body (no Content-Type, possibly empty). Replies are
 //! 200 with JSON (`{"Err": ...}` on failure); a path outside the protocol gets 404.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::plugin::Plugin;
+use netcore::Kernel;
 
 /// Requests served since start; numbers the request spans.
 static REQUESTS: AtomicU64 = AtomicU64::new(0);
@@ -37,9 +39,10 @@ fn reply(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> 
     resp
 }
 
-async fn handle(
+async fn handle<K: Kernel + Send + 'static>(
     req: Request<Incoming>,
-    plugin: Arc<Mutex<Plugin>>,
+    plugin: Arc<Mutex<Plugin<K>>>,
+    state_dir: Arc<PathBuf>,
     verbose: bool,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let path = req.uri().path().to_string();
@@ -60,12 +63,14 @@ async fn handle(
     };
     let call = path.clone();
     // The core does blocking netlink and file I/O under the node lock: off the async workers,
-    // one call at a time (the node lock would serialise them anyway).
+    // one call at a time (the node lock would serialise them anyway). Only what touches no
+    // record runs before the plugin is taken: a RequestPool's wait for the controller.
     let span = tracing::Span::current();
     let result = tokio::task::spawn_blocking(move || {
         let _span = span.enter();
+        let prepared = crate::plugin::prepare(&state_dir, &call, &body);
         let mut plugin = plugin.lock().unwrap_or_else(|p| p.into_inner());
-        plugin.call(&call, &body)
+        plugin.call_prepared(&call, &body, prepared)
     })
     .await;
     let resp = match result {
@@ -154,14 +159,21 @@ impl RateLimited {
 }
 
 /// Serves connections until `shutdown` completes.
-pub async fn serve(
+pub async fn serve<K: Kernel + Send + 'static>(
     listener: UnixListener,
-    plugin: Arc<Mutex<Plugin>>,
+    plugin: Arc<Mutex<Plugin<K>>>,
     verbose: bool,
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
+    let state_dir = Arc::new(
+        plugin
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .state_dir()
+            .to_path_buf(),
+    );
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut accept_errors = RateLimited::new(Duration::from_secs(1));
     let mut at_cap = RateLimited::new(Duration::from_secs(10));
@@ -196,6 +208,7 @@ pub async fn serve(
             () = &mut shutdown => return Ok(()),
         };
         let plugin = plugin.clone();
+        let state_dir = state_dir.clone();
         let timer = timer.clone();
         tokio::spawn(async move {
             let _slot = slot;
@@ -207,7 +220,7 @@ pub async fn serve(
                     id = REQUESTS.fetch_add(1, Ordering::Relaxed),
                     call = %req.uri().path()
                 );
-                let call = handle(req, plugin.clone(), verbose).instrument(span);
+                let call = handle(req, plugin.clone(), state_dir.clone(), verbose).instrument(span);
                 async move {
                     match tokio::time::timeout(deadline, call).await {
                         Ok(Ok(resp)) => Ok(resp),

@@ -109,10 +109,11 @@ pub async fn tenant(
         .store(move |store| {
             let tenant = store.tenant(id)?.ok_or(StoreError::UnknownTenant(id))?;
             let cncis = store.cncis()?;
+            let slices = store.auto_slices(id)?;
             let subnets = store
                 .subnets(id)?
                 .iter()
-                .map(|s| Ok(SubnetView::new(s, store.subnet_nodes(id, s.cidr)?)))
+                .map(|s| Ok(SubnetView::new(s, store.subnet_nodes(id, s.cidr)?, &slices)))
                 .collect::<Result<Vec<_>, StoreError>>()?;
             Ok(TenantView {
                 uuid: id,

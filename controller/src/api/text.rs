@@ -121,6 +121,11 @@ pub fn tenant(view: &TenantView) -> String {
         &["SUBNET", "TUNNEL", "TUNNEL-ID", "COMPUTE-NODES"],
         &subnets,
     ));
+    let slices = node_slices(view);
+    if !slices.is_empty() {
+        out.push('\n');
+        out.push_str(&slices);
+    }
     let public_ips: Vec<_> = view
         .public_ips
         .iter()
@@ -129,6 +134,28 @@ pub fn tenant(view: &TenantView) -> String {
     out.push('\n');
     out.push_str(&render(&["PUBLIC-IP", "PRIVATE-IP"], &public_ips));
     out
+}
+
+/// Each compute node's slice of the tenant's automatic subnets; empty if it has none.
+fn node_slices(view: &TenantView) -> String {
+    let rows: Vec<_> = view
+        .subnets
+        .iter()
+        .flat_map(|s| {
+            s.node_slices.iter().map(move |n| {
+                vec![
+                    s.cidr.to_string(),
+                    n.compute_node.to_string(),
+                    n.slice.to_string(),
+                    format!("{}-{}", n.range_start, n.range_end),
+                ]
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    render(&["AUTO-SUBNET", "COMPUTE-NODE", "SLICE", "RANGE"], &rows)
 }
 
 pub fn cncis(view: &[CnciView]) -> String {

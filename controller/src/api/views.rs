@@ -8,7 +8,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::model::{Cnci, ComputeNode, NetworkNode, PublicIpAssignment, TenantSubnet};
+use crate::model::{AutoSlice, Cnci, ComputeNode, NetworkNode, PublicIpAssignment, TenantSubnet};
 use crate::pool::PublicPool;
 
 /// The body of every refusal.
@@ -85,6 +85,20 @@ pub struct SubnetView {
     pub tunnel_id: u32,
     /// The compute nodes hosting a workload of the subnet.
     pub compute_nodes: Vec<Uuid>,
+    /// An automatic subnet (a workload that named none): each compute node's share of it.
+    /// Empty for a subnet the workloads named. Absent in a pre-slices controller's answer.
+    #[serde(default)]
+    pub node_slices: Vec<NodeSliceView>,
+}
+
+/// One compute node's slice of an automatic subnet, and the addresses it gives out from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSliceView {
+    pub compute_node: Uuid,
+    pub slice: Ipv4Net,
+    /// The first address the node gives out (never the subnet's gateway).
+    pub range_start: Ipv4Addr,
+    pub range_end: Ipv4Addr,
 }
 
 /// A public IP assignment (`POST`/`DELETE .../public-ips`, and in the lists).
@@ -180,12 +194,29 @@ impl From<&PublicIpAssignment> for PublicIpView {
 }
 
 impl SubnetView {
-    pub fn new(subnet: &TenantSubnet, compute_nodes: Vec<Uuid>) -> Self {
+    /// The subnet, its hosts, and those of `slices` (the tenant's) that are its own.
+    pub fn new(subnet: &TenantSubnet, compute_nodes: Vec<Uuid>, slices: &[AutoSlice]) -> Self {
         SubnetView {
             cidr: subnet.cidr,
             tunnel_kind: subnet.tunnel_kind,
             tunnel_id: subnet.tunnel_id,
             compute_nodes,
+            node_slices: slices
+                .iter()
+                .filter(|s| s.subnet.cidr == subnet.cidr)
+                .map(NodeSliceView::from)
+                .collect(),
+        }
+    }
+}
+
+impl From<&AutoSlice> for NodeSliceView {
+    fn from(s: &AutoSlice) -> Self {
+        NodeSliceView {
+            compute_node: s.compute_node,
+            slice: s.slice,
+            range_start: s.range.0,
+            range_end: s.range.1,
         }
     }
 }

@@ -23,6 +23,9 @@ pub const CN2: Uuid = Uuid::from_u128(0xc2);
 pub const T1: Uuid = Uuid::from_u128(0x7e00_0001);
 /// A tenant with one subnet, its CNCI only requested.
 pub const T2: Uuid = Uuid::from_u128(0x7e00_0002);
+/// A tenant whose workloads named no subnet: one automatic subnet, a slice on each CN
+/// ([`auto_subnet_on_both_nodes`]).
+pub const T3: Uuid = Uuid::from_u128(0x7e00_0003);
 /// A tenant the store never heard of.
 pub const UNKNOWN: Uuid = Uuid::from_u128(0x7e00_0099);
 pub const POOL: &str = "203.0.113.0/30";
@@ -44,6 +47,17 @@ pub struct Answer {
     pub status: StatusCode,
     pub json: serde_json::Value,
     pub headers: hyper::HeaderMap,
+}
+
+/// Gives [`T3`] an automatic subnet with the default plan (172.16.0.0/24, /27 slices) on
+/// [`CN1`] and then [`CN2`], for [`Server::start_with`].
+pub fn auto_subnet_on_both_nodes(store: &SqliteStore) {
+    let plan = ciao_controller::TenantSubnets::default();
+    for cn in [CN1, CN2] {
+        store
+            .auto_subnet(T3, cn, &plan, TunnelKind::default())
+            .expect("automatic subnet");
+    }
 }
 
 impl Server {
