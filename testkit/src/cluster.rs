@@ -26,7 +26,9 @@ use serde_json::Value;
 
 mod auto;
 mod control;
+mod nn2;
 pub use control::PUBLIC_POOL;
+pub use nn2::{EXT2_IP, NN2_EXT_IP, NN2_IP, NN2_PUBLIC_RANGE};
 
 use crate::{
     ciao_certificates, cnci_agent_tool, cni_call, json, node_tool, plugin, scheduler_tool, unique,
@@ -118,13 +120,15 @@ pub struct Certs {
     _tmp: Option<tempfile::TempDir>,
 }
 
-const CERT_LEAVES: [(&str, &str); 5] = [
+const CERT_LEAVES: [(&str, &str); 6] = [
     ("agent", "cn1"),
     ("agent", "cn2"),
     ("cnciagent", "cnci"),
     ("controller", "ctl"),
     // The network node agent: its own session and each of its CNCIs' sessions.
     ("netagent,cnciagent", "nn"),
+    // A second network node, which joins later (controller mode).
+    ("netagent,cnciagent", "nn2"),
 ];
 
 impl Certs {
@@ -144,7 +148,7 @@ impl Certs {
     pub fn cached() -> Result<Certs> {
         let base = crate::workspace_root().join("target/test-certs");
         // Versioned: a set made before a leaf was added is never taken for complete.
-        let dir = base.join("cluster-v2");
+        let dir = base.join("cluster-v3");
         let complete = |d: &Path| {
             d.join("CAcert-localhost.pem").is_file()
                 && CERT_LEAVES
@@ -193,6 +197,10 @@ impl Certs {
     /// The network node agent's certificate (roles netagent and cnciagent).
     pub fn network_node(&self) -> PathBuf {
         self.dir.join(leaf_file("netagent,cnciagent", "nn"))
+    }
+    /// The second network node's certificate (same roles, its own key).
+    pub fn network_node2(&self) -> PathBuf {
+        self.dir.join(leaf_file("netagent,cnciagent", "nn2"))
     }
 }
 
@@ -343,6 +351,18 @@ pub fn new_log_dir() -> Result<tempfile::TempDir> {
 /// underlay and its outside, with the public addresses: part of ext0's network, clear of the
 /// network node's own address (203.0.113.1) and the external host's (EXT_IP).
 fn node_run_args(state_dir: &str, cert: &str, ca: &str) -> Vec<String> {
+    nn_run_args(state_dir, cert, ca, NN_IP, PUBLIC_RANGE)
+}
+
+/// [`node_run_args`] for a network node with underlay address `underlay_ip` and public
+/// addresses `public_range` on its `ext0`.
+fn nn_run_args(
+    state_dir: &str,
+    cert: &str,
+    ca: &str,
+    underlay_ip: &str,
+    public_range: &str,
+) -> Vec<String> {
     [
         "--state-dir",
         state_dir,
@@ -356,11 +376,11 @@ fn node_run_args(state_dir: &str, cert: &str, ca: &str) -> Vec<String> {
         "--ca",
         ca,
         "--underlay-ip",
-        NN_IP,
+        underlay_ip,
         "--external-dev",
         "ext0",
         "--public-range",
-        PUBLIC_RANGE,
+        public_range,
     ]
     .map(String::from)
     .to_vec()
@@ -733,10 +753,11 @@ impl Cluster {
         self.agent_mut(t).is_ok_and(|a| running(&mut a.proc))
     }
 
-    /// Runs `ciao-cnci-agent --state-dir D <args>` in the network node's namespace.
+    /// Runs `ciao-cnci-agent --state-dir D <args>` in the namespace of the network node that
+    /// runs the CNCI.
     pub fn agent_tool(&self, t: &Tenant, args: &[&str]) -> std::process::Output {
         let mut full = vec![
-            format!("--net={}", self.nn.path().display()),
+            format!("--net={}", self.network_node_ns(&t.state_dir).display()),
             cnci_agent_tool().display().to_string(),
             "--state-dir".into(),
             t.state_dir.display().to_string(),

@@ -48,6 +48,23 @@ fn tenant_only_configs_get_one_subnet_with_disjoint_ranges_and_fail_cleanly_with
         .as_array()
         .is_some_and(|s| s.iter().any(|s| s["cidr"] == w1.subnet.as_str()));
     assert!(listed, "ciao-net shows the automatic subnet: {view}");
+    // ... and each node's slice, whose range holds the address that node gave out.
+    for w in [&w1, &w2] {
+        let node = cluster.cn(w.cn).show_json()["agent_uuid"].clone();
+        let slice = view["subnets"][0]["node_slices"]
+            .as_array()
+            .and_then(|l| l.iter().find(|s| s["compute_node"] == node))
+            .cloned()
+            .unwrap_or_else(|| panic!("no slice of {node} in {view}"));
+        let addr = |key: &str| -> std::net::Ipv4Addr {
+            slice[key].as_str().and_then(|a| a.parse().ok()).expect(key)
+        };
+        let ip: std::net::Ipv4Addr = w.ip.parse().expect("address");
+        assert!(
+            addr("range_start") <= ip && ip <= addr("range_end"),
+            "{ip} in {slice}"
+        );
+    }
 
     // The controller is gone: a cached tenant still attaches, a new one fails within its
     // bound (try again later), and leaves nothing on the node.

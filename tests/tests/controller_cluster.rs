@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use testkit::cluster::{wait_reachable, Cluster, Cn, EXT_IP, NN_IP};
+use testkit::cluster::{wait_reachable, Cluster, Cn, EXT_IP, NN2_IP, NN_IP};
 use testkit::matrix::TwoTenants;
 use testkit::{require_root, TENANT_A, TENANT_B};
 
@@ -418,4 +418,145 @@ fn twenty_simultaneous_attaches_of_a_new_tenant_on_two_nodes_give_one_cnci_and_o
     // A cross-node ping in each subnet: workloads 0 (CN1, S1) -> 1 (CN2, S1), 2 (CN1, S2) -> 3.
     ping_until(&workloads[0], &workloads[1].ip);
     ping_until(&workloads[2], &workloads[3].ip);
+}
+
+/// The network node `ciao-net --json tenant` places the tenant's CNCI on, and its address.
+fn placed_on(view: &Value) -> (String, String) {
+    let cnci = &view["cnci"];
+    let node = cnci["network_node"].as_str().unwrap_or_default();
+    let underlay = cnci["underlay"].as_str().unwrap_or_default();
+    (node.to_string(), underlay.to_string())
+}
+
+/// The IPv4 addresses of the network namespace at `ns`.
+fn addresses_in(ns: &std::path::Path) -> Vec<std::net::Ipv4Addr> {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", ns.display()))
+        .args(["ip", "-j", "-4", "addr", "show"])
+        .output()
+        .expect("ip addr");
+    let links: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a["local"].as_str()?.parse().ok())
+        .collect()
+}
+
+/// Whether the uplink of the CNCI recorded in `t.state_dir` has its underlay end in `ns`.
+fn uplink_in(t: &testkit::cluster::Tenant, ns: &std::path::Path) -> bool {
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(t.state_dir.join("agent.json")).expect("the CNCI's agent.json"),
+    )
+    .expect("agent.json");
+    let uplink: ipnet::Ipv4Net = record["uplink"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("uplink in agent.json");
+    addresses_in(ns).iter().any(|a| uplink.contains(a))
+}
+
+const TENANT_C: &str = "c0c0c0c0-1111-4222-8333-444455556666";
+const TENANT_D: &str = "d0d0d0d0-1111-4222-8333-444455556666";
+
+#[test]
+fn a_second_network_node_joins_and_the_next_new_tenants_are_placed_on_it() {
+    require_root!();
+    let mut cluster = Cluster::with_controller().expect("cluster in controller mode");
+    let nodes = cluster.ciao_net_json(&["nodes"]).expect("nodes");
+    let nn1 = nodes["network_nodes"][0]["uuid"]
+        .as_str()
+        .expect("the first network node")
+        .to_string();
+
+    // Tenants A and B: the only network node takes both CNCIs.
+    let mut a = cluster.controlled_tenant(TENANT_A);
+    let mut b = cluster.controlled_tenant(TENANT_B);
+    let a1 = cluster
+        .container(Cn::Cn1, &a, S1, "172.16.1.10")
+        .expect("a1");
+    let a2 = cluster
+        .container(Cn::Cn2, &a, S1, "172.16.1.11")
+        .expect("a2");
+    let _b1 = cluster
+        .container(Cn::Cn1, &b, S1, "172.16.1.10")
+        .expect("b1");
+    for t in [&mut a, &mut b] {
+        let view = cluster.wait_cnci_ready(t).expect("CNCI on the first node");
+        assert_eq!(placed_on(&view), (nn1.clone(), NN_IP.to_string()), "{view}");
+    }
+    ping_until(&a2, &a1.ip);
+
+    // The second network node joins with only its certificate and the scheduler's address.
+    let nn2 = cluster.start_nn2().expect("second ciao-nn connected");
+    assert_ne!(nn2, nn1);
+    let nodes = cluster.ciao_net_json(&["nodes"]).expect("nodes");
+    let second = nodes["network_nodes"]
+        .as_array()
+        .and_then(|l| l.iter().find(|n| n["uuid"] == nn2.as_str()))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(second["underlay"], NN2_IP, "{nodes}");
+    assert_eq!(second["external_device"], "ext0", "{nodes}");
+    assert_eq!(second["cncis"], 0, "{nodes}");
+
+    // The next new tenants go to the node with the fewest CNCIs: the new one (0, then 1 < 2).
+    let mut c = cluster.controlled_tenant(TENANT_C);
+    let mut d = cluster.controlled_tenant(TENANT_D);
+    let c1 = cluster
+        .container(Cn::Cn1, &c, S1, "172.16.1.10")
+        .expect("c1");
+    let c2 = cluster
+        .container(Cn::Cn2, &c, S1, "172.16.1.11")
+        .expect("c2");
+    let cv = cluster.wait_cnci_ready(&mut c).expect("CNCI of C");
+    let _d1 = cluster
+        .container(Cn::Cn2, &d, S2, "172.16.2.10")
+        .expect("d1");
+    let dv = cluster.wait_cnci_ready(&mut d).expect("CNCI of D");
+    let nn2_ns = cluster.nn2_ns().expect("second node's namespace").path();
+    for (t, view) in [(&c, &cv), (&d, &dv)] {
+        assert_eq!(placed_on(view), (nn2.clone(), NN2_IP.to_string()), "{view}");
+        // It really runs there: recorded by the second ciao-nn, its uplink in that namespace.
+        let dir = cluster.nn2_state_dir().expect("nn2 state");
+        assert!(t.state_dir.starts_with(&dir), "{}", t.state_dir.display());
+        assert!(uplink_in(t, &nn2_ns), "{} uplink on nn2", t.cnci);
+        assert!(
+            !uplink_in(t, &cluster.nn.path()),
+            "{} uplink on nn1",
+            t.cnci
+        );
+        assert!(std::path::Path::new("/run/netns").join(&t.netns).exists());
+    }
+    // A cross-node ping through the new node's CNCI, whose hub serves both compute nodes.
+    ping_until(&c2, &c1.ip);
+    cluster
+        .wait_programmed(&c, S1, &[Cn::Cn1.ip(), Cn::Cn2.ip()])
+        .expect("C's hub on nn2 programmed toward both nodes");
+
+    // The old tenants stay where they were and keep working.
+    for t in [&a, &b] {
+        let view = cluster.ciao_net_json(&["tenant", &t.tenant]).expect("view");
+        assert_eq!(placed_on(&view), (nn1.clone(), NN_IP.to_string()), "{view}");
+        assert!(uplink_in(t, &cluster.nn.path()), "{} uplink on nn1", t.cnci);
+    }
+    assert!(a2.ping(&a1.ip, 2), "tenant A across nodes through nn1");
+    let nodes = cluster.ciao_net_json(&["nodes"]).expect("nodes");
+    let counts: Vec<(String, u64)> = nodes["network_nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            (
+                n["uuid"].as_str().unwrap_or_default().to_string(),
+                n["cncis"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert!(
+        counts.contains(&(nn1, 2)) && counts.contains(&(nn2, 2)),
+        "{nodes}"
+    );
 }

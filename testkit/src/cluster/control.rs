@@ -2,7 +2,7 @@
 //! scheduler and `ciao-nn` on the network node, so that tenants' workload configs name no CNCI
 //! and each tenant's CNCI appears with its first workload.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,8 @@ pub(super) struct ControlPlane {
     state: tempfile::TempDir,
     controller: Option<Proc>,
     nn: Option<Proc>,
+    /// The second network node, once [`Cluster::start_nn2`] made it.
+    pub(super) nn2: Option<super::nn2::SecondNn>,
 }
 
 impl ControlPlane {
@@ -33,6 +35,10 @@ impl ControlPlane {
 
     fn nn_dir(&self) -> PathBuf {
         self.state.path().join("nn")
+    }
+
+    pub(super) fn nn2_dir(&self) -> PathBuf {
+        self.state.path().join("nn2")
     }
 }
 
@@ -56,18 +62,19 @@ impl Cluster {
                 .context("control plane state dir")?,
             controller: None,
             nn: None,
+            nn2: None,
         });
         self.start_controller()?;
         self.start_nn()
     }
 
-    fn control(&self) -> Result<&ControlPlane> {
+    pub(super) fn control(&self) -> Result<&ControlPlane> {
         self.control
             .as_ref()
             .context("this cluster has no controller (Cluster::with_controller)")
     }
 
-    fn control_mut(&mut self) -> Result<&mut ControlPlane> {
+    pub(super) fn control_mut(&mut self) -> Result<&mut ControlPlane> {
         self.control
             .as_mut()
             .context("this cluster has no controller (Cluster::with_controller)")
@@ -257,7 +264,7 @@ impl Cluster {
                 let cnci = &v["cnci"];
                 if cnci["state"] == "ready" {
                     let uuid = cnci["uuid"].as_str().unwrap_or_default().to_string();
-                    t.state_dir = self.nn_state_dir()?.join("cncis").join(&uuid);
+                    t.state_dir = self.cnci_state_dir(&uuid)?;
                     let record: Value = serde_json::from_slice(
                         &std::fs::read(t.state_dir.join("agent.json"))
                             .context("the CNCI's agent.json on the network node")?,
@@ -279,38 +286,74 @@ impl Cluster {
         }
     }
 
-    /// Stops the control plane and takes down every CNCI `ciao-nn` built (for [`Drop`]).
+    /// The state directory of CNCI `uuid` on whichever network node records it (the first
+    /// node's when neither does yet).
+    fn cnci_state_dir(&self, uuid: &str) -> Result<PathBuf> {
+        let control = self.control()?;
+        let on = |node: PathBuf| node.join("cncis").join(uuid);
+        let second = on(control.nn2_dir());
+        if second.join("agent.json").is_file() {
+            return Ok(second);
+        }
+        Ok(on(control.nn_dir()))
+    }
+
+    /// The namespace of the network node whose state directory holds `state_dir` (a CNCI's):
+    /// where its `ciao-cnci-agent` tools must run.
+    pub(super) fn network_node_ns(&self, state_dir: &Path) -> PathBuf {
+        let second = self.control.as_ref().and_then(|c| {
+            let ns = c.nn2.as_ref()?;
+            state_dir.starts_with(c.nn2_dir()).then(|| ns.ns.path())
+        });
+        second.unwrap_or_else(|| self.nn.path())
+    }
+
+    /// Stops the control plane and takes down every CNCI each `ciao-nn` built (for [`Drop`]).
     pub(super) fn stop_control(&mut self) {
         let Some(control) = self.control.as_mut() else {
             return;
         };
         control.nn = None;
+        if let Some(nn2) = control.nn2.as_mut() {
+            nn2.kill();
+        }
         control.controller = None;
-        let cncis = control.nn_dir().join("cncis");
-        let Ok(entries) = std::fs::read_dir(&cncis) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let dir = entry.path();
-            let netns = std::fs::read(dir.join("agent.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                .and_then(|v| v["netns"].as_str().map(str::to_string));
-            let _ = Command::new("nsenter")
-                .arg(format!("--net={}", self.nn.path().display()))
-                .arg(crate::cnci_agent_tool())
-                .arg("--state-dir")
-                .arg(&dir)
-                .arg("destroy")
-                .stdout(Stdio::null())
+        let mut nodes = vec![(control.nn_dir(), self.nn.path())];
+        if let Some(nn2) = &control.nn2 {
+            nodes.push((control.nn2_dir(), nn2.ns.path()));
+        }
+        for (dir, ns) in nodes {
+            destroy_cncis(&dir, &ns);
+        }
+    }
+}
+
+/// Destroys every CNCI recorded under a `ciao-nn` state directory, from inside its node's
+/// namespace `ns`, and deletes their tenant namespaces.
+fn destroy_cncis(node_dir: &Path, ns: &Path) {
+    let Ok(entries) = std::fs::read_dir(node_dir.join("cncis")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let netns = std::fs::read(dir.join("agent.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v["netns"].as_str().map(str::to_string));
+        let _ = Command::new("nsenter")
+            .arg(format!("--net={}", ns.display()))
+            .arg(crate::cnci_agent_tool())
+            .arg("--state-dir")
+            .arg(&dir)
+            .arg("destroy")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if let Some(ns) = netns {
+            let _ = Command::new("ip")
+                .args(["netns", "delete", &ns])
                 .stderr(Stdio::null())
                 .status();
-            if let Some(ns) = netns {
-                let _ = Command::new("ip")
-                    .args(["netns", "delete", &ns])
-                    .stderr(Stdio::null())
-                    .status();
-            }
         }
     }
 }
