@@ -60,7 +60,7 @@ fn listing(ns: &Ns) -> String {
 
 fn table_listing(ns: &Ns, name: &str) -> String {
     let out = Command::new("ip")
-        .args(["netns", "exec", &ns.0, "nft", "list", "table", "ip", &name])
+        .args(["netns", "exec", &ns.0, "nft", "list", "table", "ip", name])
         .output()
         .expect("nft list");
     assert!(out.status.success(), "{out:?}");
