@@ -112,7 +112,15 @@ impl Writer {
             let batch = std::mem::take(&mut q.waiting);
             let mut known = q.known.take();
             drop(q);
-            let results = commit(ns, &mut known, &batch);
+            // A panic must not leave `writing` set (every other CNCI would wait forever).
+            let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                commit(ns, &mut known, &batch)
+            }))
+            .unwrap_or_else(|_| {
+                known = None;
+                let e = || Err("the underlay table writer panicked".to_string());
+                batch.iter().map(|(id, _)| (*id, e())).collect()
+            });
             q = self.queue.lock().map_err(poisoned)?;
             q.known = known;
             q.writing = false;
