@@ -13,6 +13,7 @@ pub mod handlers;
 pub mod hub;
 pub mod names;
 pub mod nft;
+pub mod node_table;
 pub mod reaper;
 pub mod register;
 pub mod show;

@@ -53,10 +53,10 @@ pub fn underlay_table() -> (String, String) {
     flags interval
     auto-merge
   }
-  # (uplink network, external device): masqueraded on the way out.
+  # (tenant side of an uplink, external device): masqueraded on the way out. Exact addresses,
+  # not the uplink networks: adding an element to an interval set makes nft read the whole set.
   set masq {
     type ipv4_addr . ifname
-    flags interval
   }
   chain reflect_in {
     type filter hook input priority -300; policy accept;
@@ -86,6 +86,15 @@ pub fn underlay_table() -> (String, String) {
     (name.clone(), format!("table ip {name} {{\n{body}}}\n"))
 }
 
+/// Earlier versions of the node-wide table whose elements this build can name: each CNCI moves
+/// its elements out of them ([`Uplink::remove_earlier_script`]) in the transaction that adds
+/// them to the current table, so its uplink is guarded at every instant, and the table goes
+/// once no uplink is left in it.
+pub const EARLIER: &[&str] = &[
+    // Until the masq set held exact addresses: keyed on the uplink's /31, an interval set.
+    "ciao_cnci_node_a378ae8c",
+];
+
 /// One CNCI's elements in the node-wide underlay table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Uplink {
@@ -102,9 +111,29 @@ impl Uplink {
         let mut out = vec![("uplinks", format!("\"{uplink}\""))];
         if let Some(ext) = &self.external_dev {
             out.push(("exits", format!("\"{uplink}\" . \"{ext}\"")));
-            out.push(("masq", format!("{} . \"{ext}\"", self.uplink_net)));
+            out.push(("masq", format!("{} . \"{ext}\"", self.tenant_side())));
         }
         out
+    }
+
+    /// The tenant side's address of the uplink (the second of its /31): what the tenant
+    /// namespace masquerades its traffic to, so the source of what leaves through the uplink.
+    pub fn tenant_side(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.uplink_net.network()).saturating_add(1))
+    }
+
+    /// Removes the elements this CNCI has in `table`, a table of [`EARLIER`]: the same, but
+    /// `masq` keyed on the uplink's network.
+    pub fn remove_earlier_script(&self, table: &str) -> String {
+        let mut elements = self.elements();
+        for (set, e) in elements.iter_mut() {
+            if *set == "masq" {
+                if let Some(ext) = &self.external_dev {
+                    *e = format!("{} . \"{ext}\"", self.uplink_net);
+                }
+            }
+        }
+        remove_elements(table, &elements)
     }
 
     /// Adds the elements (an existing one is left as it is), in one transaction.
@@ -118,15 +147,19 @@ impl Uplink {
     /// Removes the elements, present or not, in one transaction: each is added and then
     /// deleted, as nft 1.0.6 has no `destroy element` and a missing one would fail the batch.
     pub fn remove_script(&self, table: &str) -> String {
-        self.elements()
-            .iter()
-            .map(|(set, e)| {
-                format!(
-                    "add element ip {table} {set} {{ {e} }}\ndelete element ip {table} {set} {{ {e} }}\n"
-                )
-            })
-            .collect()
+        remove_elements(table, &self.elements())
     }
+}
+
+fn remove_elements(table: &str, elements: &[(&'static str, String)]) -> String {
+    elements
+        .iter()
+        .map(|(set, e)| {
+            format!(
+                "add element ip {table} {set} {{ {e} }}\ndelete element ip {table} {set} {{ {e} }}\n"
+            )
+        })
+        .collect()
 }
 
 /// Script adding the node's underlay networks, which are node facts: never removed by a
@@ -166,7 +199,7 @@ pub fn ensure_underlay_table(ns: Option<BorrowedFd<'_>>) -> Result<bool> {
 }
 
 /// The names of the namespace's tables of family ip.
-fn table_names(ns: Option<BorrowedFd<'_>>) -> Result<Vec<String>> {
+pub(crate) fn table_names(ns: Option<BorrowedFd<'_>>) -> Result<Vec<String>> {
     let tables = nft(ns, &["list", "tables", "ip"], "")?;
     Ok(tables
         .lines()
@@ -175,38 +208,35 @@ fn table_names(ns: Option<BorrowedFd<'_>>) -> Result<Vec<String>> {
         .collect())
 }
 
-fn table_exists(ns: Option<BorrowedFd<'_>>, table: &str) -> Result<bool> {
-    Ok(table_names(ns)?.iter().any(|t| t == table))
-}
-
-/// Ensures the node-wide table and adds `uplink`'s elements and the underlay networks, in one
-/// transaction that also deletes `legacy` (an earlier build's table of this CNCI) if it exists.
-/// One listing and one transaction: creating and deleting a table costs a kernel grace period
-/// (about 20 ms), so the legacy table is only named when it is there.
+/// Ensures the node-wide table and adds `uplink`'s elements and the underlay networks, moving
+/// them out of [`EARLIER`] tables and deleting `legacy` (this CNCI's own table of a build
+/// before the node-wide one) if it exists, in one transaction shared with the other CNCIs of
+/// this process that ask meanwhile ([`crate::node_table`]).
 pub fn add_uplink(
     ns: Option<BorrowedFd<'_>>,
     uplink: &Uplink,
     nets: &[Ipv4Net],
     legacy: &str,
 ) -> Result<()> {
-    let tables = table_names(ns)?;
-    ensure_underlay_table_in(ns, &tables)?;
-    let (table, _) = underlay_table();
-    let mut script = uplink.add_script(&table);
-    script.push_str(&underlay_nets_script(&table, nets));
-    if tables.iter().any(|t| t == legacy) {
-        script.push_str(&format!("delete table ip {legacy}\n"));
-    }
-    nft(ns, &["-f", "-"], &script).map(|_| ())
+    crate::node_table::apply(
+        ns,
+        crate::node_table::Change::Add {
+            uplink: uplink.clone(),
+            nets: nets.to_vec(),
+            legacy: legacy.to_string(),
+        },
+    )
 }
 
-/// Removes exactly `uplink`'s elements; the table stays, if empty, for the next CNCI.
+/// Removes exactly `uplink`'s elements (from earlier tables too); the table stays, if empty,
+/// for the next CNCI.
 pub fn remove_uplink(ns: Option<BorrowedFd<'_>>, uplink: &Uplink) -> Result<()> {
-    let (table, _) = underlay_table();
-    if !table_exists(ns, &table)? {
-        return Ok(());
-    }
-    nft(ns, &["-f", "-"], &uplink.remove_script(&table)).map(|_| ())
+    crate::node_table::apply(
+        ns,
+        crate::node_table::Change::Remove {
+            uplink: uplink.clone(),
+        },
+    )
 }
 
 fn join(nets: &[Ipv4Net]) -> String {
@@ -256,7 +286,7 @@ pub fn tenant_rules(public_ips: &BTreeMap<Ipv4Addr, PublicIpRecord>) -> String {
 }
 
 /// Runs `nft` with `args` and `input` on stdin, in the namespace `ns` (the caller's if `None`).
-fn nft(ns: Option<BorrowedFd<'_>>, args: &[&str], input: &str) -> Result<String> {
+pub(crate) fn nft(ns: Option<BorrowedFd<'_>>, args: &[&str], input: &str) -> Result<String> {
     let run = || -> netcore::Result<std::process::Output> {
         let mut child = Command::new("nft")
             .args(args)
@@ -327,7 +357,10 @@ mod tests {
         let add = up.add_script(&name);
         assert!(add.contains(r#"uplinks { "cu1" }"#));
         assert!(add.contains(r#"exits { "cu1" . "ext0" }"#));
-        assert!(add.contains(r#"masq { 100.64.0.0/31 . "ext0" }"#));
+        assert!(add.contains(r#"masq { 100.64.0.1 . "ext0" }"#));
+        let earlier = up.remove_earlier_script("old");
+        assert!(earlier.contains(r#"delete element ip old masq { 100.64.0.0/31 . "ext0" }"#));
+        assert!(earlier.contains(r#"delete element ip old uplinks { "cu1" }"#));
         assert!(!add.contains("table ip") && !add.contains("chain"));
         let remove = up.remove_script(&name);
         assert_eq!(remove.matches("delete element").count(), 3);

@@ -57,6 +57,10 @@ struct Args {
     /// Directory for `nn-<timestamp>.json`.
     #[arg(long, default_value_os_t = Path::new(env!("CARGO_MANIFEST_DIR")).join("results"))]
     out_dir: PathBuf,
+    /// Copy the cluster's logs (ciao-nn, the controller, the scheduler) next to the JSON, in
+    /// `nn-<timestamp>.logs/`, before the clean-up removes them.
+    #[arg(long)]
+    keep_logs: bool,
 }
 
 #[derive(Serialize, Debug)]
@@ -141,6 +145,9 @@ fn main() -> Result<()> {
     let out = args.out_dir.join(format!("nn-{}.json", utc_stamp()));
     std::fs::write(&out, &text)?;
     eprintln!("written to {}", out.display());
+    if args.keep_logs {
+        keep_logs(&cluster, &out.with_extension("logs"))?;
+    }
     // Dropping the cluster kills every process it started by PID, destroys ciao-nn's CNCIs
     // and the baseline agents' state, and removes every namespace it made.
     eprintln!(
@@ -148,6 +155,20 @@ fn main() -> Result<()> {
         args.tenants + args.baseline
     );
     drop(cluster);
+    Ok(())
+}
+
+/// Copies every log of the cluster into `dir`.
+fn keep_logs(cluster: &Cluster, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for entry in std::fs::read_dir(cluster.logs.path())? {
+        let path = entry?.path();
+        if let Some(name) = path.file_name() {
+            std::fs::copy(&path, dir.join(name))
+                .with_context(|| format!("copy {}", path.display()))?;
+        }
+    }
+    eprintln!("logs in {}", dir.display());
     Ok(())
 }
 

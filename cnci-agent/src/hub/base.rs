@@ -56,9 +56,14 @@ impl<K: HubKernel> Hub<K> {
                     }),
                 );
                 spec.up = false;
-                self.underlay.create_link(&spec)?
+                let made = self.underlay.create_link(&spec)?;
+                self.uplink_fresh = true;
+                made
             }
         };
+        // Before it goes up: with IPv6 every uplink would hold a link-local address and routes
+        // in the shared underlay namespace, where each later link change walks them all.
+        self.underlay.disable_ipv6(&outer_name)?;
         self.underlay.change_link(
             outer.index,
             &LinkChange {

@@ -61,6 +61,12 @@ pub struct Hub<K: HubKernel = Netlink> {
     retired: usize,
     /// Deletes the bridges of removed subnets in the background.
     reaper: Reaper<K>,
+    /// The underlay's addresses as [`Hub::open_with`] read them, for the first
+    /// [`Hub::fences`]: at start the namespace need not be read twice (each read is as long as
+    /// the node has CNCIs).
+    addrs_at_open: Option<Vec<netcore::netlink::Address>>,
+    /// The uplink was created by this hub: no route can point at it yet.
+    uplink_fresh: bool,
 }
 
 /// The link group of tunnel ports that are to go. The kernel deletes a whole group with one
@@ -153,6 +159,8 @@ impl<K: HubKernel> Hub<K> {
             underlay_nets,
             retired: 0,
             reaper,
+            addrs_at_open: Some(addrs),
+            uplink_fresh: false,
         })
     }
 
@@ -357,10 +365,11 @@ impl<K: HubKernel> Hub<K> {
         self.reaper.wait_all()
     }
 
-    /// Converges everything: base, every desired subnet, public IPs; removes subnets and
-    /// tunnel devices that are no longer desired and leftovers of interrupted creations.
-    pub fn reconcile(&mut self, desired: &Desired) -> Result<()> {
-        self.ensure_base()?;
+    /// Deletes tunnel devices of this CNCI left in the underlay namespace by a creation that
+    /// was interrupted before their move. Only a recorded subnet's creation makes one (the
+    /// record is written first, and a start converges before any frame may remove it), so a
+    /// CNCI without subnets skips this dump of every link of the node.
+    fn remove_underlay_leftovers(&mut self) -> Result<()> {
         let prefix = alias(&self.agent, "");
         for link in self.underlay.links()? {
             let leftover = link
@@ -370,6 +379,16 @@ impl<K: HubKernel> Hub<K> {
             if leftover {
                 self.underlay.delete_link(link.index)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Converges everything: base, every desired subnet, public IPs; removes subnets and
+    /// tunnel devices that are no longer desired and leftovers of interrupted creations.
+    pub fn reconcile(&mut self, desired: &Desired) -> Result<()> {
+        self.ensure_base()?;
+        if !desired.subnets.is_empty() {
+            self.remove_underlay_leftovers()?;
         }
         // One dump serves both clean-ups: bridges of subnets no record wants (with their ports),
         // and tunnel devices left unattached (a kill between a move and its enslaving), which

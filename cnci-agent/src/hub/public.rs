@@ -18,7 +18,10 @@ impl<K: HubKernel> Hub<K> {
     /// The network node's own addresses and ranges, read now from the kernel (see
     /// [`crate::validate`]); `public_ranges` come from the command line.
     pub fn fences(&mut self, public_ranges: &[Ipv4Net]) -> Result<Fences> {
-        let addrs = self.underlay.addresses(None)?;
+        let addrs = match self.addrs_at_open.take() {
+            Some(addrs) => addrs,
+            None => self.underlay.addresses(None)?,
+        };
         let v4 = |a: &netcore::netlink::Address| match a.net {
             IpNet::V4(n) => Some(n),
             IpNet::V6(_) => None,
@@ -91,7 +94,14 @@ impl<K: HubKernel> Hub<K> {
                 oif: uplink.index,
             })
         };
-        for existing in self.underlay.routes(uplink.index)? {
+        // A route to an uplink this hub just made can only be one this call adds: the first
+        // call after its creation skips the dump of every route of the node.
+        let existing = if std::mem::take(&mut self.uplink_fresh) {
+            Vec::new()
+        } else {
+            self.underlay.routes(uplink.index)?
+        };
+        for existing in existing {
             if let IpNet::V4(net) = existing.dst {
                 if net.prefix_len() == 32 && !public.contains_key(&net.addr()) {
                     self.underlay.delete_route(&existing)?;

@@ -53,7 +53,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 0)]
     capacity: u32,
     /// Hubs built at once (at start, every recorded CNCI is adopted).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, env = "CIAO_NN_PARALLEL", default_value_t = 4)]
     parallel: usize,
 }
 
