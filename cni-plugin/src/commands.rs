@@ -147,6 +147,7 @@ fn add(env: &Env, version: Version, conf: &NetConf) -> Result<Option<Value>, Cni
         ip: conf.requested_ip(&args)?,
         mac: conf.requested_mac(&args)?,
         default_route: conf.default_route,
+        allowed: Vec::new(),
     };
     let mut node = open_node(conf)?;
     let att = node.attach(&cfg, &request).map_err(request_error)?;

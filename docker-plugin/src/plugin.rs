@@ -351,6 +351,7 @@ impl<K: Kernel> Plugin<K> {
                         ip: Some(ip),
                         mac,
                         default_route: false,
+                        allowed: Vec::new(),
                     },
                 )
             });

@@ -98,6 +98,7 @@ pub fn ifup(tap: &str, env: Lookup<'_>) -> Result<Up, Error> {
         // For a tap the MAC that matters is the guest's (QEMU's -device mac=); the tap keeps its own.
         mac: Some(config.mac),
         default_route: false,
+        allowed: Vec::new(),
     };
     // The core checks that the tap exists and drops records a killed QEMU left for its name.
     let done = node.attach_existing_tap(&config.subnet, &request)?;
