@@ -64,7 +64,22 @@ impl PortGuard {
 pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
     let m = mac;
     Ipv6Addr::from([
-        0xfe, 0x80, 0, 0, 0, 0, 0, 0, m[0] ^ 2, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5],
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        m[0] ^ 2,
+        m[1],
+        m[2],
+        0xff,
+        0xfe,
+        m[3],
+        m[4],
+        m[5],
     ])
 }
 
@@ -121,13 +136,21 @@ pub fn ruleset() -> Vec<Msg> {
         m.push(objects::new_chain(FAMILY, TABLE, chain, None));
     }
     let jump = |c: &str| Expr::Verdict(Verdict::Jump(c.into()));
-    m.push(rule("pre", vec![iifname(), lookup(PORTS, false), jump("guard")]));
+    m.push(rule(
+        "pre",
+        vec![iifname(), lookup(PORTS, false), jump("guard")],
+    ));
 
     // guard: the source MAC, then by ethertype.
     let ether_type = || payload(Base::Link, 12, 2, Reg::R1);
     m.push(rule(
         "guard",
-        vec![iifname(), payload(Base::Link, 6, 6, Reg::R2), lookup(MACS, true), drop_()],
+        vec![
+            iifname(),
+            payload(Base::Link, 6, 6, Reg::R2),
+            lookup(MACS, true),
+            drop_(),
+        ],
     ));
     for (ty, chain) in [
         ([0x08, 0x06], "guard_arp"),
@@ -148,35 +171,65 @@ pub fn ruleset() -> Vec<Msg> {
         "guard_arp",
         vec![iifname(), nh(8, 6, Reg::R2), lookup(MACS, true), drop_()],
     ));
-    m.push(rule("guard_arp", vec![nh(14, 4, Reg::R1), eq(&[0; 4]), accept()]));
     m.push(rule(
         "guard_arp",
-        vec![iifname(), nh(14, 4, Reg::R2), lookup(ADDRS4, false), accept()],
+        vec![nh(14, 4, Reg::R1), eq(&[0; 4]), accept()],
+    ));
+    m.push(rule(
+        "guard_arp",
+        vec![
+            iifname(),
+            nh(14, 4, Reg::R2),
+            lookup(ADDRS4, false),
+            accept(),
+        ],
     ));
     m.push(rule("guard_arp", vec![drop_()]));
 
     // IPv4: no DHCP server; a DHCP client before its lease; else the port's addresses.
     let th = |off, len| payload(Base::Transport, off, len, Reg::R1);
     let [p, u] = l4proto(17);
-    m.push(rule("guard_ip4", vec![p, u, th(0, 2), eq(&[0, 67]), drop_()]));
+    m.push(rule(
+        "guard_ip4",
+        vec![p, u, th(0, 2), eq(&[0, 67]), drop_()],
+    ));
     let [p, u] = l4proto(17);
     m.push(rule(
         "guard_ip4",
-        vec![nh(12, 4, Reg::R1), eq(&[0; 4]), p, u, th(0, 4), eq(&[0, 68, 0, 67]), accept()],
+        vec![
+            nh(12, 4, Reg::R1),
+            eq(&[0; 4]),
+            p,
+            u,
+            th(0, 4),
+            eq(&[0, 68, 0, 67]),
+            accept(),
+        ],
     ));
     m.push(rule(
         "guard_ip4",
-        vec![iifname(), nh(12, 4, Reg::R2), lookup(ADDRS4, false), accept()],
+        vec![
+            iifname(),
+            nh(12, 4, Reg::R2),
+            lookup(ADDRS4, false),
+            accept(),
+        ],
     ));
     m.push(rule("guard_ip4", vec![drop_()]));
 
     // IPv6: no RA, redirect or DHCPv6 server; NA only for the port's own address.
     for icmp_type in [134u8, 137] {
         let [p, u] = l4proto(58);
-        m.push(rule("guard_ip6", vec![p, u, th(0, 1), eq(&[icmp_type]), drop_()]));
+        m.push(rule(
+            "guard_ip6",
+            vec![p, u, th(0, 1), eq(&[icmp_type]), drop_()],
+        ));
     }
     let [p, u] = l4proto(17);
-    m.push(rule("guard_ip6", vec![p, u, th(0, 2), eq(&[2, 35]), drop_()]));
+    m.push(rule(
+        "guard_ip6",
+        vec![p, u, th(0, 2), eq(&[2, 35]), drop_()],
+    ));
     let [p, u] = l4proto(58);
     m.push(rule(
         "guard_ip6",
@@ -191,10 +244,18 @@ pub fn ruleset() -> Vec<Msg> {
             drop_(),
         ],
     ));
-    m.push(rule("guard_ip6", vec![nh(8, 16, Reg::R1), eq(&[0; 16]), accept()]));
     m.push(rule(
         "guard_ip6",
-        vec![iifname(), nh(8, 16, Reg::R2), lookup(ADDRS6, false), accept()],
+        vec![nh(8, 16, Reg::R1), eq(&[0; 16]), accept()],
+    ));
+    m.push(rule(
+        "guard_ip6",
+        vec![
+            iifname(),
+            nh(8, 16, Reg::R2),
+            lookup(ADDRS6, false),
+            accept(),
+        ],
     ));
     m.push(rule("guard_ip6", vec![drop_()]));
     m
@@ -232,7 +293,12 @@ fn name_of(key: &[u8]) -> String {
 fn elements(s: &mut Socket, set: &str) -> Result<Vec<(String, Vec<u8>)>> {
     Ok(dump::set_elements(s, FAMILY, TABLE, set)?
         .into_iter()
-        .map(|k| (name_of(k.bytes()), k.bytes().get(16..).unwrap_or_default().to_vec()))
+        .map(|k| {
+            (
+                name_of(k.bytes()),
+                k.bytes().get(16..).unwrap_or_default().to_vec(),
+            )
+        })
         .collect())
 }
 
@@ -301,7 +367,10 @@ fn current(s: &mut Socket, port: &str) -> Result<(Vec<[u8; 6]>, Vec<Ipv4Addr>)> 
 /// had the name before) with `g`'s, in one transaction.
 pub fn guard(s: &mut Socket, g: &PortGuard) -> Result<()> {
     if g.ipv4.is_empty() {
-        return Err(Error::Internal(format!("guard of {} without an address", g.port)));
+        return Err(Error::Internal(format!(
+            "guard of {} without an address",
+            g.port
+        )));
     }
     with_table(s, |s| {
         let (macs, v4) = current(s, &g.port)?;

@@ -108,7 +108,11 @@ impl VnicRecord {
             return None;
         }
         let ips = std::iter::once(self.ip).chain(self.allowed.iter().copied());
-        Some(crate::antispoof::PortGuard::new(&self.host_ifname, mac, ips))
+        Some(crate::antispoof::PortGuard::new(
+            &self.host_ifname,
+            mac,
+            ips,
+        ))
     }
 }
 

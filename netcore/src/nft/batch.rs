@@ -68,7 +68,15 @@ pub fn encode_batch(msgs: &[Msg], first: u32) -> (Vec<u8>, Vec<u32>) {
         seq = seq.wrapping_add(1);
         seqs.push(seq);
         let flags = NLM_F_REQUEST | NLM_F_ACK | m.flags;
-        push(&mut out, m.kind.code(), flags, seq, m.family as u8, 0, &m.body);
+        push(
+            &mut out,
+            m.kind.code(),
+            flags,
+            seq,
+            m.family as u8,
+            0,
+            &m.body,
+        );
     }
     seq = seq.wrapping_add(1);
     push(&mut out, BATCH_END, NLM_F_REQUEST, seq, 0, subsys, &[]);
@@ -153,12 +161,24 @@ impl Socket {
     }
 
     /// A dump (`NLM_F_DUMP`) request; returns every reply message.
-    pub fn dump(&mut self, kind: MsgType, family: Family, body: &[u8], what: &str) -> Result<Vec<Reply>> {
+    pub fn dump(
+        &mut self,
+        kind: MsgType,
+        family: Family,
+        body: &[u8],
+        what: &str,
+    ) -> Result<Vec<Reply>> {
         self.request(kind, family, NLM_F_DUMP, body, what)
     }
 
     /// A request for one object; returns its reply.
-    pub fn get(&mut self, kind: MsgType, family: Family, body: &[u8], what: &str) -> Result<Vec<Reply>> {
+    pub fn get(
+        &mut self,
+        kind: MsgType,
+        family: Family,
+        body: &[u8],
+        what: &str,
+    ) -> Result<Vec<Reply>> {
         self.request(kind, family, NLM_F_ACK, body, what)
     }
 
@@ -172,7 +192,15 @@ impl Socket {
     ) -> Result<Vec<Reply>> {
         let seq = self.next_seq(1);
         let mut out = Vec::new();
-        push(&mut out, kind.code(), NLM_F_REQUEST | flags, seq, family as u8, 0, body);
+        push(
+            &mut out,
+            kind.code(),
+            NLM_F_REQUEST | flags,
+            seq,
+            family as u8,
+            0,
+            body,
+        );
         self.send(&out, what)?;
         let mut replies = Vec::new();
         let mut failed = None;
@@ -226,7 +254,9 @@ fn parse(mut buf: &[u8]) -> Result<Parsed> {
     while buf.len() >= HEADER {
         let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
         if len < HEADER || len > buf.len() {
-            return Err(Error::Internal(format!("bad nfnetlink message length {len}")));
+            return Err(Error::Internal(format!(
+                "bad nfnetlink message length {len}"
+            )));
         }
         let kind = u16::from_ne_bytes([buf[4], buf[5]]);
         let seq = u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);

@@ -306,10 +306,13 @@ mod tests {
     fn payload_is_encoded_as_nft_does() {
         let bytes = encoded(&payload(Base::Link, 6, 6, Reg::R2));
         let tail = [
-            36, 0, 2, 0x80, 8, 0, 1, 0, 0, 0, 0, 2, 8, 0, 2, 0, 0, 0, 0, 0, 8, 0, 3, 0, 0, 0, 0,
-            6, 8, 0, 4, 0, 0, 0, 0, 6,
+            36, 0, 2, 0x80, 8, 0, 1, 0, 0, 0, 0, 2, 8, 0, 2, 0, 0, 0, 0, 0, 8, 0, 3, 0, 0, 0, 0, 6,
+            8, 0, 4, 0, 0, 0, 0, 6,
         ];
-        assert_eq!(&bytes[..12], &[12, 0, 1, 0, b'p', b'a', b'y', b'l', b'o', b'a', b'd', 0]);
+        assert_eq!(
+            &bytes[..12],
+            &[12, 0, 1, 0, b'p', b'a', b'y', b'l', b'o', b'a', b'd', 0]
+        );
         assert!(bytes.ends_with(&tail), "{bytes:02x?}");
     }
 }

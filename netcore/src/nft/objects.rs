@@ -353,7 +353,11 @@ mod tests {
             id: 1,
         };
         let m = new_set(Family::Bridge, "t", &set);
-        assert!(m.body.ends_with(&[10, 0, 13, 0, 0, 4, 1, 0, 0, 0, 0, 0]), "{:?}", m.body);
+        assert!(
+            m.body.ends_with(&[10, 0, 13, 0, 0, 4, 1, 0, 0, 0, 0, 0]),
+            "{:?}",
+            m.body
+        );
     }
 
     /// `chain pre { type filter hook prerouting priority -200; policy accept; }`.
@@ -374,7 +378,9 @@ mod tests {
             &[11, 0, 7, 0],
             b"filter\0\0",
             &[8, 0, 5, 0, 0, 0, 0, 1],
-            &[20, 0, 4, 0x80, 8, 0, 1, 0, 0, 0, 0, 0, 8, 0, 2, 0, 0xff, 0xff, 0xff, 0x38],
+            &[
+                20, 0, 4, 0x80, 8, 0, 1, 0, 0, 0, 0, 0, 8, 0, 2, 0, 0xff, 0xff, 0xff, 0x38,
+            ],
         ]
         .concat();
         assert_eq!(m.body, want);
@@ -383,9 +389,7 @@ mod tests {
     /// `add element bridge ciao_guard_v1 macs { "veth1" . 02:00:0a:00:00:02 }`.
     #[test]
     fn a_concatenated_element_is_encoded_as_nft_does() {
-        let key = Key::new()
-            .ifname("veth1")
-            .part(&[2, 0, 0x0a, 0, 0, 2]);
+        let key = Key::new().ifname("veth1").part(&[2, 0, 0x0a, 0, 0, 2]);
         let m = add_elements(Family::Bridge, "ciao_guard_v1", "macs", &[key]);
         assert_eq!(m.kind.code(), 2572);
         let mut value = b"veth1".to_vec();

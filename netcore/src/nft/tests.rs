@@ -31,7 +31,11 @@ fn nft_list() -> String {
         .args(["list", "table", "bridge", antispoof::TABLE])
         .output()
         .expect("run nft");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -44,16 +48,25 @@ fn the_guard_table_loads_once_and_holds_exactly_the_live_ports() {
     in_scratch_netns("guard table", |s| {
         assert!(!dump::table_exists(s, Family::Bridge, antispoof::TABLE).expect("get"));
         let a = PortGuard::new("ciao-a", [2, 0, 10, 0, 0, 2], [ip("10.0.0.2")]);
-        let b = PortGuard::new("ciao-b", [2, 0, 10, 0, 0, 3], [ip("10.0.0.3"), ip("10.0.0.50")]);
+        let b = PortGuard::new(
+            "ciao-b",
+            [2, 0, 10, 0, 0, 3],
+            [ip("10.0.0.3"), ip("10.0.0.50")],
+        );
         antispoof::guard(s, &a).expect("guard a");
         antispoof::guard(s, &b).expect("guard b");
         // A second creator loses with EEXIST and keeps the table as it is.
-        let again = s.commit(&antispoof::ruleset()).expect_err("exclusive create");
+        let again = s
+            .commit(&antispoof::ruleset())
+            .expect_err("exclusive create");
         assert_eq!(again.errno(), Some(libc::EEXIST), "{again}");
         antispoof::ensure_table(s).expect("ensure");
         let listed = nft_list();
         assert!(listed.contains("\"ciao-b\" . 10.0.0.50"), "{listed}");
-        assert!(listed.contains("\"ciao-a\" . 02:00:0a:00:00:02"), "{listed}");
+        assert!(
+            listed.contains("\"ciao-a\" . 02:00:0a:00:00:02"),
+            "{listed}"
+        );
         assert!(listed.contains("elements = { \"ciao-a\",\n"), "{listed}");
         assert!(listed.contains("\"ciao-a\" . fe80::aff:fe00:2"), "{listed}");
         assert_eq!(listed.matches("jump guard\n").count(), 1, "{listed}");
@@ -71,13 +84,20 @@ fn the_guard_table_loads_once_and_holds_exactly_the_live_ports() {
 #[test]
 fn reattaching_a_name_replaces_its_elements() {
     in_scratch_netns("guard replace", |s| {
-        let old = PortGuard::new("tap7", [2, 0, 10, 0, 0, 7], [ip("10.0.0.7"), ip("10.0.0.70")]);
+        let old = PortGuard::new(
+            "tap7",
+            [2, 0, 10, 0, 0, 7],
+            [ip("10.0.0.7"), ip("10.0.0.70")],
+        );
         let new = PortGuard::new("tap7", [2, 0, 10, 0, 0, 8], [ip("10.0.0.8")]);
         antispoof::guard(s, &old).expect("guard old");
         antispoof::guard(s, &old).expect("guard old again");
         antispoof::guard(s, &new).expect("guard new");
         let now = antispoof::list(s).expect("list");
-        assert_eq!(now.into_iter().collect::<Vec<_>>(), vec![("tap7".to_string(), Some(new))]);
+        assert_eq!(
+            now.into_iter().collect::<Vec<_>>(),
+            vec![("tap7".to_string(), Some(new))]
+        );
     });
 }
 

@@ -17,7 +17,9 @@ fn after_two_attaches_and_one_detach_only_the_live_port_is_guarded() {
     let bench = Bench::new();
     let mut node = bench.node();
     let cfg = subnet();
-    let a = node.attach(&cfg, &veth_named(&bench, "a", "eth0")).expect("a");
+    let a = node
+        .attach(&cfg, &veth_named(&bench, "a", "eth0"))
+        .expect("a");
     let mut req = veth_named(&bench, "b", "eth1");
     req.allowed = vec![ip("10.6.0.200")];
     let b = node.attach(&cfg, &req).expect("b");
@@ -40,8 +42,14 @@ fn the_guard_is_in_place_before_the_port_exists() {
         .expect("attach");
     let calls: Vec<&str> = bench.world.calls().iter().map(|c| c.op).collect();
     // The last link made is the workload's veth (bridge and tunnel come first).
-    let guard = calls.iter().position(|c| *c == "guard_port").expect("guard");
-    let veth = calls.iter().rposition(|c| *c == "create_link").expect("veth");
+    let guard = calls
+        .iter()
+        .position(|c| *c == "guard_port")
+        .expect("guard");
+    let veth = calls
+        .iter()
+        .rposition(|c| *c == "create_link")
+        .expect("veth");
     assert!(guard < veth, "{calls:?}");
 }
 
@@ -55,7 +63,11 @@ fn a_failing_attach_leaves_no_guard() {
         .inject(Trigger::Op("change_link", 1), Fault::Fail(libc::EPERM));
     node.attach(&subnet(), &veth_named(&bench, "a", "eth0"))
         .expect_err("attach fails");
-    assert!(bench.world.guards().is_empty(), "{:?}", bench.world.guards());
+    assert!(
+        bench.world.guards().is_empty(),
+        "{:?}",
+        bench.world.guards()
+    );
 }
 
 #[test]
@@ -79,7 +91,9 @@ fn bad_allowed_addresses_are_refused_before_anything_changes() {
 fn reconcile_restores_missing_guards_and_removes_orphans() {
     let bench = Bench::new();
     let mut node = bench.node();
-    let a = node.attach(&subnet(), &veth_named(&bench, "a", "eth0")).expect("a");
+    let a = node
+        .attach(&subnet(), &veth_named(&bench, "a", "eth0"))
+        .expect("a");
     let want = bench.world.guards();
     let mut host = bench.world.kernel();
     host.unguard_port(&a.vnic.host_ifname).expect("flush");
