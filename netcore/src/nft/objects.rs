@@ -91,7 +91,7 @@ impl KeyType {
     }
 
     /// The key's size in bytes (in a register, rounded up to 4).
-    pub fn len(self) -> usize {
+    pub fn size(self) -> usize {
         match self {
             KeyType::Ipv4Addr => 4,
             KeyType::Ipv6Addr | KeyType::IfName => 16,
@@ -115,7 +115,7 @@ pub struct Set {
 impl Set {
     /// The key length: each part padded to a 32-bit register boundary.
     pub fn key_len(&self) -> usize {
-        self.key.iter().map(|k| k.len().next_multiple_of(4)).sum()
+        self.key.iter().map(|k| k.size().next_multiple_of(4)).sum()
     }
 
     /// nft's user data (`NFTNL_UDATA_SET_KEYBYTEORDER`, a host-order u32): without it `nft
@@ -159,7 +159,7 @@ impl Key {
     /// Raw bytes of one part (network order), padded to 4.
     pub fn part(mut self, bytes: &[u8]) -> Self {
         self.0.extend_from_slice(bytes);
-        while self.0.len() % 4 != 0 {
+        while !self.0.len().is_multiple_of(4) {
             self.0.push(0);
         }
         self
