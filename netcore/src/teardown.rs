@@ -57,8 +57,11 @@ fn remove_port(nl: &mut impl Kernel, locked: &Locked<'_>, vnic: &VnicRecord) -> 
         VnicKind::Tap { .. } => vnic.created_tap && ours(link.alias.as_deref(), &alias),
     };
     if delete {
-        gone_is_fine(nl.delete_link(link.index))?;
-        return nl.unguard_port(&vnic.host_ifname);
+        // Down first: a down port bridges nothing, so its guard can go before the delete,
+        // whose device unregistration would otherwise slow the nf_tables commit after it.
+        gone_is_fine(nl.set_up(link.index, false))?;
+        nl.unguard_port(&vnic.host_ifname)?;
+        return gone_is_fine(nl.delete_link(link.index));
     }
     let labelled = link
         .alias
