@@ -90,6 +90,10 @@ fn request_error(err: netcore::Error) -> CniError {
             Code::InvalidEnv,
             format!("environment variable {var}: {message}"),
         ),
+        (None, netcore::ipam::ALLOWED_FIELD) => CniError::new(
+            Code::InvalidConfig,
+            format!("network configuration field allowedAddresses: {message}"),
+        ),
         (None, "mac") => CniError::new(
             Code::InvalidConfig,
             format!("network configuration field runtimeConfig.mac (or CNI_ARGS MAC): {message}"),
@@ -147,6 +151,7 @@ fn add(env: &Env, version: Version, conf: &NetConf) -> Result<Option<Value>, Cni
         ip: conf.requested_ip(&args)?,
         mac: conf.requested_mac(&args)?,
         default_route: conf.default_route,
+        allowed: conf.allowed_addresses.clone(),
     };
     let mut node = open_node(conf)?;
     let att = node.attach(&cfg, &request).map_err(request_error)?;

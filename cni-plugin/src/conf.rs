@@ -97,6 +97,9 @@ pub struct NetConf {
     pub state_dir: Option<PathBuf>,
     #[serde(default = "yes", rename = "defaultRoute")]
     pub default_route: bool,
+    /// Extra source addresses the container may send from (VRRP-style virtual IPs).
+    #[serde(default, rename = "allowedAddresses")]
+    pub allowed_addresses: Vec<std::net::Ipv4Addr>,
     #[serde(default)]
     pub dns: Option<Value>,
     #[allow(dead_code)]

@@ -25,6 +25,7 @@ pub const KEYS: &[&str] = &[
     "tunnel.id",
     "mtu",
     "underlay",
+    "allowed_addresses",
 ];
 
 fn bad(key: &str, message: impl std::fmt::Display) -> PluginError {
@@ -74,6 +75,28 @@ pub fn check_keys(opts: &BTreeMap<String, String>) -> Result<(), PluginError> {
         )),
         None => Ok(()),
     }
+}
+
+/// `-o allowed_addresses=a,b`: extra source addresses (VRRP-style virtual IPs) the network's
+/// endpoints may send from; exact host addresses of the subnet, never its gateway.
+pub fn allowed_addresses(
+    opts: &BTreeMap<String, String>,
+    config: &SubnetConfig,
+) -> Result<Vec<Ipv4Addr>, PluginError> {
+    const KEY: &str = "allowed_addresses";
+    let Some(text) = opts.get(KEY) else {
+        return Ok(Vec::new());
+    };
+    let allowed = text
+        .split([',', ' '])
+        .filter(|a| !a.trim().is_empty())
+        .map(|a| parse(KEY, a, "an IPv4 address"))
+        .collect::<Result<Vec<Ipv4Addr>, _>>()?;
+    netcore::ipam::check_allowed(config, &allowed).map_err(|e| match e {
+        netcore::Error::Invalid { message, .. } => bad(KEY, message),
+        other => other.into(),
+    })?;
+    Ok(allowed)
 }
 
 /// Builds and validates the tenant subnet of a network.
@@ -301,6 +324,23 @@ mod tests {
         )
         .expect_err("gateway");
         assert!(err.to_string().contains("--gateway"), "{err}");
+    }
+
+    #[test]
+    fn allowed_addresses_are_exact_hosts_of_the_subnet() {
+        let o = opts(&[
+            ("tenant", T),
+            ("cnci", C),
+            ("allowed_addresses", "10.77.0.40,10.77.0.41"),
+        ]);
+        let cfg =
+            subnet_config(&o, "10.77.0.0/24".parse().expect("net"), None, None).expect("config");
+        assert_eq!(allowed_addresses(&o, &cfg).expect("allowed").len(), 2);
+        for bad in ["10.77.0.1", "10.77.0.0/28", "10.78.0.5", "0.0.0.0"] {
+            let o = opts(&[("tenant", T), ("cnci", C), ("allowed_addresses", bad)]);
+            let err = allowed_addresses(&o, &cfg).expect_err(bad).to_string();
+            assert!(err.contains("option -o allowed_addresses"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -262,6 +262,7 @@ impl<K: Kernel> Plugin<K> {
             config.node_range = pool.node_range;
             config.validate()?;
         }
+        let allowed = options::allowed_addresses(&opts, &config)?;
         let key = config.net_key();
         if let Some(other) = self
             .store
@@ -278,6 +279,7 @@ impl<K: Kernel> Plugin<K> {
             id: r.network_id.clone(),
             pool_id: pool.id.clone(),
             config,
+            allowed,
         })?;
         pool.network = Some(r.network_id);
         self.store.put_pool(&pool)?;
@@ -383,6 +385,7 @@ impl<K: Kernel> Plugin<K> {
                         ip: Some(ip),
                         mac,
                         default_route: false,
+                        allowed: net.allowed.clone(),
                     },
                 )
             });

@@ -53,6 +53,9 @@ pub struct NetworkRecord {
     pub id: String,
     pub pool_id: String,
     pub config: SubnetConfig,
+    /// `-o allowed_addresses=`: extra source addresses every endpoint may send from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed: Vec<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

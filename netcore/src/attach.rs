@@ -91,6 +91,7 @@ impl<K: Kernel> Node<K> {
         if let Some(ip) = req.ip {
             ipam::check_requested(cfg, ip)?;
         }
+        ipam::check_allowed(cfg, &req.allowed)?;
         let net_key = cfg.net_key();
         let vnic_key = req.id.key();
 
@@ -191,6 +192,7 @@ impl<K: Kernel> Node<K> {
             mac: String::new(),
             mtu: net.mtu,
             created_tap: matches!(req.kind, VnicKind::Tap { .. }) && existing_tap.is_none(),
+            allowed: req.allowed.clone(),
         };
         locked.write_journal(&Journal::Attach { vnic: vnic.clone() })?;
         crash_point(1);
@@ -209,6 +211,12 @@ impl<K: Kernel> Node<K> {
             let mac = req.mac.unwrap_or_else(|| ids::mac_from_ip(ip));
             vnic.mac = ids::format_mac(mac);
             crash_point(6);
+            // Guarded before the port exists (or, for QEMU's tap, is on the bridge and up): it
+            // never carries an unchecked frame. An undo removes the guard with the port.
+            let guard = vnic
+                .guard()
+                .ok_or_else(|| Error::Internal("a VNIC without address or MAC".into()))?;
+            nl.guard_port(&guard)?;
 
             let address = Ipv4Net::new(ip, cfg.subnet.prefix_len())
                 .map_err(|e| Error::Internal(e.to_string()))?;

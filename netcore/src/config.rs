@@ -386,6 +386,9 @@ pub struct VnicRequest {
     pub mac: Option<[u8; 6]>,
     /// Add a default route via the gateway in the workload (veth only).
     pub default_route: bool,
+    /// Extra source addresses the workload may send from (VRRP-style virtual IPs): exact host
+    /// addresses of the subnet, never its gateway. Anti-spoofing drops every other one.
+    pub allowed: Vec<Ipv4Addr>,
 }
 
 /// Where the node keeps its state, and who it is.

@@ -38,6 +38,29 @@ pub fn check_requested(cfg: &SubnetConfig, ip: Ipv4Addr) -> Result<()> {
     Ok(())
 }
 
+/// The field name in errors about allowed extra addresses; front ends name theirs.
+pub const ALLOWED_FIELD: &str = "allowed addresses";
+
+/// Checks the extra addresses a workload may send from: host addresses of the subnet (not
+/// 0.0.0.0, the network or broadcast address), never the gateway.
+pub fn check_allowed(cfg: &SubnetConfig, allowed: &[Ipv4Addr]) -> Result<()> {
+    for ip in allowed {
+        if !cfg.is_host(*ip) {
+            return Err(Error::invalid(
+                ALLOWED_FIELD,
+                format!("{ip} is not a host address of {}", cfg.subnet),
+            ));
+        }
+        if *ip == cfg.gateway() {
+            return Err(Error::invalid(
+                ALLOWED_FIELD,
+                format!("{ip} is the subnet's gateway (the CNCI): no workload may send from it"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Owner prefix of an address held for a workload that is not attached yet (a front end with its
 /// own IPAM calls, like Docker's, asks for an address before it attaches anything). GC, reconcile
 /// and the removal of a subnet leave holds alone; the front end releases them.

@@ -1,16 +1,19 @@
 //! What the core asks of the kernel, as one trait: links, addresses, routes, FDB and proxy
-//! neighbours, sysctls, taps, handles in other namespaces and the host firewall.
+//! neighbours, sysctls, taps, handles in other namespaces, the host firewall and the ports'
+//! anti-spoofing guards.
 //!
 //! [`Netlink`] implements it for real. The recording fake (`fake::FakeKernel`, cargo feature
 //! `fake`) implements it in memory, so the logic above it (attach, teardown, crash recovery,
 //! reconcile, the hub) is tested without root and in milliseconds. The methods are those of the
 //! typed `Netlink` API, one for one; a handle lives in one network namespace.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{BorrowedFd, RawFd};
 
 use ipnet::IpNet;
 
+use crate::antispoof::{self, PortGuard};
 use crate::error::{Error, Result};
 use crate::netlink::tap::TapOwner;
 use crate::netlink::{Address, FdbEntry, Link, LinkChange, Netlink, NewLink, Route, RouteLookup};
@@ -94,6 +97,16 @@ pub trait Kernel: Sized {
     fn allow_bridge(&mut self, bridge: &str) -> Result<bool>;
     /// Removes what `allow_bridge` added; nothing to do is not an error.
     fn revoke_bridge(&mut self, bridge: &str) -> Result<()>;
+
+    // Anti-spoofing (see [`crate::antispoof`]).
+
+    /// Guards a workload port: its name's elements in the guard sets become `guard`'s
+    /// (creating the guard table on first use). Called before the port carries traffic.
+    fn guard_port(&mut self, guard: &PortGuard) -> Result<()>;
+    /// Removes a port's guard elements; none is not an error.
+    fn unguard_port(&mut self, port: &str) -> Result<()>;
+    /// Every port with guard elements: its guard, or `None` if they are incomplete.
+    fn guarded_ports(&mut self) -> Result<BTreeMap<String, Option<PortGuard>>>;
 
     // Conveniences built on the above.
 
@@ -234,5 +247,14 @@ impl Kernel for Netlink {
     }
     fn revoke_bridge(&mut self, bridge: &str) -> Result<()> {
         crate::firewall::revoke_bridge(bridge)
+    }
+    fn guard_port(&mut self, guard: &PortGuard) -> Result<()> {
+        antispoof::guard(self.nft()?, guard)
+    }
+    fn unguard_port(&mut self, port: &str) -> Result<()> {
+        antispoof::unguard(self.nft()?, port)
+    }
+    fn guarded_ports(&mut self) -> Result<BTreeMap<String, Option<PortGuard>>> {
+        antispoof::list(self.nft()?)
     }
 }

@@ -4,6 +4,7 @@
 //! one call here — [`Node::attach`] or [`Node::detach`] — and back. Netlink, tunnels, IPAM,
 //! node state, crash recovery and the TenantAdded/TenantRemoved reports live only here.
 
+pub mod antispoof;
 pub mod arp_nudge;
 pub mod assign;
 pub mod attach;
@@ -23,6 +24,7 @@ pub mod kernel;
 pub mod maintain;
 pub mod netlink;
 pub mod netns;
+pub mod nft;
 #[cfg(test)]
 mod node_tests;
 mod qemu_tap;

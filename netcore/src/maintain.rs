@@ -21,6 +21,10 @@ pub struct Summary {
     pub released_ips: Vec<String>,
     pub removed_links: Vec<String>,
     pub repaired_nets: Vec<String>,
+    /// Ports whose anti-spoofing guard was missing or wrong and was put back.
+    pub repaired_guards: Vec<String>,
+    /// Guards of ports no VNIC record names, removed.
+    pub removed_guards: Vec<String>,
 }
 
 fn check_failed(what: String) -> Error {
@@ -213,9 +217,43 @@ impl<K: Kernel> Node<K> {
             }
         }
         failures.note(locked.prune_tunnel_slots(&known_nets));
+        failures.note(sync_guards(nl, &locked, &mut summary));
         failures.into_result()?;
         Ok(summary)
     }
+}
+
+/// Makes the kernel's anti-spoofing guards exactly those of the recorded VNICs whose port
+/// exists: puts back missing or wrong ones (a killed call, a flushed ruleset) and removes
+/// those of ports no record names. Each is attempted; every failure is returned.
+fn sync_guards(
+    nl: &mut impl Kernel,
+    locked: &crate::state::Locked<'_>,
+    summary: &mut Summary,
+) -> Result<()> {
+    let mut wanted = std::collections::BTreeMap::new();
+    for net in locked.nets()? {
+        for vnic in locked.vnics(&net.key)? {
+            if let Some(guard) = vnic.guard() {
+                wanted.insert(vnic.host_ifname.clone(), guard);
+            }
+        }
+    }
+    let current = nl.guarded_ports()?;
+    let mut failures = Failures::default();
+    for (port, guard) in &wanted {
+        if current.get(port) != Some(&Some(guard.clone()))
+            && failures.note(nl.guard_port(guard)).is_some()
+        {
+            summary.repaired_guards.push(port.clone());
+        }
+    }
+    for port in current.keys().filter(|p| !wanted.contains_key(*p)) {
+        if failures.note(nl.unguard_port(port)).is_some() {
+            summary.removed_guards.push(port.clone());
+        }
+    }
+    failures.into_result()
 }
 
 fn release_orphan_ips(

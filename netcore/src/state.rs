@@ -95,6 +95,25 @@ pub struct VnicRecord {
     /// True if this system created the tap (and so removes it); QEMU's own taps are left alone.
     #[serde(default)]
     pub created_tap: bool,
+    /// Extra addresses the workload may send from (see [`crate::VnicRequest::allowed`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed: Vec<Ipv4Addr>,
+}
+
+impl VnicRecord {
+    /// The anti-spoofing guard of this VNIC's port; `None` before it has an address and MAC.
+    pub fn guard(&self) -> Option<crate::antispoof::PortGuard> {
+        let mac = crate::ids::parse_mac(&self.mac)?;
+        if self.ip.is_unspecified() {
+            return None;
+        }
+        let ips = std::iter::once(self.ip).chain(self.allowed.iter().copied());
+        Some(crate::antispoof::PortGuard::new(
+            &self.host_ifname,
+            mac,
+            ips,
+        ))
+    }
 }
 
 /// The operation in flight. If a process dies holding the lock, the next one finds this and
@@ -793,6 +812,7 @@ mod tests {
                 mac: "02:00:0a:00:00:01".into(),
                 mtu,
                 created_tap: false,
+                allowed: Vec::new(),
             };
             locked.write_vnic(&vnic).expect("write vnic");
             prop_assert_eq!(locked.vnic(&key, &vnic.id).expect("read"), Some(vnic.clone()));
@@ -866,6 +886,7 @@ mod tests {
             mac: "02:00:0a:03:00:02".into(),
             mtu: 1450,
             created_tap: false,
+            allowed: Vec::new(),
         };
         locked
             .write_journal(&Journal::Attach { vnic: vnic.clone() })

@@ -44,18 +44,23 @@ pub fn vnic(
 }
 
 /// Takes a VNIC's port off the node: deletes the host end (of a veth, taking the far end with
-/// it wherever it is now) or a tap we made; unplugs and forgets QEMU's own tap.
+/// it wherever it is now) or a tap we made; unplugs and forgets QEMU's own tap. The port's
+/// anti-spoofing guard goes only after the port stopped carrying traffic.
 fn remove_port(nl: &mut impl Kernel, locked: &Locked<'_>, vnic: &VnicRecord) -> Result<()> {
     let node = locked.node_tag()?;
     let alias = ids::vnic_alias(&node, &vnic.net, &vnic.id.key());
     let Some(link) = nl.link_by_name(&vnic.host_ifname)? else {
-        return Ok(());
+        return nl.unguard_port(&vnic.host_ifname);
     };
     let delete = match &vnic.kind {
         VnicKind::Veth { .. } | VnicKind::Handoff { .. } => ours(link.alias.as_deref(), &alias),
         VnicKind::Tap { .. } => vnic.created_tap && ours(link.alias.as_deref(), &alias),
     };
     if delete {
+        // Down first: a down port bridges nothing, so its guard can go before the delete,
+        // whose device unregistration would otherwise slow the nf_tables commit after it.
+        gone_is_fine(nl.set_up(link.index, false))?;
+        nl.unguard_port(&vnic.host_ifname)?;
         return gone_is_fine(nl.delete_link(link.index));
     }
     let labelled = link
@@ -65,9 +70,15 @@ fn remove_port(nl: &mut impl Kernel, locked: &Locked<'_>, vnic: &VnicRecord) -> 
     if matches!(vnic.kind, VnicKind::Tap { .. }) && labelled {
         // QEMU's own tap: unplug it and forget it, QEMU removes it.
         let mut failures = Failures::default();
-        failures.note(nl.set_master(link.index, 0));
+        if failures.note(nl.set_master(link.index, 0)).is_some() {
+            failures.note(nl.unguard_port(&vnic.host_ifname));
+        }
         failures.note(nl.set_alias(link.index, ""));
         return failures.into_result();
+    }
+    if matches!(vnic.kind, VnicKind::Tap { .. }) && link.master.is_none() {
+        // QEMU's tap, never labelled (an attach killed early): on no bridge, so unguarded safely.
+        return nl.unguard_port(&vnic.host_ifname);
     }
     Ok(())
 }

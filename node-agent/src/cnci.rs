@@ -257,6 +257,7 @@ mod tests {
             ip: None,
             mac: None,
             default_route: true,
+            allowed: Vec::new(),
         };
         node.attach(&subnet, &req).expect("attach");
         let agent = node.identity().expect("identity");

@@ -128,6 +128,7 @@ fn show_marks_a_recorded_port_the_kernel_no_longer_has_and_writes_nothing() {
                     mac: "02:00:ac:10:01:02".into(),
                     mtu: 1450,
                     created_tap: false,
+                    allowed: Vec::new(),
                 })
                 .expect("vnic");
         }

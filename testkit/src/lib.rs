@@ -25,6 +25,7 @@ pub mod bins;
 pub mod certs;
 pub mod cluster;
 pub mod docker;
+pub mod frames;
 pub mod host;
 pub mod matrix;
 pub mod qemu;

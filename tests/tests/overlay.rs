@@ -394,6 +394,7 @@ fn a_vm_like_tap_client_gets_its_address_from_the_cnci_dhcp() {
         ip: Some("172.16.1.32".parse().expect("ip")),
         mac: None,
         default_route: false,
+        allowed: Vec::new(),
     };
     let state = cn1.state.path().to_path_buf();
     in_netns(&cn1.ns.path(), || {

@@ -50,6 +50,7 @@ fn tap_request(name: &str, ip: &str) -> VnicRequest {
         ip: Some(ip.parse().expect("ip")),
         mac: None,
         default_route: false,
+        allowed: Vec::new(),
     }
 }
 

@@ -40,6 +40,8 @@ pub mod var {
     pub const UNDERLAY: &str = "CIAO_UNDERLAY";
     pub const STATE_DIR: &str = "CIAO_STATE_DIR";
     pub const VNIC_DIR: &str = "CIAO_VNIC_DIR";
+    /// Extra source addresses the VM may send from (VRRP-style virtual IPs), comma-separated.
+    pub const ALLOWED_ADDRESSES: &str = "CIAO_ALLOWED_ADDRESSES";
 }
 
 /// Reads one environment variable (the process environment, or a map in tests).
@@ -55,6 +57,8 @@ pub struct HookConfig {
     pub ip: Ipv4Addr,
     /// The guest's MAC: ciao's `02:00:a:b:c:d` of `ip`, which the CNCI's DHCP answers.
     pub mac: [u8; 6],
+    /// Extra source addresses the VM may send from; anti-spoofing drops any other.
+    pub allowed: Vec<Ipv4Addr>,
     /// The file the configuration came from, if not the environment.
     pub file: Option<PathBuf>,
 }
@@ -75,6 +79,7 @@ enum Key {
     Underlay,
     StateDir,
     SubnetWait,
+    Allowed,
 }
 
 impl Key {
@@ -94,6 +99,7 @@ impl Key {
             Key::Underlay => var::UNDERLAY,
             Key::StateDir => var::STATE_DIR,
             Key::SubnetWait => var::SUBNET_WAIT_SECONDS,
+            Key::Allowed => var::ALLOWED_ADDRESSES,
         }
     }
 
@@ -113,6 +119,7 @@ impl Key {
             Key::Underlay => "underlay",
             Key::StateDir => "stateDir",
             Key::SubnetWait => "subnetWaitSeconds",
+            Key::Allowed => "allowedAddresses",
         }
     }
 
@@ -148,6 +155,7 @@ struct VnicFile {
     underlay: Option<String>,
     state_dir: Option<String>,
     subnet_wait_seconds: Option<f64>,
+    allowed_addresses: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -203,6 +211,7 @@ impl Source<'_> {
                 Key::Underlay => f.underlay.clone(),
                 Key::StateDir => f.state_dir.clone(),
                 Key::SubnetWait => f.subnet_wait_seconds.map(|w| w.to_string()),
+                Key::Allowed => f.allowed_addresses.as_ref().map(|a| a.join(",")),
             },
         };
         Ok(value.filter(|v| !v.trim().is_empty()))
@@ -228,6 +237,24 @@ impl Source<'_> {
             .parse()
             .map_err(|_| self.invalid(key, format!("{text:?} is not {what}")))
     }
+}
+
+/// The extra addresses the VM may send from: exact host addresses of the subnet, never its
+/// gateway (CIAO_ALLOWED_ADDRESSES, comma- or space-separated; a list in the file).
+fn allowed_addresses(source: &Source<'_>, subnet: &SubnetConfig) -> Result<Vec<Ipv4Addr>, Error> {
+    let Some(text) = source.get(Key::Allowed)? else {
+        return Ok(Vec::new());
+    };
+    let allowed = text
+        .split([',', ' '])
+        .filter(|a| !a.trim().is_empty())
+        .map(|a| source.parse::<Ipv4Addr>(Key::Allowed, "an IPv4 address", a))
+        .collect::<Result<Vec<_>, _>>()?;
+    netcore::ipam::check_allowed(subnet, &allowed).map_err(|e| match e {
+        netcore::Error::Invalid { message, .. } => source.invalid(Key::Allowed, message),
+        other => Error::Core(other),
+    })?;
+    Ok(allowed)
 }
 
 /// The per-interface file of `tap`, if the launcher wrote one.
@@ -384,6 +411,8 @@ pub fn load(tap: &str, env: Lookup<'_>) -> Result<HookConfig, Error> {
         }
     }
 
+    let allowed = allowed_addresses(&source, &subnet_cfg)?;
+
     let vm_id = match source.get(Key::VmId)? {
         Some(id) => id.trim().to_string(),
         None => format!("qemu-{tap}"),
@@ -403,6 +432,7 @@ pub fn load(tap: &str, env: Lookup<'_>) -> Result<HookConfig, Error> {
         vm_id,
         ip,
         mac,
+        allowed,
         file,
     })
 }
@@ -596,6 +626,11 @@ mod tests {
             (var::MTU, "big"),
             (var::UNDERLAY, "a-name-longer-than-15"),
             (var::STATE_DIR, "relative/dir"),
+            (var::ALLOWED_ADDRESSES, "172.16.1.0/28"),
+            (var::ALLOWED_ADDRESSES, "172.16.1.1"),
+            (var::ALLOWED_ADDRESSES, "172.16.1.255"),
+            (var::ALLOWED_ADDRESSES, "0.0.0.0"),
+            (var::ALLOWED_ADDRESSES, "172.16.1.40,10.0.0.5"),
         ];
         for (var, value) in cases {
             let mut env = good();
@@ -604,6 +639,19 @@ mod tests {
             assert!(err.starts_with(&format!("{var}: ")), "{var}={value}: {err}");
             assert!(!err.contains('\n'), "one line: {err}");
         }
+    }
+
+    #[test]
+    fn allowed_addresses_are_a_list_of_exact_addresses() {
+        let mut env = good();
+        env.insert(var::ALLOWED_ADDRESSES, "172.16.1.40, 172.16.1.41".into());
+        let cfg = load_map(&env).expect("valid");
+        let want: Vec<Ipv4Addr> = vec![
+            "172.16.1.40".parse().expect("ip"),
+            "172.16.1.41".parse().expect("ip"),
+        ];
+        assert_eq!(cfg.allowed, want);
+        assert!(load_map(&good()).expect("valid").allowed.is_empty());
     }
 
     #[test]

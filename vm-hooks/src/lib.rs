@@ -98,6 +98,7 @@ pub fn ifup(tap: &str, env: Lookup<'_>) -> Result<Up, Error> {
         // For a tap the MAC that matters is the guest's (QEMU's -device mac=); the tap keeps its own.
         mac: Some(config.mac),
         default_route: false,
+        allowed: config.allowed.clone(),
     };
     // The core checks that the tap exists and drops records a killed QEMU left for its name.
     let done = node.attach_existing_tap(&config.subnet, &request)?;
@@ -128,6 +129,7 @@ QEMU runs this hook with the tap name as its only argument:
 Configuration: <CIAO_VNIC_DIR or /run/ciao/vnics>/<tap>.json if it exists, else the environment:
   CIAO_TENANT CIAO_SUBNET CIAO_CNCI_UUID CIAO_CNCI_IP CIAO_VM_IP (required)
   CIAO_VM_MAC CIAO_VM_ID CIAO_TUNNEL_KIND CIAO_TUNNEL_ID CIAO_GATEWAY CIAO_MTU CIAO_UNDERLAY
+  CIAO_ALLOWED_ADDRESSES (extra source addresses the VM may use, e.g. a VRRP VIP)
   CIAO_STATE_DIR (default /var/lib/ciao-net)
 Exit status: 0 done, 2 usage or configuration error, 1 any other error (one line on stderr).
 ";

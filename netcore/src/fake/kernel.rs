@@ -1,5 +1,6 @@
 //! [`Kernel`] for [`FakeKernel`]: every method records itself and works on the world's tables.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{BorrowedFd, RawFd};
 
@@ -7,6 +8,7 @@ use ipnet::IpNet;
 
 use super::world::{errno, Namespace, NsId};
 use super::{ns_of, FakeKernel, State};
+use crate::antispoof::PortGuard;
 use crate::error::{Error, Result};
 use crate::kernel::Kernel;
 use crate::netlink::tap::TapOwner;
@@ -403,6 +405,31 @@ impl Kernel for FakeKernel {
                 s.firewall.insert(bridge.to_string());
                 Ok(true)
             })
+    }
+
+    fn guard_port(&mut self, guard: &PortGuard) -> Result<()> {
+        let g = guard.clone();
+        self.on("guard_port", format!("{guard:?}"), |ns| {
+            ns.guards.insert(g.port.clone(), g);
+            Ok(())
+        })
+    }
+
+    fn unguard_port(&mut self, port: &str) -> Result<()> {
+        self.on("unguard_port", port.into(), |ns| {
+            ns.guards.remove(port);
+            Ok(())
+        })
+    }
+
+    fn guarded_ports(&mut self) -> Result<BTreeMap<String, Option<PortGuard>>> {
+        self.on("guarded_ports", String::new(), |ns| {
+            Ok(ns
+                .guards
+                .iter()
+                .map(|(k, g)| (k.clone(), Some(g.clone())))
+                .collect())
+        })
     }
 
     fn revoke_bridge(&mut self, bridge: &str) -> Result<()> {

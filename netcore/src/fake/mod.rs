@@ -235,6 +235,15 @@ impl FakeWorld {
         self.lock().firewall.clone()
     }
 
+    /// The anti-spoofing guards of the host namespace, by port.
+    pub fn guards(&self) -> BTreeMap<String, crate::antispoof::PortGuard> {
+        self.lock()
+            .namespaces
+            .get(&NsId::HOST)
+            .map(|ns| ns.guards.clone())
+            .unwrap_or_default()
+    }
+
     /// A comparable picture of every namespace and the firewall.
     pub fn snapshot(&self) -> Snapshot {
         let s = self.lock();

@@ -34,6 +34,8 @@ pub struct NsView {
     pub fdb: BTreeSet<(String, String, String)>,
     pub proxy: BTreeSet<(String, String)>,
     pub sysctls: BTreeMap<String, String>,
+    /// Anti-spoofing guards: port -> (MAC, IPv4 addresses), as text.
+    pub guards: BTreeMap<String, String>,
 }
 
 /// Every namespace (by its label: `host`, `netns-1`, ...) and the firewall.
@@ -107,6 +109,11 @@ impl Snapshot {
                         .map(|(i, ip)| (name(*i), ip.to_string()))
                         .collect(),
                     sysctls: ns.sysctls.clone(),
+                    guards: ns
+                        .guards
+                        .iter()
+                        .map(|(p, g)| (p.clone(), format!("{:02x?} {:?}", g.mac, g.ipv4)))
+                        .collect(),
                 };
                 (ns.label.clone(), view)
             })

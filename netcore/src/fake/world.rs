@@ -73,6 +73,8 @@ pub(crate) struct Namespace {
     pub fdb: Vec<FdbEntry>,
     pub proxy: BTreeSet<(u32, Ipv4Addr)>,
     pub sysctls: BTreeMap<String, String>,
+    /// Anti-spoofing guards by port name.
+    pub guards: BTreeMap<String, crate::antispoof::PortGuard>,
 }
 
 pub(crate) fn errno(op: &str, errno: i32) -> Error {

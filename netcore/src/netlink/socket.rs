@@ -25,6 +25,8 @@ pub struct Netlink {
     /// The namespace the socket was opened in, if not the opening thread's own: sysctls and taps
     /// of this handle are made there too.
     netns: Option<OwnedFd>,
+    /// The nf_tables socket of the same namespace, opened on first use (anti-spoofing).
+    nft: Option<crate::nft::Socket>,
 }
 
 impl Netlink {
@@ -45,6 +47,7 @@ impl Netlink {
             seq: 0,
             buf: vec![0; RECV_BUF],
             netns: None,
+            nft: None,
         })
     }
 
@@ -73,6 +76,16 @@ impl Netlink {
             Some(ns) => crate::netns::run_in(ns.as_fd(), f),
             None => f(),
         }
+    }
+
+    /// The nf_tables socket of this handle's namespace, opened there on first use.
+    pub fn nft(&mut self) -> Result<&mut crate::nft::Socket> {
+        if self.nft.is_none() {
+            self.nft = Some(self.run_here(crate::nft::Socket::open)?);
+        }
+        self.nft
+            .as_mut()
+            .ok_or_else(|| Error::Internal("nf_tables socket".into()))
     }
 
     /// The raw socket fd, for diagnostics.

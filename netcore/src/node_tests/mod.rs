@@ -3,6 +3,7 @@
 
 mod controller;
 mod crash;
+mod guards;
 mod instances;
 mod qemu_tap;
 mod reconcile;
@@ -141,6 +142,7 @@ pub(crate) fn veth_named(bench: &Bench, owner: &str, ifname: &str) -> VnicReques
         ip: None,
         mac: None,
         default_route: true,
+        allowed: Vec::new(),
     }
 }
 

@@ -17,6 +17,7 @@ fn tap_req(vm: &str, tap: &str) -> VnicRequest {
         ip: Some(Ipv4Addr::new(10, 6, 0, 32)),
         mac: Some([2, 0, 10, 6, 0, 32]),
         default_route: false,
+        allowed: Vec::new(),
     }
 }
 
