@@ -49,8 +49,9 @@ fn certs() -> &'static Path {
     })
 }
 
-/// Starts the controller and waits until it serves its admin socket and reached the scheduler.
-fn start_controller(dir: &Path, n: u32) -> Proc {
+/// Starts the controller and waits until its admin socket answers (the API is served before,
+/// and independently of, the scheduler session).
+fn start_controller(dir: &Path, n: u32, rt: &tokio::runtime::Runtime) -> Proc {
     let log = dir.join(format!("controller-{n}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_ciao-controller"))
         .arg("--config")
@@ -59,12 +60,14 @@ fn start_controller(dir: &Path, n: u32) -> Proc {
         .stderr(Stdio::from(std::fs::File::create(&log).expect("log")))
         .spawn()
         .expect("start ciao-controller");
+    let client = Client::new(dir.join("state").join("admin.sock"));
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("connected to the scheduler") {
+        let answered = rt.block_on(client.call(Method::GET, "/v1/tenants", None));
+        if answered.is_ok_and(|a| a.status == StatusCode::OK) {
             return Proc(child);
         }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(
             Instant::now() < deadline,
             "controller did not start:\n{text}"
@@ -139,7 +142,7 @@ fn rules_forwards_and_ssh_survive_a_sigkill_and_restart_with_the_same_ids() {
         .build()
         .expect("runtime");
     let socket = state.join("admin.sock");
-    let mut controller = start_controller(dir.path(), 1);
+    let mut controller = start_controller(dir.path(), 1, &rt);
     let t = format!("/v1/tenants/{tenant}");
     let made = [
         (format!("{t}/security-groups"), json!({"name": "web"})),
@@ -179,7 +182,7 @@ fn rules_forwards_and_ssh_survive_a_sigkill_and_restart_with_the_same_ids() {
     controller.0.kill().expect("SIGKILL");
     controller.0.wait().expect("reaped");
     drop(controller);
-    let restarted = start_controller(dir.path(), 2);
+    let restarted = start_controller(dir.path(), 2, &rt);
     assert_ne!(restarted.0.id(), pid);
     assert_eq!(
         views(&rt),
