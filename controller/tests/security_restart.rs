@@ -60,12 +60,14 @@ fn start_controller(dir: &Path, n: u32, rt: &tokio::runtime::Runtime) -> Proc {
         .stderr(Stdio::from(std::fs::File::create(&log).expect("log")))
         .spawn()
         .expect("start ciao-controller");
+    // Owned at once: dropped (killed and reaped) on any failure below.
+    let controller = Proc(child);
     let client = Client::new(dir.join("state").join("admin.sock"));
     let deadline = Instant::now() + DEADLINE;
     loop {
         let answered = rt.block_on(client.call(Method::GET, "/v1/tenants", None));
         if answered.is_ok_and(|a| a.status == StatusCode::OK) {
-            return Proc(child);
+            return controller;
         }
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(
