@@ -621,7 +621,7 @@ fn ciao_net_manages_groups_rules_forwards_and_ssh() {
         "10.0.0.0/8",
     ]);
     assert!(
-        added.contains("ingress IPv4 tcp ports 8000-8080 from/to 10.0.0.0/8"),
+        added.contains("ingress IPv4 tcp 8000-8080 from 10.0.0.0/8"),
         "{added}"
     );
     let list = ok(&["group", "list", "--tenant", &t]);

@@ -94,13 +94,21 @@ pub fn deleted_group(view: &GroupView) -> String {
 }
 
 pub fn rule(view: &RuleView, verb: &str) -> String {
+    let what = if view.port_min.is_some() || view.icmp_type.is_some() {
+        format!("{} {}", view.protocol, ports(view))
+    } else {
+        view.protocol.clone()
+    };
+    let way = if view.direction == "egress" {
+        "to"
+    } else {
+        "from"
+    };
     format!(
-        "{verb} rule {}: {} {} {} ports {} from/to {}\n",
+        "{verb} rule {}: {} {} {what} {way} {}\n",
         view.uuid,
         view.direction,
         view.ethertype,
-        view.protocol,
-        ports(view),
         remote(view)
     )
 }
