@@ -107,3 +107,36 @@ fn a_forgotten_tenant_takes_its_groups_forwards_and_ssh_blocks_along() {
         ip("203.0.113.1")
     );
 }
+
+#[test]
+fn a_cluster_default_of_on_gives_existing_tenants_their_blocks_at_start() {
+    use ciao_controller::security::forward::SshPolicy;
+    let (_dir, store) = store();
+    network_node(&store, 1, 10);
+    store
+        .set_public_pools(&["203.0.113.0/30".parse().expect("pool")])
+        .expect("pools");
+    let (small, big) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    let cn = Uuid::new_v4();
+    store
+        .request_subnet(small, net("10.0.0.0/24"), TunnelKind::Vxlan, cn)
+        .expect("small");
+    store
+        .request_subnet(big, net("10.0.0.0/16"), TunnelKind::Vxlan, cn)
+        .expect("big");
+    let policy = SshPolicy {
+        default: true,
+        port_base: 33000,
+    };
+    store.set_ssh_policy(policy).expect("policy");
+    let access = store.ssh_access(small).expect("small");
+    assert!(access.enabled && !access.chosen);
+    assert_eq!(access.forward_ip, Some(ip("203.0.113.1")));
+    assert_eq!((access.blocks[0].base, access.blocks[0].size), (33000, 256));
+    // A /16 never fits: that tenant is left without blocks, and the start goes on.
+    let access = store.ssh_access(big).expect("big");
+    assert!(access.enabled && access.blocks.is_empty() && access.forward_ip.is_none());
+    // Again (a restart): the same.
+    store.set_ssh_policy(policy).expect("policy again");
+    assert_eq!(rows(&store, "ssh_blocks"), 1);
+}

@@ -39,7 +39,30 @@ pub fn forwards(conn: &Connection, tenant: Uuid) -> Result<Vec<Forward>> {
 const SSH_DEFAULT: &str = "ssh_default";
 const SSH_PORT_BASE: &str = "ssh_port_base";
 
+/// Store the policy, then give every tenant with SSH access its blocks and forward IP. A tenant
+/// whose blocks do not fit is left as it was (logged): the controller still starts, and
+/// `ssh on` for it says why.
 pub fn set_policy(conn: &Connection, policy: SshPolicy) -> Result<()> {
+    store_policy(conn, policy)?;
+    let tenants = rows::all(
+        conn,
+        "SELECT uuid FROM tenants WHERE state = 'active' ORDER BY uuid",
+        |row| rows::text::<Uuid>(row, 0),
+    )?;
+    for tenant in tenants {
+        conn.execute_batch("SAVEPOINT ssh_tenant")?;
+        match subnet_added(conn, tenant) {
+            Ok(()) => conn.execute_batch("RELEASE ssh_tenant")?,
+            Err(e) => {
+                tracing::warn!("tenant {tenant}: SSH access not set up: {e}");
+                conn.execute_batch("ROLLBACK TO ssh_tenant; RELEASE ssh_tenant")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn store_policy(conn: &Connection, policy: SshPolicy) -> Result<()> {
     for (name, value) in [
         (SSH_DEFAULT, u8::from(policy.default).to_string()),
         (SSH_PORT_BASE, policy.port_base.to_string()),
@@ -273,7 +296,7 @@ pub fn set_ssh(conn: &Connection, tenant: Uuid, enabled: bool) -> Result<SshAcce
     access(conn, tenant)
 }
 
-/// A new subnet of a tenant with SSH access gets its block now (refused if it does not fit),
+/// A new subnet of a tenant with SSH access (or, at start, every subnet) gets its block now (refused if it does not fit),
 /// and the tenant its forward IP if the pools have one (the workload is not refused for it).
 pub fn subnet_added(conn: &Connection, tenant: Uuid) -> Result<()> {
     if !access(conn, tenant)?.enabled {
