@@ -11,6 +11,10 @@
 //! prefix = 24
 //! node_slice_prefix = 27
 //!
+//! [ssh]            # SSH access to tenant workloads through their forward IP
+//! default = false   # for tenants that never chose (`ciao-net ssh on|off`)
+//! port_base = 33000 # where a tenant's first block of SSH ports starts
+//!
 //! [scheduler]
 //! address = "sched.example:8888"
 //! cert = "/etc/ciao/cert-controller-ctl.pem"
@@ -24,6 +28,7 @@ use serde::Deserialize;
 
 use crate::auto_subnet::TenantSubnets;
 use crate::pool::PublicPool;
+use crate::security::forward::SshPolicy;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/ciao-controller";
 pub const DEFAULT_SCHEDULER_ADDRESS: &str = "localhost:8888";
@@ -39,6 +44,8 @@ pub struct ControllerConfig {
     pub public_pools: Vec<PublicPool>,
     /// Where a tenant's automatic subnets come from.
     pub tenant_subnets: TenantSubnets,
+    /// SSH access: the cluster default and the first port of the blocks.
+    pub ssh: SshPolicy,
     pub scheduler: SchedulerConfig,
 }
 
@@ -78,7 +85,15 @@ struct RawConfig {
     default_tunnel_kind: Option<String>,
     public_pools: Option<Vec<String>>,
     tenant_subnets: Option<RawTenantSubnets>,
+    ssh: Option<RawSsh>,
     scheduler: Option<RawScheduler>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSsh {
+    default: Option<bool>,
+    port_base: Option<u16>,
 }
 
 #[derive(Deserialize, Default)]
@@ -128,6 +143,7 @@ impl ControllerConfig {
             },
             public_pools: public_pools(raw.public_pools.unwrap_or_default())?,
             tenant_subnets: tenant_subnets(raw.tenant_subnets.unwrap_or_default())?,
+            ssh: ssh(raw.ssh.unwrap_or_default())?,
             scheduler: scheduler(raw.scheduler)?,
         })
     }
@@ -177,6 +193,18 @@ fn tenant_subnets(raw: RawTenantSubnets) -> Result<TenantSubnets, ConfigError> {
         raw.node_slice_prefix.unwrap_or(default.node_slice_prefix),
     )
     .map_err(|(key, why)| refuse(format!("tenant_subnets.{key}"), why))
+}
+
+fn ssh(raw: RawSsh) -> Result<SshPolicy, ConfigError> {
+    let default = SshPolicy::default();
+    let port_base = raw.port_base.unwrap_or(default.port_base);
+    if port_base == 0 {
+        return Err(refuse("ssh.port_base", "0 is not a port (1-65535)"));
+    }
+    Ok(SshPolicy {
+        default: raw.default.unwrap_or(default.default),
+        port_base,
+    })
 }
 
 fn scheduler(raw: Option<RawScheduler>) -> Result<SchedulerConfig, ConfigError> {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod model;
 pub mod pool;
+pub mod security;
 pub mod sqlite;
 pub mod store;
 

@@ -16,6 +16,8 @@ use crate::model::{
     Tenant, TenantSubnet,
 };
 use crate::pool::PublicPool;
+use crate::security::forward::{Forward, ForwardProtocol, ForwardSpec, SshAccess, SshPolicy};
+use crate::security::{RuleSpec, SecurityGroup, SecurityRule};
 
 /// A refused operation (nothing was changed) or a failing backend.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,57 @@ pub enum StoreError {
     PoolsOverlap(PublicPool, PublicPool),
     #[error("public IP {public} (tenant {tenant}) would be in no pool")]
     AssignedIpOutsidePools { public: Ipv4Addr, tenant: Uuid },
+    #[error("invalid rule: {0}")]
+    InvalidRule(String),
+    #[error("invalid forward: {0}")]
+    InvalidForward(String),
+    #[error("invalid security group name {0:?}: use 1-64 letters, digits, '.', '_' or '-' (and not a UUID)")]
+    InvalidGroupName(String),
+    #[error("tenant {tenant} has no security group {group:?}")]
+    UnknownGroup { tenant: Uuid, group: String },
+    #[error("tenant {tenant} already has a security group named {name:?}")]
+    GroupExists { tenant: Uuid, name: String },
+    #[error("the default security group of tenant {0} cannot be deleted")]
+    DefaultGroup(Uuid),
+    #[error("security group {group:?} is the remote group of rule {rule} of group {by:?}: delete that rule first")]
+    GroupInUse {
+        group: String,
+        rule: Uuid,
+        by: String,
+    },
+    #[error("group {group:?} already has this rule: {existing}")]
+    DuplicateRule { group: String, existing: Uuid },
+    #[error("tenant {tenant} has no security rule {rule}")]
+    UnknownRule { tenant: Uuid, rule: Uuid },
+    #[error("tenant {tenant} has no forward {forward}")]
+    UnknownForward { tenant: Uuid, forward: Uuid },
+    #[error("{public}:{port}/{protocol} is already forwarded")]
+    ForwardTaken {
+        public: Ipv4Addr,
+        protocol: ForwardProtocol,
+        port: u16,
+    },
+    #[error("public IP {public} is in none of the public IP pools")]
+    PublicIpOutsidePools { public: Ipv4Addr },
+    #[error("public IP {public} cannot carry forwards: {why}")]
+    PublicIpInUse { public: Ipv4Addr, why: String },
+    #[error(
+        "address {address} is the {what} address of subnet {cidr}: it cannot receive a forward"
+    )]
+    ReservedAddress {
+        address: Ipv4Addr,
+        cidr: Ipv4Net,
+        what: &'static str,
+    },
+    #[error("tcp port {port} of the forward IP is both a forward and the SSH port of an address of subnet {cidr}")]
+    SshForwardOverlap { port: u16, cidr: Ipv4Net },
+    #[error("the SSH ports of subnet {cidr} (tenant {tenant}) do not fit below 65536: {size} ports from {base}")]
+    SshPortsExhausted {
+        tenant: Uuid,
+        cidr: Ipv4Net,
+        base: u32,
+        size: u32,
+    },
     #[error("store {path}: schema version {found} is newer than this controller's {supported}; use a newer controller")]
     SchemaTooNew {
         path: String,
@@ -182,4 +235,45 @@ pub trait Store: Send + Sync {
     fn public_pools(&self) -> Result<Vec<PublicPool>>;
     /// Retiring CNCIs whose tenant has no workload left: the ones to stop now.
     fn cncis_to_stop(&self) -> Result<Vec<Cnci>>;
+
+    /// The cluster's SSH policy (the operator's config at start): the default for tenants that
+    /// never chose, and where new SSH port blocks start (existing blocks keep their ports).
+    fn set_ssh_policy(&self, policy: SshPolicy) -> Result<()>;
+    /// A known tenant's security groups, by name.
+    fn security_groups(&self, tenant: Uuid) -> Result<Vec<SecurityGroup>>;
+    /// One group of the tenant, by id or name.
+    fn security_group(&self, tenant: Uuid, group: &str) -> Result<SecurityGroup>;
+    /// A new, empty group (a name is unique within the tenant).
+    fn create_security_group(
+        &self,
+        tenant: Uuid,
+        name: &str,
+        description: &str,
+    ) -> Result<SecurityGroup>;
+    /// Delete a group and its rules; refused for `default` and while another group's rule
+    /// names it as its remote group.
+    fn delete_security_group(&self, tenant: Uuid, group: &str) -> Result<SecurityGroup>;
+    /// Every rule of every group of the tenant.
+    fn security_rules(&self, tenant: Uuid) -> Result<Vec<SecurityRule>>;
+    /// Add a checked rule to `group`; `remote_group` (id or name) is resolved in the tenant.
+    /// A rule equal to one the group has is refused.
+    fn add_security_rule(
+        &self,
+        tenant: Uuid,
+        group: &str,
+        spec: RuleSpec,
+        remote_group: Option<&str>,
+    ) -> Result<SecurityRule>;
+    fn delete_security_rule(&self, tenant: Uuid, rule: Uuid) -> Result<SecurityRule>;
+
+    fn forwards(&self, tenant: Uuid) -> Result<Vec<Forward>>;
+    /// Add a checked forward on the tenant's forward IP (taken from the pool if it has none),
+    /// or return the equal one it has (a retried call).
+    fn add_forward(&self, tenant: Uuid, spec: &ForwardSpec) -> Result<Forward>;
+    /// Remove exactly one forward; the forward IP goes back to the pool when neither a
+    /// forward nor SSH access uses it.
+    fn delete_forward(&self, tenant: Uuid, forward: Uuid) -> Result<Forward>;
+    /// Turn the tenant's SSH access on (blocks for every subnet, the forward IP) or off.
+    fn set_ssh(&self, tenant: Uuid, enabled: bool) -> Result<SshAccess>;
+    fn ssh_access(&self, tenant: Uuid) -> Result<SshAccess>;
 }

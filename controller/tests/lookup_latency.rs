@@ -35,8 +35,11 @@ fn fill(path: &std::path::Path, nn: Uuid) {
     let tx = conn.transaction().expect("bulk transaction");
     for t in 0..TENANTS {
         let tenant = tenant(t).to_string();
-        tx.execute("INSERT INTO tenants VALUES (?1, 'active')", [&tenant])
-            .expect("tenant");
+        tx.execute(
+            "INSERT INTO tenants (uuid, state) VALUES (?1, 'active')",
+            [&tenant],
+        )
+        .expect("tenant");
         tx.execute(
             "INSERT INTO cncis VALUES (?1, ?2, ?3, '192.0.2.1', 'ready')",
             params![Uuid::new_v4().to_string(), tenant, nn.to_string()],

@@ -77,6 +77,24 @@ fn status_and_code(err: &StoreError) -> (StatusCode, &'static str) {
         StoreError::AddressOutsideSubnets { .. } => {
             (S::UNPROCESSABLE_ENTITY, "address_outside_subnets")
         }
+        StoreError::InvalidRule(_) => (S::UNPROCESSABLE_ENTITY, "invalid_rule"),
+        StoreError::InvalidForward(_) => (S::UNPROCESSABLE_ENTITY, "invalid_forward"),
+        StoreError::InvalidGroupName(_) => (S::UNPROCESSABLE_ENTITY, "invalid_group_name"),
+        StoreError::UnknownGroup { .. } => (S::NOT_FOUND, "unknown_security_group"),
+        StoreError::GroupExists { .. } => (S::CONFLICT, "security_group_exists"),
+        StoreError::DefaultGroup(_) => (S::CONFLICT, "default_group"),
+        StoreError::GroupInUse { .. } => (S::CONFLICT, "security_group_in_use"),
+        StoreError::DuplicateRule { .. } => (S::CONFLICT, "duplicate_rule"),
+        StoreError::UnknownRule { .. } => (S::NOT_FOUND, "unknown_rule"),
+        StoreError::UnknownForward { .. } => (S::NOT_FOUND, "unknown_forward"),
+        StoreError::ForwardTaken { .. } => (S::CONFLICT, "forward_taken"),
+        StoreError::PublicIpOutsidePools { .. } => {
+            (S::UNPROCESSABLE_ENTITY, "public_ip_outside_pools")
+        }
+        StoreError::PublicIpInUse { .. } => (S::CONFLICT, "public_ip_in_use"),
+        StoreError::ReservedAddress { .. } => (S::UNPROCESSABLE_ENTITY, "reserved_address"),
+        StoreError::SshForwardOverlap { .. } => (S::CONFLICT, "ssh_forward_overlap"),
+        StoreError::SshPortsExhausted { .. } => (S::CONFLICT, "ssh_ports_exhausted"),
         StoreError::NoNetworkNode => (S::SERVICE_UNAVAILABLE, "no_network_node"),
         StoreError::SchemaTooNew { .. } | StoreError::NotAStore { .. } => {
             (S::INTERNAL_SERVER_ERROR, "store_unusable")

@@ -32,7 +32,7 @@ pub struct AppState {
 
 impl AppState {
     /// Run `call` on the store off the async workers.
-    async fn store<T, F>(&self, call: F) -> Reply<T>
+    pub(super) async fn store<T, F>(&self, call: F) -> Reply<T>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
@@ -241,7 +241,9 @@ pub async fn no_route(method: Method, uri: Uri) -> ApiError {
         "no_route",
         format!(
             "no endpoint {method} {}: the endpoints are /v1/nodes, /v1/tenants, \
-             /v1/tenants/{{id}}, /v1/tenants/{{id}}/public-ips[/{{ip}}], /v1/cncis, /v1/public-ips",
+             /v1/tenants/{{id}}, /v1/tenants/{{id}}/public-ips[/{{ip}}], /v1/tenants/{{id}}/security-groups[/{{group}}[/rules]], \
+             /v1/tenants/{{id}}/security-rules/{{rule}}, /v1/tenants/{{id}}/forwards[/{{forward}}], \
+             /v1/tenants/{{id}}/ssh, /v1/cncis, /v1/public-ips",
             uri.path()
         ),
     )
@@ -255,16 +257,16 @@ pub async fn wrong_method(method: Method, uri: Uri) -> ApiError {
     )
 }
 
-fn bad_path(rejection: PathRejection) -> ApiError {
+pub(super) fn bad_path(rejection: PathRejection) -> ApiError {
     ApiError::bad_request("bad_path", rejection.body_text())
 }
 
-fn tenant_id(path: Result<Path<String>, PathRejection>) -> Reply<Uuid> {
+pub(super) fn tenant_id(path: Result<Path<String>, PathRejection>) -> Reply<Uuid> {
     let Path(text) = path.map_err(bad_path)?;
     parse_tenant(&text)
 }
 
-fn parse_tenant(text: &str) -> Reply<Uuid> {
+pub(super) fn parse_tenant(text: &str) -> Reply<Uuid> {
     text.parse().map_err(|_| {
         ApiError::bad_request("bad_tenant_id", format!("tenant id {text:?} is not a UUID"))
     })
@@ -272,7 +274,7 @@ fn parse_tenant(text: &str) -> Reply<Uuid> {
 
 /// The body as `T`, refused with the problem named: where the JSON breaks, or which field is
 /// wrong and why.
-fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Reply<T> {
+pub(super) fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Reply<T> {
     let body = body.map_err(|e| ApiError::bad_request("bad_body", e.body_text()))?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(

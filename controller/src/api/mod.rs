@@ -13,6 +13,9 @@
 pub mod client;
 pub mod error;
 mod handlers;
+mod security;
+pub mod security_text;
+pub mod security_views;
 pub mod table;
 pub mod text;
 pub mod views;
@@ -75,6 +78,34 @@ pub fn router(store: Arc<dyn Store>, events: mpsc::Sender<AdminEvent>) -> Router
         .route(
             "/v1/tenants/{id}/public-ips/{ip}",
             delete(handlers::release_public_ip),
+        )
+        .route(
+            "/v1/tenants/{id}/security-groups",
+            get(security::groups).post(security::create_group),
+        )
+        .route(
+            "/v1/tenants/{id}/security-groups/{group}",
+            get(security::group).delete(security::delete_group),
+        )
+        .route(
+            "/v1/tenants/{id}/security-groups/{group}/rules",
+            post(security::add_rule),
+        )
+        .route(
+            "/v1/tenants/{id}/security-rules/{rule}",
+            delete(security::delete_rule),
+        )
+        .route(
+            "/v1/tenants/{id}/forwards",
+            get(security::forwards).post(security::add_forward),
+        )
+        .route(
+            "/v1/tenants/{id}/forwards/{forward}",
+            delete(security::delete_forward),
+        )
+        .route(
+            "/v1/tenants/{id}/ssh",
+            get(security::ssh).put(security::set_ssh),
         )
         .route("/v1/cncis", get(handlers::cncis))
         .route("/v1/public-ips", get(handlers::public_ips))

@@ -37,6 +37,9 @@ async fn main() -> anyhow::Result<()> {
     store
         .set_public_pools(&cfg.public_pools)
         .context("config key public_pools")?;
+    store
+        .set_ssh_policy(cfg.ssh)
+        .context("config table [ssh]")?;
     let me = identity::load_or_create(&cfg.state_dir)?;
     let store: Arc<dyn Store> = Arc::new(store);
     // The admin API decides in the store, then tells the daemon what the nodes must follow.

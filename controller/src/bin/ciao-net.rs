@@ -14,6 +14,9 @@ use hyper::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+#[path = "ciao-net/sg.rs"]
+mod sg;
+
 /// List and change what the ciao controller decided: nodes, tenants, CNCIs, public IPs.
 #[derive(Parser)]
 #[command(name = "ciao-net", version)]
@@ -47,6 +50,26 @@ enum Command {
         #[command(subcommand)]
         action: PublicIpAction,
     },
+    /// A tenant's security groups: list, show, create, delete.
+    Group {
+        #[command(subcommand)]
+        action: sg::GroupAction,
+    },
+    /// Add a rule to a security group, or delete one.
+    Rule {
+        #[command(subcommand)]
+        action: sg::RuleAction,
+    },
+    /// A tenant's inbound port forwards on its forward IP.
+    Forward {
+        #[command(subcommand)]
+        action: sg::ForwardAction,
+    },
+    /// SSH access to every workload of a tenant, on its forward IP.
+    Ssh {
+        #[command(subcommand)]
+        action: sg::SshAction,
+    },
 }
 
 #[derive(Args)]
@@ -76,12 +99,15 @@ enum PublicIpAction {
 /// Where the socket is when `--socket` is not given (an empty value counts as unset).
 const SOCKET_ENV: &str = "CIAO_NET_SOCKET";
 
+/// How an answer reads.
+type Show = fn(&ApiResponse) -> anyhow::Result<String>;
+
 /// One API call and how its answer reads.
-struct Call {
-    method: Method,
-    path: String,
-    body: Option<Vec<u8>>,
-    show: fn(&ApiResponse) -> anyhow::Result<String>,
+pub(crate) struct Call {
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) body: Option<Vec<u8>>,
+    pub(crate) show: Show,
 }
 
 fn main() -> ExitCode {
@@ -136,12 +162,12 @@ fn refusal(response: &ApiResponse) -> String {
     }
 }
 
-fn parse<T: DeserializeOwned>(response: &ApiResponse) -> anyhow::Result<T> {
+pub(crate) fn parse<T: DeserializeOwned>(response: &ApiResponse) -> anyhow::Result<T> {
     serde_json::from_slice(&response.body)
         .context("the controller's answer is not what this ciao-net reads (versions differ?)")
 }
 
-fn get(path: &str, show: fn(&ApiResponse) -> anyhow::Result<String>) -> Call {
+pub(crate) fn get(path: &str, show: fn(&ApiResponse) -> anyhow::Result<String>) -> Call {
     Call {
         method: Method::GET,
         path: path.to_owned(),
@@ -172,6 +198,10 @@ fn call(command: Command) -> anyhow::Result<Call> {
             Ok(text::tenant(&parse(r)?))
         }),
         Command::Tenant(_) => return Err(anyhow!("tenant: give a tenant UUID")),
+        Command::Group { action } => sg::group(action)?,
+        Command::Rule { action } => sg::rule(action)?,
+        Command::Forward { action } => sg::forward(action)?,
+        Command::Ssh { action } => sg::ssh(action)?,
         Command::PublicIp {
             action: PublicIpAction::Assign { tenant, private_ip },
         } => Call {

@@ -23,6 +23,7 @@ pub fn active_tenant(conn: &Connection, tenant: Uuid) -> Result<Tenant> {
         None => {
             conn.prepare_cached("INSERT INTO tenants (uuid, state) VALUES (?1, 'active')")?
                 .execute([tenant.to_string()])?;
+            super::security::create_default_group(conn, tenant)?;
             Ok(Tenant {
                 uuid: tenant,
                 state: TenantState::Active,
@@ -109,6 +110,7 @@ pub fn existing_or_new_subnet(
         kind.as_str(),
         subnet.tunnel_id
     ])?;
+    super::forward::subnet_added(conn, tenant)?;
     Ok(subnet)
 }
 
@@ -176,6 +178,8 @@ pub fn subnet_hosted_by(
 /// Forget a tenant whose CNCI is gone: its public IPs, subnets (their tunnel ids become free),
 /// CNCIs and itself.
 pub fn forget_tenant(conn: &Connection, tenant: Uuid) -> Result<()> {
+    super::security::forget(conn, tenant)?;
+    super::forward::forget(conn, tenant)?;
     for sql in [
         "DELETE FROM public_ips WHERE tenant = ?1",
         "DELETE FROM subnet_nodes WHERE tenant = ?1",
@@ -238,14 +242,18 @@ pub fn public_ip_for(
     })
 }
 
-fn first_free_public_ip(conn: &Connection) -> Result<Ipv4Addr> {
+/// The first address of the pools that is neither assigned 1:1 nor a tenant's forward IP.
+pub fn first_free_public_ip(conn: &Connection) -> Result<Ipv4Addr> {
     let pools = rows::pools(conn)?;
     if pools.is_empty() {
         return Err(StoreError::NoPublicPool);
     }
-    let assigned: HashSet<Ipv4Addr> = rows::all(conn, "SELECT public FROM public_ips", |row| {
-        rows::text(row, 0)
-    })?
+    let assigned: HashSet<Ipv4Addr> = rows::all(
+        conn,
+        "SELECT public FROM public_ips
+         UNION SELECT forward_ip FROM tenants WHERE forward_ip IS NOT NULL",
+        |row| rows::text(row, 0),
+    )?
     .into_iter()
     .collect();
     pools

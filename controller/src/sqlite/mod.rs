@@ -8,9 +8,11 @@
 
 mod auto;
 mod decide;
+mod forward;
 mod ops;
 mod rows;
 pub mod schema;
+mod security;
 #[cfg(test)]
 mod tests;
 

@@ -8,13 +8,15 @@ use ipnet::Ipv4Net;
 use rusqlite::params;
 use uuid::Uuid;
 
-use super::{auto, decide, rows, SqliteStore};
+use super::{auto, decide, forward, rows, security, SqliteStore};
 use crate::auto_subnet::TenantSubnets;
 use crate::model::{
     AutoSlice, Cnci, CnciState, ComputeNode, NetworkNode, PublicIpAssignment, SubnetAssignment,
     Tenant, TenantState, TenantSubnet,
 };
 use crate::pool::PublicPool;
+use crate::security::forward::{Forward, ForwardSpec, SshAccess, SshPolicy};
+use crate::security::{RuleSpec, SecurityGroup, SecurityRule};
 use crate::store::{NetworkNodeReport, Result, Store, StoreError};
 
 impl Store for SqliteStore {
@@ -179,8 +181,20 @@ impl Store for SqliteStore {
                 "SELECT tenant, private, public FROM public_ips",
                 rows::public_ip,
             )?;
+            let forward_ips = rows::all(
+                tx,
+                "SELECT uuid, forward_ip FROM tenants WHERE forward_ip IS NOT NULL",
+                |row| {
+                    Ok(PublicIpAssignment {
+                        tenant: rows::text(row, 0)?,
+                        private: Ipv4Addr::UNSPECIFIED,
+                        public: rows::text(row, 1)?,
+                    })
+                },
+            )?;
             if let Some(orphan) = assigned
                 .iter()
+                .chain(&forward_ips)
                 .find(|a| !pools.iter().any(|p| p.contains(a.public)))
             {
                 return Err(StoreError::AssignedIpOutsidePools {
@@ -327,5 +341,101 @@ impl Store for SqliteStore {
             rows::CNCI_COLUMNS
         );
         self.read(|tx| rows::all(tx, &sql, rows::cnci))
+    }
+
+    fn set_ssh_policy(&self, policy: SshPolicy) -> Result<()> {
+        self.write(|tx| forward::set_policy(tx, policy))
+    }
+
+    fn security_groups(&self, tenant: Uuid) -> Result<Vec<SecurityGroup>> {
+        self.read(|tx| {
+            security::known_tenant(tx, tenant, false)?;
+            security::groups(tx, tenant)
+        })
+    }
+
+    fn security_group(&self, tenant: Uuid, group: &str) -> Result<SecurityGroup> {
+        self.read(|tx| {
+            security::known_tenant(tx, tenant, false)?;
+            security::group(tx, tenant, group)
+        })
+    }
+
+    fn create_security_group(
+        &self,
+        tenant: Uuid,
+        name: &str,
+        description: &str,
+    ) -> Result<SecurityGroup> {
+        self.write(|tx| {
+            security::known_tenant(tx, tenant, true)?;
+            security::insert_group(tx, tenant, name, description)
+        })
+    }
+
+    fn delete_security_group(&self, tenant: Uuid, group: &str) -> Result<SecurityGroup> {
+        self.write(|tx| {
+            security::known_tenant(tx, tenant, true)?;
+            security::delete_group(tx, tenant, group)
+        })
+    }
+
+    fn security_rules(&self, tenant: Uuid) -> Result<Vec<SecurityRule>> {
+        self.read(|tx| {
+            security::known_tenant(tx, tenant, false)?;
+            security::rules(tx, tenant)
+        })
+    }
+
+    fn add_security_rule(
+        &self,
+        tenant: Uuid,
+        group: &str,
+        spec: RuleSpec,
+        remote_group: Option<&str>,
+    ) -> Result<SecurityRule> {
+        self.write(|tx| {
+            security::known_tenant(tx, tenant, true)?;
+            security::add_rule(tx, tenant, group, spec, remote_group)
+        })
+    }
+
+    fn delete_security_rule(&self, tenant: Uuid, rule: Uuid) -> Result<SecurityRule> {
+        self.write(|tx| {
+            security::known_tenant(tx, tenant, true)?;
+            security::delete_rule(tx, tenant, rule)
+        })
+    }
+
+    fn forwards(&self, tenant: Uuid) -> Result<Vec<Forward>> {
+        self.read(|tx| {
+            security::known_tenant(tx, tenant, false)?;
+            forward::forwards(tx, tenant)
+        })
+    }
+
+    fn add_forward(&self, tenant: Uuid, spec: &ForwardSpec) -> Result<Forward> {
+        self.write(|tx| {
+            security::known_tenant(tx, tenant, true)?;
+            forward::add(tx, tenant, spec)
+        })
+    }
+
+    fn delete_forward(&self, tenant: Uuid, forward_id: Uuid) -> Result<Forward> {
+        self.write(|tx| {
+            security::known_tenant(tx, tenant, true)?;
+            forward::delete(tx, tenant, forward_id)
+        })
+    }
+
+    fn set_ssh(&self, tenant: Uuid, enabled: bool) -> Result<SshAccess> {
+        self.write(|tx| {
+            security::known_tenant(tx, tenant, true)?;
+            forward::set_ssh(tx, tenant, enabled)
+        })
+    }
+
+    fn ssh_access(&self, tenant: Uuid) -> Result<SshAccess> {
+        self.read(|tx| forward::access(tx, tenant))
     }
 }

@@ -10,7 +10,9 @@ use crate::store::{Result, StoreError};
 /// Version 1 holds nodes, tenants, CNCIs and subnets with their tunnel ids. Version 2 adds the
 /// compute nodes hosting each subnet (so a deleted tenant's CNCI knows when to stop) and the
 /// public IP pools and assignments. Version 3 adds the compute nodes' slices of the tenants'
-/// automatic subnets (a workload that named no subnet).
+/// automatic subnets (a workload that named no subnet). Version 4 adds security groups and
+/// their rules (every tenant gets its `default` group: [`after_migrations`]), port forwards,
+/// the tenant's forward IP and SSH choice, the SSH port blocks and the cluster settings.
 pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE TABLE network_nodes (
@@ -80,6 +82,56 @@ pub const MIGRATIONS: &[&str] = &[
         FOREIGN KEY (tenant, cidr) REFERENCES subnets(tenant, cidr)
     );
     "#,
+    r#"
+    CREATE TABLE security_groups (
+        uuid TEXT PRIMARY KEY NOT NULL,
+        tenant TEXT NOT NULL REFERENCES tenants(uuid),
+        name TEXT NOT NULL,
+        description TEXT NOT NULL,
+        UNIQUE (tenant, name)
+    );
+    CREATE TABLE security_rules (
+        uuid TEXT PRIMARY KEY NOT NULL,
+        security_group TEXT NOT NULL REFERENCES security_groups(uuid),
+        direction TEXT NOT NULL,
+        ethertype TEXT NOT NULL,
+        protocol TEXT NOT NULL,
+        port_min INTEGER,
+        port_max INTEGER,
+        icmp_type INTEGER,
+        icmp_code INTEGER,
+        remote_cidr TEXT,
+        remote_group TEXT REFERENCES security_groups(uuid)
+    );
+    CREATE INDEX security_rules_by_group ON security_rules(security_group);
+    CREATE INDEX security_rules_by_remote ON security_rules(remote_group);
+    ALTER TABLE tenants ADD COLUMN forward_ip TEXT;
+    ALTER TABLE tenants ADD COLUMN ssh INTEGER;
+    CREATE UNIQUE INDEX one_tenant_per_forward_ip ON tenants(forward_ip)
+        WHERE forward_ip IS NOT NULL;
+    CREATE TABLE forwards (
+        uuid TEXT PRIMARY KEY NOT NULL,
+        tenant TEXT NOT NULL REFERENCES tenants(uuid),
+        public TEXT NOT NULL,
+        protocol TEXT NOT NULL,
+        public_port INTEGER NOT NULL,
+        private TEXT NOT NULL,
+        private_port INTEGER NOT NULL,
+        UNIQUE (public, protocol, public_port)
+    );
+    CREATE TABLE ssh_blocks (
+        tenant TEXT NOT NULL,
+        cidr TEXT NOT NULL,
+        base INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        PRIMARY KEY (tenant, cidr),
+        FOREIGN KEY (tenant, cidr) REFERENCES subnets(tenant, cidr)
+    );
+    CREATE TABLE settings (
+        name TEXT PRIMARY KEY NOT NULL,
+        value TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// The version this code writes.
@@ -106,8 +158,23 @@ pub fn migrate(tx: &Transaction<'_>, path: &str) -> Result<u32> {
     for migration in &MIGRATIONS[found as usize..] {
         tx.execute_batch(migration)?;
     }
+    after_migrations(tx, found)?;
     tx.execute("UPDATE schema_version SET version = ?1", [SCHEMA_VERSION])?;
     Ok(found)
+}
+
+/// The data steps of migrations that SQL alone cannot take: from a version below 4, every
+/// tenant gets its `default` security group (its ids are made here, as for a new tenant).
+fn after_migrations(tx: &Transaction<'_>, found: u32) -> Result<()> {
+    if found < 4 {
+        let tenants = super::rows::all(tx, "SELECT uuid FROM tenants ORDER BY uuid", |row| {
+            super::rows::text::<uuid::Uuid>(row, 0)
+        })?;
+        for tenant in tenants {
+            super::security::create_default_group(tx, tenant)?;
+        }
+    }
+    Ok(())
 }
 
 /// The stored version, `None` for an empty database; an error for a database with tables but
