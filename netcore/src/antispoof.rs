@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
 use crate::nft::expr::{eq, lookup, meta, neq, payload, Base, Expr, MetaKey, Reg, Verdict};
@@ -315,9 +316,30 @@ fn key(port: &str, part: &[u8]) -> Key {
     Key::new().ifname(port).part(part)
 }
 
-/// The messages that remove `port`'s elements given its current MACs and IPv4 addresses,
-/// keeping those in `keep`.
-fn removals(port: &str, macs: &[[u8; 6]], ipv4: &[Ipv4Addr], keep: Option<&PortGuard>) -> Vec<Msg> {
+/// Set once a kernel refused `NFT_MSG_DESTROYSETELEM` (before Linux 6.3: EINVAL): from then
+/// on removals dump what the port has and delete exactly that.
+static NO_DESTROY: AtomicBool = AtomicBool::new(false);
+
+/// Each set's elements for `port` that `keep` (the port's new guard, if any) wants, as the key
+/// bytes after the port's name.
+fn wanted(keep: Option<&PortGuard>) -> [(&'static str, Vec<Vec<u8>>); 4] {
+    let Some(k) = keep else {
+        return [PORTS, MACS, ADDRS4, ADDRS6].map(|set| (set, Vec::new()));
+    };
+    [
+        (PORTS, vec![Vec::new()]),
+        (MACS, vec![k.mac.to_vec()]),
+        (
+            ADDRS4,
+            k.ipv4.iter().map(|ip| ip.octets().to_vec()).collect(),
+        ),
+        (ADDRS6, vec![link_local(k.mac).octets().to_vec()]),
+    ]
+}
+
+/// The messages that remove `port`'s stale elements, with `NFT_MSG_DESTROYSETELEM` (a missing
+/// one is no error), from its current MACs and IPv4 addresses; none that `keep` wants.
+fn destroys(port: &str, macs: &[[u8; 6]], ipv4: &[Ipv4Addr], keep: Option<&PortGuard>) -> Vec<Msg> {
     let stale_macs: Vec<[u8; 6]> = macs
         .iter()
         .filter(|m| keep.is_none_or(|k| k.mac != **m))
@@ -348,6 +370,55 @@ fn removals(port: &str, macs: &[[u8; 6]], ipv4: &[Ipv4Addr], keep: Option<&PortG
     msgs
 }
 
+/// The messages that delete exactly the stale elements `port` has in every set (read first):
+/// for kernels without `NFT_MSG_DESTROYSETELEM`.
+fn exact_deletes(s: &mut Socket, port: &str, keep: Option<&PortGuard>) -> Result<Vec<Msg>> {
+    let mut msgs = Vec::new();
+    for (set, want) in wanted(keep) {
+        let stale: Vec<Key> = elements(s, set)?
+            .into_iter()
+            .filter(|(p, rest)| p == port && !want.contains(rest))
+            .map(|(_, rest)| key(port, &rest))
+            .collect();
+        if !stale.is_empty() {
+            msgs.push(objects::del_elements(FAMILY, TABLE, set, &stale));
+        }
+    }
+    Ok(msgs)
+}
+
+/// Commits the removal of `port`'s stale elements (all, without `keep`) followed by `adds`,
+/// in one transaction.
+fn replace_elements(
+    s: &mut Socket,
+    port: &str,
+    keep: Option<&PortGuard>,
+    adds: Vec<Msg>,
+) -> Result<()> {
+    if !NO_DESTROY.load(Ordering::Relaxed) {
+        let (macs, v4) = current(s, port)?;
+        let mut msgs = destroys(port, &macs, &v4, keep);
+        let destroying = !msgs.is_empty();
+        msgs.extend(adds.iter().cloned());
+        match s.commit(&msgs) {
+            Err(e) if destroying && e.errno() == Some(libc::EINVAL) => {
+                NO_DESTROY.store(true, Ordering::Relaxed);
+            }
+            other => return other,
+        }
+    }
+    let mut msgs = exact_deletes(s, port, keep)?;
+    msgs.extend(adds);
+    s.commit(&msgs)
+}
+
+/// Makes this process remove elements as on a kernel before 6.3 (tests of that path run on
+/// newer kernels too; both paths leave the same sets).
+#[cfg(test)]
+pub(crate) fn delete_exactly_from_now_on() {
+    NO_DESTROY.store(true, Ordering::Relaxed);
+}
+
 /// The current MACs and IPv4 addresses of one port.
 fn current(s: &mut Socket, port: &str) -> Result<(Vec<[u8; 6]>, Vec<Ipv4Addr>)> {
     let macs = elements(s, MACS)?
@@ -373,25 +444,24 @@ pub fn guard(s: &mut Socket, g: &PortGuard) -> Result<()> {
         )));
     }
     with_table(s, |s| {
-        let (macs, v4) = current(s, &g.port)?;
-        let mut msgs = removals(&g.port, &macs, &v4, Some(g));
         let add = |set: &str, keys: &[Key]| objects::add_elements(FAMILY, TABLE, set, keys);
-        msgs.push(add(PORTS, &[Key::new().ifname(&g.port)]));
-        msgs.push(add(MACS, &[key(&g.port, &g.mac)]));
         let v4: Vec<Key> = g.ipv4.iter().map(|ip| key(&g.port, &ip.octets())).collect();
-        msgs.push(add(ADDRS4, &v4));
-        msgs.push(add(ADDRS6, &[key(&g.port, &link_local(g.mac).octets())]));
-        s.commit(&msgs)
+        let adds = vec![
+            add(PORTS, &[Key::new().ifname(&g.port)]),
+            add(MACS, &[key(&g.port, &g.mac)]),
+            add(ADDRS4, &v4),
+            add(ADDRS6, &[key(&g.port, &link_local(g.mac).octets())]),
+        ];
+        replace_elements(s, &g.port, Some(g), adds)
     })
 }
 
 /// Removes a port's elements; a port without any (or no table) is not an error.
 pub fn unguard(s: &mut Socket, port: &str) -> Result<()> {
-    let (macs, v4) = match current(s, port) {
-        Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(()),
-        other => other?,
-    };
-    s.commit(&removals(port, &macs, &v4, None))
+    match replace_elements(s, port, None, Vec::new()) {
+        Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
 }
 
 /// Every port that has elements: its guard if they are complete and consistent, `None` if

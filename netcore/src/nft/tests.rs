@@ -138,3 +138,34 @@ fn old_versions_of_the_table_are_removed() {
         assert_eq!(tables, vec![antispoof::TABLE.to_string()]);
     });
 }
+
+/// Kernels before 6.3 (Debian 12's 6.1) lack `NFT_MSG_DESTROYSETELEM`: removals then delete
+/// exactly the elements a port has. Both paths must leave the same sets.
+#[test]
+fn without_destroy_a_port_s_elements_are_deleted_exactly() {
+    in_scratch_netns("guard exact deletes", |s| {
+        antispoof::delete_exactly_from_now_on();
+        let old = PortGuard::new(
+            "tap9",
+            [2, 0, 10, 0, 0, 9],
+            [ip("10.0.0.9"), ip("10.0.0.90")],
+        );
+        let new = PortGuard::new("tap9", [2, 0, 10, 0, 0, 10], [ip("10.0.0.9")]);
+        let other = PortGuard::new("tap8", [2, 0, 10, 0, 0, 8], [ip("10.0.0.8")]);
+        antispoof::guard(s, &other).expect("guard other");
+        antispoof::guard(s, &old).expect("guard old");
+        antispoof::guard(s, &old).expect("guard old again");
+        antispoof::guard(s, &new).expect("guard new");
+        let now = antispoof::list(s).expect("list");
+        assert_eq!(now.get("tap9"), Some(&Some(new.clone())), "{now:?}");
+        antispoof::unguard(s, "tap9").expect("unguard");
+        antispoof::unguard(s, "tap9").expect("unguard twice");
+        antispoof::unguard(s, "never-there").expect("unguard a stranger");
+        let now = antispoof::list(s).expect("list");
+        assert_eq!(
+            now.into_iter().collect::<Vec<_>>(),
+            vec![("tap8".to_string(), Some(other))]
+        );
+        assert!(!nft_list().contains("tap9"));
+    });
+}
