@@ -32,8 +32,8 @@ fn check_failed(what: String) -> Error {
 }
 
 impl<K: Kernel> Node<K> {
-    /// Verifies that a VNIC is attached as recorded: bridge, tunnel, port, and, for a veth,
-    /// the interface, MAC and address inside the workload's namespace.
+    /// Verifies that a VNIC is attached as recorded: bridge, tunnel, port, its anti-spoofing
+    /// guard, and, for a veth, the interface, MAC and address inside the workload's namespace.
     pub fn check(&mut self, net_key: &str, id: &VnicId) -> Result<VnicRecord> {
         let (locked, nl) = self.lock_and_recover()?;
         let vnic = locked
@@ -68,6 +68,15 @@ impl<K: Kernel> Node<K> {
                 "{} is not on bridge {}",
                 vnic.host_ifname, net.bridge
             )));
+        }
+        if let Some(guard) = vnic.guard() {
+            if nl.guarded_ports()?.get(&vnic.host_ifname) != Some(&Some(guard)) {
+                return Err(check_failed(format!(
+                    "the anti-spoofing guard of {} is missing or wrong (`ciao-node reconcile` \
+                     puts it back)",
+                    vnic.host_ifname
+                )));
+            }
         }
         if let VnicKind::Veth {
             netns: path,

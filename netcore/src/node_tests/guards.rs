@@ -108,3 +108,22 @@ fn reconcile_restores_missing_guards_and_removes_orphans() {
     let again = node.reconcile().expect("reconcile again");
     assert!(again.repaired_guards.is_empty() && again.removed_guards.is_empty());
 }
+
+#[test]
+fn check_fails_while_a_port_s_guard_is_missing_and_passes_after_reconcile() {
+    let bench = Bench::new();
+    let mut node = bench.node();
+    let cfg = subnet();
+    let a = node
+        .attach(&cfg, &veth_named(&bench, "a", "eth0"))
+        .expect("a");
+    node.check(&cfg.net_key(), &a.vnic.id).expect("check");
+    let mut host = bench.world.kernel();
+    host.unguard_port(&a.vnic.host_ifname).expect("flush");
+    let err = node
+        .check(&cfg.net_key(), &a.vnic.id)
+        .expect_err("check without the guard");
+    assert!(err.to_string().contains("anti-spoofing guard"), "{err}");
+    node.reconcile().expect("reconcile");
+    node.check(&cfg.net_key(), &a.vnic.id).expect("check again");
+}
