@@ -142,7 +142,12 @@ impl TenantIngress {
         self.0
             .ssh
             .iter()
-            .map(|b| Ok((subnet_of_key(Self::NAME, "ssh.cidr", &b.cidr)?, port("ssh.base", b.base)?)))
+            .map(|b| {
+                Ok((
+                    subnet_of_key(Self::NAME, "ssh.cidr", &b.cidr)?,
+                    port("ssh.base", b.base)?,
+                ))
+            })
             .collect()
     }
 
@@ -186,11 +191,17 @@ mod tests {
         let back = TenantIngress::from_yaml(&cmd.to_yaml()).expect("parse");
         assert_eq!(back, cmd);
         assert_eq!(back.concentrator().expect("uuid"), Uuid::from_u128(7));
-        assert_eq!(back.forward_ip().expect("ip"), Some(Ipv4Addr::new(203, 0, 113, 9)));
+        assert_eq!(
+            back.forward_ip().expect("ip"),
+            Some(Ipv4Addr::new(203, 0, 113, 9))
+        );
         assert_eq!(back.forwards().expect("forwards")[0].public_port, 8080);
         assert_eq!(back.ssh().expect("ssh")[0].1, 33000);
         let text = String::from_utf8(cmd.to_yaml()).expect("utf8");
-        assert!(text.starts_with("tenant_ingress:\n  concentrator_uuid:"), "{text}");
+        assert!(
+            text.starts_with("tenant_ingress:\n  concentrator_uuid:"),
+            "{text}"
+        );
         let empty = TenantIngress(TenantIngressCmd {
             forward_ip: String::new(),
             forwards: Vec::new(),
@@ -210,7 +221,11 @@ mod tests {
         assert!(e.contains("forwards.public_port"), "{e}");
         let mut cmd = sample();
         cmd.0.forwards[0].protocol = "sctp".into();
-        assert!(cmd.forwards().expect_err("proto").to_string().contains("sctp"));
+        assert!(cmd
+            .forwards()
+            .expect_err("proto")
+            .to_string()
+            .contains("sctp"));
         let mut cmd = sample();
         cmd.0.ssh[0].base = 0;
         assert!(cmd.ssh().is_err());
@@ -222,8 +237,14 @@ mod tests {
     #[test]
     fn outcomes_round_trip() {
         let ok = TenantIngressApplied(sample().outcome(""));
-        assert_eq!(TenantIngressApplied::from_yaml(&ok.to_yaml()).expect("ok"), ok);
+        assert_eq!(
+            TenantIngressApplied::from_yaml(&ok.to_yaml()).expect("ok"),
+            ok
+        );
         let bad = TenantIngressFailure(sample().outcome("forwards.private_ip outside"));
-        assert_eq!(TenantIngressFailure::from_yaml(&bad.to_yaml()).expect("bad"), bad);
+        assert_eq!(
+            TenantIngressFailure::from_yaml(&bad.to_yaml()).expect("bad"),
+            bad
+        );
     }
 }
