@@ -29,7 +29,7 @@ pub struct Agent<K: HubKernel = netcore::netlink::Netlink> {
     dhcp: HashMap<Ipv4Net, tokio::task::JoinHandle<()>>,
     lease_secs: u32,
     pub(crate) limits: Limits,
-    public_ranges: Vec<Ipv4Net>,
+    pub(crate) public_ranges: Vec<Ipv4Net>,
     /// The node's addresses and ranges, read at start and again for each public IP command.
     pub(crate) fences: Fences,
 }
@@ -191,6 +191,9 @@ impl<K: HubKernel> Agent<K> {
                 return vec![self.public_ip(payload, false)]
             }
             (kind::COMMAND, ssntp::frame::command::REFRESH_CNCI) => self.refresh(payload),
+            (kind::COMMAND, ssntp::frame::command::TENANT_INGRESS) => {
+                return vec![self.tenant_ingress(payload)]
+            }
             (k, op) => {
                 tracing::warn!("ignoring frame kind {k} operand {op}");
                 Ok(())
@@ -340,10 +343,15 @@ impl<K: HubKernel> Agent<K> {
                 .put_public_ip(&rec)
                 .map_err(|e| (fail(), e.to_string()))?;
             self.desired.public_ips.insert(public, rec);
-            if let Err(e) = self.hub.apply_public_ips(&self.desired.public_ips) {
+            if let Err(e) = self
+                .hub
+                .apply_public_ips(&self.desired.public_ips, self.desired.ingress.as_ref())
+            {
                 self.desired.public_ips.remove(&public);
                 let _ = self.store.remove_public_ip(public);
-                let _ = self.hub.apply_public_ips(&self.desired.public_ips);
+                let _ = self
+                    .hub
+                    .apply_public_ips(&self.desired.public_ips, self.desired.ingress.as_ref());
                 return Err((fail(), e.to_string()));
             }
         } else {
@@ -364,7 +372,7 @@ impl<K: HubKernel> Agent<K> {
                 .map_err(|e| (fail(), e.to_string()))?;
             self.desired.public_ips.remove(&public);
             self.hub
-                .apply_public_ips(&self.desired.public_ips)
+                .apply_public_ips(&self.desired.public_ips, self.desired.ingress.as_ref())
                 .map_err(|e| (fail(), e.to_string()))?;
         }
         Ok(())
@@ -386,6 +394,14 @@ impl<K: HubKernel> Agent<K> {
             .flat_map(|r| r.nodes())
             .collect();
         crate::validate::public_ip(public, &self.fences, &cns)?;
+        if self
+            .desired
+            .ingress
+            .as_ref()
+            .is_some_and(|i| i.forward_ip == public)
+        {
+            return Err(format!("public_ip {public} is the tenant's forward IP"));
+        }
         if let Some(route) = self
             .hub
             .public_ip_in_use(public)
