@@ -193,94 +193,6 @@ pub fn render(ingress: Option<&IngressRecord>, uplink: &str) -> (String, String)
     (map, rules)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ssntp::payloads::{IngressForward, IngressSsh, TenantIngressCmd};
-
-    fn cmd(forward_ip: &str, private: &str, ssh: bool) -> TenantIngress {
-        TenantIngress(TenantIngressCmd {
-            concentrator_uuid: uuid::Uuid::from_u128(1).to_string(),
-            tenant_uuid: uuid::Uuid::from_u128(2).to_string(),
-            generation: 9,
-            forward_ip: forward_ip.into(),
-            forwards: vec![IngressForward {
-                protocol: "tcp".into(),
-                public_port: 8080,
-                private_ip: private.into(),
-                private_port: 80,
-            }],
-            ssh: if ssh {
-                vec![IngressSsh {
-                    cidr: "172.16.1.0/24".into(),
-                    base: 33000,
-                }]
-            } else {
-                Vec::new()
-            },
-        })
-    }
-
-    fn with_ctx<T>(f: impl FnOnce(&Context<'_>) -> T) -> T {
-        let subnets: BTreeSet<Ipv4Net> = ["172.16.1.0/24".parse().expect("net")].into();
-        let fences = Fences {
-            public_ranges: vec!["203.0.113.0/24".parse().expect("net")],
-            ..Fences::default()
-        };
-        let public = BTreeMap::new();
-        let cns = BTreeSet::new();
-        f(&Context {
-            subnets: &subnets,
-            fences: &fences,
-            public_ips: &public,
-            cns: &cns,
-        })
-    }
-
-    #[test]
-    fn a_snapshot_renders_one_rule_per_forward_and_one_map_for_ssh() {
-        let rec = with_ctx(|c| check(&cmd("203.0.113.9", "172.16.1.5", true), c))
-            .expect("valid")
-            .expect("some");
-        let (map, rules) = render(Some(&rec), "up");
-        assert!(rules
-            .contains("iifname \"up\" ip daddr 203.0.113.9 tcp dport 8080 dnat to 172.16.1.5:80"));
-        assert!(rules.contains("dnat ip to tcp dport map @ssh"));
-        assert_eq!(rules.lines().count(), 2, "{rules}");
-        assert!(map.contains("33002 : 172.16.1.2 . 22"), "{map}");
-        assert!(map.contains("33254 : 172.16.1.254 . 22"));
-        assert!(!map.contains("33001 :") && !map.contains("33255 :"));
-        let off = with_ctx(|c| check(&cmd("203.0.113.9", "172.16.1.5", false), c)).expect("valid");
-        let (map, rules) = render(off.as_ref(), "up");
-        assert!(map.is_empty() && !rules.contains("@ssh"));
-        assert_eq!(render(None, "up"), (String::new(), String::new()));
-    }
-
-    #[test]
-    fn bad_snapshots_are_refused_with_the_reason() {
-        let e = with_ctx(|c| check(&cmd("198.51.100.1", "172.16.1.5", false), c))
-            .expect_err("outside the range");
-        assert!(e.contains("forward_ip 198.51.100.1 is outside"), "{e}");
-        let e = with_ctx(|c| check(&cmd("203.0.113.9", "10.9.9.9", false), c))
-            .expect_err("outside the tenant");
-        assert!(e.contains("10.9.9.9"), "{e}");
-        let e =
-            with_ctx(|c| check(&cmd("203.0.113.9", "172.16.1.1", false), c)).expect_err("gateway");
-        assert!(e.contains("gateway"), "{e}");
-        let mut overlap = cmd("203.0.113.9", "172.16.1.5", true);
-        overlap.0.forwards[0].public_port = 33005;
-        let e = with_ctx(|c| check(&overlap, c)).expect_err("overlap");
-        assert!(e.contains("33005"), "{e}");
-        let mut high = cmd("203.0.113.9", "172.16.1.5", true);
-        high.0.ssh[0].base = 65400;
-        assert!(with_ctx(|c| check(&high, c)).is_err());
-        let mut none = cmd("", "172.16.1.5", false);
-        assert!(with_ctx(|c| check(&none, c)).is_err());
-        none.0.forwards.clear();
-        assert_eq!(with_ctx(|c| check(&none, c)), Ok(None));
-    }
-}
-
 impl<K: crate::hub::HubKernel> crate::handlers::Agent<K> {
     /// TenantIngress: the EVENT TenantIngressApplied, or the ERROR TenantIngressFailure with
     /// nothing of the snapshot applied (the previous one stays).
@@ -388,5 +300,93 @@ impl<K: crate::hub::HubKernel> crate::handlers::Agent<K> {
         }
         tracing::info!(generation = cmd.0.generation, "tenant ingress applied");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ssntp::payloads::{IngressForward, IngressSsh, TenantIngressCmd};
+
+    fn cmd(forward_ip: &str, private: &str, ssh: bool) -> TenantIngress {
+        TenantIngress(TenantIngressCmd {
+            concentrator_uuid: uuid::Uuid::from_u128(1).to_string(),
+            tenant_uuid: uuid::Uuid::from_u128(2).to_string(),
+            generation: 9,
+            forward_ip: forward_ip.into(),
+            forwards: vec![IngressForward {
+                protocol: "tcp".into(),
+                public_port: 8080,
+                private_ip: private.into(),
+                private_port: 80,
+            }],
+            ssh: if ssh {
+                vec![IngressSsh {
+                    cidr: "172.16.1.0/24".into(),
+                    base: 33000,
+                }]
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    fn with_ctx<T>(f: impl FnOnce(&Context<'_>) -> T) -> T {
+        let subnets: BTreeSet<Ipv4Net> = ["172.16.1.0/24".parse().expect("net")].into();
+        let fences = Fences {
+            public_ranges: vec!["203.0.113.0/24".parse().expect("net")],
+            ..Fences::default()
+        };
+        let public = BTreeMap::new();
+        let cns = BTreeSet::new();
+        f(&Context {
+            subnets: &subnets,
+            fences: &fences,
+            public_ips: &public,
+            cns: &cns,
+        })
+    }
+
+    #[test]
+    fn a_snapshot_renders_one_rule_per_forward_and_one_map_for_ssh() {
+        let rec = with_ctx(|c| check(&cmd("203.0.113.9", "172.16.1.5", true), c))
+            .expect("valid")
+            .expect("some");
+        let (map, rules) = render(Some(&rec), "up");
+        assert!(rules
+            .contains("iifname \"up\" ip daddr 203.0.113.9 tcp dport 8080 dnat to 172.16.1.5:80"));
+        assert!(rules.contains("dnat ip to tcp dport map @ssh"));
+        assert_eq!(rules.lines().count(), 2, "{rules}");
+        assert!(map.contains("33002 : 172.16.1.2 . 22"), "{map}");
+        assert!(map.contains("33254 : 172.16.1.254 . 22"));
+        assert!(!map.contains("33001 :") && !map.contains("33255 :"));
+        let off = with_ctx(|c| check(&cmd("203.0.113.9", "172.16.1.5", false), c)).expect("valid");
+        let (map, rules) = render(off.as_ref(), "up");
+        assert!(map.is_empty() && !rules.contains("@ssh"));
+        assert_eq!(render(None, "up"), (String::new(), String::new()));
+    }
+
+    #[test]
+    fn bad_snapshots_are_refused_with_the_reason() {
+        let e = with_ctx(|c| check(&cmd("198.51.100.1", "172.16.1.5", false), c))
+            .expect_err("outside the range");
+        assert!(e.contains("forward_ip 198.51.100.1 is outside"), "{e}");
+        let e = with_ctx(|c| check(&cmd("203.0.113.9", "10.9.9.9", false), c))
+            .expect_err("outside the tenant");
+        assert!(e.contains("10.9.9.9"), "{e}");
+        let e =
+            with_ctx(|c| check(&cmd("203.0.113.9", "172.16.1.1", false), c)).expect_err("gateway");
+        assert!(e.contains("gateway"), "{e}");
+        let mut overlap = cmd("203.0.113.9", "172.16.1.5", true);
+        overlap.0.forwards[0].public_port = 33005;
+        let e = with_ctx(|c| check(&overlap, c)).expect_err("overlap");
+        assert!(e.contains("33005"), "{e}");
+        let mut high = cmd("203.0.113.9", "172.16.1.5", true);
+        high.0.ssh[0].base = 65400;
+        assert!(with_ctx(|c| check(&high, c)).is_err());
+        let mut none = cmd("", "172.16.1.5", false);
+        assert!(with_ctx(|c| check(&none, c)).is_err());
+        none.0.forwards.clear();
+        assert_eq!(with_ctx(|c| check(&none, c)), Ok(None));
     }
 }
