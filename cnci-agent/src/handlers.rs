@@ -32,6 +32,9 @@ pub struct Agent<K: HubKernel = netcore::netlink::Netlink> {
     pub(crate) public_ranges: Vec<Ipv4Net>,
     /// The node's addresses and ranges, read at start and again for each public IP command.
     pub(crate) fences: Fences,
+    /// The latest TenantIngress, if refused: tried again whenever a subnet is registered (a
+    /// new CNCI gets the snapshot before the compute nodes have registered their subnets).
+    pub(crate) pending_ingress: Option<ssntp::payloads::TenantIngress>,
 }
 
 /// What the operator configured beside the record: limits and public ranges.
@@ -80,6 +83,7 @@ impl<K: HubKernel> Agent<K> {
             limits: policy.limits,
             public_ranges: policy.public_ranges,
             fences,
+            pending_ingress: None,
         };
         let subnets: Vec<SubnetRecord> = agent.desired.subnets.values().cloned().collect();
         for rec in &subnets {
@@ -174,6 +178,7 @@ impl<K: HubKernel> Agent<K> {
         let _entered = span.enter();
         self.hub.busy();
         let payload = frame.payload.as_slice();
+        let subnets_before = self.desired.subnets.len();
         let result = match (frame.kind, frame.operand) {
             (kind::EVENT, event::TENANT_ADDED) => TenantAdded::from_yaml(payload)
                 .map_err(payload_err)
@@ -202,7 +207,10 @@ impl<K: HubKernel> Agent<K> {
         if let Err(e) = result {
             tracing::warn!("frame kind {} operand {}: {e}", frame.kind, frame.operand);
         }
-        Vec::new()
+        if self.desired.subnets.len() == subnets_before {
+            return Vec::new();
+        }
+        self.retry_ingress().into_iter().collect()
     }
 
     /// Checks that an event is for this CNCI and tenant and returns its subnet record key.

@@ -197,15 +197,48 @@ impl<K: crate::hub::HubKernel> crate::handlers::Agent<K> {
     /// TenantIngress: the EVENT TenantIngressApplied, or the ERROR TenantIngressFailure with
     /// nothing of the snapshot applied (the previous one stays).
     pub(crate) fn tenant_ingress(&mut self, payload: &[u8]) -> ssntp::frame::Frame {
-        use ssntp::frame::{error, event, kind, Frame};
-        use ssntp::payloads::{Payload, TenantIngressApplied, TenantIngressFailure};
+        use ssntp::payloads::Payload;
         let outcome = match TenantIngress::from_yaml(payload) {
-            Ok(cmd) => match self.apply_ingress(&cmd) {
-                Ok(()) => Ok(cmd.outcome("")),
-                Err(why) => Err(cmd.outcome(&why)),
-            },
+            Ok(cmd) => self.try_ingress(cmd),
             Err(e) => Err(TenantIngress::default().outcome(&e.to_string())),
         };
+        self.ingress_reply(outcome)
+    }
+
+    /// The pending snapshot again, after a subnet was registered; its reply.
+    pub(crate) fn retry_ingress(&mut self) -> Option<ssntp::frame::Frame> {
+        let cmd = self.pending_ingress.take()?;
+        let outcome = self.try_ingress(cmd);
+        Some(self.ingress_reply(outcome))
+    }
+
+    /// Applies `cmd`, or keeps it pending when refused.
+    fn try_ingress(
+        &mut self,
+        cmd: TenantIngress,
+    ) -> Result<ssntp::payloads::TenantIngressOutcome, ssntp::payloads::TenantIngressOutcome> {
+        match self.apply_ingress(&cmd) {
+            Ok(()) => {
+                self.pending_ingress = None;
+                Ok(cmd.outcome(""))
+            }
+            Err(why) => {
+                let outcome = cmd.outcome(&why);
+                self.pending_ingress = Some(cmd);
+                Err(outcome)
+            }
+        }
+    }
+
+    fn ingress_reply(
+        &self,
+        outcome: Result<
+            ssntp::payloads::TenantIngressOutcome,
+            ssntp::payloads::TenantIngressOutcome,
+        >,
+    ) -> ssntp::frame::Frame {
+        use ssntp::frame::{error, event, kind, Frame};
+        use ssntp::payloads::{Payload, TenantIngressApplied, TenantIngressFailure};
         match outcome {
             Ok(body) => {
                 let yaml = TenantIngressApplied(body).to_yaml();
