@@ -29,9 +29,12 @@ pub struct Agent<K: HubKernel = netcore::netlink::Netlink> {
     dhcp: HashMap<Ipv4Net, tokio::task::JoinHandle<()>>,
     lease_secs: u32,
     pub(crate) limits: Limits,
-    public_ranges: Vec<Ipv4Net>,
+    pub(crate) public_ranges: Vec<Ipv4Net>,
     /// The node's addresses and ranges, read at start and again for each public IP command.
     pub(crate) fences: Fences,
+    /// The latest TenantIngress, if refused: tried again whenever a subnet is registered (a
+    /// new CNCI gets the snapshot before the compute nodes have registered their subnets).
+    pub(crate) pending_ingress: Option<ssntp::payloads::TenantIngress>,
 }
 
 /// What the operator configured beside the record: limits and public ranges.
@@ -80,6 +83,7 @@ impl<K: HubKernel> Agent<K> {
             limits: policy.limits,
             public_ranges: policy.public_ranges,
             fences,
+            pending_ingress: None,
         };
         let subnets: Vec<SubnetRecord> = agent.desired.subnets.values().cloned().collect();
         for rec in &subnets {
@@ -174,6 +178,7 @@ impl<K: HubKernel> Agent<K> {
         let _entered = span.enter();
         self.hub.busy();
         let payload = frame.payload.as_slice();
+        let subnets_before = self.desired.subnets.len();
         let result = match (frame.kind, frame.operand) {
             (kind::EVENT, event::TENANT_ADDED) => TenantAdded::from_yaml(payload)
                 .map_err(payload_err)
@@ -191,6 +196,9 @@ impl<K: HubKernel> Agent<K> {
                 return vec![self.public_ip(payload, false)]
             }
             (kind::COMMAND, ssntp::frame::command::REFRESH_CNCI) => self.refresh(payload),
+            (kind::COMMAND, ssntp::frame::command::TENANT_INGRESS) => {
+                return vec![self.tenant_ingress(payload)]
+            }
             (k, op) => {
                 tracing::warn!("ignoring frame kind {k} operand {op}");
                 Ok(())
@@ -199,7 +207,10 @@ impl<K: HubKernel> Agent<K> {
         if let Err(e) = result {
             tracing::warn!("frame kind {} operand {}: {e}", frame.kind, frame.operand);
         }
-        Vec::new()
+        if self.desired.subnets.len() == subnets_before {
+            return Vec::new();
+        }
+        self.retry_ingress().into_iter().collect()
     }
 
     /// Checks that an event is for this CNCI and tenant and returns its subnet record key.
@@ -340,10 +351,15 @@ impl<K: HubKernel> Agent<K> {
                 .put_public_ip(&rec)
                 .map_err(|e| (fail(), e.to_string()))?;
             self.desired.public_ips.insert(public, rec);
-            if let Err(e) = self.hub.apply_public_ips(&self.desired.public_ips) {
+            if let Err(e) = self
+                .hub
+                .apply_public_ips(&self.desired.public_ips, self.desired.ingress.as_ref())
+            {
                 self.desired.public_ips.remove(&public);
                 let _ = self.store.remove_public_ip(public);
-                let _ = self.hub.apply_public_ips(&self.desired.public_ips);
+                let _ = self
+                    .hub
+                    .apply_public_ips(&self.desired.public_ips, self.desired.ingress.as_ref());
                 return Err((fail(), e.to_string()));
             }
         } else {
@@ -364,7 +380,7 @@ impl<K: HubKernel> Agent<K> {
                 .map_err(|e| (fail(), e.to_string()))?;
             self.desired.public_ips.remove(&public);
             self.hub
-                .apply_public_ips(&self.desired.public_ips)
+                .apply_public_ips(&self.desired.public_ips, self.desired.ingress.as_ref())
                 .map_err(|e| (fail(), e.to_string()))?;
         }
         Ok(())
@@ -386,6 +402,14 @@ impl<K: HubKernel> Agent<K> {
             .flat_map(|r| r.nodes())
             .collect();
         crate::validate::public_ip(public, &self.fences, &cns)?;
+        if self
+            .desired
+            .ingress
+            .as_ref()
+            .is_some_and(|i| i.forward_ip == public)
+        {
+            return Err(format!("public_ip {public} is the tenant's forward IP"));
+        }
         if let Some(route) = self
             .hub
             .public_ip_in_use(public)

@@ -11,6 +11,7 @@ pub mod dhcp;
 pub mod error;
 pub mod handlers;
 pub mod hub;
+pub mod ingress;
 pub mod names;
 pub mod nft;
 pub mod node_table;

@@ -246,8 +246,11 @@ fn join(nets: &[Ipv4Net]) -> String {
 
 /// The tenant namespace's rules: outbound NAT through the uplink, public IP DNAT/SNAT, and no
 /// way in from outside except replies and mapped public IPs.
-pub fn tenant_rules(public_ips: &BTreeMap<Ipv4Addr, PublicIpRecord>) -> String {
-    let mut dnat = String::new();
+pub fn tenant_rules(
+    public_ips: &BTreeMap<Ipv4Addr, PublicIpRecord>,
+    ingress: Option<&crate::ingress::IngressRecord>,
+) -> String {
+    let (ssh_map, mut dnat) = crate::ingress::render(ingress, UPLINK_TENANT);
     let mut snat = String::new();
     for p in public_ips.values() {
         dnat.push_str(&format!(
@@ -261,7 +264,7 @@ pub fn tenant_rules(public_ips: &BTreeMap<Ipv4Addr, PublicIpRecord>) -> String {
     }
     format!(
         r#"table ip {table} {{
-  chain prerouting {{
+{ssh_map}  chain prerouting {{
     type nat hook prerouting priority dstnat; policy accept;
 {dnat}  }}
   chain postrouting {{
@@ -386,9 +389,9 @@ mod tests {
                 vnic_mac: String::new(),
             },
         );
-        let text = tenant_rules(&map);
+        let text = tenant_rules(&map, None);
         assert!(text.contains("ip daddr 203.0.113.10 dnat to 172.16.1.10"));
         assert!(text.contains("ip saddr 172.16.1.10 snat to 203.0.113.10"));
-        assert!(!tenant_rules(&BTreeMap::new()).contains("dnat to"));
+        assert!(!tenant_rules(&BTreeMap::new(), None).contains("dnat to"));
     }
 }

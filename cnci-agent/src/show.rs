@@ -27,6 +27,8 @@ pub struct View {
     pub connected: bool,
     pub subnets: Vec<SubnetView>,
     pub public_ips: Vec<PublicIpView>,
+    /// The last TenantIngress applied (forward IP, forwards, SSH blocks); `null`: none.
+    pub ingress: Option<crate::ingress::IngressRecord>,
 }
 
 /// One tenant subnet: its record and the compute nodes the kernel reaches.
@@ -100,6 +102,7 @@ pub fn assemble(
         connected: status.connected,
         subnets,
         public_ips,
+        ingress: desired.ingress.clone(),
     }
 }
 
@@ -133,6 +136,24 @@ impl fmt::Display for View {
         }
         for p in &self.public_ips {
             writeln!(f, "  public {} -> {}", p.public_ip, p.private_ip)?;
+        }
+        if let Some(i) = &self.ingress {
+            writeln!(
+                f,
+                "  forward IP {} (generation {})",
+                i.forward_ip, i.generation
+            )?;
+            for r in &i.forwards {
+                let proto = if r.tcp { "tcp" } else { "udp" };
+                writeln!(
+                    f,
+                    "  forward {proto} {} -> {}:{}",
+                    r.public_port, r.private_ip, r.private_port
+                )?;
+            }
+            for b in &i.ssh {
+                writeln!(f, "  ssh {} from port {}", b.cidr, b.base)?;
+            }
         }
         Ok(())
     }

@@ -112,6 +112,8 @@ pub struct PublicIpRecord {
 pub struct Desired {
     pub subnets: BTreeMap<Ipv4Net, SubnetRecord>,
     pub public_ips: BTreeMap<Ipv4Addr, PublicIpRecord>,
+    /// The last TenantIngress snapshot applied (`ingress.json`); `None`: nothing enters.
+    pub ingress: Option<crate::ingress::IngressRecord>,
 }
 
 /// Whether the daemon has a scheduler session, for `show`.
@@ -258,6 +260,7 @@ impl Store {
         Ok(Desired {
             subnets,
             public_ips,
+            ingress: self.read("ingress.json")?,
         })
     }
 
@@ -275,6 +278,14 @@ impl Store {
 
     pub fn remove_public_ip(&self, ip: Ipv4Addr) -> Result<()> {
         self.remove(&format!("public-ips/{ip}.json"))
+    }
+
+    /// Records the tenant's ingress snapshot (`None` removes it).
+    pub fn put_ingress(&self, ingress: Option<&crate::ingress::IngressRecord>) -> Result<()> {
+        match ingress {
+            Some(rec) => self.write("ingress.json", rec),
+            None => self.remove("ingress.json"),
+        }
     }
 
     pub fn status(&self) -> Result<Option<Status>> {

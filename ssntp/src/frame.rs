@@ -33,6 +33,9 @@ pub mod command {
     /// This project's: the controller's answer to a SubnetRequest
     /// ([`crate::payloads::SubnetAssignment`]), master controller → one compute node.
     pub const SUBNET_ASSIGNMENT: u8 = 65;
+    /// This project's: a tenant's inbound forwards and SSH access, a full snapshot
+    /// ([`crate::payloads::TenantIngress`]), master controller → the tenant's CNCI.
+    pub const TENANT_INGRESS: u8 = 70;
 }
 
 /// STATUS operands.
@@ -69,6 +72,9 @@ pub mod event {
     /// This project's: a compute node asks for a tenant's automatic subnet
     /// ([`crate::payloads::SubnetRequest`]), compute node → all controllers.
     pub const SUBNET_REQUEST: u8 = 67;
+    /// This project's: a CNCI applied a TenantIngress snapshot
+    /// ([`crate::payloads::TenantIngressApplied`]), CNCI → all controllers.
+    pub const TENANT_INGRESS_APPLIED: u8 = 70;
 }
 
 /// ERROR operands.
@@ -85,6 +91,9 @@ pub mod error {
     /// This project's: the controller refuses a CnciRequest for good
     /// ([`crate::payloads::CnciRefused`]), master controller → one compute node.
     pub const CNCI_REFUSED: u8 = 65;
+    /// This project's: a CNCI refused a TenantIngress snapshot, nothing of it applied
+    /// ([`crate::payloads::TenantIngressFailure`]), CNCI → all controllers.
+    pub const TENANT_INGRESS_FAILURE: u8 = 70;
 }
 
 /// Role bits (reference/ssntp.md §1.1); a peer's role is their OR.

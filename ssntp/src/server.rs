@@ -215,6 +215,18 @@ fn named(frame: &Frame) -> Named {
             Named::Cnci(one("release_public_ip", "concentrator_uuid"))
         }
         (kind::COMMAND, command::REFRESH_CNCI) => Named::Cnci(one("cnci_refresh", "cnci_uuid")),
+        // Issue 14: routed like AssignPublicIP; the CNCI's answers go to the controllers.
+        (kind::COMMAND, command::TENANT_INGRESS) => {
+            Named::Cnci(one("tenant_ingress", "concentrator_uuid"))
+        }
+        (kind::EVENT, event::TENANT_INGRESS_APPLIED) => Named::FromNode {
+            node: one("tenant_ingress_applied", "concentrator_uuid"),
+            roles: role::CNCIAGENT,
+        },
+        (kind::ERROR, error::TENANT_INGRESS_FAILURE) => Named::FromNode {
+            node: one("tenant_ingress_failure", "concentrator_uuid"),
+            roles: role::CNCIAGENT,
+        },
         (kind::EVENT, event::CONCENTRATOR_INSTANCE_ADDED) => {
             Named::InstanceAdded(one("concentrator_instance_added", "instance_uuid"))
         }
@@ -741,7 +753,7 @@ impl Scheduler {
                 }
                 to
             }
-            (kind::EVENT, _, Named::FromNode { node, roles }) => {
+            (kind::EVENT | kind::ERROR, _, Named::FromNode { node, roles }) => {
                 if from_role & roles == 0 || node.as_deref() != Some(from) {
                     self.log_drop(from, frame, "node event not from the node it names");
                     return Vec::new();

@@ -1,5 +1,6 @@
 //! The scheduler's routes for the controller's frames (START and DELETE of a CNCI,
-//! CnciAssignment, CnciRefused, CnciRequest, NodeReport, InstanceDeleted, StartFailure) and each refusal,
+//! CnciAssignment, CnciRefused, CnciRequest, NodeReport, InstanceDeleted, StartFailure,
+//! TenantIngress and its answers) and each refusal,
 //! with real TLS sessions against the in-process scheduler.
 
 use std::net::Ipv4Addr;
@@ -587,4 +588,83 @@ async fn subnet_frames_route_like_the_cnci_ones() {
         barrier(&mut c.nn).await.is_empty(),
         "none to the network node"
     );
+}
+
+#[tokio::test]
+async fn tenant_ingress_reaches_its_cnci_and_its_answers_every_controller() {
+    use ssntp::payloads::{
+        TenantIngress, TenantIngressApplied, TenantIngressCmd, TenantIngressFailure,
+    };
+    let bed = bed().await;
+    let mut c = cast(&bed).await;
+    let cnci_id = Uuid::new_v4();
+    let mut cnci = connect(&bed, cnci_id, role::CNCIAGENT).await;
+    let tenant = Uuid::new_v4();
+    let cmd = |to: Uuid| {
+        TenantIngress(TenantIngressCmd {
+            concentrator_uuid: to.to_string(),
+            tenant_uuid: tenant.to_string(),
+            generation: 3,
+            forward_ip: "203.0.113.9".into(),
+            forwards: Vec::new(),
+            ssh: Vec::new(),
+        })
+    };
+    let op = command::TENANT_INGRESS;
+    // Only the master's, only to the CNCI it names.
+    send(&mut c.backup, kind::COMMAND, op, cmd(cnci_id).to_yaml()).await;
+    barrier(&mut c.backup).await;
+    send(&mut c.master, kind::COMMAND, op, cmd(cnci_id).to_yaml()).await;
+    let f = next(&mut cnci).await;
+    assert_eq!((f.kind, f.operand), (kind::COMMAND, op));
+    assert_eq!(
+        TenantIngress::from_yaml(&f.payload).ok(),
+        Some(cmd(cnci_id))
+    );
+    assert!(barrier(&mut cnci).await.is_empty(), "one command only");
+
+    // The answers: to every controller, only from the CNCI they name.
+    let applied = TenantIngressApplied(cmd(cnci_id).outcome("")).to_yaml();
+    let forged = TenantIngressApplied(cmd(c.cn_id).outcome("")).to_yaml();
+    send(
+        &mut c.cn,
+        kind::EVENT,
+        event::TENANT_INGRESS_APPLIED,
+        forged,
+    )
+    .await;
+    barrier(&mut c.cn).await;
+    send(
+        &mut cnci,
+        kind::EVENT,
+        event::TENANT_INGRESS_APPLIED,
+        applied,
+    )
+    .await;
+    let failed = TenantIngressFailure(cmd(cnci_id).outcome("no")).to_yaml();
+    send(
+        &mut cnci,
+        kind::ERROR,
+        error::TENANT_INGRESS_FAILURE,
+        failed,
+    )
+    .await;
+    for ctl in [&mut c.master, &mut c.backup] {
+        let f = next(ctl).await;
+        assert_eq!(
+            (f.kind, f.operand),
+            (kind::EVENT, event::TENANT_INGRESS_APPLIED)
+        );
+        let got = TenantIngressApplied::from_yaml(&f.payload).expect("applied");
+        assert_eq!(
+            got.0.concentrator_uuid,
+            cnci_id.to_string(),
+            "not the forged one"
+        );
+        let f = next(ctl).await;
+        assert_eq!(
+            (f.kind, f.operand),
+            (kind::ERROR, error::TENANT_INGRESS_FAILURE)
+        );
+    }
 }

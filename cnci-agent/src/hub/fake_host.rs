@@ -84,6 +84,12 @@ impl FakeHost {
         })
     }
 
+    /// Drops every table of a namespace, as a kernel that lost them (a restart test).
+    pub fn delete_all_tables(&self, ns: Option<NsId>) {
+        let ns = ns.unwrap_or(NsId::HOST);
+        lock(&self.tables).retain(|(n, _), _| *n != ns);
+    }
+
     /// The tables of a namespace (`None`: the underlay), by name.
     pub fn tables(&self, ns: Option<NsId>) -> BTreeMap<String, String> {
         let ns = ns.unwrap_or(NsId::HOST);

@@ -426,7 +426,7 @@ impl<K: HubKernel> Hub<K> {
                 tracing::error!("subnet {}: {e}", rec.subnet);
             }
         }
-        self.apply_public_ips(&desired.public_ips)
+        self.apply_public_ips(&desired.public_ips, desired.ingress.as_ref())
     }
 }
 

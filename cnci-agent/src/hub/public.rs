@@ -9,6 +9,7 @@ use netcore::netlink::Route;
 
 use super::{bad, Hub, HubKernel};
 use crate::error::{Error, Result};
+use crate::ingress::IngressRecord;
 use crate::names;
 use crate::nft;
 use crate::state::PublicIpRecord;
@@ -68,10 +69,17 @@ impl<K: HubKernel> Hub<K> {
         Ok((other_cnci || dev.name == "lo").then(|| format!("routed to {}", dev.name)))
     }
 
-    /// Public IPs: a route to each through the uplink and a proxy-ARP entry on the external
-    /// device in the underlay namespace, DNAT/SNAT in the tenant namespace. Mappings not in
-    /// `public` are removed.
-    pub fn apply_public_ips(&mut self, public: &BTreeMap<Ipv4Addr, PublicIpRecord>) -> Result<()> {
+    /// Public IPs and the forward IP: a route to each through the uplink and a proxy-ARP
+    /// entry on the external device in the underlay namespace, DNAT/SNAT and the forwards
+    /// (see [`crate::ingress`]) in the tenant namespace, in one nft transaction. Addresses in
+    /// neither are removed.
+    pub fn apply_public_ips(
+        &mut self,
+        public: &BTreeMap<Ipv4Addr, PublicIpRecord>,
+        ingress: Option<&IngressRecord>,
+    ) -> Result<()> {
+        let mut external: BTreeSet<Ipv4Addr> = public.keys().copied().collect();
+        external.extend(ingress.map(|i| i.forward_ip));
         let uplink = self
             .underlay
             .link_by_name(&names::uplink_underlay(self.agent.uuid))?
@@ -80,7 +88,7 @@ impl<K: HubKernel> Hub<K> {
             Some(name) => self.underlay.link_by_name(name)?,
             None => None,
         };
-        if ext.is_none() && !public.is_empty() {
+        if ext.is_none() && !external.is_empty() {
             return Err(Error::Invalid(
                 "no external device is configured (--external-dev): public IPs cannot be served"
                     .into(),
@@ -103,7 +111,7 @@ impl<K: HubKernel> Hub<K> {
         };
         for existing in existing {
             if let IpNet::V4(net) = existing.dst {
-                if net.prefix_len() == 32 && !public.contains_key(&net.addr()) {
+                if net.prefix_len() == 32 && !external.contains(&net.addr()) {
                     self.underlay.delete_route(&existing)?;
                     if let Some(ext) = &ext {
                         self.underlay
@@ -115,10 +123,10 @@ impl<K: HubKernel> Hub<K> {
         self.host.replace_table(
             Some(self.tenant_ns.as_fd()),
             names::TENANT_TABLE,
-            &nft::tenant_rules(public),
+            &nft::tenant_rules(public, ingress),
         )?;
         if let Some(ext) = &ext {
-            for ip in public.keys() {
+            for ip in &external {
                 self.underlay.add_route(&route(*ip)?)?;
                 self.underlay.add_proxy_neighbour(ext.index, *ip)?;
             }

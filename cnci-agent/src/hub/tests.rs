@@ -662,3 +662,107 @@ fn a_recorded_subnet_the_kernel_refuses_at_start_does_not_keep_the_others_down()
     let mut again = node.agent();
     assert_converged(&node, &mut again, "second start");
 }
+
+fn ingress_frame(node: &Node, forward_ip: &str, private: &str) -> Frame {
+    use ssntp::payloads::{IngressForward, TenantIngress, TenantIngressCmd};
+    let body = TenantIngressCmd {
+        concentrator_uuid: node.record.uuid.to_string(),
+        tenant_uuid: node.record.tenant.to_string(),
+        generation: 5,
+        forward_ip: forward_ip.into(),
+        forwards: if forward_ip.is_empty() {
+            vec![]
+        } else {
+            vec![IngressForward {
+                protocol: "tcp".into(),
+                public_port: 8080,
+                private_ip: private.into(),
+                private_port: 80,
+            }]
+        },
+        ssh: vec![],
+    };
+    let yaml = TenantIngress(body).to_yaml();
+    Frame::new(
+        kind::COMMAND,
+        ssntp::frame::command::TENANT_INGRESS,
+        Uuid::nil(),
+        yaml,
+    )
+}
+
+/// A new CNCI gets the snapshot before any subnet is registered: refused, kept, and applied
+/// once the subnet arrives; recorded, so a restarted agent rebuilds it; `""` takes it away.
+#[test]
+fn a_tenant_ingress_waits_for_its_subnet_survives_a_restart_and_goes_away() {
+    let mut node = Node::new();
+    let mut k = node.world.kernel();
+    let ext = k
+        .create_link(&NewLink::new("ext0", LinkKind::Bridge))
+        .expect("ext0");
+    k.add_address(ext.index, "203.0.113.2/24".parse().expect("net"))
+        .expect("address");
+    node.record.external_dev = Some("ext0".into());
+    let start = |node: &Node| {
+        let hub =
+            Hub::open_with(node.world.kernel(), node.host.clone(), &node.record).expect("hub");
+        let policy = Policy {
+            lease_secs: 3600,
+            limits: Limits {
+                max_subnets: 4,
+                max_nodes_per_subnet: 4,
+            },
+            public_ranges: vec![net("203.0.113.8/29")],
+        };
+        Agent::start_with(hub, node.store(), node.record.clone(), policy).expect("agent")
+    };
+    let mut agent = start(&node);
+    let tenant_ns = node.host.netns_id(&node.record.netns);
+    let proxied = |node: &Node| {
+        node.world
+            .snapshot()
+            .ns("host")
+            .proxy
+            .contains(&("ext0".into(), "203.0.113.9".into()))
+    };
+    let dnat = "tcp dport 8080 dnat to 172.16.1.10:80";
+
+    let reply = agent.handle(&ingress_frame(&node, "203.0.113.9", "172.16.1.10"));
+    assert_eq!(reply[0].kind, kind::ERROR, "no such subnet yet");
+    assert!(String::from_utf8_lossy(&reply[0].payload).contains("172.16.1.10"));
+    assert!(!proxied(&node));
+    assert!(node.store().desired().expect("records").ingress.is_none());
+
+    let reply = agent.handle(&node.added(node.body(
+        Uuid::from_u128(0xa),
+        Ipv4Addr::new(10, 99, 0, 10),
+        net("172.16.1.0/24"),
+        TunnelKind::Vxlan,
+    )));
+    assert_eq!(reply.len(), 1, "the pending snapshot is applied");
+    assert_eq!(
+        (reply[0].kind, reply[0].operand),
+        (kind::EVENT, event::TENANT_INGRESS_APPLIED)
+    );
+    assert!(proxied(&node));
+    assert!(node.host.tables(tenant_ns)[names::TENANT_TABLE].contains(dnat));
+    let reply = agent.handle(&public_ip_frame(&node, "203.0.113.9", "172.16.1.11", true));
+    assert_eq!(
+        reply[0].kind,
+        kind::ERROR,
+        "the forward IP is no 1:1 address"
+    );
+    agent.wait_removed();
+    drop(agent);
+
+    node.host.delete_all_tables(tenant_ns);
+    let mut agent = start(&node);
+    assert!(node.host.tables(tenant_ns)[names::TENANT_TABLE].contains(dnat));
+    assert!(proxied(&node));
+
+    let reply = agent.handle(&ingress_frame(&node, "", ""));
+    assert_eq!(reply[0].kind, kind::EVENT);
+    assert!(!node.host.tables(tenant_ns)[names::TENANT_TABLE].contains(dnat));
+    assert!(!proxied(&node));
+    assert!(node.store().desired().expect("records").ingress.is_none());
+}

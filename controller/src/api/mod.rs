@@ -50,6 +50,8 @@ pub enum AdminEvent {
     /// The tenant takes no new request; its CNCI is retiring (stop it once
     /// [`Store::cncis_to_stop`] lists it), or the tenant was forgotten at once.
     TenantDeleted(Uuid),
+    /// The tenant's forwards, SSH access or forward IP changed: send its CNCI the snapshot.
+    IngressChanged(Uuid),
 }
 
 /// The socket path for a state directory.

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::handlers::{bad_path, json_body, parse_tenant, tenant_id, AppState};
 use super::security_views::{ForwardView, GroupRequest, GroupView, RuleView, SshRequest, SshView};
+use super::AdminEvent;
 use crate::security::forward::ForwardRequest;
 use crate::security::RuleRequest;
 use crate::store::{Store, StoreError};
@@ -158,6 +159,7 @@ pub async fn add_forward(
             Ok((store.forwards(tenant)?.len() > before, forward))
         })
         .await?;
+    app.tell(AdminEvent::IngressChanged(tenant)).await;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -172,6 +174,7 @@ pub async fn delete_forward(State(app): State<AppState>, path: Pair) -> Reply<Js
     let gone = app
         .store(move |store| store.delete_forward(tenant, forward))
         .await?;
+    app.tell(AdminEvent::IngressChanged(tenant)).await;
     Ok(Json(ForwardView::from(&gone)))
 }
 
@@ -194,5 +197,6 @@ pub async fn set_ssh(
     let access = app
         .store(move |store| store.set_ssh(tenant, request.enabled))
         .await?;
+    app.tell(AdminEvent::IngressChanged(tenant)).await;
     Ok(Json(SshView::from(&access)))
 }

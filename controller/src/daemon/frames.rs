@@ -2,12 +2,13 @@
 
 use ssntp::frame::{command, error, kind, Frame};
 use ssntp::payloads::{
-    AssignPublicIp, CnciAssignment, CnciAssignmentCmd, CnciRefused, Delete, Payload,
-    PublicIpCommand, ReleasePublicIp, Start,
+    AssignPublicIp, CnciAssignment, CnciAssignmentCmd, CnciRefused, Delete, IngressForward,
+    IngressSsh, Payload, PublicIpCommand, ReleasePublicIp, Start, TenantIngress, TenantIngressCmd,
 };
 use uuid::Uuid;
 
 use crate::model::{Cnci, PublicIpAssignment, TenantSubnet};
+use crate::security::forward::{Forward, SshAccess};
 
 /// COMMAND START of `cnci` on its network node.
 pub fn start(me: Uuid, cnci: &Cnci) -> Frame {
@@ -64,4 +65,52 @@ pub fn assign_public_ip(me: Uuid, cnci: &Cnci, ip: &PublicIpAssignment) -> Frame
 pub fn release_public_ip(me: Uuid, cnci: &Cnci, ip: &PublicIpAssignment) -> Frame {
     let payload = ReleasePublicIp(public_ip_command(cnci, ip)).to_yaml();
     Frame::new(kind::COMMAND, command::RELEASE_PUBLIC_IP, me, payload)
+}
+
+/// COMMAND TenantIngress (70) to the tenant's CNCI: everything that may enter on the tenant's
+/// forward IP. Its generation is a digest of the rest, so it follows from the store's state
+/// (persisted before this is built) and names the same snapshot after any restart.
+pub fn tenant_ingress(me: Uuid, cnci: &Cnci, access: &SshAccess, forwards: &[Forward]) -> Frame {
+    let forward_ip = access
+        .forward_ip
+        .or_else(|| forwards.first().map(|f| f.public));
+    let mut body = TenantIngressCmd {
+        concentrator_uuid: cnci.uuid.to_string(),
+        tenant_uuid: cnci.tenant.to_string(),
+        generation: 0,
+        forward_ip: forward_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        forwards: forwards
+            .iter()
+            .map(|f| IngressForward {
+                protocol: f.protocol.as_str().to_string(),
+                public_port: u32::from(f.public_port),
+                private_ip: f.private.to_string(),
+                private_port: u32::from(f.private_port),
+            })
+            .collect(),
+        ssh: if access.enabled && forward_ip.is_some() {
+            access
+                .blocks
+                .iter()
+                .map(|b| IngressSsh {
+                    cidr: b.cidr.to_string(),
+                    base: u32::from(b.base),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+    };
+    body.forwards
+        .sort_by(|a, b| (&a.protocol, a.public_port).cmp(&(&b.protocol, b.public_port)));
+    body.generation = fnv64(&TenantIngress(body.clone()).to_yaml());
+    let payload = TenantIngress(body).to_yaml();
+    Frame::new(kind::COMMAND, command::TENANT_INGRESS, me, payload)
+}
+
+/// FNV-1a, 64 bits: a stable digest (std's hasher may change between Rust releases).
+fn fnv64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

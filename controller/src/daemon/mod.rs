@@ -7,6 +7,7 @@
 
 pub mod frames;
 pub mod identity;
+mod ingress;
 mod run;
 mod subnet;
 
@@ -108,6 +109,8 @@ impl Controller {
             (kind::EVENT, event::CONCENTRATOR_INSTANCE_ADDED) => self.cnci_ready(p),
             (kind::EVENT, event::INSTANCE_DELETED) => self.cnci_deleted(p),
             (kind::ERROR, error::START_FAILURE) => self.start_failed(p),
+            (kind::EVENT, event::TENANT_INGRESS_APPLIED) => ingress::applied(p),
+            (kind::ERROR, error::TENANT_INGRESS_FAILURE) => ingress::refused(p),
             _ => Ok(Vec::new()),
         };
         result.unwrap_or_else(|e| {
@@ -126,6 +129,7 @@ impl Controller {
             AdminEvent::TenantDeleted(_) => self.stop_retired(),
             AdminEvent::PublicIpAssigned(ip) => self.public_ip(ip, frames::assign_public_ip),
             AdminEvent::PublicIpReleased(ip) => self.public_ip(ip, frames::release_public_ip),
+            AdminEvent::IngressChanged(tenant) => self.ingress(*tenant),
         };
         result.unwrap_or_else(|e| {
             tracing::warn!(?event, "admin event not applied: {e}");
@@ -312,12 +316,12 @@ impl Controller {
         }
         let cnci = assigned.cnci;
         match cnci.state {
-            CnciState::Ready => Ok(vec![frames::assignment(
-                self.me,
-                agent,
-                &cnci,
-                &assigned.subnet,
-            )]),
+            CnciState::Ready => {
+                let mut out = vec![frames::assignment(self.me, agent, &cnci, &assigned.subnet)];
+                // The subnet may be new: with SSH on, it brought a new block of ports.
+                out.extend(self.ingress(tenant)?);
+                Ok(out)
+            }
             state => {
                 self.waiting
                     .entry(tenant)
@@ -355,7 +359,10 @@ impl Controller {
             .set_cnci_state(uuid, CnciState::Ready, Some(ip))?;
         let changed = before.state != CnciState::Ready || before.underlay != ip;
         tracing::info!(cnci = %uuid, tenant = %cnci.tenant, %ip, changed, "CNCI ready");
-        self.assignments(&cnci, changed)
+        let mut out = self.assignments(&cnci, changed)?;
+        // On every announce: a restarted CNCI gets the current snapshot whatever it kept.
+        out.extend(self.ingress(cnci.tenant)?);
+        Ok(out)
     }
 
     /// CnciAssignment for every waiter of the CNCI's tenant and, if the CNCI is new or moved,

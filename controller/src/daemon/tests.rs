@@ -247,3 +247,59 @@ fn malformed_frames_are_refused_without_a_trace_in_the_store() {
         "not ours"
     );
 }
+
+fn ingress_of(out: &[Frame]) -> Vec<ssntp::payloads::TenantIngress> {
+    out.iter()
+        .filter(|f| (f.kind, f.operand) == (kind::COMMAND, command::TENANT_INGRESS))
+        .map(|f| ssntp::payloads::TenantIngress::from_yaml(&f.payload).expect("TenantIngress"))
+        .collect()
+}
+
+#[test]
+fn the_cnci_gets_the_tenants_ingress_after_each_change_and_on_every_announce() {
+    use crate::security::forward::ForwardRequest;
+    let mut b = bed();
+    let pool = "203.0.113.8/29".parse().expect("pool");
+    b.store.set_public_pools(&[pool]).expect("pools");
+    let (_, _, tenant, cnci) = ready_tenant(&mut b);
+    let spec = ForwardRequest {
+        protocol: "tcp".into(),
+        public_port: 8080,
+        private_ip: Ipv4Addr::new(172, 16, 1, 5),
+        private_port: 80,
+        public_ip: None,
+    }
+    .check()
+    .expect("spec");
+    let forward = b.store.add_forward(tenant, &spec).expect("forward");
+    let sent = ingress_of(&b.ctl.admin(&AdminEvent::IngressChanged(tenant)));
+    assert_eq!(sent.len(), 1);
+    let first = &sent[0];
+    assert_eq!(first.concentrator().ok(), Some(cnci));
+    assert_eq!(first.forward_ip().ok(), Some(Some(forward.public)));
+    assert_eq!(first.forwards().expect("forwards")[0].public_port, 8080);
+    assert!(first.0.ssh.is_empty(), "SSH is off");
+
+    b.store.set_ssh(tenant, true).expect("ssh on");
+    let on = ingress_of(&b.ctl.admin(&AdminEvent::IngressChanged(tenant)));
+    assert_eq!(on[0].ssh().expect("ssh")[0].1, 33000);
+    assert_ne!(
+        on[0].0.generation, first.0.generation,
+        "a new snapshot, a new generation"
+    );
+
+    let again = ingress_of(&b.ctl.handle(&ready(cnci, "10.99.0.9")));
+    assert_eq!(again, on, "the same snapshot on a re-announce");
+
+    b.store
+        .delete_forward(tenant, forward.uuid)
+        .expect("delete");
+    b.store.set_ssh(tenant, false).expect("ssh off");
+    let none = ingress_of(&b.ctl.admin(&AdminEvent::IngressChanged(tenant)));
+    assert_eq!(
+        none[0].forward_ip().ok(),
+        Some(None),
+        "the forward IP went back"
+    );
+    assert!(none[0].0.forwards.is_empty() && none[0].0.ssh.is_empty());
+}

@@ -24,6 +24,7 @@ mod configure;
 mod control;
 mod emit;
 mod field;
+mod ingress;
 mod node;
 mod public_ip;
 mod quote;
@@ -48,6 +49,10 @@ pub use control::{
     StartFailureBody, StopCmd, WorkloadRequirements, VM_TYPE_CNCI,
 };
 pub use control::{CnciRefused, CnciRefusedError};
+pub use ingress::{
+    CheckedForward, IngressForward, IngressSsh, TenantIngress, TenantIngressApplied,
+    TenantIngressCmd, TenantIngressFailure, TenantIngressOutcome,
+};
 pub use node::{NetworkStat, NodeConnected, NodeConnectedEvent, NodeDisconnected, NodeType, Ready};
 pub use public_ip::{
     AssignPublicIp, AssignPublicIpFailure, PublicIpAssigned, PublicIpCommand, PublicIpEvent,

@@ -1,0 +1,197 @@
+//! Issue 14, items 3-4 end to end: inbound port forwards and SSH access applied by the
+//! tenant's CNCI. A controller-mode cluster; the external namespace (203.0.113.100) connects
+//! to the tenant's forward IP; workloads run TCP listeners that answer with a tag.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use testkit::cluster::{in_netns, Cluster, Cn};
+use testkit::{require_root, TENANT_A};
+
+const S1: &str = "172.16.1.0/24";
+const WEB: &str = "172.16.1.10";
+const DB: &str = "172.16.1.11";
+/// Long enough for a loaded CI machine; every wait ends as soon as its condition holds.
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// A TCP listener in a namespace that writes `tag` and a newline to every connection.
+struct Listener {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Listener {
+    fn start(ns: PathBuf, port: u16, tag: &'static str) -> Listener {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready, listening) = std::sync::mpsc::channel();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let fd = std::fs::File::open(&ns).expect("open netns");
+            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind");
+            listener.set_nonblocking(true).expect("nonblocking");
+            let _ = ready.send(());
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        let _ = conn.write_all(format!("{tag}\n").as_bytes());
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        listening.recv().expect("listener ready");
+        Listener {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The tag the listener behind `ip:port` sends, seen from namespace `ns`; `None` when the
+/// connection fails within 500 ms (nothing answers) or no line comes within 2 s.
+fn probe(ns: &Path, ip: &str, port: u16) -> Option<String> {
+    in_netns(ns, || {
+        let addr = SocketAddr::new(ip.parse().ok()?, port);
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).ok()?;
+        line.ends_with('\n').then(|| line.trim().to_string())
+    })
+}
+
+/// Waits until `ip:port` answers with `want` (`None`: until nothing answers).
+fn wait_probe(ns: &Path, ip: &str, port: u16, want: Option<&str>) {
+    let start = Instant::now();
+    loop {
+        let got = probe(ns, ip, port);
+        if got.as_deref() == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < CONVERGE,
+            "{ip}:{port} answers {got:?}, expected {want:?} after {CONVERGE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn text(v: &Value, key: &str) -> String {
+    v[key].as_str().unwrap_or_default().to_string()
+}
+
+/// The SSH port `ciao-net ssh show` documents for `address` (block of [`S1`]).
+fn ssh_port(view: &Value, address: &str) -> u16 {
+    let block = view["blocks"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["subnet"] == S1))
+        .unwrap_or_else(|| panic!("no SSH block of {S1} in {view}"));
+    let first = block["first_port"].as_u64().expect("first_port");
+    let net: std::net::Ipv4Addr = "172.16.1.0".parse().expect("net");
+    let addr: std::net::Ipv4Addr = address.parse().expect("address");
+    let offset = u64::from(u32::from(addr) - u32::from(net));
+    u16::try_from(first + offset).expect("port")
+}
+
+#[test]
+fn forwards_and_ssh_reach_the_workloads_and_nothing_else_answers_on_the_forward_ip() {
+    require_root!();
+    let mut cluster = Cluster::with_controller().expect("cluster in controller mode");
+    let mut t = cluster.controlled_tenant(TENANT_A);
+    let web = cluster.container(Cn::Cn1, &t, S1, WEB).expect("web");
+    let db = cluster.container(Cn::Cn2, &t, S1, DB).expect("db");
+    cluster.wait_cnci_ready(&mut t).expect("CNCI ready");
+    let _web80 = Listener::start(web.ns.path(), 80, "web");
+    let _db5432 = Listener::start(db.ns.path(), 5432, "db");
+    let _web22 = Listener::start(web.ns.path(), 22, "sshd-web");
+    let _db22 = Listener::start(db.ns.path(), 22, "sshd-db");
+    let ext = cluster.ext.path();
+
+    let add = |port: &str, to: &str| {
+        cluster
+            .ciao_net_json(&["forward", "add", "--tenant", &t.tenant, "tcp", port, to])
+            .expect("forward add")
+    };
+    let to_web = add("8080", &format!("{WEB}:80"));
+    let to_db = add("15432", &format!("{DB}:5432"));
+    let ip = text(&to_web, "public_ip");
+    assert_eq!(ip, text(&to_db, "public_ip"), "one forward IP for both");
+    wait_probe(&ext, &ip, 8080, Some("web"));
+    wait_probe(&ext, &ip, 15432, Some("db"));
+    for port in [8081, 80, 5432, 22] {
+        assert_eq!(probe(&ext, &ip, port), None, "{ip}:{port} must not answer");
+    }
+
+    let on = cluster
+        .ciao_net_json(&["ssh", "on", "--tenant", &t.tenant])
+        .expect("ssh on");
+    assert_eq!(text(&on, "forward_ip"), ip);
+    let (web_ssh, db_ssh) = (ssh_port(&on, WEB), ssh_port(&on, DB));
+    wait_probe(&ext, &ip, web_ssh, Some("sshd-web"));
+    wait_probe(&ext, &ip, db_ssh, Some("sshd-db"));
+    cluster
+        .ciao_net_json(&["ssh", "off", "--tenant", &t.tenant])
+        .expect("ssh off");
+    wait_probe(&ext, &ip, web_ssh, None);
+    wait_probe(&ext, &ip, db_ssh, None);
+    assert_eq!(probe(&ext, &ip, 8080).as_deref(), Some("web"));
+
+    cluster
+        .ciao_net_json(&[
+            "forward",
+            "delete",
+            "--tenant",
+            &t.tenant,
+            &text(&to_db, "uuid"),
+        ])
+        .expect("forward delete");
+    wait_probe(&ext, &ip, 15432, None);
+    assert_eq!(
+        probe(&ext, &ip, 8080).as_deref(),
+        Some("web"),
+        "the other stays"
+    );
+
+    // The CNCI's process restarts with its kernel rules gone: it rebuilds the same.
+    cluster.kill_nn();
+    let deleted = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &t.netns,
+            "nft",
+            "delete",
+            "table",
+            "ip",
+            "ciao_tenant",
+        ])
+        .status()
+        .expect("run nft");
+    assert!(deleted.success(), "delete the tenant table");
+    assert_eq!(probe(&ext, &ip, 8080), None, "the rules are gone");
+    cluster.start_nn().expect("ciao-nn restarted");
+    wait_probe(&ext, &ip, 8080, Some("web"));
+    assert_eq!(
+        probe(&ext, &ip, 15432),
+        None,
+        "the deleted forward stays deleted"
+    );
+}
