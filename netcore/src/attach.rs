@@ -92,6 +92,7 @@ impl<K: Kernel> Node<K> {
             ipam::check_requested(cfg, ip)?;
         }
         ipam::check_allowed(cfg, &req.allowed)?;
+        let security_groups = crate::secgroups::check_names(&req.security_groups)?;
         let net_key = cfg.net_key();
         let vnic_key = req.id.key();
 
@@ -193,6 +194,7 @@ impl<K: Kernel> Node<K> {
             mtu: net.mtu,
             created_tap: matches!(req.kind, VnicKind::Tap { .. }) && existing_tap.is_none(),
             allowed: req.allowed.clone(),
+            security_groups,
         };
         locked.write_journal(&Journal::Attach { vnic: vnic.clone() })?;
         crash_point(1);
@@ -317,7 +319,8 @@ impl<K: Kernel> Node<K> {
         match result {
             Ok(att) => {
                 locked.clear_journal()?;
-                if att.first_instance {
+                // A new subnet, or a filtered port: the daemon acts now, not at its next poll.
+                if att.first_instance || !vnic.security_groups.is_empty() {
                     crate::auto_subnet::poke(&state_root);
                 }
                 Ok(att)

@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use crate::announce::{self, CnciKey};
 use crate::cnci;
+use crate::secgroups::{self, SecGroups};
 use crate::subnets::{self, Asks};
 
 /// How many CNCI announcements the reader may queue ahead of the writer; the reader waits
@@ -58,12 +59,17 @@ enum Incoming {
     Assignment(Frame),
     /// A SubnetAssignment for a tenant a front end waits for.
     Subnet(Frame),
+    /// A SecurityGroupsUpdate for this node.
+    SecGroups(Frame),
 }
 
 /// What a frame from the scheduler asks of the node, if anything.
 fn incoming(frame: Frame) -> Option<Incoming> {
     if cnci::is_assignment(&frame) || cnci::is_refusal(&frame) {
         return Some(Incoming::Assignment(frame));
+    }
+    if secgroups::is_update(&frame) {
+        return Some(Incoming::SecGroups(frame));
     }
     if subnets::is_assignment(&frame) {
         return Some(Incoming::Subnet(frame));
@@ -130,6 +136,9 @@ impl Delivery {
             subnets::listen(&self.state_dir)?,
             asks.clone(),
         ));
+        // Enforce what was recorded before any controller speaks (a restarted daemon).
+        let mut sg = SecGroups::default();
+        sg.apply(&self.state_dir, &netcore::secgroups::node_ports(&state)?);
         let mut attempt = 0;
         let mut sessions: u64 = 0;
         loop {
@@ -153,7 +162,7 @@ impl Delivery {
                     );
                     async {
                         tracing::info!(node = %uuid, "connected");
-                        if let Err(e) = self.serve(&state, uuid, session, &asks).await {
+                        if let Err(e) = self.serve(&state, uuid, session, &asks, &mut sg).await {
                             tracing::warn!("session ended: {e:#}");
                         }
                     }
@@ -173,6 +182,7 @@ impl Delivery {
         agent: Uuid,
         session: ssntp::client::Session,
         asks: &Asks,
+        sg: &mut SecGroups,
     ) -> anyhow::Result<()> {
         let ssntp::client::Session {
             mut reader,
@@ -208,6 +218,7 @@ impl Delivery {
                 &mut closed,
                 &mut announce_rx,
                 asks,
+                sg,
             )
             .await;
         closed.abort();
@@ -224,8 +235,10 @@ impl Delivery {
         closed: &mut tokio::task::JoinHandle<anyhow::Error>,
         announce_rx: &mut mpsc::Receiver<Incoming>,
         asks: &Asks,
+        sg: &mut SecGroups,
     ) -> anyhow::Result<()> {
         send_subnet_requests(agent, writer, asks).await?;
+        self.sync_groups(state, agent, writer, sg, true).await?;
         let mut ask_subnets = tokio::time::interval(subnets::ASK_EVERY);
         let first = snapshot(state)?;
         send_reports(state, agent, writer, &first).await?;
@@ -260,9 +273,15 @@ impl Delivery {
                                 assigned.extend(self.assign(agent, &frame));
                             }
                             Incoming::Subnet(frame) => asks.answer(agent, &frame),
+                            Incoming::SecGroups(frame) => {
+                                if let Err(e) = sg.record(&self.state_dir, agent, &frame) {
+                                    tracing::warn!("ignoring a SecurityGroupsUpdate: {e:#}");
+                                }
+                            }
                         }
                         next = announce_rx.try_recv().ok();
                     }
+                    self.sync_groups(state, agent, writer, sg, false).await?;
                     if asked.is_empty() {
                         if !assigned.is_empty() {
                             // The TenantAdded the assignment queued goes out at once.
@@ -290,6 +309,7 @@ impl Delivery {
                 _ = asks.changed.notified() => {
                     // An attach just made a subnet (netcore's poke): its TenantAdded, or its
                     // CnciRequest, goes out now.
+                    self.sync_groups(state, agent, writer, sg, false).await?;
                     let now = snapshot(state)?;
                     send_reports(state, agent, writer, &now).await?;
                     send_requests(agent, writer, &now.nets, source, &mut asked, false).await?;
@@ -300,12 +320,31 @@ impl Delivery {
                     send_requests(agent, writer, &now.nets, source, &mut asked, true).await?;
                 }
                 _ = tokio::time::sleep(self.poll) => {
+                    self.sync_groups(state, agent, writer, sg, false).await?;
                     let now = snapshot(state)?;
                     send_reports(state, agent, writer, &now).await?;
                     send_requests(agent, writer, &now.nets, source, &mut asked, false).await?;
                 }
             }
         }
+    }
+
+    /// Sends the PortGroups that changed (all if `all`) and loads what the records and the
+    /// persisted snapshots say into the kernel (a no-op when nothing changed).
+    async fn sync_groups<W: AsyncWrite + Unpin>(
+        &self,
+        state: &StateDir,
+        agent: Uuid,
+        writer: &mut ssntp::conn::FrameWriter<W>,
+        sg: &mut SecGroups,
+        all: bool,
+    ) -> anyhow::Result<()> {
+        let ports = netcore::secgroups::node_ports(state)?;
+        for frame in sg.port_groups(agent, &ports, all) {
+            writer.frame(&frame).await.context("send a PortGroups")?;
+        }
+        sg.apply(&self.state_dir, &ports);
+        Ok(())
     }
 
     /// Applies a CnciAssignment or records a CnciRefused in the node (netlink in this

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 mod announce;
 mod cnci;
 mod delivery;
+mod secgroups;
 mod subnets;
 
 #[derive(Parser)]
@@ -97,10 +98,13 @@ fn main() -> anyhow::Result<()> {
         Command::Show { json } => show(&cli.state_dir, *json)?,
         Command::Reconcile => {
             let summary = open()?.reconcile().context("reconcile")?;
+            let groups = netcore::secgroups::reconcile(&cli.state_dir)
+                .context("rebuild the security-group table")?;
             println!("repaired subnets: {}", list(&summary.repaired_nets));
             println!("removed vnics:    {}", list(&summary.removed_vnics));
             println!("removed links:    {}", list(&summary.removed_links));
             println!("released ips:     {}", list(&summary.released_ips));
+            println!("filtered ports:   {}", groups.ingress.len());
         }
     }
     Ok(())

@@ -33,6 +33,9 @@ pub mod command {
     /// This project's: the controller's answer to a SubnetRequest
     /// ([`crate::payloads::SubnetAssignment`]), master controller → one compute node.
     pub const SUBNET_ASSIGNMENT: u8 = 65;
+    /// This project's: the security groups one compute node enforces for one tenant
+    /// ([`crate::payloads::SecurityGroupsUpdate`]), master controller → one compute node.
+    pub const SECURITY_GROUPS_UPDATE: u8 = 70;
 }
 
 /// STATUS operands.
@@ -69,6 +72,9 @@ pub mod event {
     /// This project's: a compute node asks for a tenant's automatic subnet
     /// ([`crate::payloads::SubnetRequest`]), compute node → all controllers.
     pub const SUBNET_REQUEST: u8 = 67;
+    /// This project's: a compute node's ports of one tenant and their security groups
+    /// ([`crate::payloads::PortGroups`]), compute node → all controllers.
+    pub const PORT_GROUPS: u8 = 70;
 }
 
 /// ERROR operands.

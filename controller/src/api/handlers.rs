@@ -46,7 +46,7 @@ impl AppState {
 
     /// Tell the daemon; if it no longer listens, the decision is still in the store and a
     /// restarted controller acts on it, so the request itself succeeded.
-    async fn tell(&self, event: AdminEvent) {
+    pub(super) async fn tell(&self, event: AdminEvent) {
         if let Err(lost) = self.events.send(event).await {
             tracing::warn!(
                 "admin API: the controller takes no more events; {:?} is only in the store",

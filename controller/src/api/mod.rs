@@ -50,6 +50,9 @@ pub enum AdminEvent {
     /// The tenant takes no new request; its CNCI is retiring (stop it once
     /// [`Store::cncis_to_stop`] lists it), or the tenant was forgotten at once.
     TenantDeleted(Uuid),
+    /// A security group or rule of the tenant changed: re-send the compute nodes whose
+    /// snapshot of the tenant's groups changed.
+    SecurityChanged(Uuid),
 }
 
 /// The socket path for a state directory.

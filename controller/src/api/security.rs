@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::handlers::{bad_path, json_body, parse_tenant, tenant_id, AppState};
 use super::security_views::{ForwardView, GroupRequest, GroupView, RuleView, SshRequest, SshView};
+use super::AdminEvent;
 use crate::security::forward::ForwardRequest;
 use crate::security::RuleRequest;
 use crate::store::{Store, StoreError};
@@ -77,6 +78,8 @@ pub async fn create_group(
             Ok(GroupView::new(&made, &[], &[]))
         })
         .await?;
+    // A name workloads already use becomes a real group.
+    app.tell(AdminEvent::SecurityChanged(tenant)).await;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -89,6 +92,7 @@ pub async fn delete_group(State(app): State<AppState>, path: Pair) -> Reply<Json
             Ok(before)
         })
         .await?;
+    app.tell(AdminEvent::SecurityChanged(tenant)).await;
     Ok(Json(view))
 }
 
@@ -108,6 +112,7 @@ pub async fn add_rule(
             Ok(RuleView::new(&rule, &store.security_groups(tenant)?))
         })
         .await?;
+    app.tell(AdminEvent::SecurityChanged(tenant)).await;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -120,6 +125,7 @@ pub async fn delete_rule(State(app): State<AppState>, path: Pair) -> Reply<Json<
             Ok(RuleView::new(&gone, &store.security_groups(tenant)?))
         })
         .await?;
+    app.tell(AdminEvent::SecurityChanged(tenant)).await;
     Ok(Json(view))
 }
 

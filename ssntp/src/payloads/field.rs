@@ -57,7 +57,7 @@ macro_rules! int_field {
     )*};
 }
 
-int_field!(i64, u32);
+int_field!(i64, u32, u64);
 
 /// yaml.v2 reads YAML 1.1 booleans (`yes`, `on`, …), which serde_yaml_ng does not.
 impl Field for bool {

@@ -1,0 +1,186 @@
+//! Security groups toward the compute nodes (issue 14): EVENT PortGroups records which ports
+//! of a node are in which groups (persisted before anything is sent), and every node whose
+//! snapshot of a tenant's groups changed gets a COMMAND SecurityGroupsUpdate: the groups its
+//! ports use, the groups their rules name as remote, members cluster-wide.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+
+use ssntp::frame::{command, kind, Frame};
+use ssntp::payloads::{
+    Payload, PortGroups, SecurityGroupItem, SecurityGroupsUpdate, SecurityGroupsUpdateCmd,
+    SecurityRuleItem,
+};
+use uuid::Uuid;
+
+use super::{Controller, HandleError, Out};
+use crate::security::{Remote, SecurityGroup, SecurityRule};
+use crate::store::{PortMembership, StoreError};
+
+/// (compute node, tenant) → the groups last sent.
+pub type Sent = HashMap<(Uuid, Uuid), Vec<SecurityGroupItem>>;
+
+/// Group names as the controller takes them: 1-64 of letters, digits, `.`, `_`, `-`.
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+impl Controller {
+    pub(super) fn port_groups(&mut self, payload: &[u8]) -> Out {
+        let report = PortGroups::from_yaml(payload)?;
+        let node = report.agent()?;
+        let tenant = report.tenant()?;
+        let mut ports = Vec::with_capacity(report.ports.len());
+        for p in &report.ports {
+            let ip: Ipv4Addr = p.ip.parse().map_err(|_| {
+                HandleError::Refused(format!("port_groups.ports.ip {:?} is not IPv4", p.ip))
+            })?;
+            if let Some(bad) = p.groups.iter().find(|g| !valid_name(g)) {
+                return Err(HandleError::Refused(format!(
+                    "port_groups.ports.groups {bad:?} is not a group name"
+                )));
+            }
+            ports.push((ip, p.groups.clone()));
+        }
+        let changed = self.store.set_port_groups(node, tenant, &ports)?;
+        tracing::info!(%node, %tenant, ports = ports.len(), changed, "port groups");
+        self.sg_snapshots(tenant, Some(node))
+    }
+
+    /// SecurityGroupsUpdate for every node of `tenant` whose snapshot changed since last sent,
+    /// and for `always` (a node that just reported) in any case.
+    pub(super) fn sg_snapshots(&mut self, tenant: Uuid, always: Option<Uuid>) -> Out {
+        let members = self.store.port_groups(tenant)?;
+        let (groups, rules) = match self.store.security_groups(tenant) {
+            Ok(groups) => (groups, self.store.security_rules(tenant)?),
+            Err(StoreError::UnknownTenant(_)) => (Vec::new(), Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let nodes: BTreeSet<Uuid> = members.iter().map(|m| m.node).chain(always).collect();
+        self.sg_sent
+            .retain(|(node, t), _| *t != tenant || nodes.contains(node));
+        let mut out = Vec::new();
+        let mut generation = None;
+        for node in nodes {
+            let body = snapshot(node, &members, &groups, &rules);
+            if Some(node) != always && self.sg_sent.get(&(node, tenant)) == Some(&body) {
+                continue;
+            }
+            let generation = match generation {
+                Some(g) => g,
+                None => *generation.insert(self.store.next_sg_generation()?),
+            };
+            let cmd = SecurityGroupsUpdate(SecurityGroupsUpdateCmd {
+                agent_uuid: node.to_string(),
+                tenant_uuid: tenant.to_string(),
+                generation,
+                groups: body.clone(),
+            });
+            tracing::info!(%node, %tenant, generation, groups = body.len(), "security groups sent");
+            out.push(Frame::new(
+                kind::COMMAND,
+                command::SECURITY_GROUPS_UPDATE,
+                self.me,
+                cmd.to_yaml(),
+            ));
+            self.sg_sent.insert((node, tenant), body);
+        }
+        Ok(out)
+    }
+}
+
+/// What `node` must know: the groups its ports use (with their rules) and the groups those
+/// rules name as remote (members only), each with its members in the whole cluster.
+fn snapshot(
+    node: Uuid,
+    members: &[PortMembership],
+    groups: &[SecurityGroup],
+    rules: &[SecurityRule],
+) -> Vec<SecurityGroupItem> {
+    let by_name: BTreeMap<&str, &SecurityGroup> =
+        groups.iter().map(|g| (g.name.as_str(), g)).collect();
+    let used: BTreeSet<&str> = members
+        .iter()
+        .filter(|m| m.node == node)
+        .map(|m| m.group.as_str())
+        .collect();
+    let mut wanted = used.clone();
+    for name in &used {
+        let Some(g) = by_name.get(name) else { continue };
+        for r in rules.iter().filter(|r| r.group == g.uuid) {
+            if let Remote::Group(remote) = r.spec.remote {
+                if let Some(rg) = groups.iter().find(|x| x.uuid == remote) {
+                    wanted.insert(rg.name.as_str());
+                }
+            }
+        }
+    }
+    wanted
+        .into_iter()
+        .map(|name| {
+            let ips: BTreeSet<Ipv4Addr> = members
+                .iter()
+                .filter(|m| m.group == name)
+                .map(|m| m.ip)
+                .collect();
+            let members = ips.iter().map(Ipv4Addr::to_string).collect();
+            match by_name.get(name) {
+                Some(g) => SecurityGroupItem {
+                    name: name.to_string(),
+                    uuid: g.uuid.to_string(),
+                    rules: if used.contains(name) {
+                        rules
+                            .iter()
+                            .filter(|r| r.group == g.uuid)
+                            .map(|r| rule_item(r, groups))
+                            .collect()
+                    } else {
+                        Vec::new()
+                    },
+                    members,
+                },
+                None => {
+                    tracing::warn!(%node, group = name, "a port names an unknown security group: it allows nothing");
+                    SecurityGroupItem {
+                        name: name.to_string(),
+                        members,
+                        ..Default::default()
+                    }
+                }
+            }
+        })
+        .collect()
+}
+
+fn rule_item(r: &SecurityRule, groups: &[SecurityGroup]) -> SecurityRuleItem {
+    let s = &r.spec;
+    let (port_min, port_max) = s.ports.map_or((0, 0), |(a, b)| (a.into(), b.into()));
+    let text = |v: Option<u8>| v.map(|v| v.to_string()).unwrap_or_default();
+    let (remote_cidr, remote_group) = match &s.remote {
+        Remote::Anywhere => (String::new(), String::new()),
+        Remote::Cidr(net) => (net.to_string(), String::new()),
+        Remote::Group(g) => (
+            String::new(),
+            groups
+                .iter()
+                .find(|x| x.uuid == *g)
+                .map(|x| x.name.clone())
+                // A name no group has: an empty set, allowing nothing (never anywhere).
+                .unwrap_or_else(|| g.to_string()),
+        ),
+    };
+    SecurityRuleItem {
+        direction: s.direction.to_string(),
+        ethertype: s.ethertype.to_string(),
+        protocol: s.protocol.to_string(),
+        port_min,
+        port_max,
+        icmp_type: text(s.icmp_type),
+        icmp_code: text(s.icmp_code),
+        remote_cidr,
+        remote_group,
+    }
+}

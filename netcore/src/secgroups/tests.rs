@@ -1,0 +1,184 @@
+//! The compiler and the diff, pure: snapshot + ports → model → nft text.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use uuid::Uuid;
+
+use super::*;
+
+const T: Uuid = Uuid::from_u128(0xa);
+const WEB: Uuid = Uuid::from_u128(0xb);
+const ADMIN: Uuid = Uuid::from_u128(0xc);
+
+fn ip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(172, 16, 0, last)
+}
+
+fn port(name: &str, last: u8, groups: &[&str]) -> Port {
+    Port {
+        tenant: T,
+        bridge: "br0".into(),
+        ifname: name.into(),
+        ip: ip(last),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+    }
+}
+
+fn tcp(direction: Direction, p: u16, remote: Remote) -> Rule {
+    Rule {
+        direction,
+        ipv6: false,
+        protocol: Protocol::Tcp,
+        ports: Some((p, p)),
+        icmp: None,
+        remote,
+    }
+}
+
+fn snap(admins: &[u8], rules22: bool) -> TenantGroups {
+    let mut web = vec![tcp(Direction::Ingress, 80, Remote::Anywhere)];
+    if rules22 {
+        web.push(tcp(Direction::Ingress, 22, Remote::Group("admin".into())));
+    }
+    web.push(Rule {
+        direction: Direction::Egress,
+        ipv6: false,
+        protocol: Protocol::Any,
+        ports: None,
+        icmp: None,
+        remote: Remote::Anywhere,
+    });
+    TenantGroups {
+        tenant: T,
+        generation: 1,
+        groups: vec![
+            Group {
+                name: "web".into(),
+                uuid: Some(WEB),
+                rules: web,
+                members: vec![ip(2)],
+            },
+            Group {
+                name: "admin".into(),
+                uuid: Some(ADMIN),
+                rules: vec![],
+                members: admins.iter().map(|l| ip(*l)).collect(),
+            },
+        ],
+    }
+}
+
+fn model(ports: Vec<Port>, s: Option<TenantGroups>) -> Model {
+    let ports = BTreeMap::from([(T, ports)]);
+    let snaps = s.map(|s| BTreeMap::from([(T, s)])).unwrap_or_default();
+    compile(&ports, &snaps)
+}
+
+#[test]
+fn names_are_checked_like_the_controllers() {
+    assert_eq!(
+        parse_list("web, admin,web").expect("valid"),
+        ["admin", "web"]
+    );
+    assert!(parse_list("").expect("empty").is_empty());
+    for bad in ["we b", "a/b", "", &"x".repeat(65)] {
+        assert!(check_names(&[bad]).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn a_group_rule_compiles_once_and_ports_jump_to_it() {
+    let m = model(
+        vec![port("v1", 2, &["web"]), port("v2", 3, &["admin"])],
+        Some(snap(&[3], true)),
+    );
+    let gi = format!("gi_{}", WEB.simple());
+    assert_eq!(
+        m.chains[&gi],
+        [
+            "tcp dport 80 accept".to_string(),
+            format!("ip saddr @m_{} tcp dport 22 accept", ADMIN.simple()),
+        ]
+    );
+    assert_eq!(
+        m.chains["pi_v1"],
+        [
+            "ct state invalid drop".to_string(),
+            format!("jump {gi}"),
+            "drop".into()
+        ]
+    );
+    assert_eq!(m.ingress[&("br0".into(), ip(2))], "pi_v1");
+    assert_eq!(m.sets[&format!("m_{}", ADMIN.simple())], [ip(3)].into());
+}
+
+#[test]
+fn a_membership_change_is_one_element() {
+    let ports = vec![port("v1", 2, &["web"])];
+    let old = model(ports.clone(), Some(snap(&[3], true)));
+    let new = model(ports, Some(snap(&[3, 4], true)));
+    let script = diff(&old, &new);
+    assert_eq!(
+        script,
+        format!(
+            "add element inet {TABLE} m_{} {{ 172.16.0.4 }}\n",
+            ADMIN.simple()
+        )
+    );
+}
+
+#[test]
+fn a_rule_change_rewrites_one_group_chain() {
+    let ports = vec![port("v1", 2, &["web"]), port("v9", 9, &["web"])];
+    let old = model(ports.clone(), Some(snap(&[3], true)));
+    let new = model(ports, Some(snap(&[3], false)));
+    let script = diff(&old, &new);
+    let gi = format!("gi_{}", WEB.simple());
+    assert_eq!(
+        script,
+        format!("flush chain inet {TABLE} {gi}\nadd rule inet {TABLE} {gi} tcp dport 80 accept\n")
+    );
+}
+
+#[test]
+fn without_a_snapshot_a_port_drops_new_ingress_and_keeps_egress() {
+    let m = model(vec![port("v1", 2, &["web"])], None);
+    assert_eq!(m.chains["pi_v1"].last().map(String::as_str), Some("drop"));
+    assert_eq!(m.chains["pe_v1"].last().map(String::as_str), Some("accept"));
+    assert!(m.sets.is_empty());
+}
+
+#[test]
+fn an_unknown_group_allows_nothing() {
+    let m = model(vec![port("v1", 2, &["nope"])], Some(snap(&[], true)));
+    let gi = format!("gi_{}_nope", T.simple());
+    assert!(m.chains[&gi].is_empty());
+    assert_eq!(m.chains["pi_v1"].last().map(String::as_str), Some("drop"));
+}
+
+#[test]
+fn a_detached_port_takes_its_chains_and_entries_along() {
+    let s = snap(&[3], true);
+    let old = model(
+        vec![port("v1", 2, &["web"]), port("v2", 3, &["web"])],
+        Some(s.clone()),
+    );
+    let new = model(vec![port("v1", 2, &["web"])], Some(s));
+    let script = diff(&old, &new);
+    assert!(script.contains("delete element inet ciao_sg_v1 ingress4 { \"br0\" . 172.16.0.3 }"));
+    assert!(script.contains("delete chain inet ciao_sg_v1 pi_v2"));
+    assert!(!script.contains("pi_v1"));
+    assert_eq!(diff(&new, &new), "");
+}
+
+#[test]
+fn a_rebuild_names_the_table_and_its_base_chains() {
+    let m = model(vec![port("v1", 2, &["web"])], Some(snap(&[3], true)));
+    let s = rebuild(&m);
+    assert!(s.starts_with("add table inet ciao_sg_v1\ndelete table inet ciao_sg_v1\n"));
+    assert!(s.contains("oifname . ip daddr vmap @ingress4"));
+    assert!(
+        s.contains("add element inet ciao_sg_v1 ingress4 { \"br0\" . 172.16.0.2 : jump pi_v1 }")
+    );
+}
