@@ -42,6 +42,8 @@ pub struct Delivery {
     pub tls: Arc<rustls::ClientConfig>,
     /// How often pending reports are looked for while connected.
     pub poll: Duration,
+    /// What was reported and loaded of the security groups, across sessions.
+    pub secgroups: std::sync::Mutex<SecGroups>,
 }
 
 /// Jittered back-off between connection attempts: 1 s doubling to 30 s, each ±50 %.
@@ -137,8 +139,8 @@ impl Delivery {
             asks.clone(),
         ));
         // Enforce what was recorded before any controller speaks (a restarted daemon).
-        let mut sg = SecGroups::default();
-        sg.apply(&self.state_dir, &netcore::secgroups::node_ports(&state)?);
+        self.groups()
+            .apply(&self.state_dir, &netcore::secgroups::node_ports(&state)?);
         let mut attempt = 0;
         let mut sessions: u64 = 0;
         loop {
@@ -162,7 +164,7 @@ impl Delivery {
                     );
                     async {
                         tracing::info!(node = %uuid, "connected");
-                        if let Err(e) = self.serve(&state, uuid, session, &asks, &mut sg).await {
+                        if let Err(e) = self.serve(&state, uuid, session, &asks).await {
                             tracing::warn!("session ended: {e:#}");
                         }
                     }
@@ -182,7 +184,6 @@ impl Delivery {
         agent: Uuid,
         session: ssntp::client::Session,
         asks: &Asks,
-        sg: &mut SecGroups,
     ) -> anyhow::Result<()> {
         let ssntp::client::Session {
             mut reader,
@@ -218,7 +219,6 @@ impl Delivery {
                 &mut closed,
                 &mut announce_rx,
                 asks,
-                sg,
             )
             .await;
         closed.abort();
@@ -235,10 +235,9 @@ impl Delivery {
         closed: &mut tokio::task::JoinHandle<anyhow::Error>,
         announce_rx: &mut mpsc::Receiver<Incoming>,
         asks: &Asks,
-        sg: &mut SecGroups,
     ) -> anyhow::Result<()> {
         send_subnet_requests(agent, writer, asks).await?;
-        self.sync_groups(state, agent, writer, sg, true).await?;
+        self.sync_groups(state, agent, writer, true).await?;
         let mut ask_subnets = tokio::time::interval(subnets::ASK_EVERY);
         let first = snapshot(state)?;
         send_reports(state, agent, writer, &first).await?;
@@ -274,14 +273,14 @@ impl Delivery {
                             }
                             Incoming::Subnet(frame) => asks.answer(agent, &frame),
                             Incoming::SecGroups(frame) => {
-                                if let Err(e) = sg.record(&self.state_dir, agent, &frame) {
+                                if let Err(e) = self.groups().record(&self.state_dir, agent, &frame) {
                                     tracing::warn!("ignoring a SecurityGroupsUpdate: {e:#}");
                                 }
                             }
                         }
                         next = announce_rx.try_recv().ok();
                     }
-                    self.sync_groups(state, agent, writer, sg, false).await?;
+                    self.sync_groups(state, agent, writer, false).await?;
                     if asked.is_empty() {
                         if !assigned.is_empty() {
                             // The TenantAdded the assignment queued goes out at once.
@@ -309,7 +308,7 @@ impl Delivery {
                 _ = asks.changed.notified() => {
                     // An attach just made a subnet (netcore's poke): its TenantAdded, or its
                     // CnciRequest, goes out now.
-                    self.sync_groups(state, agent, writer, sg, false).await?;
+                    self.sync_groups(state, agent, writer, false).await?;
                     let now = snapshot(state)?;
                     send_reports(state, agent, writer, &now).await?;
                     send_requests(agent, writer, &now.nets, source, &mut asked, false).await?;
@@ -320,7 +319,7 @@ impl Delivery {
                     send_requests(agent, writer, &now.nets, source, &mut asked, true).await?;
                 }
                 _ = tokio::time::sleep(self.poll) => {
-                    self.sync_groups(state, agent, writer, sg, false).await?;
+                    self.sync_groups(state, agent, writer, false).await?;
                     let now = snapshot(state)?;
                     send_reports(state, agent, writer, &now).await?;
                     send_requests(agent, writer, &now.nets, source, &mut asked, false).await?;
@@ -336,15 +335,21 @@ impl Delivery {
         state: &StateDir,
         agent: Uuid,
         writer: &mut ssntp::conn::FrameWriter<W>,
-        sg: &mut SecGroups,
         all: bool,
     ) -> anyhow::Result<()> {
         let ports = netcore::secgroups::node_ports(state)?;
-        for frame in sg.port_groups(agent, &ports, all) {
+        let frames = self.groups().port_groups(agent, &ports, all);
+        for frame in frames {
             writer.frame(&frame).await.context("send a PortGroups")?;
         }
-        sg.apply(&self.state_dir, &ports);
+        self.groups().apply(&self.state_dir, &ports);
         Ok(())
+    }
+
+    /// The security-group state; a panic elsewhere while holding it leaves nothing half-done
+    /// that matters more than going on (the next apply replaces the table whole).
+    fn groups(&self) -> std::sync::MutexGuard<'_, SecGroups> {
+        self.secgroups.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Applies a CnciAssignment or records a CnciRefused in the node (netlink in this

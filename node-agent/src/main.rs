@@ -89,6 +89,7 @@ fn main() -> anyhow::Result<()> {
                     .unwrap_or_else(|| ssntp::client::host_of(scheduler)),
                 tls,
                 poll: std::time::Duration::from_millis(*poll_ms),
+                secgroups: Default::default(),
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
