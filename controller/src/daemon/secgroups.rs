@@ -184,3 +184,128 @@ fn rule_item(r: &SecurityRule, groups: &[SecurityGroup]) -> SecurityRuleItem {
         remote_group,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ssntp::payloads::{PortGroupsEvent, PortGroupsPort, TunnelKind};
+
+    use super::*;
+    use crate::security::RuleRequest;
+    use crate::{SqliteStore, Store};
+
+    const CN1: Uuid = Uuid::from_u128(0xc1);
+    const CN2: Uuid = Uuid::from_u128(0xc2);
+    const T: Uuid = Uuid::from_u128(0x7e);
+
+    fn report(node: Uuid, ports: &[(&str, &[&str])]) -> Vec<u8> {
+        PortGroups(PortGroupsEvent {
+            agent_uuid: node.to_string(),
+            tenant_uuid: T.to_string(),
+            ports: ports
+                .iter()
+                .map(|(ip, groups)| PortGroupsPort {
+                    ip: ip.to_string(),
+                    groups: groups.iter().map(|g| g.to_string()).collect(),
+                })
+                .collect(),
+        })
+        .to_yaml()
+    }
+
+    /// (node, group name → (rule count, members)) of each SecurityGroupsUpdate.
+    fn sent(out: &[Frame]) -> BTreeMap<Uuid, BTreeMap<String, (usize, Vec<String>, bool)>> {
+        out.iter()
+            .map(|f| {
+                let cmd = SecurityGroupsUpdate::from_yaml(&f.payload).expect("update");
+                let groups = cmd
+                    .groups
+                    .iter()
+                    .map(|g| {
+                        let known = !g.uuid.is_empty();
+                        (g.name.clone(), (g.rules.len(), g.members.clone(), known))
+                    })
+                    .collect();
+                (cmd.agent().expect("agent"), groups)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reports_are_persisted_and_each_node_hears_only_what_changed_for_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(SqliteStore::open_in(dir.path()).expect("store"));
+        let mut ctl = Controller::new(Uuid::new_v4(), store.clone(), TunnelKind::Vxlan);
+        store
+            .network_node_connected(&crate::store::NetworkNodeReport {
+                uuid: Uuid::from_u128(0x22),
+                underlay: Ipv4Addr::new(10, 99, 0, 9),
+                external_device: "eth9".into(),
+                capacity: 10,
+            })
+            .expect("network node");
+        let subnet = "172.16.1.0/24".parse().expect("cidr");
+        store
+            .request_subnet(T, subnet, TunnelKind::Vxlan, CN1)
+            .unwrap_or_else(|e| panic!("the tenant, its CNCI and subnet: {e}"));
+        store.create_security_group(T, "web", "").expect("web");
+        store.create_security_group(T, "admin", "").expect("admin");
+        let ssh = RuleRequest {
+            direction: "ingress".into(),
+            protocol: Some("tcp".into()),
+            port_min: Some(22),
+            remote_group: Some("admin".into()),
+            ..Default::default()
+        };
+        let (spec, remote) = ssh.check().expect("rule");
+        let rule = store
+            .add_security_rule(T, "web", spec, remote.as_deref())
+            .expect("rule stored");
+
+        let out = ctl
+            .port_groups(&report(CN1, &[("172.16.1.10", &["web"])]))
+            .expect("cn1");
+        let got = sent(&out);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[&CN1]["web"], (1, vec!["172.16.1.10".into()], true));
+        assert_eq!(
+            got[&CN1]["admin"],
+            (0, vec![], true),
+            "remote group, members only"
+        );
+
+        let cn2 = report(
+            CN2,
+            &[("172.16.1.11", &["admin"]), ("172.16.1.12", &["nope"])],
+        );
+        let got = sent(&ctl.port_groups(&cn2).expect("cn2"));
+        assert_eq!(
+            got.len(),
+            2,
+            "cn2 answered, cn1's admin members changed: {got:?}"
+        );
+        assert_eq!(got[&CN1]["admin"].1, ["172.16.1.11"]);
+        assert_eq!(got[&CN2]["nope"], (0, vec!["172.16.1.12".into()], false));
+        assert_eq!(store.port_groups(T).expect("stored").len(), 3);
+
+        let again = sent(&ctl.port_groups(&cn2).expect("cn2 again"));
+        assert_eq!(
+            again.keys().collect::<Vec<_>>(),
+            [&CN2],
+            "only the reporter"
+        );
+
+        store.delete_security_rule(T, rule.uuid).expect("delete");
+        let got = sent(&ctl.sg_snapshots(T, None).expect("rule change"));
+        assert_eq!(got.keys().collect::<Vec<_>>(), [&CN1], "only cn1 uses web");
+        assert!(
+            !got[&CN1].contains_key("admin"),
+            "no rule names admin any more"
+        );
+
+        let bad = report(CN1, &[("172.16.1.10", &["no spaces"])]);
+        assert!(ctl.port_groups(&bad).is_err(), "a bad name is refused");
+        assert_eq!(store.port_groups(T).expect("unchanged").len(), 3);
+    }
+}
