@@ -214,8 +214,11 @@ mod tests {
         .to_yaml()
     }
 
-    /// (node, group name → (rule count, members)) of each SecurityGroupsUpdate.
-    fn sent(out: &[Frame]) -> BTreeMap<Uuid, BTreeMap<String, (usize, Vec<String>, bool)>> {
+    /// A group as a node got it: rule count, members, known to the controller.
+    type Got = (usize, Vec<String>, bool);
+
+    /// Node → group name → what it got, of each SecurityGroupsUpdate.
+    fn sent(out: &[Frame]) -> BTreeMap<Uuid, BTreeMap<String, Got>> {
         out.iter()
             .map(|f| {
                 let cmd = SecurityGroupsUpdate::from_yaml(&f.payload).expect("update");
