@@ -442,6 +442,15 @@ mod tests {
     }
 
     #[test]
+    fn cni_args_name_security_groups() {
+        let args = parse_cni_args("CIAO_SECURITY_GROUPS=web,admin,web").expect("valid");
+        assert_eq!(args.security_groups, ["admin", "web"]);
+        let err = parse_cni_args("CIAO_SECURITY_GROUPS=we b").expect_err("bad name");
+        assert_eq!(err.code, 7);
+        assert!(err.msg.contains("CIAO_SECURITY_GROUPS"), "{}", err.msg);
+    }
+
+    #[test]
     fn cni_args_follow_podman() {
         let args =
             parse_cni_args("IgnoreUnknown=1;K8S_POD_NAME=pc1;MAC=02:00:00:00:00:51;IP=10.79.0.50")

@@ -298,6 +298,17 @@ mod tests {
     }
 
     #[test]
+    fn security_groups_are_checked_names() {
+        let names = security_groups(&opts(&[("security_groups", "web,admin")])).expect("valid");
+        assert_eq!(names, ["admin", "web"]);
+        assert!(security_groups(&opts(&[])).expect("none").is_empty());
+        let err = security_groups(&opts(&[("security_groups", "web,x y")]))
+            .expect_err("bad name")
+            .to_string();
+        assert!(err.contains("-o security_groups"), "{err}");
+    }
+
+    #[test]
     fn each_bad_option_is_named() {
         let subnet: Ipv4Net = "172.16.1.0/24".parse().expect("net");
         let cases: &[(&[(&str, &str)], &str)] = &[

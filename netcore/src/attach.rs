@@ -342,6 +342,7 @@ impl<K: Kernel> Node<K> {
     /// Detaches one VNIC; the last one of its subnet removes the tunnel and the bridge.
     /// Detaching something that is not attached succeeds.
     pub fn detach(&mut self, net_key: &str, id: &VnicId) -> Result<()> {
+        let state_root = self.state.root().to_owned();
         let (locked, nl) = self.lock_and_recover()?;
         let Some(vnic) = locked.vnic(net_key, id)? else {
             return Ok(());
@@ -351,7 +352,12 @@ impl<K: Kernel> Node<K> {
             vnic: id.clone(),
         })?;
         teardown::vnic(nl, &locked, &vnic, false)?;
-        locked.clear_journal()
+        locked.clear_journal()?;
+        // A filtered port: the daemon drops its security-group entries now.
+        if !vnic.security_groups.is_empty() {
+            crate::auto_subnet::poke(&state_root);
+        }
+        Ok(())
     }
 
     /// The VNIC record of `id`, if attached.

@@ -664,6 +664,20 @@ mod tests {
     }
 
     #[test]
+    fn security_groups_are_checked_names() {
+        let mut env = good();
+        env.insert(var::SECURITY_GROUPS, "web, admin".into());
+        assert_eq!(
+            load_map(&env).expect("valid").security_groups,
+            ["admin", "web"]
+        );
+        assert!(load_map(&good()).expect("valid").security_groups.is_empty());
+        env.insert(var::SECURITY_GROUPS, "web,a/b".into());
+        let err = load_map(&env).expect_err("bad name").to_string();
+        assert!(err.starts_with("CIAO_SECURITY_GROUPS: "), "{err}");
+    }
+
+    #[test]
     fn allowed_addresses_are_a_list_of_exact_addresses() {
         let mut env = good();
         env.insert(var::ALLOWED_ADDRESSES, "172.16.1.40, 172.16.1.41".into());
