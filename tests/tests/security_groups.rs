@@ -104,6 +104,19 @@ fn sg_table(cluster: &Cluster, cn: Cn) -> Vec<Value> {
     v["nftables"].as_array().cloned().unwrap_or_default()
 }
 
+/// The maps, sets and chains of an `nft list table` text, each as written, in name order (nft
+/// lists them in creation order, which a rebuild changes).
+fn blocks(listing: &str) -> Vec<String> {
+    let body = listing
+        .trim()
+        .strip_prefix("table inet ciao_sg_v1 {")
+        .and_then(|b| b.strip_suffix('}'))
+        .unwrap_or(listing);
+    let mut blocks: Vec<String> = body.split("\n\n").map(|b| b.trim().to_string()).collect();
+    blocks.sort();
+    blocks
+}
+
 fn ciao_net(cluster: &Cluster, args: &[&str]) -> Value {
     cluster
         .ciao_net_json(args)
@@ -228,5 +241,30 @@ fn groups_named_by_workloads_are_enforced_and_follow_rule_and_membership_changes
         until(|| !connects(&admin1, WEB, 22)),
         "22 closes once its rule is gone"
     );
+    assert!(connects(&admin1, WEB, 80), "80 stays open");
+
+    // A restarted node daemon rebuilds the same table (a new one: its handle changes) from
+    // the port records and the snapshot it persisted.
+    let listing = |c: &Cluster| {
+        blocks(
+            &c.cn(Cn::Cn1)
+                .ns
+                .exec(&["nft", "list", "table", "inet", "ciao_sg_v1"]),
+        )
+    };
+    let handle = |c: &Cluster| {
+        sg_table(c, Cn::Cn1)
+            .iter()
+            .find_map(|o| o["table"]["handle"].as_u64())
+    };
+    let (text, old) = (listing(&cluster), handle(&cluster));
+    cluster.kill_daemon(Cn::Cn1);
+    cluster.start_daemon(Cn::Cn1).expect("node daemon back");
+    assert!(
+        until(|| handle(&cluster) != old),
+        "the restarted daemon rebuilt the table"
+    );
+    assert_eq!(listing(&cluster), text, "the same rules after the restart");
+    assert!(!connects(&admin1, WEB, 22), "22 stays closed");
     assert!(connects(&admin1, WEB, 80), "80 stays open");
 }
