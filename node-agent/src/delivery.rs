@@ -255,6 +255,8 @@ impl Delivery {
         send_requests(agent, writer, &first.nets, source, &mut asked, true).await?;
         let mut ask = tokio::time::interval(cnci::REQUEST_EVERY);
         ask.tick().await;
+        let mut resend_groups = tokio::time::interval(secgroups::RESEND_EVERY);
+        resend_groups.tick().await;
         loop {
             tokio::select! {
                 err = &mut *closed => return Err(err.unwrap_or_else(|e| anyhow::anyhow!(e))),
@@ -314,6 +316,7 @@ impl Delivery {
                     send_requests(agent, writer, &now.nets, source, &mut asked, false).await?;
                 }
                 _ = ask_subnets.tick() => send_subnet_requests(agent, writer, asks).await?,
+                _ = resend_groups.tick() => self.sync_groups(state, agent, writer, true).await?,
                 _ = ask.tick() => {
                     let now = snapshot(state)?;
                     send_requests(agent, writer, &now.nets, source, &mut asked, true).await?;

@@ -16,6 +16,10 @@ use ssntp::payloads::{
 };
 use uuid::Uuid;
 
+/// How often every PortGroups is sent again: the scheduler drops events while no controller
+/// is connected, and the answer is the controller's current snapshot.
+pub const RESEND_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// One tenant's filtered ports as last sent: address and groups.
 type Sent = Vec<(Ipv4Addr, Vec<String>)>;
 
