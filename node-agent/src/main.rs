@@ -216,9 +216,14 @@ fn render(view: &netcore::inspect::NodeView) -> Result<String, std::fmt::Error> 
         )?;
         for v in &n.vnics {
             let r = &v.record;
+            let groups = if r.security_groups.is_empty() {
+                String::new()
+            } else {
+                format!(" groups {}", r.security_groups.join(","))
+            };
             writeln!(
                 out,
-                "  {} {} {} port {}{}",
+                "  {} {} {} port {}{}{groups}",
                 r.id.key(),
                 r.ip,
                 r.mac,

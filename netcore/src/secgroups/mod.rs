@@ -217,7 +217,7 @@ pub fn save_snapshot(state_dir: &Path, snap: &TenantGroups) -> Result<()> {
     let dir = snapshot_dir(state_dir);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     let bytes = serde_json::to_vec_pretty(snap)
-        .map_err(|e| Error::invalid(FIELD, format!("encode snapshot: {e}")))?;
+        .map_err(|e| Error::Internal(format!("encode a security-group snapshot: {e}")))?;
     crate::state::write_atomic(&dir.join(format!("{}.json", snap.tenant)), &bytes)
 }
 

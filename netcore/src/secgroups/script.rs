@@ -144,12 +144,9 @@ pub fn run(script: &str) -> crate::Result<()> {
     if done.status.success() {
         Ok(())
     } else {
-        Err(crate::Error::invalid(
-            super::FIELD,
-            format!(
-                "nft refused the security-group ruleset: {}",
-                String::from_utf8_lossy(&done.stderr).trim()
-            ),
-        ))
+        Err(crate::Error::Internal(format!(
+            "nft refused the security-group ruleset: {}",
+            String::from_utf8_lossy(&done.stderr).trim()
+        )))
     }
 }
