@@ -219,6 +219,10 @@ impl<K: Kernel> Node<K> {
                 .guard()
                 .ok_or_else(|| Error::Internal("a VNIC without address or MAC".into()))?;
             nl.guard_port(&guard)?;
+            if !vnic.security_groups.is_empty() {
+                // Fail closed until the node daemon has the port in its security groups.
+                nl.sg_pending(&net.bridge, ip)?;
+            }
 
             let address = Ipv4Net::new(ip, cfg.subnet.prefix_len())
                 .map_err(|e| Error::Internal(e.to_string()))?;

@@ -31,6 +31,11 @@ pub use script::{diff, rebuild, run};
 /// The table; the suffix changes whenever its layout does.
 pub const TABLE: &str = "ciao_sg_v1";
 
+/// Filtered ports (`bridge . address`) attached but not yet in the dispatch maps: their new
+/// ingress is dropped. The attach path adds the element by netlink (no `nft` spawned); the
+/// node daemon empties the set whenever it adds ports to the maps.
+pub const PENDING: &str = "pending4";
+
 /// The field name in errors about group names; front ends name theirs.
 pub const FIELD: &str = "security groups";
 
@@ -180,11 +185,9 @@ impl Applier {
         let script = match &self.loaded {
             Some(old) if *old == model => return Ok(()),
             Some(old) => diff(old, &model),
-            None if model == Model::default() && !table_exists()? => {
-                // Nothing to enforce and nothing loaded: no table, no `nft` spawned.
-                self.loaded = Some(model);
-                return Ok(());
-            }
+            // Nothing to enforce and no table: nothing is made, no `nft` spawned (the next
+            // model with a port then builds the table whole).
+            None if model == Model::default() && !table_exists()? => return Ok(()),
             None => rebuild(&model),
         };
         match run(&script) {
@@ -197,6 +200,19 @@ impl Applier {
                 Err(e)
             }
         }
+    }
+}
+
+/// Marks a just-attached filtered port pending (see [`PENDING`]) in one netlink transaction;
+/// no table yet (no node daemon ran) is not an error: the daemon's first apply covers the port.
+pub fn mark_pending(s: &mut crate::nft::Socket, bridge: &str, ip: Ipv4Addr) -> Result<()> {
+    let key = crate::nft::objects::Key::new()
+        .ifname(bridge)
+        .part(&ip.octets());
+    let msg = crate::nft::objects::add_elements(crate::nft::Family::Inet, TABLE, PENDING, &[key]);
+    match s.commit(&[msg]) {
+        Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
+        other => other,
     }
 }
 

@@ -5,14 +5,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
-use super::{Model, TABLE};
+use super::{Model, PENDING, TABLE};
 
-/// The fixed part: two dispatch maps and two base chains at the forward hook.
+/// The fixed part: two dispatch maps, the pending set and two base chains at the forward hook.
 fn base() -> String {
     format!(
         "table inet {TABLE} {{\n\
          \tmap ingress4 {{ type ifname . ipv4_addr : verdict; }}\n\
          \tmap egress4 {{ type ifname . ipv4_addr : verdict; }}\n\
+         \tset {PENDING} {{ type ifname . ipv4_addr; }}\n\
          \tchain egress {{\n\
          \t\ttype filter hook forward priority 0; policy accept;\n\
          \t\tct state established,related accept\n\
@@ -22,6 +23,7 @@ fn base() -> String {
          \t\ttype filter hook forward priority 1; policy accept;\n\
          \t\tct state established,related accept\n\
          \t\toifname . ip daddr vmap @ingress4\n\
+         \t\toifname . ip daddr @{PENDING} drop\n\
          \t}}\n\
          }}\n"
     )
@@ -65,6 +67,10 @@ pub fn diff(old: &Model, new: &Model) -> String {
         elements(&mut out, "add", &t, name, members.difference(was));
     }
     map_diff(&mut out, &t, "ingress4", &old.ingress, &new.ingress);
+    if new.ingress.keys().any(|k| !old.ingress.contains_key(k)) {
+        // The new ports are in the map now: what waited in the pending set is covered.
+        let _ = writeln!(out, "flush set {t} {PENDING}");
+    }
     map_diff(&mut out, &t, "egress4", &old.egress, &new.egress);
     // Gone chains: empty them all first (port chains jump to group chains), then delete.
     let gone: Vec<&String> = old
