@@ -111,8 +111,13 @@ fn tenant_model(m: &mut Model, tenant: Uuid, ports: &[Port], snap: &TenantGroups
 /// The port's two dispatch chains and map entries; `snap` `None`: not known yet.
 fn port_chains(m: &mut Model, p: &Port, snap: Option<&TenantGroups>, keys: &[String]) {
     let (pi, pe) = (format!("pi_{}", p.ifname), format!("pe_{}", p.ifname));
-    let mut ingress = vec!["ct state invalid drop".to_string()];
-    let mut egress = ingress.clone();
+    let mut egress = vec!["ct state invalid drop".to_string()];
+    // DHCP answers reach a VM whatever its groups, as in Neutron: only the CNCI can send them
+    // (anti-spoofing drops a workload's DHCP server traffic).
+    let mut ingress = vec![
+        egress[0].clone(),
+        "udp sport 67 udp dport 68 accept".to_string(),
+    ];
     if snap.is_some() {
         ingress.extend(
             keys.iter()

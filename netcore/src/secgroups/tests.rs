@@ -105,6 +105,7 @@ fn a_group_rule_compiles_once_and_ports_jump_to_it() {
         m.chains["pi_v1"],
         [
             "ct state invalid drop".to_string(),
+            "udp sport 67 udp dport 68 accept".into(),
             format!("jump {gi}"),
             "drop".into()
         ]
