@@ -196,6 +196,17 @@ fn groups_named_by_workloads_are_enforced_and_follow_rule_and_membership_changes
         "web1's own egress and its replies pass"
     );
 
+    // web1's bridge has its own conntrack zone.
+    let zones = sg_table(&cluster, Cn::Cn1)
+        .into_iter()
+        .find(|o| o["map"]["name"] == "zones")
+        .expect("the zones map");
+    assert_eq!(
+        zones["map"]["elem"].as_array().map(Vec::len),
+        Some(1),
+        "{zones}"
+    );
+
     // Membership: other1 comes back in group admin. On web1's node that is one element of
     // admin's member set; nothing else of the table changes.
     let before = sg_table(&cluster, Cn::Cn1);

@@ -20,6 +20,19 @@ pub struct Model {
     pub ingress: BTreeMap<(String, Ipv4Addr), String>,
     /// `bridge . address` → the chain traffic from that port jumps to.
     pub egress: BTreeMap<(String, Ipv4Addr), String>,
+    /// Bridge → its conntrack zone: two tenants' equal addresses never share a flow.
+    pub zones: BTreeMap<String, u16>,
+}
+
+/// A bridge's conntrack zone: 1-65535 from its name (FNV-1a), so it stays the same across
+/// restarts and for as long as the bridge lives (a flow must not change zone). Two bridges of
+/// one node sharing a zone (unlikely) are no worse off than without zones.
+pub fn zone_of(bridge: &str) -> u16 {
+    let hash = bridge.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    // In 1..=65535: zone 0 is every other packet's.
+    u16::try_from(hash % 65535 + 1).unwrap_or(1)
 }
 
 /// The key naming a group's set and chains: its id, or the tenant and name of a group the
@@ -136,6 +149,7 @@ fn port_chains(m: &mut Model, p: &Port, snap: Option<&TenantGroups>, keys: &[Str
     m.chains.insert(pe.clone(), egress);
     m.ingress.insert((p.bridge.clone(), p.ip), pi);
     m.egress.insert((p.bridge.clone(), p.ip), pe);
+    m.zones.insert(p.bridge.clone(), zone_of(&p.bridge));
 }
 
 /// One IPv4 rule as nft text ending in `accept`; `None` for what IPv4 dispatch never sees

@@ -7,13 +7,19 @@ use std::net::Ipv4Addr;
 
 use super::{Model, PENDING, TABLE};
 
-/// The fixed part: two dispatch maps, the pending set and two base chains at the forward hook.
+/// The fixed part: the conntrack zone of each bridge (prerouting, before conntrack), two dispatch
+/// maps, the pending set and two base chains at the forward hook.
 fn base() -> String {
     format!(
         "table inet {TABLE} {{\n\
          \tmap ingress4 {{ type ifname . ipv4_addr : verdict; }}\n\
          \tmap egress4 {{ type ifname . ipv4_addr : verdict; }}\n\
          \tset {PENDING} {{ type ifname . ipv4_addr; }}\n\
+         \tmap zones {{ typeof iifname : ct zone; }}\n\
+         \tchain zone {{\n\
+         \t\ttype filter hook prerouting priority -300; policy accept;\n\
+         \t\tct zone set iifname map @zones\n\
+         \t}}\n\
          \tchain egress {{\n\
          \t\ttype filter hook forward priority 0; policy accept;\n\
          \t\tct state established,related accept\n\
@@ -72,6 +78,7 @@ pub fn diff(old: &Model, new: &Model) -> String {
         let _ = writeln!(out, "flush set {t} {PENDING}");
     }
     map_diff(&mut out, &t, "egress4", &old.egress, &new.egress);
+    zone_diff(&mut out, &t, &old.zones, &new.zones);
     // Gone chains: empty them all first (port chains jump to group chains), then delete.
     let gone: Vec<&String> = old
         .chains
@@ -122,6 +129,19 @@ fn map_diff(out: &mut String, t: &str, map: &str, old: &Map, new: &Map) {
                 "add element {t} {map} {{ \"{}\" . {} : jump {chain} }}",
                 key.0, key.1
             );
+        }
+    }
+}
+
+fn zone_diff(out: &mut String, t: &str, old: &BTreeMap<String, u16>, new: &BTreeMap<String, u16>) {
+    for (bridge, zone) in old {
+        if new.get(bridge) != Some(zone) {
+            let _ = writeln!(out, "delete element {t} zones {{ \"{bridge}\" }}");
+        }
+    }
+    for (bridge, zone) in new {
+        if old.get(bridge) != Some(zone) {
+            let _ = writeln!(out, "add element {t} zones {{ \"{bridge}\" : {zone} }}");
         }
     }
 }

@@ -143,6 +143,16 @@ fn a_rule_change_rewrites_one_group_chain() {
 }
 
 #[test]
+fn each_bridge_of_a_filtered_port_gets_a_stable_nonzero_zone() {
+    let m = model(vec![port("v1", 2, &["web"])], None);
+    assert_eq!(m.zones["br0"], compile::zone_of("br0"));
+    assert_ne!(compile::zone_of("br0"), 0);
+    assert_ne!(compile::zone_of("br0"), compile::zone_of("br1"));
+    let script = rebuild(&m);
+    assert!(script.contains(&format!("add element inet {TABLE} zones {{ \"br0\" : ")));
+}
+
+#[test]
 fn without_a_snapshot_a_port_drops_new_ingress_and_keeps_egress() {
     let m = model(vec![port("v1", 2, &["web"])], None);
     assert_eq!(m.chains["pi_v1"].last().map(String::as_str), Some("drop"));
