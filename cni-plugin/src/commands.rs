@@ -105,6 +105,20 @@ fn request_error(err: netcore::Error) -> CniError {
     }
 }
 
+/// The union of the config's `securityGroups` and CNI_ARGS `CIAO_SECURITY_GROUPS` (code 7).
+fn security_groups(conf: &NetConf, args: &conf::CniArgs) -> Result<Vec<String>, CniError> {
+    let mut names = netcore::secgroups::check_names(&conf.security_groups).map_err(|e| {
+        CniError::new(
+            Code::InvalidConfig,
+            format!("network configuration field securityGroups: {e}"),
+        )
+    })?;
+    names.extend(args.security_groups.iter().cloned());
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
 /// Checks CNI_CONTAINERID and CNI_IFNAME (code 4 naming the variable).
 fn validated_id(env: &Env) -> Result<netcore::VnicId, CniError> {
     let id = vnic_id(env);
@@ -152,6 +166,7 @@ fn add(env: &Env, version: Version, conf: &NetConf) -> Result<Option<Value>, Cni
         mac: conf.requested_mac(&args)?,
         default_route: conf.default_route,
         allowed: conf.allowed_addresses.clone(),
+        security_groups: security_groups(conf, &args)?,
     };
     let mut node = open_node(conf)?;
     let att = node.attach(&cfg, &request).map_err(request_error)?;

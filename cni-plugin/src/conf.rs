@@ -100,6 +100,10 @@ pub struct NetConf {
     /// Extra source addresses the container may send from (VRRP-style virtual IPs).
     #[serde(default, rename = "allowedAddresses")]
     pub allowed_addresses: Vec<std::net::Ipv4Addr>,
+    /// Security groups the container joins (with CNI_ARGS `CIAO_SECURITY_GROUPS`); none: not
+    /// filtered.
+    #[serde(default, rename = "securityGroups")]
+    pub security_groups: Vec<String>,
     #[serde(default)]
     pub dns: Option<Value>,
     #[allow(dead_code)]
@@ -170,6 +174,8 @@ impl Env {
 pub struct CniArgs {
     pub ip: Option<Ipv4Addr>,
     pub mac: Option<[u8; 6]>,
+    /// `CIAO_SECURITY_GROUPS=web,admin`, checked.
+    pub security_groups: Vec<String>,
 }
 
 /// Parses `K=V;K=V`. Unknown keys are an error unless `IgnoreUnknown=1`, as in the reference
@@ -204,6 +210,14 @@ pub fn parse_cni_args(text: &str) -> Result<CniArgs, CniError> {
                     )
                 })?;
                 out.mac = Some(mac);
+            }
+            "CIAO_SECURITY_GROUPS" => {
+                out.security_groups = netcore::secgroups::parse_list(value).map_err(|e| {
+                    CniError::new(
+                        Code::InvalidConfig,
+                        format!("CNI_ARGS: CIAO_SECURITY_GROUPS: {e}"),
+                    )
+                })?;
             }
             k if k.starts_with("K8S_POD_") => {}
             other => unknown.push(other.to_string()),
@@ -425,6 +439,15 @@ mod tests {
         let err = parse_stdin(&serde_json::to_vec(&missing).expect("json")).expect_err("missing");
         assert_eq!(err.code, 7);
         assert!(err.msg.contains("tenant"), "{}", err.msg);
+    }
+
+    #[test]
+    fn cni_args_name_security_groups() {
+        let args = parse_cni_args("CIAO_SECURITY_GROUPS=web,admin,web").expect("valid");
+        assert_eq!(args.security_groups, ["admin", "web"]);
+        let err = parse_cni_args("CIAO_SECURITY_GROUPS=we b").expect_err("bad name");
+        assert_eq!(err.code, 7);
+        assert!(err.msg.contains("CIAO_SECURITY_GROUPS"), "{}", err.msg);
     }
 
     #[test]

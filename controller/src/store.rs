@@ -144,6 +144,15 @@ pub struct NetworkNodeReport {
     pub capacity: u32,
 }
 
+/// One workload port's membership of one security group, as its compute node reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortMembership {
+    pub node: Uuid,
+    pub ip: Ipv4Addr,
+    /// The group's name as the workload gave it (the tenant may not have such a group).
+    pub group: String,
+}
+
 /// The controller's decisions and what it has learnt, behind one interface per backend.
 ///
 /// Every method is one transaction: it either persists all it decides or nothing, and a
@@ -276,4 +285,17 @@ pub trait Store: Send + Sync {
     /// Turn the tenant's SSH access on (blocks for every subnet, the forward IP) or off.
     fn set_ssh(&self, tenant: Uuid, enabled: bool) -> Result<SshAccess>;
     fn ssh_access(&self, tenant: Uuid) -> Result<SshAccess>;
+
+    /// Replace what compute node `node` reported of `tenant`'s ports and their groups (its
+    /// whole list); true if that changed anything.
+    fn set_port_groups(
+        &self,
+        node: Uuid,
+        tenant: Uuid,
+        ports: &[(Ipv4Addr, Vec<String>)],
+    ) -> Result<bool>;
+    /// Every reported membership of `tenant`'s ports, on every node.
+    fn port_groups(&self, tenant: Uuid) -> Result<Vec<PortMembership>>;
+    /// The next security-group snapshot generation: grows for the life of the store.
+    fn next_sg_generation(&self) -> Result<u64>;
 }

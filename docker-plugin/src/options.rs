@@ -26,6 +26,7 @@ pub const KEYS: &[&str] = &[
     "mtu",
     "underlay",
     "allowed_addresses",
+    "security_groups",
 ];
 
 fn bad(key: &str, message: impl std::fmt::Display) -> PluginError {
@@ -97,6 +98,18 @@ pub fn allowed_addresses(
         other => other.into(),
     })?;
     Ok(allowed)
+}
+
+/// `-o security_groups=web,admin`: the security groups every endpoint of the network joins.
+pub fn security_groups(opts: &BTreeMap<String, String>) -> Result<Vec<String>, PluginError> {
+    const KEY: &str = "security_groups";
+    let Some(text) = opts.get(KEY) else {
+        return Ok(Vec::new());
+    };
+    netcore::secgroups::parse_list(text).map_err(|e| match e {
+        netcore::Error::Invalid { message, .. } => bad(KEY, message),
+        other => other.into(),
+    })
 }
 
 /// Builds and validates the tenant subnet of a network.
@@ -282,6 +295,17 @@ mod tests {
         assert_eq!(cfg.cnci, None);
         assert_eq!(cfg.tunnel_id, None);
         cfg.validate().expect("valid");
+    }
+
+    #[test]
+    fn security_groups_are_checked_names() {
+        let names = security_groups(&opts(&[("security_groups", "web,admin")])).expect("valid");
+        assert_eq!(names, ["admin", "web"]);
+        assert!(security_groups(&opts(&[])).expect("none").is_empty());
+        let err = security_groups(&opts(&[("security_groups", "web,x y")]))
+            .expect_err("bad name")
+            .to_string();
+        assert!(err.contains("-o security_groups"), "{err}");
     }
 
     #[test]

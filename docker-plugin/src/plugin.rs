@@ -263,6 +263,7 @@ impl<K: Kernel> Plugin<K> {
             config.validate()?;
         }
         let allowed = options::allowed_addresses(&opts, &config)?;
+        let security_groups = options::security_groups(&opts)?;
         let key = config.net_key();
         if let Some(other) = self
             .store
@@ -280,6 +281,7 @@ impl<K: Kernel> Plugin<K> {
             pool_id: pool.id.clone(),
             config,
             allowed,
+            security_groups,
         })?;
         pool.network = Some(r.network_id);
         self.store.put_pool(&pool)?;
@@ -386,6 +388,7 @@ impl<K: Kernel> Plugin<K> {
                         mac,
                         default_route: false,
                         allowed: net.allowed.clone(),
+                        security_groups: net.security_groups.clone(),
                     },
                 )
             });

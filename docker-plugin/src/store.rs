@@ -56,6 +56,9 @@ pub struct NetworkRecord {
     /// `-o allowed_addresses=`: extra source addresses every endpoint may send from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed: Vec<Ipv4Addr>,
+    /// `-o security_groups=`: the security groups every endpoint joins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -92,6 +92,7 @@ impl<K: Kernel> Node<K> {
             ipam::check_requested(cfg, ip)?;
         }
         ipam::check_allowed(cfg, &req.allowed)?;
+        let security_groups = crate::secgroups::check_names(&req.security_groups)?;
         let net_key = cfg.net_key();
         let vnic_key = req.id.key();
 
@@ -193,6 +194,7 @@ impl<K: Kernel> Node<K> {
             mtu: net.mtu,
             created_tap: matches!(req.kind, VnicKind::Tap { .. }) && existing_tap.is_none(),
             allowed: req.allowed.clone(),
+            security_groups,
         };
         locked.write_journal(&Journal::Attach { vnic: vnic.clone() })?;
         crash_point(1);
@@ -217,6 +219,10 @@ impl<K: Kernel> Node<K> {
                 .guard()
                 .ok_or_else(|| Error::Internal("a VNIC without address or MAC".into()))?;
             nl.guard_port(&guard)?;
+            if !vnic.security_groups.is_empty() {
+                // Fail closed until the node daemon has the port in its security groups.
+                nl.sg_pending(&net.bridge, ip)?;
+            }
 
             let address = Ipv4Net::new(ip, cfg.subnet.prefix_len())
                 .map_err(|e| Error::Internal(e.to_string()))?;
@@ -317,7 +323,8 @@ impl<K: Kernel> Node<K> {
         match result {
             Ok(att) => {
                 locked.clear_journal()?;
-                if att.first_instance {
+                // A new subnet, or a filtered port: the daemon acts now, not at its next poll.
+                if att.first_instance || !vnic.security_groups.is_empty() {
                     crate::auto_subnet::poke(&state_root);
                 }
                 Ok(att)
@@ -339,6 +346,7 @@ impl<K: Kernel> Node<K> {
     /// Detaches one VNIC; the last one of its subnet removes the tunnel and the bridge.
     /// Detaching something that is not attached succeeds.
     pub fn detach(&mut self, net_key: &str, id: &VnicId) -> Result<()> {
+        let state_root = self.state.root().to_owned();
         let (locked, nl) = self.lock_and_recover()?;
         let Some(vnic) = locked.vnic(net_key, id)? else {
             return Ok(());
@@ -348,7 +356,12 @@ impl<K: Kernel> Node<K> {
             vnic: id.clone(),
         })?;
         teardown::vnic(nl, &locked, &vnic, false)?;
-        locked.clear_journal()
+        locked.clear_journal()?;
+        // A filtered port: the daemon drops its security-group entries now.
+        if !vnic.security_groups.is_empty() {
+            crate::auto_subnet::poke(&state_root);
+        }
+        Ok(())
     }
 
     /// The VNIC record of `id`, if attached.

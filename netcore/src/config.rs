@@ -389,6 +389,8 @@ pub struct VnicRequest {
     /// Extra source addresses the workload may send from (VRRP-style virtual IPs): exact host
     /// addresses of the subnet, never its gateway. Anti-spoofing drops every other one.
     pub allowed: Vec<Ipv4Addr>,
+    /// Security groups the workload joins (checked names, sorted); none: not filtered.
+    pub security_groups: Vec<String>,
 }
 
 /// Where the node keeps its state, and who it is.

@@ -107,6 +107,12 @@ pub trait Kernel: Sized {
     fn unguard_port(&mut self, port: &str) -> Result<()>;
     /// Every port with guard elements: its guard, or `None` if they are incomplete.
     fn guarded_ports(&mut self) -> Result<BTreeMap<String, Option<PortGuard>>>;
+    /// Drops new ingress to a just-attached filtered port until the node daemon loads its
+    /// security groups ([`crate::secgroups::mark_pending`]).
+    fn sg_pending(&mut self, bridge: &str, ip: std::net::Ipv4Addr) -> Result<()> {
+        let _ = (bridge, ip);
+        Ok(())
+    }
 
     // Conveniences built on the above.
 
@@ -256,5 +262,8 @@ impl Kernel for Netlink {
     }
     fn guarded_ports(&mut self) -> Result<BTreeMap<String, Option<PortGuard>>> {
         antispoof::list(self.nft()?)
+    }
+    fn sg_pending(&mut self, bridge: &str, ip: std::net::Ipv4Addr) -> Result<()> {
+        crate::secgroups::mark_pending(self.nft()?, bridge, ip)
     }
 }

@@ -30,6 +30,7 @@ mod node_tests;
 mod qemu_tap;
 mod refuse;
 pub mod report;
+pub mod secgroups;
 pub mod state;
 mod subnet;
 mod teardown;

@@ -98,6 +98,9 @@ pub struct VnicRecord {
     /// Extra addresses the workload may send from (see [`crate::VnicRequest::allowed`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed: Vec<Ipv4Addr>,
+    /// Security groups the workload named (see [`crate::VnicRequest::security_groups`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_groups: Vec<String>,
 }
 
 impl VnicRecord {
@@ -813,6 +816,7 @@ mod tests {
                 mtu,
                 created_tap: false,
                 allowed: Vec::new(),
+                security_groups: Vec::new(),
             };
             locked.write_vnic(&vnic).expect("write vnic");
             prop_assert_eq!(locked.vnic(&key, &vnic.id).expect("read"), Some(vnic.clone()));
@@ -887,6 +891,7 @@ mod tests {
             mtu: 1450,
             created_tap: false,
             allowed: Vec::new(),
+            security_groups: Vec::new(),
         };
         locked
             .write_journal(&Journal::Attach { vnic: vnic.clone() })

@@ -258,6 +258,7 @@ mod tests {
             mac: None,
             default_route: true,
             allowed: Vec::new(),
+            security_groups: Vec::new(),
         };
         node.attach(&subnet, &req).expect("attach");
         let agent = node.identity().expect("identity");

@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use crate::announce::{self, CnciKey};
 use crate::cnci;
+use crate::secgroups::{self, SecGroups};
 use crate::subnets::{self, Asks};
 
 /// How many CNCI announcements the reader may queue ahead of the writer; the reader waits
@@ -41,6 +42,8 @@ pub struct Delivery {
     pub tls: Arc<rustls::ClientConfig>,
     /// How often pending reports are looked for while connected.
     pub poll: Duration,
+    /// What was reported and loaded of the security groups, across sessions.
+    pub secgroups: std::sync::Mutex<SecGroups>,
 }
 
 /// Jittered back-off between connection attempts: 1 s doubling to 30 s, each ±50 %.
@@ -58,12 +61,17 @@ enum Incoming {
     Assignment(Frame),
     /// A SubnetAssignment for a tenant a front end waits for.
     Subnet(Frame),
+    /// A SecurityGroupsUpdate for this node.
+    SecGroups(Frame),
 }
 
 /// What a frame from the scheduler asks of the node, if anything.
 fn incoming(frame: Frame) -> Option<Incoming> {
     if cnci::is_assignment(&frame) || cnci::is_refusal(&frame) {
         return Some(Incoming::Assignment(frame));
+    }
+    if secgroups::is_update(&frame) {
+        return Some(Incoming::SecGroups(frame));
     }
     if subnets::is_assignment(&frame) {
         return Some(Incoming::Subnet(frame));
@@ -130,6 +138,9 @@ impl Delivery {
             subnets::listen(&self.state_dir)?,
             asks.clone(),
         ));
+        // Enforce what was recorded before any controller speaks (a restarted daemon).
+        self.groups()
+            .apply(&self.state_dir, &netcore::secgroups::node_ports(&state)?);
         let mut attempt = 0;
         let mut sessions: u64 = 0;
         loop {
@@ -226,6 +237,7 @@ impl Delivery {
         asks: &Asks,
     ) -> anyhow::Result<()> {
         send_subnet_requests(agent, writer, asks).await?;
+        self.sync_groups(state, agent, writer, true).await?;
         let mut ask_subnets = tokio::time::interval(subnets::ASK_EVERY);
         let first = snapshot(state)?;
         send_reports(state, agent, writer, &first).await?;
@@ -243,6 +255,8 @@ impl Delivery {
         send_requests(agent, writer, &first.nets, source, &mut asked, true).await?;
         let mut ask = tokio::time::interval(cnci::REQUEST_EVERY);
         ask.tick().await;
+        let mut resend_groups = tokio::time::interval(secgroups::RESEND_EVERY);
+        resend_groups.tick().await;
         loop {
             tokio::select! {
                 err = &mut *closed => return Err(err.unwrap_or_else(|e| anyhow::anyhow!(e))),
@@ -260,9 +274,15 @@ impl Delivery {
                                 assigned.extend(self.assign(agent, &frame));
                             }
                             Incoming::Subnet(frame) => asks.answer(agent, &frame),
+                            Incoming::SecGroups(frame) => {
+                                if let Err(e) = self.groups().record(&self.state_dir, agent, &frame) {
+                                    tracing::warn!("ignoring a SecurityGroupsUpdate: {e:#}");
+                                }
+                            }
                         }
                         next = announce_rx.try_recv().ok();
                     }
+                    self.sync_groups(state, agent, writer, false).await?;
                     if asked.is_empty() {
                         if !assigned.is_empty() {
                             // The TenantAdded the assignment queued goes out at once.
@@ -290,22 +310,49 @@ impl Delivery {
                 _ = asks.changed.notified() => {
                     // An attach just made a subnet (netcore's poke): its TenantAdded, or its
                     // CnciRequest, goes out now.
+                    self.sync_groups(state, agent, writer, false).await?;
                     let now = snapshot(state)?;
                     send_reports(state, agent, writer, &now).await?;
                     send_requests(agent, writer, &now.nets, source, &mut asked, false).await?;
                 }
                 _ = ask_subnets.tick() => send_subnet_requests(agent, writer, asks).await?,
+                _ = resend_groups.tick() => self.sync_groups(state, agent, writer, true).await?,
                 _ = ask.tick() => {
                     let now = snapshot(state)?;
                     send_requests(agent, writer, &now.nets, source, &mut asked, true).await?;
                 }
                 _ = tokio::time::sleep(self.poll) => {
+                    self.sync_groups(state, agent, writer, false).await?;
                     let now = snapshot(state)?;
                     send_reports(state, agent, writer, &now).await?;
                     send_requests(agent, writer, &now.nets, source, &mut asked, false).await?;
                 }
             }
         }
+    }
+
+    /// Sends the PortGroups that changed (all if `all`) and loads what the records and the
+    /// persisted snapshots say into the kernel (a no-op when nothing changed).
+    async fn sync_groups<W: AsyncWrite + Unpin>(
+        &self,
+        state: &StateDir,
+        agent: Uuid,
+        writer: &mut ssntp::conn::FrameWriter<W>,
+        all: bool,
+    ) -> anyhow::Result<()> {
+        let ports = netcore::secgroups::node_ports(state)?;
+        let frames = self.groups().port_groups(agent, &ports, all);
+        for frame in frames {
+            writer.frame(&frame).await.context("send a PortGroups")?;
+        }
+        self.groups().apply(&self.state_dir, &ports);
+        Ok(())
+    }
+
+    /// The security-group state; a panic elsewhere while holding it leaves nothing half-done
+    /// that matters more than going on (the next apply replaces the table whole).
+    fn groups(&self) -> std::sync::MutexGuard<'_, SecGroups> {
+        self.secgroups.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Applies a CnciAssignment or records a CnciRefused in the node (netlink in this

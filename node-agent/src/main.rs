@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 mod announce;
 mod cnci;
 mod delivery;
+mod secgroups;
 mod subnets;
 
 #[derive(Parser)]
@@ -88,6 +89,7 @@ fn main() -> anyhow::Result<()> {
                     .unwrap_or_else(|| ssntp::client::host_of(scheduler)),
                 tls,
                 poll: std::time::Duration::from_millis(*poll_ms),
+                secgroups: Default::default(),
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -97,10 +99,13 @@ fn main() -> anyhow::Result<()> {
         Command::Show { json } => show(&cli.state_dir, *json)?,
         Command::Reconcile => {
             let summary = open()?.reconcile().context("reconcile")?;
+            let groups = netcore::secgroups::reconcile(&cli.state_dir)
+                .context("rebuild the security-group table")?;
             println!("repaired subnets: {}", list(&summary.repaired_nets));
             println!("removed vnics:    {}", list(&summary.removed_vnics));
             println!("removed links:    {}", list(&summary.removed_links));
             println!("released ips:     {}", list(&summary.released_ips));
+            println!("filtered ports:   {}", groups.ingress.len());
         }
     }
     Ok(())
@@ -211,9 +216,14 @@ fn render(view: &netcore::inspect::NodeView) -> Result<String, std::fmt::Error> 
         )?;
         for v in &n.vnics {
             let r = &v.record;
+            let groups = if r.security_groups.is_empty() {
+                String::new()
+            } else {
+                format!(" groups {}", r.security_groups.join(","))
+            };
             writeln!(
                 out,
-                "  {} {} {} port {}{}",
+                "  {} {} {} port {}{}{groups}",
                 r.id.key(),
                 r.ip,
                 r.mac,

@@ -129,6 +129,7 @@ fn show_marks_a_recorded_port_the_kernel_no_longer_has_and_writes_nothing() {
                     mtu: 1450,
                     created_tap: false,
                     allowed: Vec::new(),
+                    security_groups: Vec::new(),
                 })
                 .expect("vnic");
         }

@@ -36,6 +36,9 @@ pub mod command {
     /// This project's: a tenant's inbound forwards and SSH access, a full snapshot
     /// ([`crate::payloads::TenantIngress`]), master controller → the tenant's CNCI.
     pub const TENANT_INGRESS: u8 = 70;
+    /// This project's: the security groups one compute node enforces for one tenant
+    /// ([`crate::payloads::SecurityGroupsUpdate`]), master controller → one compute node.
+    pub const SECURITY_GROUPS_UPDATE: u8 = 71;
 }
 
 /// STATUS operands.
@@ -75,6 +78,9 @@ pub mod event {
     /// This project's: a CNCI applied a TenantIngress snapshot
     /// ([`crate::payloads::TenantIngressApplied`]), CNCI → all controllers.
     pub const TENANT_INGRESS_APPLIED: u8 = 70;
+    /// This project's: a compute node's ports of one tenant and their security groups
+    /// ([`crate::payloads::PortGroups`]), compute node → all controllers.
+    pub const PORT_GROUPS: u8 = 71;
 }
 
 /// ERROR operands.

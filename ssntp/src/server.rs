@@ -268,6 +268,15 @@ fn named(frame: &Frame) -> Named {
             node: one("subnet_request", "agent_uuid"),
             roles: role::AGENT,
         },
+        (kind::COMMAND, command::SECURITY_GROUPS_UPDATE) => Named::ForNode {
+            node: one("security_groups_update", "agent_uuid"),
+            roles: role::AGENT,
+            start_of: None,
+        },
+        (kind::EVENT, event::PORT_GROUPS) => Named::FromNode {
+            node: one("port_groups", "agent_uuid"),
+            roles: role::AGENT,
+        },
         (kind::EVENT, event::NODE_REPORT) => Named::FromNode {
             node: one("node_report", "node_uuid"),
             roles: role::AGENT | role::NETAGENT,

@@ -229,6 +229,7 @@ fn a_guest_behind_its_tap_cannot_spoof_and_only_its_allowed_vip_passes() {
         mac: None,
         default_route: false,
         allowed: vec![vip],
+        security_groups: Vec::new(),
     };
     let att = in_node(&node, |n| n.attach(&cfg, &req)).expect("attach tap");
     let g_mac = mac(&att.vnic.mac);

@@ -395,6 +395,7 @@ fn a_vm_like_tap_client_gets_its_address_from_the_cnci_dhcp() {
         mac: None,
         default_route: false,
         allowed: Vec::new(),
+        security_groups: Vec::new(),
     };
     let state = cn1.state.path().to_path_buf();
     in_netns(&cn1.ns.path(), || {

@@ -51,6 +51,7 @@ fn tap_request(name: &str, ip: &str) -> VnicRequest {
         mac: None,
         default_route: false,
         allowed: Vec::new(),
+        security_groups: Vec::new(),
     }
 }
 

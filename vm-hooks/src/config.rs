@@ -42,6 +42,8 @@ pub mod var {
     pub const VNIC_DIR: &str = "CIAO_VNIC_DIR";
     /// Extra source addresses the VM may send from (VRRP-style virtual IPs), comma-separated.
     pub const ALLOWED_ADDRESSES: &str = "CIAO_ALLOWED_ADDRESSES";
+    /// Security groups the VM joins, comma-separated; none: not filtered.
+    pub const SECURITY_GROUPS: &str = "CIAO_SECURITY_GROUPS";
 }
 
 /// Reads one environment variable (the process environment, or a map in tests).
@@ -59,6 +61,8 @@ pub struct HookConfig {
     pub mac: [u8; 6],
     /// Extra source addresses the VM may send from; anti-spoofing drops any other.
     pub allowed: Vec<Ipv4Addr>,
+    /// Security groups the VM joins (checked names, sorted).
+    pub security_groups: Vec<String>,
     /// The file the configuration came from, if not the environment.
     pub file: Option<PathBuf>,
 }
@@ -80,6 +84,7 @@ enum Key {
     StateDir,
     SubnetWait,
     Allowed,
+    Groups,
 }
 
 impl Key {
@@ -100,6 +105,7 @@ impl Key {
             Key::StateDir => var::STATE_DIR,
             Key::SubnetWait => var::SUBNET_WAIT_SECONDS,
             Key::Allowed => var::ALLOWED_ADDRESSES,
+            Key::Groups => var::SECURITY_GROUPS,
         }
     }
 
@@ -120,6 +126,7 @@ impl Key {
             Key::StateDir => "stateDir",
             Key::SubnetWait => "subnetWaitSeconds",
             Key::Allowed => "allowedAddresses",
+            Key::Groups => "securityGroups",
         }
     }
 
@@ -156,6 +163,7 @@ struct VnicFile {
     state_dir: Option<String>,
     subnet_wait_seconds: Option<f64>,
     allowed_addresses: Option<Vec<String>>,
+    security_groups: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -212,6 +220,7 @@ impl Source<'_> {
                 Key::StateDir => f.state_dir.clone(),
                 Key::SubnetWait => f.subnet_wait_seconds.map(|w| w.to_string()),
                 Key::Allowed => f.allowed_addresses.as_ref().map(|a| a.join(",")),
+                Key::Groups => f.security_groups.as_ref().map(|a| a.join(",")),
             },
         };
         Ok(value.filter(|v| !v.trim().is_empty()))
@@ -255,6 +264,17 @@ fn allowed_addresses(source: &Source<'_>, subnet: &SubnetConfig) -> Result<Vec<I
         other => Error::Core(other),
     })?;
     Ok(allowed)
+}
+
+/// The groups the VM joins (CIAO_SECURITY_GROUPS `web,admin`; a list in the file).
+fn security_groups(source: &Source<'_>) -> Result<Vec<String>, Error> {
+    let Some(text) = source.get(Key::Groups)? else {
+        return Ok(Vec::new());
+    };
+    netcore::secgroups::parse_list(&text).map_err(|e| match e {
+        netcore::Error::Invalid { message, .. } => source.invalid(Key::Groups, message),
+        other => Error::Core(other),
+    })
 }
 
 /// The per-interface file of `tap`, if the launcher wrote one.
@@ -412,6 +432,7 @@ pub fn load(tap: &str, env: Lookup<'_>) -> Result<HookConfig, Error> {
     }
 
     let allowed = allowed_addresses(&source, &subnet_cfg)?;
+    let security_groups = security_groups(&source)?;
 
     let vm_id = match source.get(Key::VmId)? {
         Some(id) => id.trim().to_string(),
@@ -433,6 +454,7 @@ pub fn load(tap: &str, env: Lookup<'_>) -> Result<HookConfig, Error> {
         ip,
         mac,
         allowed,
+        security_groups,
         file,
     })
 }
@@ -639,6 +661,20 @@ mod tests {
             assert!(err.starts_with(&format!("{var}: ")), "{var}={value}: {err}");
             assert!(!err.contains('\n'), "one line: {err}");
         }
+    }
+
+    #[test]
+    fn security_groups_are_checked_names() {
+        let mut env = good();
+        env.insert(var::SECURITY_GROUPS, "web, admin".into());
+        assert_eq!(
+            load_map(&env).expect("valid").security_groups,
+            ["admin", "web"]
+        );
+        assert!(load_map(&good()).expect("valid").security_groups.is_empty());
+        env.insert(var::SECURITY_GROUPS, "web,a/b".into());
+        let err = load_map(&env).expect_err("bad name").to_string();
+        assert!(err.starts_with("CIAO_SECURITY_GROUPS: "), "{err}");
     }
 
     #[test]

@@ -99,6 +99,7 @@ pub fn ifup(tap: &str, env: Lookup<'_>) -> Result<Up, Error> {
         mac: Some(config.mac),
         default_route: false,
         allowed: config.allowed.clone(),
+        security_groups: config.security_groups.clone(),
     };
     // The core checks that the tap exists and drops records a killed QEMU left for its name.
     let done = node.attach_existing_tap(&config.subnet, &request)?;

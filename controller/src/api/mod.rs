@@ -52,6 +52,9 @@ pub enum AdminEvent {
     TenantDeleted(Uuid),
     /// The tenant's forwards, SSH access or forward IP changed: send its CNCI the snapshot.
     IngressChanged(Uuid),
+    /// A security group or rule of the tenant changed: re-send the compute nodes whose
+    /// snapshot of the tenant's groups changed.
+    SecurityChanged(Uuid),
 }
 
 /// The socket path for a state directory.

@@ -78,6 +78,8 @@ pub async fn create_group(
             Ok(GroupView::new(&made, &[], &[]))
         })
         .await?;
+    // A name workloads already use becomes a real group.
+    app.tell(AdminEvent::SecurityChanged(tenant)).await;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -90,6 +92,7 @@ pub async fn delete_group(State(app): State<AppState>, path: Pair) -> Reply<Json
             Ok(before)
         })
         .await?;
+    app.tell(AdminEvent::SecurityChanged(tenant)).await;
     Ok(Json(view))
 }
 
@@ -109,6 +112,7 @@ pub async fn add_rule(
             Ok(RuleView::new(&rule, &store.security_groups(tenant)?))
         })
         .await?;
+    app.tell(AdminEvent::SecurityChanged(tenant)).await;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -121,6 +125,7 @@ pub async fn delete_rule(State(app): State<AppState>, path: Pair) -> Reply<Json<
             Ok(RuleView::new(&gone, &store.security_groups(tenant)?))
         })
         .await?;
+    app.tell(AdminEvent::SecurityChanged(tenant)).await;
     Ok(Json(view))
 }
 

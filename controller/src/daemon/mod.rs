@@ -9,6 +9,7 @@ pub mod frames;
 pub mod identity;
 mod ingress;
 mod run;
+mod secgroups;
 mod subnet;
 
 use std::collections::{HashMap, HashSet};
@@ -65,6 +66,9 @@ pub struct Controller {
     recorded: HashMap<Uuid, Ipv4Addr>,
     /// Where automatic tenant subnets come from.
     tenant_subnets: TenantSubnets,
+    /// The security-group snapshot last sent to each (compute node, tenant) this run: a
+    /// change re-sends only the snapshots it changes.
+    sg_sent: secgroups::Sent,
 }
 
 impl Controller {
@@ -76,6 +80,7 @@ impl Controller {
             waiting: HashMap::new(),
             recorded: HashMap::new(),
             tenant_subnets: TenantSubnets::default(),
+            sg_sent: secgroups::Sent::default(),
         }
     }
 
@@ -106,6 +111,7 @@ impl Controller {
             (kind::EVENT, event::NODE_REPORT) => self.node_report(p),
             (kind::EVENT, event::CNCI_REQUEST) => self.cnci_request(p),
             (kind::EVENT, event::SUBNET_REQUEST) => self.subnet_request(p),
+            (kind::EVENT, event::PORT_GROUPS) => self.port_groups(p),
             (kind::EVENT, event::CONCENTRATOR_INSTANCE_ADDED) => self.cnci_ready(p),
             (kind::EVENT, event::INSTANCE_DELETED) => self.cnci_deleted(p),
             (kind::ERROR, error::START_FAILURE) => self.start_failed(p),
@@ -130,6 +136,7 @@ impl Controller {
             AdminEvent::PublicIpAssigned(ip) => self.public_ip(ip, frames::assign_public_ip),
             AdminEvent::PublicIpReleased(ip) => self.public_ip(ip, frames::release_public_ip),
             AdminEvent::IngressChanged(tenant) => self.ingress(*tenant),
+            AdminEvent::SecurityChanged(tenant) => self.sg_snapshots(*tenant, None),
         };
         result.unwrap_or_else(|e| {
             tracing::warn!(?event, "admin event not applied: {e}");

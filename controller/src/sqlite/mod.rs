@@ -9,6 +9,7 @@
 mod auto;
 mod decide;
 mod forward;
+mod membership;
 mod ops;
 mod rows;
 pub mod schema;

@@ -8,7 +8,7 @@ use ipnet::Ipv4Net;
 use rusqlite::params;
 use uuid::Uuid;
 
-use super::{auto, decide, forward, rows, security, SqliteStore};
+use super::{auto, decide, forward, membership, rows, security, SqliteStore};
 use crate::auto_subnet::TenantSubnets;
 use crate::model::{
     AutoSlice, Cnci, CnciState, ComputeNode, NetworkNode, PublicIpAssignment, SubnetAssignment,
@@ -17,7 +17,7 @@ use crate::model::{
 use crate::pool::PublicPool;
 use crate::security::forward::{Forward, ForwardSpec, SshAccess, SshPolicy};
 use crate::security::{RuleSpec, SecurityGroup, SecurityRule};
-use crate::store::{NetworkNodeReport, Result, Store, StoreError};
+use crate::store::{NetworkNodeReport, PortMembership, Result, Store, StoreError};
 
 impl Store for SqliteStore {
     fn network_node_connected(&self, report: &NetworkNodeReport) -> Result<NetworkNode> {
@@ -437,5 +437,22 @@ impl Store for SqliteStore {
 
     fn ssh_access(&self, tenant: Uuid) -> Result<SshAccess> {
         self.read(|tx| forward::access(tx, tenant))
+    }
+
+    fn set_port_groups(
+        &self,
+        node: Uuid,
+        tenant: Uuid,
+        ports: &[(Ipv4Addr, Vec<String>)],
+    ) -> Result<bool> {
+        self.write(|tx| membership::replace(tx, node, tenant, ports))
+    }
+
+    fn port_groups(&self, tenant: Uuid) -> Result<Vec<PortMembership>> {
+        self.read(|tx| membership::of_tenant(tx, tenant))
+    }
+
+    fn next_sg_generation(&self) -> Result<u64> {
+        self.write(|tx| membership::next_generation(tx))
     }
 }

@@ -13,6 +13,7 @@ use crate::store::{Result, StoreError};
 /// automatic subnets (a workload that named no subnet). Version 4 adds security groups and
 /// their rules (every tenant gets its `default` group: [`after_migrations`]), port forwards,
 /// the tenant's forward IP and SSH choice, the SSH port blocks and the cluster settings.
+/// Version 5 adds the compute nodes' security-group memberships (each node's PortGroups).
 pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE TABLE network_nodes (
@@ -130,6 +131,15 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE TABLE settings (
         name TEXT PRIMARY KEY NOT NULL,
         value TEXT NOT NULL
+    );
+    "#,
+    r#"
+    CREATE TABLE port_groups (
+        compute_node TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        ip TEXT NOT NULL,
+        group_name TEXT NOT NULL,
+        PRIMARY KEY (tenant, compute_node, ip, group_name)
     );
     "#,
 ];

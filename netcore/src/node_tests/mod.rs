@@ -143,6 +143,7 @@ pub(crate) fn veth_named(bench: &Bench, owner: &str, ifname: &str) -> VnicReques
         mac: None,
         default_route: true,
         allowed: Vec::new(),
+        security_groups: Vec::new(),
     }
 }
 

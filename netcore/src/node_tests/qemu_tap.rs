@@ -18,6 +18,7 @@ fn tap_req(vm: &str, tap: &str) -> VnicRequest {
         mac: Some([2, 0, 10, 6, 0, 32]),
         default_route: false,
         allowed: Vec::new(),
+        security_groups: Vec::new(),
     }
 }
 

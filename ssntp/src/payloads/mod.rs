@@ -28,6 +28,7 @@ mod ingress;
 mod node;
 mod public_ip;
 mod quote;
+mod secgroups;
 mod subnet;
 mod tenant;
 #[cfg(test)]
@@ -58,6 +59,10 @@ pub use public_ip::{
     AssignPublicIp, AssignPublicIpFailure, PublicIpAssigned, PublicIpCommand, PublicIpEvent,
     PublicIpFailure, PublicIpFailureReason, PublicIpUnassigned, ReleasePublicIp,
     UnassignPublicIpFailure,
+};
+pub use secgroups::{
+    PortGroups, PortGroupsEvent, PortGroupsPort, SecurityGroupItem, SecurityGroupsUpdate,
+    SecurityGroupsUpdateCmd, SecurityRuleItem,
 };
 pub use subnet::{
     Granted, SubnetAssignment, SubnetAssignmentCmd, SubnetRequest, SubnetRequestEvent,

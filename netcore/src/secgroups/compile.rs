@@ -1,0 +1,200 @@
+//! Snapshot + ports → the table's content, as plain values (no kernel): what [`super::diff`]
+//! turns into one nft transaction.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use ipnet::IpNet;
+use uuid::Uuid;
+
+use super::{Direction, Group, Port, Protocol, Remote, Rule, TenantGroups};
+
+/// What the table holds besides its fixed base chains and maps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Model {
+    /// Member sets (`ipv4_addr`), one per group of a tenant with ports here.
+    pub sets: BTreeMap<String, BTreeSet<Ipv4Addr>>,
+    /// Regular chains: each group's ingress and egress rules, each port's dispatch.
+    pub chains: BTreeMap<String, Vec<String>>,
+    /// `bridge . address` → the chain traffic to that port jumps to.
+    pub ingress: BTreeMap<(String, Ipv4Addr), String>,
+    /// `bridge . address` → the chain traffic from that port jumps to.
+    pub egress: BTreeMap<(String, Ipv4Addr), String>,
+    /// Bridge → its conntrack zone: two tenants' equal addresses never share a flow.
+    pub zones: BTreeMap<String, u16>,
+}
+
+/// A bridge's conntrack zone: 1-65535 from its name (FNV-1a), so it stays the same across
+/// restarts and for as long as the bridge lives (a flow must not change zone). Two bridges of
+/// one node sharing a zone (unlikely) are no worse off than without zones.
+pub fn zone_of(bridge: &str) -> u16 {
+    let hash = bridge.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    // In 1..=65535: zone 0 is every other packet's.
+    u16::try_from(hash % 65535 + 1).unwrap_or(1)
+}
+
+/// The key naming a group's set and chains: its id, or the tenant and name of a group the
+/// controller does not know.
+fn group_key(tenant: Uuid, group: Option<&Group>, name: &str) -> String {
+    match group.and_then(|g| g.uuid) {
+        Some(uuid) => uuid.simple().to_string(),
+        None => format!("{}_{name}", tenant.simple()),
+    }
+}
+
+pub(crate) fn set_name(key: &str) -> String {
+    format!("m_{key}")
+}
+
+fn chain_name(direction: Direction, key: &str) -> String {
+    match direction {
+        Direction::Ingress => format!("gi_{key}"),
+        Direction::Egress => format!("ge_{key}"),
+    }
+}
+
+/// Compiles every tenant's ports with that tenant's snapshot. A port whose tenant has no
+/// snapshot yet drops new ingress (fail closed) and keeps its egress until one arrives; a
+/// group a port names that the snapshot lacks allows nothing.
+pub fn compile(ports: &BTreeMap<Uuid, Vec<Port>>, snaps: &BTreeMap<Uuid, TenantGroups>) -> Model {
+    let mut m = Model::default();
+    for (tenant, ports) in ports {
+        match snaps.get(tenant) {
+            Some(snap) => tenant_model(&mut m, *tenant, ports, snap),
+            None => {
+                for p in ports {
+                    port_chains(&mut m, p, None, &[]);
+                }
+            }
+        }
+    }
+    m
+}
+
+fn tenant_model(m: &mut Model, tenant: Uuid, ports: &[Port], snap: &TenantGroups) {
+    let by_name: BTreeMap<&str, &Group> =
+        snap.groups.iter().map(|g| (g.name.as_str(), g)).collect();
+    let key = |name: &str| group_key(tenant, by_name.get(name).copied(), name);
+    // Every group of the snapshot and every name used or referenced gets a member set.
+    let mut names: BTreeSet<&str> = by_name.keys().copied().collect();
+    for p in ports {
+        names.extend(p.groups.iter().map(String::as_str));
+    }
+    for g in &snap.groups {
+        for r in &g.rules {
+            if let Remote::Group(name) = &r.remote {
+                names.insert(name);
+            }
+        }
+    }
+    for name in &names {
+        let members = by_name
+            .get(name)
+            .map(|g| g.members.iter().copied().collect())
+            .unwrap_or_default();
+        m.sets.insert(set_name(&key(name)), members);
+    }
+    // Chains of the groups the ports use.
+    let used: BTreeSet<&str> = ports
+        .iter()
+        .flat_map(|p| p.groups.iter().map(String::as_str))
+        .collect();
+    for name in used {
+        let rules = by_name
+            .get(name)
+            .map(|g| g.rules.as_slice())
+            .unwrap_or_default();
+        for direction in [Direction::Ingress, Direction::Egress] {
+            let body = rules
+                .iter()
+                .filter(|r| r.direction == direction)
+                .filter_map(|r| rule_text(r, &key))
+                .collect();
+            m.chains.insert(chain_name(direction, &key(name)), body);
+        }
+    }
+    for p in ports {
+        let keys: Vec<String> = p.groups.iter().map(|g| key(g)).collect();
+        port_chains(m, p, Some(snap), &keys);
+    }
+}
+
+/// The port's two dispatch chains and map entries; `snap` `None`: not known yet.
+fn port_chains(m: &mut Model, p: &Port, snap: Option<&TenantGroups>, keys: &[String]) {
+    let (pi, pe) = (format!("pi_{}", p.ifname), format!("pe_{}", p.ifname));
+    let mut egress = vec!["ct state invalid drop".to_string()];
+    // DHCP answers reach a VM whatever its groups, as in Neutron: only the CNCI can send them
+    // (anti-spoofing drops a workload's DHCP server traffic).
+    let mut ingress = vec![
+        egress[0].clone(),
+        "udp sport 67 udp dport 68 accept".to_string(),
+    ];
+    if snap.is_some() {
+        ingress.extend(
+            keys.iter()
+                .map(|k| format!("jump {}", chain_name(Direction::Ingress, k))),
+        );
+        egress.extend(
+            keys.iter()
+                .map(|k| format!("jump {}", chain_name(Direction::Egress, k))),
+        );
+        egress.push("drop".into());
+    } else {
+        egress.push("accept".into());
+    }
+    ingress.push("drop".into());
+    m.chains.insert(pi.clone(), ingress);
+    m.chains.insert(pe.clone(), egress);
+    m.ingress.insert((p.bridge.clone(), p.ip), pi);
+    m.egress.insert((p.bridge.clone(), p.ip), pe);
+    m.zones.insert(p.bridge.clone(), zone_of(&p.bridge));
+}
+
+/// One IPv4 rule as nft text ending in `accept`; `None` for what IPv4 dispatch never sees
+/// (IPv6 rules) or cannot express (an IPv6 CIDR in an IPv4 rule).
+fn rule_text(r: &Rule, key: &dyn Fn(&str) -> String) -> Option<String> {
+    if r.ipv6 {
+        return None;
+    }
+    let mut parts = Vec::new();
+    let addr = match r.direction {
+        Direction::Ingress => "ip saddr",
+        Direction::Egress => "ip daddr",
+    };
+    match &r.remote {
+        Remote::Anywhere => {}
+        Remote::Cidr(IpNet::V4(net)) => parts.push(format!("{addr} {net}")),
+        Remote::Cidr(IpNet::V6(_)) => return None,
+        Remote::Group(name) => parts.push(format!("{addr} @{}", set_name(&key(name)))),
+    }
+    match (r.protocol, r.ports, r.icmp) {
+        (Protocol::Tcp | Protocol::Udp, Some((lo, hi)), _) => {
+            let proto = if r.protocol == Protocol::Tcp {
+                "tcp"
+            } else {
+                "udp"
+            };
+            if lo == hi {
+                parts.push(format!("{proto} dport {lo}"));
+            } else {
+                parts.push(format!("{proto} dport {lo}-{hi}"));
+            }
+        }
+        (Protocol::Tcp, None, _) => parts.push("meta l4proto tcp".into()),
+        (Protocol::Udp, None, _) => parts.push("meta l4proto udp".into()),
+        (Protocol::Icmp, _, Some((t, code))) => {
+            parts.push(format!("icmp type {t}"));
+            if let Some(c) = code {
+                parts.push(format!("icmp code {c}"));
+            }
+        }
+        (Protocol::Icmp, _, None) => parts.push("meta l4proto icmp".into()),
+        (Protocol::Icmpv6, _, _) => return None,
+        (Protocol::Number(n), _, _) => parts.push(format!("meta l4proto {n}")),
+        (Protocol::Any, _, _) => {}
+    }
+    parts.push("accept".into());
+    Some(parts.join(" "))
+}

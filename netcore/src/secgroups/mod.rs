@@ -1,0 +1,282 @@
+//! Security groups enforced on a compute node (issue 14): the groups a port names, the
+//! controller's snapshot of those groups, and their compilation into one nftables table.
+//!
+//! Enforcement lives in `table inet ciao_sg_v1` at the forward hook, where br_netfilter shows
+//! bridged IPv4 with `iifname`/`oifname` = the bridge and conntrack works (bridge-family
+//! conntrack is missing on the kernels we target). Two base chains, egress (priority 0) then
+//! ingress (priority 1), each accept established/related flows and dispatch in O(1) through a
+//! verdict map keyed `bridge . workload address` to the port's chain; the port chain jumps to
+//! each of its groups' chains and ends in drop. A group's rules live once, in its own chain; a
+//! remote group is a named set of its members' addresses, so a member joining is one element.
+//! Traffic of ports that name no group matches no map entry and passes as before.
+
+mod compile;
+mod script;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+pub use compile::{compile, Model};
+pub use script::{diff, rebuild, run};
+
+/// The table; the suffix changes whenever its layout does.
+pub const TABLE: &str = "ciao_sg_v1";
+
+/// Filtered ports (`bridge . address`) attached but not yet in the dispatch maps: their new
+/// ingress is dropped. The attach path adds the element by netlink (no `nft` spawned); the
+/// node daemon empties the set whenever it adds ports to the maps.
+pub const PENDING: &str = "pending4";
+
+/// The field name in errors about group names; front ends name theirs.
+pub const FIELD: &str = "security groups";
+
+/// Checks group names as the controller does (1-64 of letters, digits, `.`, `_`, `-`) and
+/// returns them sorted without duplicates.
+pub fn check_names<S: AsRef<str>>(names: &[S]) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let name = name.as_ref();
+        let fine = (1..=64).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !fine {
+            return Err(Error::invalid(
+                FIELD,
+                format!("{name:?} is not a group name (1-64 of letters, digits, '.', '_', '-')"),
+            ));
+        }
+        out.push(name.to_string());
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Splits `web,admin` (a CNI_ARGS, hook or Docker option value) and checks the names.
+pub fn parse_list(text: &str) -> Result<Vec<String>> {
+    let names: Vec<&str> = text.split(',').map(str::trim).collect();
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    check_names(&names)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+/// An IP protocol a rule matches; `Any` matches all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Any,
+    Tcp,
+    Udp,
+    Icmp,
+    Icmpv6,
+    Number(u8),
+}
+
+/// Where a rule's traffic comes from (ingress) or goes to (egress).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Remote {
+    Anywhere,
+    Cidr(IpNet),
+    /// A group of the same tenant, by name.
+    Group(String),
+}
+
+/// One checked rule (the controller checked it; the node checks again what it compiles).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    pub direction: Direction,
+    /// IPv6 rules are kept but not enforced yet (IPv6 has no dispatch map yet).
+    pub ipv6: bool,
+    pub protocol: Protocol,
+    /// tcp/udp port range.
+    pub ports: Option<(u16, u16)>,
+    /// icmp type and optional code.
+    pub icmp: Option<(u8, Option<u8>)>,
+    pub remote: Remote,
+}
+
+/// One group of the controller's snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub name: String,
+    /// `None`: the controller does not know the name; the group allows nothing.
+    pub uuid: Option<Uuid>,
+    pub rules: Vec<Rule>,
+    /// Members' IPv4 addresses, cluster-wide.
+    pub members: Vec<Ipv4Addr>,
+}
+
+/// The controller's last word on one tenant's groups for this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantGroups {
+    pub tenant: Uuid,
+    pub generation: u64,
+    pub groups: Vec<Group>,
+}
+
+/// A filtered port of this node.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Port {
+    pub tenant: Uuid,
+    pub bridge: String,
+    /// The bridge port (names the port's chains).
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    /// Sorted, non-empty.
+    pub groups: Vec<String>,
+}
+
+/// The filtered ports recorded in a node's state, by tenant.
+pub fn ports_of(
+    nets: &[crate::state::NetRecord],
+    vnics: &[crate::state::VnicRecord],
+) -> BTreeMap<Uuid, Vec<Port>> {
+    let mut out: BTreeMap<Uuid, Vec<Port>> = BTreeMap::new();
+    for v in vnics {
+        if v.security_groups.is_empty() || v.ip.is_unspecified() {
+            continue;
+        }
+        let Some(net) = nets.iter().find(|n| n.key == v.net) else {
+            continue;
+        };
+        out.entry(net.config.tenant).or_default().push(Port {
+            tenant: net.config.tenant,
+            bridge: net.bridge.clone(),
+            ifname: v.host_ifname.clone(),
+            ip: v.ip,
+            groups: v.security_groups.clone(),
+        });
+    }
+    for ports in out.values_mut() {
+        ports.sort();
+    }
+    out
+}
+
+/// Applies models to the kernel, remembering what it loaded so that the next apply is a diff.
+#[derive(Debug, Default)]
+pub struct Applier {
+    loaded: Option<Model>,
+}
+
+impl Applier {
+    /// Makes the table hold `model`: the whole table the first time (or after a failure),
+    /// else only what changed; one transaction either way.
+    pub fn apply(&mut self, model: Model) -> Result<()> {
+        let script = match &self.loaded {
+            Some(old) if *old == model => return Ok(()),
+            Some(old) => diff(old, &model),
+            // Nothing to enforce and no table: nothing is made, no `nft` spawned (the next
+            // model with a port then builds the table whole).
+            None if model == Model::default() && !table_exists()? => return Ok(()),
+            None => rebuild(&model),
+        };
+        match run(&script) {
+            Ok(()) => {
+                self.loaded = Some(model);
+                Ok(())
+            }
+            Err(e) => {
+                self.loaded = None;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Marks a just-attached filtered port pending (see [`PENDING`]) in one netlink transaction;
+/// no table yet (no node daemon ran) is not an error: the daemon's first apply covers the port.
+pub fn mark_pending(s: &mut crate::nft::Socket, bridge: &str, ip: Ipv4Addr) -> Result<()> {
+    let key = crate::nft::objects::Key::new()
+        .ifname(bridge)
+        .part(&ip.octets());
+    let msg = crate::nft::objects::add_elements(crate::nft::Family::Inet, TABLE, PENDING, &[key]);
+    match s.commit(&[msg]) {
+        Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}
+
+/// True if this namespace has the table (a netlink GETTABLE; no `nft` spawned).
+fn table_exists() -> Result<bool> {
+    let mut s = crate::nft::Socket::open()?;
+    crate::nft::dump::table_exists(&mut s, crate::nft::Family::Inet, TABLE)
+}
+
+/// Where a node keeps the controller's last snapshots: `<state>/secgroups/<tenant>.json`.
+fn snapshot_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("secgroups")
+}
+
+/// Persists one tenant's snapshot (atomically) before it is applied, for reconcile and
+/// restarts.
+pub fn save_snapshot(state_dir: &Path, snap: &TenantGroups) -> Result<()> {
+    let dir = snapshot_dir(state_dir);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    let bytes = serde_json::to_vec_pretty(snap)
+        .map_err(|e| Error::Internal(format!("encode a security-group snapshot: {e}")))?;
+    crate::state::write_atomic(&dir.join(format!("{}.json", snap.tenant)), &bytes)
+}
+
+/// Every persisted snapshot; unreadable files are skipped (their tenant then fails closed).
+pub fn load_snapshots(state_dir: &Path) -> Result<BTreeMap<Uuid, TenantGroups>> {
+    let dir = snapshot_dir(state_dir);
+    let mut out = BTreeMap::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io(format!("read {}", dir.display()), e)),
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let parsed = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<TenantGroups>(&b).ok());
+        if let Some(snap) = parsed {
+            out.insert(snap.tenant, snap);
+        }
+    }
+    Ok(out)
+}
+
+/// The filtered ports recorded in the state directory, read under its lock.
+pub fn node_ports(state: &crate::state::StateDir) -> Result<BTreeMap<Uuid, Vec<Port>>> {
+    let locked = state.lock()?;
+    let nets = locked.nets()?;
+    let mut vnics = Vec::new();
+    for net in &nets {
+        vnics.extend(locked.vnics(&net.key)?);
+    }
+    Ok(ports_of(&nets, &vnics))
+}
+
+/// Rebuilds the table from the records and the persisted snapshots (`ciao-node reconcile`,
+/// a starting node daemon).
+pub fn reconcile(state_dir: &Path) -> Result<Model> {
+    let state = crate::state::StateDir::open(state_dir)?;
+    let model = compile(&node_ports(&state)?, &load_snapshots(state_dir)?);
+    Applier::default().apply(model.clone())?;
+    Ok(model)
+}
