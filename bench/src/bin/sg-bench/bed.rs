@@ -15,9 +15,11 @@ use uuid::Uuid;
 
 use crate::workload::{self, bridge_name, Shape};
 
-/// One timed apply: the whole of it, and the part spent in the applier (diff + `nft -f`).
+/// One timed apply: the whole of it, the snapshot's durable write, and the applier (diff +
+/// `nft -f`); the rest is reading the snapshot back and compiling.
 pub struct Sample {
     pub total: Duration,
+    pub persist: Duration,
     pub applier: Duration,
     /// Lines of the nft script it loaded.
     pub lines: usize,
@@ -67,6 +69,7 @@ impl Bed {
         in_ns(&ns.path(), || {
             let start = Instant::now();
             secgroups::save_snapshot(state.path(), snap)?;
+            let persist = start.elapsed();
             let snaps = secgroups::load_snapshots(state.path())?;
             let model = secgroups::compile(&by_tenant, &snaps);
             let at = Instant::now();
@@ -82,6 +85,7 @@ impl Bed {
             *loaded = model;
             Ok(Sample {
                 total,
+                persist,
                 applier,
                 lines,
             })

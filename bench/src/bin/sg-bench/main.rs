@@ -74,6 +74,8 @@ struct Timed {
     ports: usize,
     /// The whole apply: persist + read back + compile + applier.
     total: Summary,
+    /// Of which the snapshot's durable write (fsync).
+    persist: Summary,
     /// Of which the applier (diff and `nft -f`).
     applier: Summary,
     /// Lines of the nft script of the first sample.
@@ -86,6 +88,7 @@ impl Timed {
         Timed {
             ports,
             total: Summary::of(&pick(|s| s.total)),
+            persist: Summary::of(&pick(|s| s.persist)),
             applier: Summary::of(&pick(|s| s.applier)),
             script_lines: samples.first().map_or(0, |s| s.lines),
         }
