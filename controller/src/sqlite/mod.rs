@@ -60,9 +60,21 @@ impl SqliteStore {
     }
 
     /// Open (or create) the store file at `path`, migrating an older schema.
+    ///
+    /// Several processes may create or migrate the same file at once. SQLite answers some of
+    /// those races with SQLITE_BUSY without calling the busy handler (switching a new file to
+    /// WAL, a WAL recovery in progress), so a busy open is tried again, within the busy timeout.
     pub fn open(path: &Path) -> Result<Self> {
         let shown = path.display().to_string();
-        Self::open_unchecked(path, &shown).map_err(|err| not_a_database(err, &shown))
+        let started = std::time::Instant::now();
+        loop {
+            match Self::open_unchecked(path, &shown) {
+                Err(err) if is_busy(&err) && started.elapsed() < BUSY_TIMEOUT => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => return other.map_err(|err| not_a_database(err, &shown)),
+            }
+        }
     }
 
     fn open_unchecked(path: &Path, shown: &str) -> Result<Self> {
@@ -111,6 +123,17 @@ impl SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         look(&tx)
     }
+}
+
+/// SQLITE_BUSY or SQLITE_LOCKED: another connection holds the lock this one needs.
+fn is_busy(err: &StoreError) -> bool {
+    let StoreError::Backend(inner) = err else {
+        return false;
+    };
+    inner
+        .downcast_ref::<rusqlite::Error>()
+        .and_then(rusqlite::Error::sqlite_error_code)
+        .is_some_and(|code| matches!(code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
 }
 
 /// SQLite's "not a database" and "malformed" errors, said as what they mean for the caller.
