@@ -9,6 +9,9 @@
 //! - `macs {ifname . ether_addr}`: the source MAC of each port (also the ARP sender MAC).
 //! - `addrs4 {ifname . ipv4_addr}`: its IPv4 address and explicitly allowed extra ones.
 //! - `addrs6 {ifname . ipv6_addr}`: its MAC-derived (EUI-64) link-local address.
+//! - `closed6 {ifname}`: ports filtered by security groups, which are enforced for IPv4 only:
+//!   their IPv6 is closed both ways except neighbour discovery and MLD, so a group's rules
+//!   cannot be bypassed over link-local IPv6 (fail closed until IPv6 rules are enforced).
 //!
 //! Enforced: source MAC; ARP of Ethernet/IPv4 only, sender MAC and IP the port's (0.0.0.0 for
 //! probes); IPv4 source the port's, except a DHCP client's 0.0.0.0:68 -> :67 before its lease,
@@ -29,13 +32,18 @@ use crate::nft::{dump, Family, Socket};
 
 /// The guard table. The version suffix changes whenever the rules do: a node then builds the
 /// new table beside the old one, and reconcile removes the old one.
-pub const TABLE: &str = "ciao_guard_v1";
+pub const TABLE: &str = "ciao_guard_v2";
 const TABLE_PREFIX: &str = "ciao_guard_";
 const FAMILY: Family = Family::Bridge;
 const PORTS: &str = "ports";
 const MACS: &str = "macs";
 const ADDRS4: &str = "addrs4";
 const ADDRS6: &str = "addrs6";
+const CLOSED6: &str = "closed6";
+/// ICMPv6 a port with closed IPv6 still sends and receives: MLD (130-132, 143) and neighbour
+/// discovery (133-136), without which its IPv4 neighbours would not notice anything amiss but
+/// the kernel's own address configuration would stall.
+const OPEN_ICMP6: [u8; 8] = [130, 131, 132, 133, 134, 135, 136, 143];
 /// Before br_netfilter (priority 0) and everything else at the bridge's prerouting hook.
 const PRIORITY: i32 = -200;
 
@@ -48,6 +56,8 @@ pub struct PortGuard {
     pub mac: [u8; 6],
     /// The workload's address and any explicitly allowed extra ones; sorted, no duplicates.
     pub ipv4: Vec<Ipv4Addr>,
+    /// The port is filtered by security groups: its IPv6 is closed (see `closed6` above).
+    pub closed_v6: bool,
 }
 
 impl PortGuard {
@@ -57,7 +67,14 @@ impl PortGuard {
             port: port.to_string(),
             mac,
             ipv4: ipv4.into_iter().collect(),
+            closed_v6: false,
         }
+    }
+
+    /// The same guard with the port's IPv6 closed (or open).
+    pub fn with_closed_v6(mut self, closed: bool) -> Self {
+        self.closed_v6 = closed;
+        self
     }
 }
 
@@ -123,6 +140,7 @@ pub fn ruleset() -> Vec<Msg> {
         set(MACS, vec![if_, KeyType::EtherAddr], 2),
         set(ADDRS4, vec![if_, KeyType::Ipv4Addr], 3),
         set(ADDRS6, vec![if_, KeyType::Ipv6Addr], 4),
+        set(CLOSED6, vec![if_], 5),
     ] {
         m.push(objects::new_set(FAMILY, TABLE, &s));
     }
@@ -133,7 +151,12 @@ pub fn ruleset() -> Vec<Msg> {
         accept: true,
     };
     m.push(objects::new_chain(FAMILY, TABLE, "pre", Some(&base)));
-    for chain in ["guard", "guard_arp", "guard_ip4", "guard_ip6"] {
+    let post = BaseChain {
+        hook: Hook::Postrouting,
+        ..base
+    };
+    m.push(objects::new_chain(FAMILY, TABLE, "post", Some(&post)));
+    for chain in ["guard", "guard_arp", "guard_ip4", "guard_ip6", CLOSED6] {
         m.push(objects::new_chain(FAMILY, TABLE, chain, None));
     }
     let jump = |c: &str| Expr::Verdict(Verdict::Jump(c.into()));
@@ -144,6 +167,16 @@ pub fn ruleset() -> Vec<Msg> {
 
     // guard: the source MAC, then by ethertype.
     let ether_type = || payload(Base::Link, 12, 2, Reg::R1);
+    m.push(rule(
+        "post",
+        vec![
+            meta(MetaKey::OifName, Reg::R1),
+            lookup(CLOSED6, false),
+            ether_type(),
+            eq(&[0x86, 0xdd]),
+            jump(CLOSED6),
+        ],
+    ));
     m.push(rule(
         "guard",
         vec![
@@ -247,6 +280,10 @@ pub fn ruleset() -> Vec<Msg> {
     ));
     m.push(rule(
         "guard_ip6",
+        vec![iifname(), lookup(CLOSED6, false), jump(CLOSED6)],
+    ));
+    m.push(rule(
+        "guard_ip6",
         vec![nh(8, 16, Reg::R1), eq(&[0; 16]), accept()],
     ));
     m.push(rule(
@@ -259,6 +296,22 @@ pub fn ruleset() -> Vec<Msg> {
         ],
     ));
     m.push(rule("guard_ip6", vec![drop_()]));
+
+    // closed6: only MLD and neighbour discovery go on (return); the rest is dropped.
+    for icmp_type in OPEN_ICMP6 {
+        let [p, u] = l4proto(58);
+        m.push(rule(
+            CLOSED6,
+            vec![
+                p,
+                u,
+                th(0, 1),
+                eq(&[icmp_type]),
+                Expr::Verdict(Verdict::Return),
+            ],
+        ));
+    }
+    m.push(rule(CLOSED6, vec![drop_()]));
     m
 }
 
@@ -322,9 +375,9 @@ static NO_DESTROY: AtomicBool = AtomicBool::new(false);
 
 /// Each set's elements for `port` that `keep` (the port's new guard, if any) wants, as the key
 /// bytes after the port's name.
-fn wanted(keep: Option<&PortGuard>) -> [(&'static str, Vec<Vec<u8>>); 4] {
+fn wanted(keep: Option<&PortGuard>) -> [(&'static str, Vec<Vec<u8>>); 5] {
     let Some(k) = keep else {
-        return [PORTS, MACS, ADDRS4, ADDRS6].map(|set| (set, Vec::new()));
+        return [PORTS, MACS, ADDRS4, ADDRS6, CLOSED6].map(|set| (set, Vec::new()));
     };
     [
         (PORTS, vec![Vec::new()]),
@@ -334,6 +387,14 @@ fn wanted(keep: Option<&PortGuard>) -> [(&'static str, Vec<Vec<u8>>); 4] {
             k.ipv4.iter().map(|ip| ip.octets().to_vec()).collect(),
         ),
         (ADDRS6, vec![link_local(k.mac).octets().to_vec()]),
+        (
+            CLOSED6,
+            if k.closed_v6 {
+                vec![Vec::new()]
+            } else {
+                Vec::new()
+            },
+        ),
     ]
 }
 
@@ -354,6 +415,9 @@ fn destroys(port: &str, macs: &[[u8; 6]], ipv4: &[Ipv4Addr], keep: Option<&PortG
     let destroy = |set: &str, keys: &[Key]| objects::destroy_elements(FAMILY, TABLE, set, keys);
     if keep.is_none() {
         msgs.push(destroy(PORTS, &[Key::new().ifname(port)]));
+    }
+    if keep.is_none_or(|k| !k.closed_v6) {
+        msgs.push(destroy(CLOSED6, &[Key::new().ifname(port)]));
     }
     if !stale_macs.is_empty() {
         let m: Vec<Key> = stale_macs.iter().map(|m| key(port, m)).collect();
@@ -452,6 +516,10 @@ pub fn guard(s: &mut Socket, g: &PortGuard) -> Result<()> {
             add(ADDRS4, &v4),
             add(ADDRS6, &[key(&g.port, &link_local(g.mac).octets())]),
         ];
+        let mut adds = adds;
+        if g.closed_v6 {
+            adds.push(add(CLOSED6, &[Key::new().ifname(&g.port)]));
+        }
         replace_elements(s, &g.port, Some(g), adds)
     })
 }
@@ -472,6 +540,7 @@ pub fn list(s: &mut Socket) -> Result<BTreeMap<String, Option<PortGuard>>> {
         other => other,
     };
     let ports: BTreeSet<String> = read(s, PORTS)?.into_iter().map(|(p, _)| p).collect();
+    let closed: BTreeSet<String> = read(s, CLOSED6)?.into_iter().map(|(p, _)| p).collect();
     let mut macs: BTreeMap<String, Vec<[u8; 6]>> = BTreeMap::new();
     for (p, rest) in read(s, MACS)? {
         macs.entry(p).or_default().extend(mac_of(&rest));
@@ -489,6 +558,7 @@ pub fn list(s: &mut Socket) -> Result<BTreeMap<String, Option<PortGuard>>> {
         .chain(macs.keys())
         .chain(v4.keys())
         .chain(v6.keys())
+        .chain(closed.iter())
         .cloned()
         .collect();
     Ok(names
@@ -502,7 +572,8 @@ pub fn list(s: &mut Socket) -> Result<BTreeMap<String, Option<PortGuard>>> {
             };
             let guard = intact.and_then(|mac| {
                 let ips = v4.get(&name).cloned().unwrap_or_default();
-                (!ips.is_empty()).then(|| PortGuard::new(&name, mac, ips))
+                (!ips.is_empty())
+                    .then(|| PortGuard::new(&name, mac, ips).with_closed_v6(closed.contains(&name)))
             });
             (name, guard)
         })

@@ -113,6 +113,11 @@ pub trait Kernel: Sized {
         let _ = (bridge, ip);
         Ok(())
     }
+    /// Deletes guard tables of older layouts (their ports are guarded by the current one by
+    /// then); returns their names.
+    fn remove_old_guard_tables(&mut self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 
     // Conveniences built on the above.
 
@@ -265,5 +270,8 @@ impl Kernel for Netlink {
     }
     fn sg_pending(&mut self, bridge: &str, ip: std::net::Ipv4Addr) -> Result<()> {
         crate::secgroups::mark_pending(self.nft()?, bridge, ip)
+    }
+    fn remove_old_guard_tables(&mut self) -> Result<Vec<String>> {
+        antispoof::remove_old_tables(self.nft()?)
     }
 }

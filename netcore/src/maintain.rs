@@ -262,7 +262,12 @@ fn sync_guards(
             summary.removed_guards.push(port.clone());
         }
     }
-    failures.into_result()
+    // An older layout's table goes only once the current one guards every port.
+    failures.into_result()?;
+    for table in nl.remove_old_guard_tables()? {
+        summary.removed_guards.push(format!("table {table}"));
+    }
+    Ok(())
 }
 
 fn release_orphan_ips(

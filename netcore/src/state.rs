@@ -111,11 +111,10 @@ impl VnicRecord {
             return None;
         }
         let ips = std::iter::once(self.ip).chain(self.allowed.iter().copied());
-        Some(crate::antispoof::PortGuard::new(
-            &self.host_ifname,
-            mac,
-            ips,
-        ))
+        Some(
+            crate::antispoof::PortGuard::new(&self.host_ifname, mac, ips)
+                .with_closed_v6(!self.security_groups.is_empty()),
+        )
     }
 }
 

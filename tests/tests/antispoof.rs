@@ -173,7 +173,7 @@ fn a_container_cannot_spoof_its_neighbour_and_its_own_traffic_flows() {
     .expect_ok("DEL");
     let listed = node
         .ns
-        .exec(&["nft", "list", "set", "bridge", "ciao_guard_v1", "addrs4"]);
+        .exec(&["nft", "list", "set", "bridge", "ciao_guard_v2", "addrs4"]);
     assert!(listed.contains(&v_ip.to_string()), "{listed}");
     assert!(!listed.contains(&format!("{a_ip}")), "{listed}");
 }
@@ -278,6 +278,101 @@ fn a_guest_behind_its_tap_cannot_spoof_and_only_its_allowed_vip_passes() {
     in_node(&node, |n| n.detach(&cfg.net_key(), &req.id)).expect("detach");
     let listed = node
         .ns
-        .exec(&["nft", "list", "set", "bridge", "ciao_guard_v1", "addrs4"]);
+        .exec(&["nft", "list", "set", "bridge", "ciao_guard_v2", "addrs4"]);
     assert!(!listed.contains("tapg0"), "{listed}");
+}
+
+/// The IPv6 link-local address of `ns`'s eth0 once it left DAD (not tentative any more).
+fn ready_link_local(ns: &Netns) -> Option<String> {
+    let shown = ns.exec(&[
+        "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link",
+    ]);
+    if shown.contains("tentative") {
+        return None;
+    }
+    let cidr = shown
+        .split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)?;
+    Some(cidr.split('/').next()?.to_string())
+}
+
+fn ping6(from: &Netns, to: &str) -> bool {
+    from.try_exec(&["ping", "-6", "-c", "1", "-W", "1", &format!("{to}%eth0")])
+        .status
+        .success()
+}
+
+/// Security groups are enforced for IPv4 only: a filtered port's IPv6 is closed both ways by
+/// its guard (except neighbour discovery and MLD), so link-local IPv6 cannot bypass its rules;
+/// unfiltered neighbours keep theirs.
+#[test]
+fn a_filtered_port_s_ipv6_is_closed_except_neighbour_discovery() {
+    require_root!();
+    let node = ComputeNode::new();
+    let plain = container(&node, "v6a");
+    let other = container(&node, "v6c");
+    let filtered = Netns::new("v6b");
+    let mut conf = node.conf("1.0.0", "spoofnet", TENANT_A, SUBNET);
+    conf["securityGroups"] = serde_json::json!(["web"]);
+    node.cni("ADD", "v6b", &filtered.path().display().to_string(), &conf)
+        .expect_ok("ADD of the filtered port");
+    let start = std::time::Instant::now();
+    let ready = |ns: &Netns| loop {
+        if let Some(ll) = ready_link_local(ns) {
+            return ll;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "DAD never ends");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (other_ll, filtered_ll) = (ready(&other), ready(&filtered));
+    ready(&plain);
+    let start = std::time::Instant::now();
+    while !ping6(&plain, &other_ll) {
+        assert!(start.elapsed() < WAIT * 6, "IPv6 between unfiltered ports");
+    }
+
+    assert!(
+        !ping6(&plain, &filtered_ll),
+        "echo to the filtered port over IPv6"
+    );
+    assert!(
+        !ping6(&filtered, &other_ll),
+        "echo from the filtered port over IPv6"
+    );
+    // Neighbour discovery went through: the plain port learned the filtered one's MAC.
+    let neigh = plain.exec(&["ip", "-6", "neigh", "show", "dev", "eth0"]);
+    let learned = neigh
+        .lines()
+        .any(|l| l.starts_with(&filtered_ll) && l.contains("lladdr"));
+    assert!(learned, "neighbour discovery to the filtered port: {neigh}");
+    let (_, f_ip) = addr_of(&filtered);
+    assert!(
+        plain.ping(&f_ip.to_string(), 1),
+        "its IPv4 is the groups' business"
+    );
+
+    let closed = || {
+        node.ns
+            .exec(&["nft", "list", "set", "bridge", "ciao_guard_v2", "closed6"])
+    };
+    let listed = closed();
+    assert_eq!(
+        listed.matches('"').count(),
+        2,
+        "one port, the filtered one: {listed}"
+    );
+    // A node upgraded from the first layout: reconcile deletes the old table, keeps the new.
+    node.ns
+        .exec(&["nft", "add", "table", "bridge", "ciao_guard_v1"]);
+    in_node(&node, |n| n.reconcile().expect("reconcile"));
+    let tables = node.ns.exec(&["nft", "list", "tables", "bridge"]);
+    assert_eq!(tables.trim(), "table bridge ciao_guard_v2", "{tables}");
+    node.cni("DEL", "v6b", &filtered.path().display().to_string(), &conf)
+        .expect_ok("DEL");
+    let listed = closed();
+    assert!(
+        !listed.contains('"'),
+        "the port's element goes with it: {listed}"
+    );
 }

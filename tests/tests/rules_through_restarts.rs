@@ -46,7 +46,7 @@ fn serve(ns: PathBuf, ports: &[u16], tag: &'static str) {
 
 /// The tag a listener behind `ip:port` sends, seen from namespace `ns`; `None` when the
 /// connection is not accepted within [`DROPPED`] or no whole line comes within 2 s.
-fn probe(ns: &PathBuf, ip: &str, port: u16) -> Option<String> {
+fn probe(ns: &std::path::Path, ip: &str, port: u16) -> Option<String> {
     let addr = SocketAddr::new(ip.parse().ok()?, port);
     in_netns(ns, || {
         let stream = TcpStream::connect_timeout(&addr, DROPPED).ok()?;

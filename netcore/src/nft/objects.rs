@@ -386,18 +386,18 @@ mod tests {
         assert_eq!(m.body, want);
     }
 
-    /// `add element bridge ciao_guard_v1 macs { "veth1" . 02:00:0a:00:00:02 }`.
+    /// `add element bridge ciao_guard_v2 macs { "veth1" . 02:00:0a:00:00:02 }`.
     #[test]
     fn a_concatenated_element_is_encoded_as_nft_does() {
         let key = Key::new().ifname("veth1").part(&[2, 0, 0x0a, 0, 0, 2]);
-        let m = add_elements(Family::Bridge, "ciao_guard_v1", "macs", &[key]);
+        let m = add_elements(Family::Bridge, "ciao_guard_v2", "macs", &[key]);
         assert_eq!(m.kind.code(), 2572);
         let mut value = b"veth1".to_vec();
         value.resize(16, 0);
         value.extend_from_slice(&[2, 0, 0x0a, 0, 0, 2, 0, 0]);
         let mut want: Vec<u8> = [
             &[18, 0, 1, 0][..],
-            b"ciao_guard_v1\0\0\0",
+            b"ciao_guard_v2\0\0\0",
             &[9, 0, 2, 0],
             b"macs\0\0\0\0",
             &[40, 0, 3, 0x80, 36, 0, 1, 0x80, 32, 0, 1, 0x80, 28, 0, 1, 0],
