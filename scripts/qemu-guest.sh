@@ -18,12 +18,16 @@
 #   ciao.ip=A/P ciao.gw=G   static address (default: DHCP with udhcpc on eth0)
 #   ciao.ping=IP[,IP...]    ping each target (one echo per second) until it answers or
 #   ciao.tries=N            N tries (default 30) have failed
+#   ciao.spoof=NIP,NMAC,TIP then attack a neighbour and mark the end with valid traffic
+#                           (scripts/qemu-guest-spoof.sh, sourced as /spoof.sh)
 # and prints `CIAO-GUEST ...` lines on ttyS0 (see guest_init below), then powers off.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${CIAO_QEMU_GUEST_DIR:-$ROOT/target/qemu-guest}"
-FORMAT=4 # bump when the layout or the guest changes: the cache is rebuilt
+# The cache key: a change to this script or the guest's spoofing mode rebuilds the cache.
+SPOOF_SH="$ROOT/scripts/qemu-guest-spoof.sh"
+FORMAT="5-$(cat "$0" "$SPOOF_SH" | sha256sum | cut -c1-16)"
 
 QEMU_PKGS=(qemu-system-x86 qemu-system-common qemu-system-data seabios ipxe-qemu)
 # Of qemu-system-x86's dependency closure, packages never unpacked: installer and init-system
@@ -174,13 +178,14 @@ mount -t devtmpfs dev /dev 2>/dev/null
 say() { echo "CIAO-GUEST $* uptime=$(cut -d' ' -f1 /proc/uptime)" >/dev/ttyS0; }
 say init
 for m in $(cat /modules); do insmod "/lib/modules/$m" || say "insmod $m failed"; done
-IP= GW= PING= TRIES=30
+IP= GW= PING= TRIES=30 SPOOF=
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     ciao.ip=*) IP=${arg#ciao.ip=} ;;
     ciao.gw=*) GW=${arg#ciao.gw=} ;;
     ciao.ping=*) PING=${arg#ciao.ping=} ;;
     ciao.tries=*) TRIES=${arg#ciao.tries=} ;;
+    ciao.spoof=*) SPOOF=${arg#ciao.spoof=} ;;
   esac
 done
 ip link set lo up
@@ -214,10 +219,12 @@ for target in $(echo "$PING" | tr ',' ' '); do
     say "ping failed $target tries=$i"
   fi
 done
+[ -n "$SPOOF" ] && . /spoof.sh
 say done
 poweroff -f
 INIT
 chmod 755 "$STAGE/init"
+cp "$SPOOF_SH" "$STAGE/spoof.sh"
 
 cat >"$STAGE/udhcpc.sh" <<'DHCP'
 #!/bin/sh

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod parse;
+
 pub const BROADCAST: [u8; 6] = [0xff; 6];
 
 /// An Ethernet frame.
@@ -94,6 +96,19 @@ pub fn neighbour_advert(target: Ipv6Addr) -> Vec<u8> {
     let mut b = vec![136, 0, 0, 0, 0x20, 0, 0, 0];
     b.extend_from_slice(&target.octets());
     b
+}
+
+/// A BOOTP/DHCP discover (the UDP payload) from client `chaddr`, broadcast flag set (the
+/// minimum a server such as busybox `udhcpd` answers).
+pub fn dhcp_discover(xid: u32, chaddr: [u8; 6]) -> Vec<u8> {
+    let mut p = vec![1, 1, 6, 0];
+    p.extend_from_slice(&xid.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0x80, 0]);
+    p.extend_from_slice(&[0; 16]);
+    p.extend_from_slice(&chaddr);
+    p.extend_from_slice(&[0; 10 + 64 + 128]);
+    p.extend_from_slice(&[99, 130, 83, 99, 53, 1, 1, 255]);
+    p
 }
 
 /// The EUI-64 link-local address of `mac`.
@@ -215,6 +230,28 @@ impl RawPort {
         })
     }
 
+    /// Stops seeing the frames the interface sends (`PACKET_IGNORE_OUTGOING`): on a tap, what
+    /// is left is what its guest sent.
+    pub fn ignore_outgoing(&self) -> Result<()> {
+        /// linux/if_packet.h (Linux 4.20); not in every libc crate version.
+        const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+        let one: libc::c_int = 1;
+        // SAFETY: `one` outlives the call and its size is passed; the fd is ours.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                PACKET_IGNORE_OUTGOING,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(last_os_error("PACKET_IGNORE_OUTGOING"));
+        }
+        Ok(())
+    }
+
     /// Sends one frame.
     pub fn send(&self, frame: &[u8]) -> Result<()> {
         // SAFETY: `frame` is valid for its length; the fd is ours.
@@ -226,7 +263,8 @@ impl RawPort {
     }
 
     /// Receives frames until `stop` returns true for one, or until `limit` passes (an error);
-    /// returns every frame received, the last one included.
+    /// returns every frame received, the last one included. Frames received before the
+    /// interface went away are still returned.
     pub fn recv_until(
         &self,
         limit: Duration,
@@ -256,7 +294,13 @@ impl RawPort {
             // SAFETY: `buf` is valid for its length; the fd is ours.
             let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if n < 0 {
-                return Err(last_os_error("receive frame"));
+                let err = std::io::Error::last_os_error();
+                // The interface went down (a tap whose QEMU exited): reported once, and what
+                // was queued before stays readable.
+                if err.raw_os_error() == Some(libc::ENETDOWN) {
+                    continue;
+                }
+                return Err(anyhow::anyhow!("receive frame: {err}"));
             }
             let frame = buf[..n as usize].to_vec();
             let done = stop(&frame);

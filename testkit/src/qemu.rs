@@ -4,7 +4,8 @@
 //! installed) and builds a busybox initramfs, cached under `target/qemu-guest/`. The guest's
 //! `/init` configures eth0 (DHCP, or `ciao.ip=`), pings the `ciao.ping=` targets and powers off,
 //! printing `CIAO-GUEST ...` lines on its serial port, which [`Guest`] reads from a file.
-//! QEMU runs under TCG: KVM guests do not run on these machines (reference/qemu-hooks.md §2).
+//! QEMU runs under TCG: KVM guests do not run on these machines although `/dev/kvm` exists
+//! (reference/qemu-hooks.md §2: the guest aborts or hangs), so there is no KVM path.
 
 use std::fs::File;
 use std::os::unix::process::CommandExt;
@@ -15,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::workspace_root;
+use crate::cluster::{Tenant, NN_IP};
+use crate::{skip, vm_hook, workspace_root, ComputeNode};
 
 /// QEMU and the guest, as `scripts/qemu-guest.sh` made them.
 #[derive(Debug, Clone)]
@@ -42,6 +44,22 @@ pub enum ImageError {
 pub fn guest_image() -> Result<GuestImage, ImageError> {
     static IMAGE: OnceLock<Result<GuestImage, ImageError>> = OnceLock::new();
     IMAGE.get_or_init(build_image).clone()
+}
+
+/// The guest image, or `None` after a "skipped: `test`" line when it cannot be fetched here; a
+/// failed build panics (a real failure).
+pub fn image_or_skip(test: &str) -> Option<GuestImage> {
+    match guest_image() {
+        Ok(image) => Some(image),
+        Err(ImageError::Unavailable(why)) => {
+            skip(
+                test,
+                &format!("QEMU and the guest cannot be fetched here: {why}"),
+            );
+            None
+        }
+        Err(ImageError::Failed(why)) => panic!("building the QEMU guest failed: {why}"),
+    }
 }
 
 fn build_image() -> Result<GuestImage, ImageError> {
@@ -96,6 +114,54 @@ pub struct GuestSpec {
     pub append: String,
     /// Directory for `<tap>.serial` and `<tap>.qemu.log`.
     pub log_dir: PathBuf,
+}
+
+/// A VM of a cluster tenant, as a launcher describes it to `ciao-qemu-ifup`.
+#[derive(Debug, Clone)]
+pub struct HookedVm<'a> {
+    pub subnet: &'a str,
+    /// Its address: the tenant's CNCI leases it to `mac` by DHCP.
+    pub ip: &'a str,
+    pub mac: &'a str,
+    pub tap: &'a str,
+    /// Extra kernel command line ([`GuestSpec::append`]).
+    pub append: &'a str,
+}
+
+/// Starts `vm` of tenant `t` on `node` with `ciao-qemu-ifup`/`ciao-qemu-ifdown` as QEMU's
+/// `script=`/`downscript=` (the VM ID is `vm-under-test`).
+pub fn start_hooked(
+    image: &GuestImage,
+    node: &ComputeNode,
+    t: &Tenant,
+    vm: &HookedVm,
+) -> Result<Guest> {
+    let state = node.state.path().display().to_string();
+    let env = [
+        ("CIAO_TENANT", t.tenant.as_str()),
+        ("CIAO_SUBNET", vm.subnet),
+        ("CIAO_CNCI_UUID", t.cnci.as_str()),
+        ("CIAO_CNCI_IP", NN_IP),
+        ("CIAO_VM_IP", vm.ip),
+        ("CIAO_VM_MAC", vm.mac),
+        ("CIAO_VM_ID", "vm-under-test"),
+        ("CIAO_STATE_DIR", state.as_str()),
+        ("CIAO_VNIC_DIR", "/nonexistent/ciao-vnics"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let spec = GuestSpec {
+        netns: node.ns.path(),
+        tap: vm.tap.into(),
+        mac: vm.mac.into(),
+        ifup: vm_hook("ciao-qemu-ifup"),
+        ifdown: Some(vm_hook("ciao-qemu-ifdown")),
+        env,
+        append: vm.append.into(),
+        log_dir: log_dir("qemu-test"),
+    };
+    Guest::start(image, &spec)
 }
 
 /// A running (or finished) QEMU guest; on drop QEMU gets SIGTERM (so its downscript runs),

@@ -8,9 +8,9 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use testkit::cluster::{Cluster, Cn, Tenant, NN_IP};
-use testkit::qemu::{guest_image, log_dir, Guest, GuestImage, GuestSpec, ImageError};
-use testkit::{require_root, skip, vm_hook, ComputeNode, TENANT_A, TENANT_B};
+use testkit::cluster::{Cluster, Cn, Tenant};
+use testkit::qemu::{image_or_skip, start_hooked, Guest, GuestImage, HookedVm};
+use testkit::{require_root, ComputeNode, TENANT_A, TENANT_B};
 
 const SUBNET: &str = "172.16.1.0/24";
 const CONTAINER_IP: &str = "172.16.1.11";
@@ -22,47 +22,16 @@ const GUEST_TIMEOUT: Duration = Duration::from_secs(150);
 /// TCG guests are CPU-bound: two at once on a 2-core machine would each take twice as long.
 static ONE_GUEST_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn image_or_skip(test: &str) -> Option<GuestImage> {
-    match guest_image() {
-        Ok(image) => Some(image),
-        Err(ImageError::Unavailable(why)) => {
-            skip(
-                test,
-                &format!("QEMU and the guest cannot be fetched here: {why}"),
-            );
-            None
-        }
-        Err(ImageError::Failed(why)) => panic!("building the QEMU guest failed: {why}"),
-    }
-}
-
-/// A VM of tenant `t` with `VM_IP` on `node`, started by QEMU with the hooks, pinging `targets`.
+/// A VM of tenant `t` with `VM_IP` on `node`, started by QEMU with the hooks.
 fn start_vm(image: &GuestImage, node: &ComputeNode, t: &Tenant, tap: &str, append: &str) -> Guest {
-    let env = [
-        ("CIAO_TENANT", t.tenant.as_str()),
-        ("CIAO_SUBNET", SUBNET),
-        ("CIAO_CNCI_UUID", t.cnci.as_str()),
-        ("CIAO_CNCI_IP", NN_IP),
-        ("CIAO_VM_IP", VM_IP),
-        ("CIAO_VM_MAC", VM_MAC),
-        ("CIAO_VM_ID", "vm-under-test"),
-        ("CIAO_STATE_DIR", &node.state.path().display().to_string()),
-        ("CIAO_VNIC_DIR", "/nonexistent/ciao-vnics"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let spec = GuestSpec {
-        netns: node.ns.path(),
-        tap: tap.into(),
-        mac: VM_MAC.into(),
-        ifup: vm_hook("ciao-qemu-ifup"),
-        ifdown: Some(vm_hook("ciao-qemu-ifdown")),
-        env,
-        append: append.into(),
-        log_dir: log_dir("qemu-test"),
+    let vm = HookedVm {
+        subnet: SUBNET,
+        ip: VM_IP,
+        mac: VM_MAC,
+        tap,
+        append,
     };
-    Guest::start(image, &spec).expect("start qemu")
+    start_hooked(image, node, t, &vm).expect("start qemu")
 }
 
 /// After the guest powered off: QEMU ran ifdown and exited 0; the VNIC and, being the subnet's
