@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use netcore::secgroups::{
-    self, Applier, Direction, Group, Port, Protocol, Remote, Rule, TenantGroups,
+    self, Applier, Direction, Group, Port, Protocol, Remote, Rule, Snapshots, TenantGroups,
 };
 use ssntp::frame::{command, event, kind, Frame};
 use ssntp::payloads::{
@@ -28,6 +28,8 @@ type Sent = Vec<(Ipv4Addr, Vec<String>)>;
 pub struct SecGroups {
     applier: Applier,
     sent: BTreeMap<Uuid, Sent>,
+    /// The persisted snapshots, kept in memory once read (the daemon is their only writer).
+    snaps: Option<Snapshots>,
 }
 
 /// True for a COMMAND SecurityGroupsUpdate.
@@ -70,14 +72,15 @@ impl SecGroups {
 
     /// Makes the kernel enforce the recorded ports with the persisted snapshots.
     pub fn apply(&mut self, state_dir: &Path, ports: &BTreeMap<Uuid, Vec<Port>>) {
-        let snaps = match secgroups::load_snapshots(state_dir) {
+        let empty = BTreeMap::new();
+        let snaps = match self.snapshots(state_dir).all() {
             Ok(snaps) => snaps,
             Err(e) => {
                 tracing::error!("cannot read the security-group snapshots: {e}");
-                BTreeMap::new()
+                &empty
             }
         };
-        let model = secgroups::compile(ports, &snaps);
+        let model = secgroups::compile(ports, snaps);
         if let Err(e) = self.applier.apply(model) {
             tracing::error!("cannot load the security groups: {e}");
         }
@@ -92,14 +95,16 @@ impl SecGroups {
             "a SecurityGroupsUpdate for {to}, not this node"
         );
         let snap = snapshot_of(&cmd)?;
-        secgroups::save_snapshot(state_dir, &snap).context("persist the snapshot")?;
-        tracing::info!(
-            tenant = %snap.tenant,
-            generation = snap.generation,
-            groups = snap.groups.len(),
-            "security groups received"
-        );
-        Ok(snap.tenant)
+        let (tenant, generation, groups) = (snap.tenant, snap.generation, snap.groups.len());
+        self.snapshots(state_dir)
+            .record(snap)
+            .context("persist the snapshot")?;
+        tracing::info!(%tenant, generation, groups, "security groups received");
+        Ok(tenant)
+    }
+
+    fn snapshots(&mut self, state_dir: &Path) -> &mut Snapshots {
+        self.snaps.get_or_insert_with(|| Snapshots::new(state_dir))
     }
 }
 
