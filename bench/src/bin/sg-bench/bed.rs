@@ -1,6 +1,6 @@
 //! One simulated compute node: a scratch network namespace with the bridges and the workload
 //! ports, a state directory, and the node's applier, driven exactly as `ciao-node run` drives
-//! it (persist the snapshot, read the snapshots back, compile, apply the difference).
+//! it (persist the snapshot and keep it in memory, compile, apply the difference).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -9,25 +9,29 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use netcore::secgroups::{self, Applier, Model, Port, TenantGroups};
+use netcore::secgroups::{self, Applied, Applier, Model, Port, Snapshots, TenantGroups};
 use testkit::Netns;
 use uuid::Uuid;
 
 use crate::workload::{self, bridge_name, Shape};
 
 /// One timed apply: the whole of it, the snapshot's durable write, and the applier (diff +
-/// `nft -f`); the rest is reading the snapshot back and compiling.
+/// netlink batch or `nft -f`); the rest is compiling.
 pub struct Sample {
     pub total: Duration,
     pub persist: Duration,
     pub applier: Duration,
     /// Lines of the nft script it loaded.
     pub lines: usize,
+    /// True if it went as one netlink batch of elements (no `nft`).
+    pub netlink: bool,
 }
 
 pub struct Bed {
     pub ns: Netns,
-    state: tempfile::TempDir,
+    /// The state directory the snapshots are persisted in (removed on drop).
+    _state: tempfile::TempDir,
+    snaps: Snapshots,
     pub ports: Vec<Port>,
     pub snap: TenantGroups,
     applier: Applier,
@@ -43,9 +47,11 @@ impl Bed {
         let tenant = Uuid::new_v4();
         let ports = workload::ports(tenant, shape);
         let snap = workload::snapshot(tenant, shape, &ports);
+        let state = tempfile::tempdir()?;
         Ok(Bed {
             ns,
-            state: tempfile::tempdir()?,
+            snaps: Snapshots::new(state.path()),
+            _state: state,
             ports,
             snap,
             applier: Applier::default(),
@@ -54,27 +60,29 @@ impl Bed {
     }
 
     /// Applies the current ports and snapshot as the node daemon does after a
-    /// SecurityGroupsUpdate: persist, read back, compile, apply the difference.
+    /// SecurityGroupsUpdate: persist (and keep in memory), compile, apply the difference.
     pub fn apply(&mut self) -> Result<Sample> {
         self.snap.generation += 1;
         let Bed {
             ns,
-            state,
+            snaps,
             ports,
             snap,
             applier,
             loaded,
+            ..
         } = self;
         let by_tenant = BTreeMap::from([(snap.tenant, ports.clone())]);
+        let snap = snap.clone();
         in_ns(&ns.path(), || {
             let start = Instant::now();
-            secgroups::save_snapshot(state.path(), snap)?;
+            snaps.record(snap)?;
             let persist = start.elapsed();
-            let snaps = secgroups::load_snapshots(state.path())?;
-            let model = secgroups::compile(&by_tenant, &snaps);
+            let model = secgroups::compile(&by_tenant, snaps.all()?);
             let at = Instant::now();
-            applier.apply(model.clone())?;
-            let (total, applier) = (start.elapsed(), at.elapsed());
+            let how = applier.apply(model)?;
+            let (total, applier_took) = (start.elapsed(), at.elapsed());
+            let model = applier.loaded().cloned().unwrap_or_default();
             // What the applier loaded: the whole table after a clear, else the difference.
             let script = if *loaded == Model::default() {
                 secgroups::rebuild(&model)
@@ -86,8 +94,9 @@ impl Bed {
             Ok(Sample {
                 total,
                 persist,
-                applier,
+                applier: applier_took,
                 lines,
+                netlink: how == Applied::Elements,
             })
         })
     }
