@@ -2,7 +2,7 @@
 //! dispatch entry) as one nf_tables batch sent from this process. `nft -f` would first read
 //! every chain and set of the table into its cache: milliseconds per change at 1,000 ports.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use super::{Model, PENDING, TABLE};
@@ -22,16 +22,7 @@ pub(super) fn batch(old: &Model, new: &Model) -> Option<Vec<Msg>> {
     }
     let mut msgs = Vec::new();
     for (name, members) in &new.sets {
-        let was = old.sets.get(name)?;
-        let key = |ip: &Ipv4Addr| Key::new().part(&ip.octets());
-        let gone: Vec<Key> = was.difference(members).map(key).collect();
-        let came: Vec<Key> = members.difference(was).map(key).collect();
-        if !gone.is_empty() {
-            msgs.push(objects::del_elements(FAMILY, TABLE, name, &gone));
-        }
-        if !came.is_empty() {
-            msgs.push(objects::add_elements(FAMILY, TABLE, name, &came));
-        }
+        set_batch(&mut msgs, name, old.sets.get(name)?, members);
     }
     map_batch(&mut msgs, "ingress4", &old.ingress, &new.ingress);
     if new.ingress.keys().any(|k| !old.ingress.contains_key(k)) {
@@ -40,6 +31,24 @@ pub(super) fn batch(old: &Model, new: &Model) -> Option<Vec<Msg>> {
     }
     map_batch(&mut msgs, "egress4", &old.egress, &new.egress);
     Some(msgs)
+}
+
+/// The members `was` has and `now` lacks are deleted, the others added.
+pub(super) fn set_batch(
+    msgs: &mut Vec<Msg>,
+    set: &str,
+    was: &BTreeSet<Ipv4Addr>,
+    now: &BTreeSet<Ipv4Addr>,
+) {
+    let key = |ip: &Ipv4Addr| Key::new().part(&ip.octets());
+    let gone: Vec<Key> = was.difference(now).map(key).collect();
+    let came: Vec<Key> = now.difference(was).map(key).collect();
+    if !gone.is_empty() {
+        msgs.push(objects::del_elements(FAMILY, TABLE, set, &gone));
+    }
+    if !came.is_empty() {
+        msgs.push(objects::add_elements(FAMILY, TABLE, set, &came));
+    }
 }
 
 type Map = BTreeMap<(String, Ipv4Addr), String>;

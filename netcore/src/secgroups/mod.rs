@@ -12,6 +12,7 @@
 
 mod compile;
 mod elements;
+mod node;
 mod script;
 mod store;
 #[cfg(test)]
@@ -28,6 +29,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 
 pub use compile::{compile, Model};
+pub use node::Enforcer;
 pub use script::{diff, rebuild, run};
 pub use store::{load_snapshots, save_snapshot, Snapshots};
 
@@ -208,6 +210,28 @@ impl Applier {
     /// What the last successful apply loaded (`None` after a failure: the next one rebuilds).
     pub fn loaded(&self) -> Option<&Model> {
         self.loaded.as_ref()
+    }
+
+    /// Replaces the members of sets the table has (and nothing else) in one netlink batch;
+    /// `None` if a set is not loaded or the batch failed (then the next apply rebuilds).
+    pub(crate) fn apply_sets(
+        &mut self,
+        sets: BTreeMap<String, std::collections::BTreeSet<Ipv4Addr>>,
+    ) -> Option<Applied> {
+        let loaded = self.loaded.as_mut()?;
+        let mut msgs = Vec::new();
+        for (name, members) in &sets {
+            elements::set_batch(&mut msgs, name, loaded.sets.get(name)?, members);
+        }
+        if msgs.is_empty() {
+            return Some(Applied::Unchanged);
+        }
+        if elements::commit(&mut self.socket, &msgs).is_err() {
+            self.loaded = None;
+            return None;
+        }
+        loaded.sets.extend(sets);
+        Some(Applied::Elements)
     }
 
     /// Makes the table hold `model`: the whole table the first time (or after a failure),

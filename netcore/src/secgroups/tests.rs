@@ -412,3 +412,39 @@ fn member_change_timings() {
         }
     });
 }
+
+#[test]
+fn the_enforcer_persists_first_and_sends_member_changes_alone() {
+    in_scratch_netns("security-group enforcer", |_| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut e = Enforcer::new(dir.path());
+        let ports = BTreeMap::from([(T, vec![port("v1", 2, &["web"])])]);
+        let with = |admins: &[u8], rules22: bool, generation: u64| TenantGroups {
+            generation,
+            ..snap(admins, rules22)
+        };
+        e.record(with(&[3], true, 1)).expect("record");
+        assert_eq!(e.apply(&ports).expect("load"), Applied::Script);
+        e.record(with(&[3, 4], true, 2)).expect("record");
+        // Persisted before it is applied.
+        assert_eq!(load_snapshots(dir.path()).expect("read")[&T].generation, 2);
+        assert_eq!(e.apply(&ports).expect("join"), Applied::Elements);
+        let admins = format!("m_{}", ADMIN.simple());
+        let listed = nft_list(&["set", "inet", TABLE, &admins]);
+        assert!(listed.contains("172.16.0.4"), "{listed}");
+        assert_eq!(e.apply(&ports).expect("again"), Applied::Unchanged);
+        e.record(with(&[4], false, 3)).expect("record");
+        assert_eq!(e.apply(&ports).expect("rule change"), Applied::Script);
+        e.record(with(&[5], false, 4)).expect("record");
+        assert_eq!(e.apply(&ports).expect("leave"), Applied::Elements);
+        let diffed = blocks(&nft_list(&["table", "inet", TABLE]));
+        let want = model(ports[&T].clone(), Some(with(&[5], false, 4)));
+        assert_eq!(e.applier().loaded(), Some(&want));
+        run(&rebuild(&want)).expect("rebuild");
+        assert_eq!(diffed, blocks(&nft_list(&["table", "inet", TABLE])));
+        // A new daemon reads the snapshots back from disk.
+        let mut again = Enforcer::new(dir.path());
+        assert_eq!(again.apply(&ports).expect("restart"), Applied::Script);
+        assert_eq!(again.applier().loaded(), Some(&want));
+    });
+}
