@@ -7,9 +7,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use anyhow::Context;
-use netcore::secgroups::{
-    self, Applier, Direction, Group, Port, Protocol, Remote, Rule, Snapshots, TenantGroups,
-};
+use netcore::secgroups::{Direction, Enforcer, Group, Port, Protocol, Remote, Rule, TenantGroups};
 use ssntp::frame::{command, event, kind, Frame};
 use ssntp::payloads::{
     Payload, PortGroups, PortGroupsEvent, PortGroupsPort, SecurityGroupsUpdate, SecurityRuleItem,
@@ -26,10 +24,10 @@ type Sent = Vec<(Ipv4Addr, Vec<String>)>;
 /// What this node told the controllers and loaded into the kernel.
 #[derive(Default)]
 pub struct SecGroups {
-    applier: Applier,
     sent: BTreeMap<Uuid, Sent>,
-    /// The persisted snapshots, kept in memory once read (the daemon is their only writer).
-    snaps: Option<Snapshots>,
+    /// The snapshots (persisted, kept in memory once read: the daemon is their only writer)
+    /// and the table; made at first use.
+    enforcer: Option<Enforcer>,
 }
 
 /// True for a COMMAND SecurityGroupsUpdate.
@@ -72,16 +70,7 @@ impl SecGroups {
 
     /// Makes the kernel enforce the recorded ports with the persisted snapshots.
     pub fn apply(&mut self, state_dir: &Path, ports: &BTreeMap<Uuid, Vec<Port>>) {
-        let empty = BTreeMap::new();
-        let snaps = match self.snapshots(state_dir).all() {
-            Ok(snaps) => snaps,
-            Err(e) => {
-                tracing::error!("cannot read the security-group snapshots: {e}");
-                &empty
-            }
-        };
-        let model = secgroups::compile(ports, snaps);
-        if let Err(e) = self.applier.apply(model) {
+        if let Err(e) = self.enforcer(state_dir).apply(ports) {
             tracing::error!("cannot load the security groups: {e}");
         }
     }
@@ -96,15 +85,16 @@ impl SecGroups {
         );
         let snap = snapshot_of(&cmd)?;
         let (tenant, generation, groups) = (snap.tenant, snap.generation, snap.groups.len());
-        self.snapshots(state_dir)
+        self.enforcer(state_dir)
             .record(snap)
             .context("persist the snapshot")?;
         tracing::info!(%tenant, generation, groups, "security groups received");
         Ok(tenant)
     }
 
-    fn snapshots(&mut self, state_dir: &Path) -> &mut Snapshots {
-        self.snaps.get_or_insert_with(|| Snapshots::new(state_dir))
+    fn enforcer(&mut self, state_dir: &Path) -> &mut Enforcer {
+        self.enforcer
+            .get_or_insert_with(|| Enforcer::new(state_dir))
     }
 }
 
