@@ -1,6 +1,7 @@
 //! One simulated compute node: a scratch network namespace with the bridges and the workload
 //! ports, a state directory, and the node's applier, driven exactly as `ciao-node run` drives
-//! it (persist the snapshot and keep it in memory, compile, apply the difference).
+//! it (`secgroups::Enforcer`: persist the snapshot and keep it in memory, then apply: the
+//! changed member sets alone, or compile and apply the difference).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -9,14 +10,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use netcore::secgroups::{self, Applied, Applier, Model, Port, Snapshots, TenantGroups};
+use netcore::secgroups::{self, Applied, Enforcer, Model, Port, TenantGroups};
 use testkit::Netns;
 use uuid::Uuid;
 
 use crate::workload::{self, bridge_name, Shape};
 
-/// One timed apply: the whole of it, the snapshot's durable write, and the applier (diff +
-/// netlink batch or `nft -f`); the rest is compiling.
+/// One timed apply: the whole of it, the snapshot's durable write, and the rest (compile or
+/// member sets, diff, netlink batch or `nft -f`).
 pub struct Sample {
     pub total: Duration,
     pub persist: Duration,
@@ -30,11 +31,10 @@ pub struct Sample {
 pub struct Bed {
     pub ns: Netns,
     /// The state directory the snapshots are persisted in (removed on drop).
-    _state: tempfile::TempDir,
-    snaps: Snapshots,
+    state: tempfile::TempDir,
+    enforcer: Enforcer,
     pub ports: Vec<Port>,
     pub snap: TenantGroups,
-    applier: Applier,
     loaded: Model,
 }
 
@@ -50,11 +50,10 @@ impl Bed {
         let state = tempfile::tempdir()?;
         Ok(Bed {
             ns,
-            snaps: Snapshots::new(state.path()),
-            _state: state,
+            enforcer: Enforcer::new(state.path()),
+            state,
             ports,
             snap,
-            applier: Applier::default(),
             loaded: Model::default(),
         })
     }
@@ -65,10 +64,9 @@ impl Bed {
         self.snap.generation += 1;
         let Bed {
             ns,
-            snaps,
+            enforcer,
             ports,
             snap,
-            applier,
             loaded,
             ..
         } = self;
@@ -76,13 +74,12 @@ impl Bed {
         let snap = snap.clone();
         in_ns(&ns.path(), || {
             let start = Instant::now();
-            snaps.record(snap)?;
+            enforcer.record(snap)?;
             let persist = start.elapsed();
-            let model = secgroups::compile(&by_tenant, snaps.all()?);
-            let at = Instant::now();
-            let how = applier.apply(model)?;
-            let (total, applier_took) = (start.elapsed(), at.elapsed());
-            let model = applier.loaded().cloned().unwrap_or_default();
+            let how = enforcer.apply(&by_tenant)?;
+            let total = start.elapsed();
+            let applier = total - persist;
+            let model = enforcer.applier().loaded().cloned().unwrap_or_default();
             // What the applier loaded: the whole table after a clear, else the difference.
             let script = if *loaded == Model::default() {
                 secgroups::rebuild(&model)
@@ -94,7 +91,7 @@ impl Bed {
             Ok(Sample {
                 total,
                 persist,
-                applier: applier_took,
+                applier,
                 lines,
                 netlink: how == Applied::Elements,
             })
@@ -113,7 +110,7 @@ impl Bed {
             }
             Ok(())
         })?;
-        self.applier = Applier::default();
+        self.enforcer = Enforcer::new(self.state.path());
         self.loaded = Model::default();
         Ok(())
     }

@@ -3,9 +3,9 @@
 //! Two simulated nodes (scratch network namespaces this bench makes and removes), the same
 //! tenant shape on each but for the number of ports: `--small-ports` and `--ports` workload
 //! ports (veth host ends on `--bridges` bridges), `--groups` groups of `--rules` rules, each
-//! port in 1-3 groups. The node's real applier (netcore `secgroups`: persist the snapshot and
-//! keep it in memory, compile, send the difference: a netlink batch when only elements change,
-//! else `nft -f`, as `ciao-node run` does) loads it all from
+//! port in 1-3 groups. The node's real path (netcore `secgroups::Enforcer`, as `ciao-node run`
+//! drives it: persist the snapshot and keep it in memory, then the changed member sets alone as
+//! one netlink batch, or compile and send the difference by `nft -f`) loads it all from
 //! scratch, then applies single changes alternately on the two nodes: one rule added to and
 //! removed from `g00` (used by one port in `--groups`), one member joining and leaving `g00`
 //! (which other groups' rules name as remote group). Last, iperf3 between two workloads on the
@@ -73,11 +73,11 @@ struct Args {
 #[derive(Serialize)]
 struct Timed {
     ports: usize,
-    /// The whole apply: persist + compile + applier.
+    /// The whole apply: persist + the rest.
     total: Summary,
     /// Of which the snapshot's durable write (fsync).
     persist: Summary,
-    /// Of which the applier (diff and netlink batch or `nft -f`).
+    /// Of which `Enforcer::apply` (compile or member sets, diff, netlink batch or `nft -f`).
     applier: Summary,
     /// Samples that went as one netlink batch of elements (no `nft`).
     via_netlink: usize,
