@@ -55,7 +55,10 @@ impl Enforcer {
             if was_ports == ports {
                 if let Some(sets) = changed_members(was_snaps, snaps, ports) {
                     if let Some(how) = self.applier.apply_sets(sets) {
-                        self.applied = Some((ports.clone(), snaps.clone()));
+                        // The ports are the same: only the snapshots are copied.
+                        if let Some((_, was_snaps)) = &mut self.applied {
+                            was_snaps.clone_from(snaps);
+                        }
                         return Ok(how);
                     }
                 }
