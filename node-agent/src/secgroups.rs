@@ -7,9 +7,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use anyhow::Context;
-use netcore::secgroups::{
-    self, Applier, Direction, Group, Port, Protocol, Remote, Rule, TenantGroups,
-};
+use netcore::secgroups::{Direction, Enforcer, Group, Port, Protocol, Remote, Rule, TenantGroups};
 use ssntp::frame::{command, event, kind, Frame};
 use ssntp::payloads::{
     Payload, PortGroups, PortGroupsEvent, PortGroupsPort, SecurityGroupsUpdate, SecurityRuleItem,
@@ -26,8 +24,10 @@ type Sent = Vec<(Ipv4Addr, Vec<String>)>;
 /// What this node told the controllers and loaded into the kernel.
 #[derive(Default)]
 pub struct SecGroups {
-    applier: Applier,
     sent: BTreeMap<Uuid, Sent>,
+    /// The snapshots (persisted, kept in memory once read: the daemon is their only writer)
+    /// and the table; made at first use.
+    enforcer: Option<Enforcer>,
 }
 
 /// True for a COMMAND SecurityGroupsUpdate.
@@ -70,15 +70,7 @@ impl SecGroups {
 
     /// Makes the kernel enforce the recorded ports with the persisted snapshots.
     pub fn apply(&mut self, state_dir: &Path, ports: &BTreeMap<Uuid, Vec<Port>>) {
-        let snaps = match secgroups::load_snapshots(state_dir) {
-            Ok(snaps) => snaps,
-            Err(e) => {
-                tracing::error!("cannot read the security-group snapshots: {e}");
-                BTreeMap::new()
-            }
-        };
-        let model = secgroups::compile(ports, &snaps);
-        if let Err(e) = self.applier.apply(model) {
+        if let Err(e) = self.enforcer(state_dir).apply(ports) {
             tracing::error!("cannot load the security groups: {e}");
         }
     }
@@ -92,14 +84,17 @@ impl SecGroups {
             "a SecurityGroupsUpdate for {to}, not this node"
         );
         let snap = snapshot_of(&cmd)?;
-        secgroups::save_snapshot(state_dir, &snap).context("persist the snapshot")?;
-        tracing::info!(
-            tenant = %snap.tenant,
-            generation = snap.generation,
-            groups = snap.groups.len(),
-            "security groups received"
-        );
-        Ok(snap.tenant)
+        let (tenant, generation, groups) = (snap.tenant, snap.generation, snap.groups.len());
+        self.enforcer(state_dir)
+            .record(snap)
+            .context("persist the snapshot")?;
+        tracing::info!(%tenant, generation, groups, "security groups received");
+        Ok(tenant)
+    }
+
+    fn enforcer(&mut self, state_dir: &Path) -> &mut Enforcer {
+        self.enforcer
+            .get_or_insert_with(|| Enforcer::new(state_dir))
     }
 }
 

@@ -81,6 +81,19 @@ impl Verdict {
     }
 }
 
+impl Verdict {
+    /// Writes `NFTA_DATA_VERDICT` (the content of an `NFTA_*_DATA`: an immediate's, or a
+    /// verdict map element's).
+    pub fn encode(&self, w: &mut Writer) {
+        w.nest(DATA_VERDICT, |w| {
+            w.be32(VERDICT_CODE, self.code() as u32);
+            if let Verdict::Jump(chain) | Verdict::Goto(chain) = self {
+                w.str(VERDICT_CHAIN, chain);
+            }
+        });
+    }
+}
+
 /// One expression of a rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expr {
@@ -196,14 +209,7 @@ impl Expr {
                 }
             }
             Expr::Verdict(v) => {
-                w.be32(1, Reg::Verdict as u32).nest(2, |w| {
-                    w.nest(DATA_VERDICT, |w| {
-                        w.be32(VERDICT_CODE, v.code() as u32);
-                        if let Verdict::Jump(chain) | Verdict::Goto(chain) = v {
-                            w.str(VERDICT_CHAIN, chain);
-                        }
-                    });
-                });
+                w.be32(1, Reg::Verdict as u32).nest(2, |w| v.encode(w));
             }
             Expr::Immediate { dreg, data } => {
                 w.be32(1, *dreg as u32).nest(2, |w| {

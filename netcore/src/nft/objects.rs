@@ -4,7 +4,7 @@
 //! (`NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_*`), its flags and the body after `nfgenmsg`.
 
 use super::attr::Writer;
-use super::expr::Expr;
+use super::expr::{Expr, Verdict};
 use super::Family;
 
 /// `NFNL_SUBSYS_NFTABLES`.
@@ -196,6 +196,7 @@ pub(super) const ELEM_LIST_SET: u16 = 2;
 pub(super) const ELEM_LIST_ELEMENTS: u16 = 3;
 pub(super) const LIST_ELEM: u16 = 1;
 pub(super) const ELEM_KEY: u16 = 1;
+const ELEM_DATA: u16 = 2;
 pub(super) const DATA_VALUE: u16 = 1;
 const RULE_TABLE: u16 = 1;
 const RULE_CHAIN: u16 = 2;
@@ -259,15 +260,31 @@ pub fn new_set(family: Family, table: &str, set: &Set) -> Msg {
 }
 
 fn elements(kind: MsgType, family: Family, table: &str, set: &str, keys: &[Key]) -> Msg {
+    let elems: Vec<(&Key, Option<&Verdict>)> = keys.iter().map(|k| (k, None)).collect();
+    element_msg(kind, family, table, set, &elems)
+}
+
+/// One `NEWSETELEM`/`DELSETELEM`/`DESTROYSETELEM` message; a verdict is the element's data
+/// (a verdict map's value).
+fn element_msg(
+    kind: MsgType,
+    family: Family,
+    table: &str,
+    set: &str,
+    elems: &[(&Key, Option<&Verdict>)],
+) -> Msg {
     let mut w = Writer::new();
     w.str(ELEM_LIST_TABLE, table)
         .str(ELEM_LIST_SET, set)
         .nest(ELEM_LIST_ELEMENTS, |w| {
-            for key in keys {
+            for (key, data) in elems {
                 w.nest(LIST_ELEM, |w| {
                     w.nest(ELEM_KEY, |w| {
                         w.bytes(DATA_VALUE, key.bytes());
                     });
+                    if let Some(v) = data {
+                        w.nest(ELEM_DATA, |w| v.encode(w));
+                    }
                 });
             }
         });
@@ -275,13 +292,33 @@ fn elements(kind: MsgType, family: Family, table: &str, set: &str, keys: &[Key])
         MsgType::NewSetElem => "add",
         _ => "delete",
     };
-    let what = format!("{verb} {} element(s) of set {table} {set}", keys.len());
+    let what = format!("{verb} {} element(s) of set {table} {set}", elems.len());
     let flags = if kind == MsgType::NewSetElem {
         NLM_F_CREATE
     } else {
         0
     };
     msg(kind, family, flags, w, what)
+}
+
+/// Adds elements to a verdict map (`key : verdict`); an identical existing element is not an
+/// error, one with another verdict is (EBUSY): delete it first in the same batch.
+pub fn add_verdict_elements(
+    family: Family,
+    table: &str,
+    map: &str,
+    elems: &[(Key, Verdict)],
+) -> Msg {
+    let elems: Vec<(&Key, Option<&Verdict>)> = elems.iter().map(|(k, v)| (k, Some(v))).collect();
+    element_msg(MsgType::NewSetElem, family, table, map, &elems)
+}
+
+/// Empties a set or map (`DELSETELEM` without an element list, as `nft flush set` sends it).
+pub fn flush_set(family: Family, table: &str, set: &str) -> Msg {
+    let mut w = Writer::new();
+    w.str(ELEM_LIST_TABLE, table).str(ELEM_LIST_SET, set);
+    let what = format!("flush set {table} {set}");
+    msg(MsgType::DelSetElem, family, 0, w, what)
 }
 
 /// Adds elements to a set; an identical existing element is not an error.

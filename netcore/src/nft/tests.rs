@@ -169,3 +169,61 @@ fn without_destroy_a_port_s_elements_are_deleted_exactly() {
         assert!(!nft_list().contains("tap9"));
     });
 }
+
+/// Not a check: how long the kernel takes to commit one element added, deleted, or both in
+/// one batch, from this process (no `nft`), in an otherwise empty namespace. Run by hand:
+/// `cargo test -p netcore --release element_commit_timings -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn element_commit_timings() {
+    use crate::nft::objects::{self, Key, KeyType, Set};
+    use std::time::{Duration, Instant};
+    in_scratch_netns("element commit timings", |s| {
+        let set = Set {
+            name: "m".into(),
+            key: vec![KeyType::Ipv4Addr],
+            flags: 0,
+            id: 1,
+        };
+        let f = Family::Inet;
+        let shape = std::env::var("PROBE_NFT").unwrap_or_default();
+        if shape.is_empty() {
+            s.commit(&[
+                objects::new_table(f, "probe", false),
+                objects::new_set(f, "probe", &set),
+            ])
+            .expect("table");
+        } else {
+            crate::secgroups::run(&shape).expect("nft");
+        }
+        let key = |i: u8| Key::new().part(&[10, 250, 0, i]);
+        let mut took: [Vec<Duration>; 3] = Default::default();
+        let mut time = |i: usize, msgs: &[objects::Msg]| {
+            let at = Instant::now();
+            s.commit(msgs).expect("commit");
+            took[i].push(at.elapsed());
+        };
+        for _ in 0..40 {
+            time(0, &[objects::add_elements(f, "probe", "m", &[key(1)])]);
+            time(1, &[objects::del_elements(f, "probe", "m", &[key(1)])]);
+            time(0, &[objects::add_elements(f, "probe", "m", &[key(2)])]);
+            let both = [
+                objects::del_elements(f, "probe", "m", &[key(2)]),
+                objects::add_elements(f, "probe", "m", &[key(3)]),
+            ];
+            time(2, &both);
+            time(1, &[objects::del_elements(f, "probe", "m", &[key(3)])]);
+        }
+        for (what, mut t) in ["add", "delete", "delete+add"].into_iter().zip(took) {
+            t.sort();
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            eprintln!(
+                "{what}: n {} min {:.3} ms p50 {:.3} ms max {:.3} ms",
+                t.len(),
+                ms(t[0]),
+                ms(t[t.len() / 2]),
+                ms(t[t.len() - 1])
+            );
+        }
+    });
+}

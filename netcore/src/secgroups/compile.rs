@@ -73,11 +73,15 @@ pub fn compile(ports: &BTreeMap<Uuid, Vec<Port>>, snaps: &BTreeMap<Uuid, TenantG
     m
 }
 
-fn tenant_model(m: &mut Model, tenant: Uuid, ports: &[Port], snap: &TenantGroups) {
+/// One tenant's member sets: every group of the snapshot and every name its ports use or its
+/// rules reference (an unknown name: an empty set).
+pub(super) fn tenant_sets(
+    tenant: Uuid,
+    ports: &[Port],
+    snap: &TenantGroups,
+) -> BTreeMap<String, BTreeSet<Ipv4Addr>> {
     let by_name: BTreeMap<&str, &Group> =
         snap.groups.iter().map(|g| (g.name.as_str(), g)).collect();
-    let key = |name: &str| group_key(tenant, by_name.get(name).copied(), name);
-    // Every group of the snapshot and every name used or referenced gets a member set.
     let mut names: BTreeSet<&str> = by_name.keys().copied().collect();
     for p in ports {
         names.extend(p.groups.iter().map(String::as_str));
@@ -89,13 +93,23 @@ fn tenant_model(m: &mut Model, tenant: Uuid, ports: &[Port], snap: &TenantGroups
             }
         }
     }
-    for name in &names {
-        let members = by_name
-            .get(name)
-            .map(|g| g.members.iter().copied().collect())
-            .unwrap_or_default();
-        m.sets.insert(set_name(&key(name)), members);
-    }
+    names
+        .into_iter()
+        .map(|name| {
+            let group = by_name.get(name).copied();
+            let members = group
+                .map(|g| g.members.iter().copied().collect())
+                .unwrap_or_default();
+            (set_name(&group_key(tenant, group, name)), members)
+        })
+        .collect()
+}
+
+fn tenant_model(m: &mut Model, tenant: Uuid, ports: &[Port], snap: &TenantGroups) {
+    let by_name: BTreeMap<&str, &Group> =
+        snap.groups.iter().map(|g| (g.name.as_str(), g)).collect();
+    let key = |name: &str| group_key(tenant, by_name.get(name).copied(), name);
+    m.sets.extend(tenant_sets(tenant, ports, snap));
     // Chains of the groups the ports use.
     let used: BTreeSet<&str> = ports
         .iter()

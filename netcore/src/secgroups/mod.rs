@@ -11,13 +11,16 @@
 //! Traffic of ports that name no group matches no map entry and passes as before.
 
 mod compile;
+mod elements;
+mod node;
 mod script;
+mod store;
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -26,7 +29,9 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 
 pub use compile::{compile, Model};
+pub use node::Enforcer;
 pub use script::{diff, rebuild, run};
+pub use store::{load_snapshots, save_snapshot, Snapshots};
 
 /// The table; the suffix changes whenever its layout does.
 pub const TABLE: &str = "ciao_sg_v1";
@@ -173,27 +178,89 @@ pub fn ports_of(
 }
 
 /// Applies models to the kernel, remembering what it loaded so that the next apply is a diff.
-#[derive(Debug, Default)]
+/// Bound to the network namespace of its first element change (its netlink socket).
+#[derive(Default)]
 pub struct Applier {
     loaded: Option<Model>,
+    /// Kept open between changes (see `elements::commit`).
+    socket: Option<crate::nft::Socket>,
+}
+
+impl std::fmt::Debug for Applier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Applier")
+            .field("loaded", &self.loaded.is_some())
+            .field("socket", &self.socket.is_some())
+            .finish()
+    }
+}
+
+/// How an apply reached the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Nothing to change.
+    Unchanged,
+    /// Only set and map elements changed: one netlink batch from this process.
+    Elements,
+    /// An `nft -f` script (the whole table, or the difference).
+    Script,
 }
 
 impl Applier {
+    /// What the last successful apply loaded (`None` after a failure: the next one rebuilds).
+    pub fn loaded(&self) -> Option<&Model> {
+        self.loaded.as_ref()
+    }
+
+    /// Replaces the members of sets the table has (and nothing else) in one netlink batch;
+    /// `None` if a set is not loaded or the batch failed (then the next apply rebuilds).
+    pub(crate) fn apply_sets(
+        &mut self,
+        sets: BTreeMap<String, std::collections::BTreeSet<Ipv4Addr>>,
+    ) -> Option<Applied> {
+        let loaded = self.loaded.as_mut()?;
+        let mut msgs = Vec::new();
+        for (name, members) in &sets {
+            elements::set_batch(&mut msgs, name, loaded.sets.get(name)?, members);
+        }
+        if msgs.is_empty() {
+            return Some(Applied::Unchanged);
+        }
+        if elements::commit(&mut self.socket, &msgs).is_err() {
+            self.loaded = None;
+            return None;
+        }
+        loaded.sets.extend(sets);
+        Some(Applied::Elements)
+    }
+
     /// Makes the table hold `model`: the whole table the first time (or after a failure),
     /// else only what changed; one transaction either way.
-    pub fn apply(&mut self, model: Model) -> Result<()> {
+    pub fn apply(&mut self, model: Model) -> Result<Applied> {
+        if let Some(old) = &self.loaded {
+            if *old == model {
+                return Ok(Applied::Unchanged);
+            }
+            if let Some(msgs) = elements::batch(old, &model) {
+                if elements::commit(&mut self.socket, &msgs).is_ok() {
+                    self.loaded = Some(model);
+                    return Ok(Applied::Elements);
+                }
+                // The table is not what was loaded (or netlink failed): rebuild it whole.
+                self.loaded = None;
+            }
+        }
         let script = match &self.loaded {
-            Some(old) if *old == model => return Ok(()),
             Some(old) => diff(old, &model),
             // Nothing to enforce and no table: nothing is made, no `nft` spawned (the next
             // model with a port then builds the table whole).
-            None if model == Model::default() && !table_exists()? => return Ok(()),
+            None if model == Model::default() && !table_exists()? => return Ok(Applied::Unchanged),
             None => rebuild(&model),
         };
         match run(&script) {
             Ok(()) => {
                 self.loaded = Some(model);
-                Ok(())
+                Ok(Applied::Script)
             }
             Err(e) => {
                 self.loaded = None;
@@ -220,45 +287,6 @@ pub fn mark_pending(s: &mut crate::nft::Socket, bridge: &str, ip: Ipv4Addr) -> R
 fn table_exists() -> Result<bool> {
     let mut s = crate::nft::Socket::open()?;
     crate::nft::dump::table_exists(&mut s, crate::nft::Family::Inet, TABLE)
-}
-
-/// Where a node keeps the controller's last snapshots: `<state>/secgroups/<tenant>.json`.
-fn snapshot_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("secgroups")
-}
-
-/// Persists one tenant's snapshot (atomically) before it is applied, for reconcile and
-/// restarts.
-pub fn save_snapshot(state_dir: &Path, snap: &TenantGroups) -> Result<()> {
-    let dir = snapshot_dir(state_dir);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-    let bytes = serde_json::to_vec_pretty(snap)
-        .map_err(|e| Error::Internal(format!("encode a security-group snapshot: {e}")))?;
-    crate::state::write_atomic(&dir.join(format!("{}.json", snap.tenant)), &bytes)
-}
-
-/// Every persisted snapshot; unreadable files are skipped (their tenant then fails closed).
-pub fn load_snapshots(state_dir: &Path) -> Result<BTreeMap<Uuid, TenantGroups>> {
-    let dir = snapshot_dir(state_dir);
-    let mut out = BTreeMap::new();
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(Error::io(format!("read {}", dir.display()), e)),
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().is_none_or(|x| x != "json") {
-            continue;
-        }
-        let parsed = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<TenantGroups>(&b).ok());
-        if let Some(snap) = parsed {
-            out.insert(snap.tenant, snap);
-        }
-    }
-    Ok(out)
 }
 
 /// The filtered ports recorded in the state directory, read under its lock.

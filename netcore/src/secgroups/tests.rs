@@ -287,3 +287,164 @@ fn the_applier_diffs_into_the_kernel_and_ends_where_a_rebuild_would() {
         assert_eq!(diffed, blocks(&nft_list(&["table", "inet", TABLE])));
     });
 }
+
+#[test]
+fn only_element_changes_go_by_netlink() {
+    let ports = vec![port("v1", 2, &["web"])];
+    let old = model(ports.clone(), Some(snap(&[3], true)));
+    let joined = model(ports.clone(), Some(snap(&[3, 4], true)));
+    let msgs = elements::batch(&old, &joined).expect("elements only");
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].kind, crate::nft::objects::MsgType::NewSetElem);
+    let left = elements::batch(&joined, &old).expect("elements only");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].kind, crate::nft::objects::MsgType::DelSetElem);
+    // A rule change, a new port: chains change, so `nft`.
+    assert!(elements::batch(&old, &model(ports, Some(snap(&[3], false)))).is_none());
+    let two = vec![port("v1", 2, &["web"]), port("v2", 3, &["web"])];
+    assert!(elements::batch(&old, &model(two, Some(snap(&[3], true)))).is_none());
+    // A port's new address: its map entries move and the pending set is emptied.
+    let moved = model(vec![port("v1", 5, &["web"])], Some(snap(&[3], true)));
+    let msgs = elements::batch(&old, &moved).expect("elements only");
+    let whats: Vec<&str> = msgs.iter().map(|m| m.what.as_str()).collect();
+    assert_eq!(
+        whats,
+        [
+            "delete 1 element(s) of set ciao_sg_v1 ingress4",
+            "add 1 element(s) of set ciao_sg_v1 ingress4",
+            "flush set ciao_sg_v1 pending4",
+            "delete 1 element(s) of set ciao_sg_v1 egress4",
+            "add 1 element(s) of set ciao_sg_v1 egress4",
+        ]
+    );
+}
+
+/// `nft delete element` of one member, behind the applier's back.
+fn nft_delete_member(set: &str, member: Ipv4Addr) {
+    let out = std::process::Command::new("nft")
+        .args(["delete", "element", "inet", TABLE, set])
+        .arg(format!("{{ {member} }}"))
+        .output()
+        .expect("run nft");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn element_changes_by_netlink_end_where_a_rebuild_would() {
+    in_scratch_netns("security-group elements by netlink", |s| {
+        let mut applier = Applier::default();
+        let ports = |v2: u8| vec![port("v1", 2, &["web"]), port("v2", v2, &["admin"])];
+        let first = model(ports(3), Some(snap(&[3], true)));
+        assert_eq!(applier.apply(first).expect("load"), Applied::Script);
+        mark_pending(s, "br0", ip(9)).expect("pending");
+        let steps = [
+            model(ports(3), Some(snap(&[3, 4, 5], true))),
+            model(ports(3), Some(snap(&[5], true))),
+            // v2's new address: its map entries move, the pending set empties.
+            model(ports(6), Some(snap(&[5], true))),
+        ];
+        for (i, step) in steps.iter().enumerate() {
+            let how = applier
+                .apply(step.clone())
+                .unwrap_or_else(|e| panic!("step {i}: {e}"));
+            assert_eq!(how, Applied::Elements, "step {i}");
+        }
+        let listed = nft_list(&["table", "inet", TABLE]);
+        assert!(
+            listed.contains("\"br0\" . 172.16.0.6 : jump pi_v2"),
+            "{listed}"
+        );
+        assert!(!listed.contains("172.16.0.9"), "pending flushed: {listed}");
+        let diffed = blocks(&listed);
+        run(&rebuild(&steps[2])).expect("rebuild");
+        assert_eq!(diffed, blocks(&nft_list(&["table", "inet", TABLE])));
+
+        // A table that is not what the applier loaded: the exact delete fails, and the
+        // applier rebuilds the table whole instead.
+        let admins = format!("m_{}", ADMIN.simple());
+        nft_delete_member(&admins, ip(5));
+        let last = model(ports(6), Some(snap(&[7], true)));
+        assert_eq!(
+            applier.apply(last.clone()).expect("rebuilt"),
+            Applied::Script
+        );
+        let listed = nft_list(&["set", "inet", TABLE, &admins]);
+        assert!(
+            listed.contains("172.16.0.7") && !listed.contains("172.16.0.5"),
+            "{listed}"
+        );
+    });
+}
+
+/// Not a check: the applier's member join and leave on a small table, timed. Run by hand:
+/// `cargo test -p netcore --release member_change_timings -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn member_change_timings() {
+    use std::time::{Duration, Instant};
+    in_scratch_netns("member change timings", |_| {
+        let mut applier = Applier::default();
+        let ports = vec![port("v1", 2, &["web"]), port("v2", 3, &["admin"])];
+        let joined = model(ports.clone(), Some(snap(&[3, 4], true)));
+        let left = model(ports, Some(snap(&[3], true)));
+        applier.apply(left.clone()).expect("load");
+        let mut took: [Vec<Duration>; 2] = Default::default();
+        for _ in 0..20 {
+            for (i, m) in [&joined, &left].into_iter().enumerate() {
+                let at = Instant::now();
+                assert_eq!(applier.apply(m.clone()).expect("apply"), Applied::Elements);
+                took[i].push(at.elapsed());
+            }
+        }
+        for (what, mut t) in ["join", "leave"].into_iter().zip(took) {
+            t.sort();
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            eprintln!(
+                "{what}: min {:.3} ms p50 {:.3} ms max {:.3} ms",
+                ms(t[0]),
+                ms(t[t.len() / 2]),
+                ms(t[t.len() - 1])
+            );
+        }
+    });
+}
+
+#[test]
+fn the_enforcer_persists_first_and_sends_member_changes_alone() {
+    in_scratch_netns("security-group enforcer", |_| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut e = Enforcer::new(dir.path());
+        let ports = BTreeMap::from([(T, vec![port("v1", 2, &["web"])])]);
+        let with = |admins: &[u8], rules22: bool, generation: u64| TenantGroups {
+            generation,
+            ..snap(admins, rules22)
+        };
+        e.record(with(&[3], true, 1)).expect("record");
+        assert_eq!(e.apply(&ports).expect("load"), Applied::Script);
+        e.record(with(&[3, 4], true, 2)).expect("record");
+        // Persisted before it is applied.
+        assert_eq!(load_snapshots(dir.path()).expect("read")[&T].generation, 2);
+        assert_eq!(e.apply(&ports).expect("join"), Applied::Elements);
+        let admins = format!("m_{}", ADMIN.simple());
+        let listed = nft_list(&["set", "inet", TABLE, &admins]);
+        assert!(listed.contains("172.16.0.4"), "{listed}");
+        assert_eq!(e.apply(&ports).expect("again"), Applied::Unchanged);
+        e.record(with(&[4], false, 3)).expect("record");
+        assert_eq!(e.apply(&ports).expect("rule change"), Applied::Script);
+        e.record(with(&[5], false, 4)).expect("record");
+        assert_eq!(e.apply(&ports).expect("leave"), Applied::Elements);
+        let diffed = blocks(&nft_list(&["table", "inet", TABLE]));
+        let want = model(ports[&T].clone(), Some(with(&[5], false, 4)));
+        assert_eq!(e.applier().loaded(), Some(&want));
+        run(&rebuild(&want)).expect("rebuild");
+        assert_eq!(diffed, blocks(&nft_list(&["table", "inet", TABLE])));
+        // A new daemon reads the snapshots back from disk.
+        let mut again = Enforcer::new(dir.path());
+        assert_eq!(again.apply(&ports).expect("restart"), Applied::Script);
+        assert_eq!(again.applier().loaded(), Some(&want));
+    });
+}

@@ -1,6 +1,7 @@
 //! One simulated compute node: a scratch network namespace with the bridges and the workload
 //! ports, a state directory, and the node's applier, driven exactly as `ciao-node run` drives
-//! it (persist the snapshot, read the snapshots back, compile, apply the difference).
+//! it (`secgroups::Enforcer`: persist the snapshot and keep it in memory, then apply: the
+//! changed member sets alone, or compile and apply the difference).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -9,28 +10,31 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use netcore::secgroups::{self, Applier, Model, Port, TenantGroups};
+use netcore::secgroups::{self, Applied, Enforcer, Model, Port, TenantGroups};
 use testkit::Netns;
 use uuid::Uuid;
 
 use crate::workload::{self, bridge_name, Shape};
 
-/// One timed apply: the whole of it, the snapshot's durable write, and the applier (diff +
-/// `nft -f`); the rest is reading the snapshot back and compiling.
+/// One timed apply: the whole of it, the snapshot's durable write, and the rest (compile or
+/// member sets, diff, netlink batch or `nft -f`).
 pub struct Sample {
     pub total: Duration,
     pub persist: Duration,
     pub applier: Duration,
     /// Lines of the nft script it loaded.
     pub lines: usize,
+    /// True if it went as one netlink batch of elements (no `nft`).
+    pub netlink: bool,
 }
 
 pub struct Bed {
     pub ns: Netns,
+    /// The state directory the snapshots are persisted in (removed on drop).
     state: tempfile::TempDir,
+    enforcer: Enforcer,
     pub ports: Vec<Port>,
     pub snap: TenantGroups,
-    applier: Applier,
     loaded: Model,
 }
 
@@ -43,38 +47,39 @@ impl Bed {
         let tenant = Uuid::new_v4();
         let ports = workload::ports(tenant, shape);
         let snap = workload::snapshot(tenant, shape, &ports);
+        let state = tempfile::tempdir()?;
         Ok(Bed {
             ns,
-            state: tempfile::tempdir()?,
+            enforcer: Enforcer::new(state.path()),
+            state,
             ports,
             snap,
-            applier: Applier::default(),
             loaded: Model::default(),
         })
     }
 
     /// Applies the current ports and snapshot as the node daemon does after a
-    /// SecurityGroupsUpdate: persist, read back, compile, apply the difference.
+    /// SecurityGroupsUpdate: persist (and keep in memory), compile, apply the difference.
     pub fn apply(&mut self) -> Result<Sample> {
         self.snap.generation += 1;
         let Bed {
             ns,
-            state,
+            enforcer,
             ports,
             snap,
-            applier,
             loaded,
+            ..
         } = self;
         let by_tenant = BTreeMap::from([(snap.tenant, ports.clone())]);
+        let snap = snap.clone();
         in_ns(&ns.path(), || {
             let start = Instant::now();
-            secgroups::save_snapshot(state.path(), snap)?;
+            enforcer.record(snap)?;
             let persist = start.elapsed();
-            let snaps = secgroups::load_snapshots(state.path())?;
-            let model = secgroups::compile(&by_tenant, &snaps);
-            let at = Instant::now();
-            applier.apply(model.clone())?;
-            let (total, applier) = (start.elapsed(), at.elapsed());
+            let how = enforcer.apply(&by_tenant)?;
+            let total = start.elapsed();
+            let applier = total - persist;
+            let model = enforcer.applier().loaded().cloned().unwrap_or_default();
             // What the applier loaded: the whole table after a clear, else the difference.
             let script = if *loaded == Model::default() {
                 secgroups::rebuild(&model)
@@ -88,6 +93,7 @@ impl Bed {
                 persist,
                 applier,
                 lines,
+                netlink: how == Applied::Elements,
             })
         })
     }
@@ -104,7 +110,7 @@ impl Bed {
             }
             Ok(())
         })?;
-        self.applier = Applier::default();
+        self.enforcer = Enforcer::new(self.state.path());
         self.loaded = Model::default();
         Ok(())
     }

@@ -3,8 +3,9 @@
 //! Two simulated nodes (scratch network namespaces this bench makes and removes), the same
 //! tenant shape on each but for the number of ports: `--small-ports` and `--ports` workload
 //! ports (veth host ends on `--bridges` bridges), `--groups` groups of `--rules` rules, each
-//! port in 1-3 groups. The node's real applier (netcore `secgroups`: persist the snapshot,
-//! read it back, compile, `nft -f` the difference, as `ciao-node run` does) loads it all from
+//! port in 1-3 groups. The node's real path (netcore `secgroups::Enforcer`, as `ciao-node run`
+//! drives it: persist the snapshot and keep it in memory, then the changed member sets alone as
+//! one netlink batch, or compile and send the difference by `nft -f`) loads it all from
 //! scratch, then applies single changes alternately on the two nodes: one rule added to and
 //! removed from `g00` (used by one port in `--groups`), one member joining and leaving `g00`
 //! (which other groups' rules name as remote group). Last, iperf3 between two workloads on the
@@ -72,12 +73,14 @@ struct Args {
 #[derive(Serialize)]
 struct Timed {
     ports: usize,
-    /// The whole apply: persist + read back + compile + applier.
+    /// The whole apply: persist + the rest.
     total: Summary,
     /// Of which the snapshot's durable write (fsync).
     persist: Summary,
-    /// Of which the applier (diff and `nft -f`).
+    /// Of which `Enforcer::apply` (compile or member sets, diff, netlink batch or `nft -f`).
     applier: Summary,
+    /// Samples that went as one netlink batch of elements (no `nft`).
+    via_netlink: usize,
     /// Lines of the nft script of the first sample.
     script_lines: usize,
 }
@@ -90,6 +93,7 @@ impl Timed {
             total: Summary::of(&pick(|s| s.total)),
             persist: Summary::of(&pick(|s| s.persist)),
             applier: Summary::of(&pick(|s| s.applier)),
+            via_netlink: samples.iter().filter(|s| s.netlink).count(),
             script_lines: samples.first().map_or(0, |s| s.lines),
         }
     }
