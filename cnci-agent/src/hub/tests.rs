@@ -681,6 +681,7 @@ fn ingress_frame(node: &Node, forward_ip: &str, private: &str) -> Frame {
             }]
         },
         ssh: vec![],
+        ..TenantIngressCmd::default()
     };
     let yaml = TenantIngress(body).to_yaml();
     Frame::new(

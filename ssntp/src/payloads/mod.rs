@@ -25,6 +25,7 @@ mod control;
 mod emit;
 mod field;
 mod ingress;
+mod ingress_rules;
 mod node;
 mod public_ip;
 mod quote;
@@ -50,6 +51,7 @@ pub use control::{
     StartFailureBody, StopCmd, WorkloadRequirements, VM_TYPE_CNCI,
 };
 pub use control::{CnciRefused, CnciRefusedError};
+pub use ingress_rules::{CheckedIngressRule, IngressRule, RuleProtocol};
 pub use ingress::{
     CheckedForward, IngressForward, IngressSsh, TenantIngress, TenantIngressApplied,
     TenantIngressCmd, TenantIngressFailure, TenantIngressOutcome,
