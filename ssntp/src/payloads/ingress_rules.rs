@@ -111,12 +111,7 @@ fn remote(text: &str) -> Result<Option<Ipv4Subnet>, PayloadError> {
         .map_err(|_| invalid(KEY, "rules.remote_cidr", text, "is not an IPv4 CIDR"))?;
     let addr: Option<Ipv4Addr> = text.split('/').next().and_then(|a| a.parse().ok());
     if addr != Some(net.network()) {
-        return Err(invalid(
-            KEY,
-            "rules.remote_cidr",
-            text,
-            "has host bits set",
-        ));
+        return Err(invalid(KEY, "rules.remote_cidr", text, "has host bits set"));
     }
     Ok(Some(net))
 }
@@ -188,10 +183,16 @@ mod tests {
             (rule("allow", "tcp", (90, 80), ""), "rules.port_max"),
             (rule("allow", "icmp", (80, 80), ""), "rules.port_min"),
             (rule("allow", "any", (80, 80), ""), "rules.port_min"),
-            (rule("allow", "tcp", (0, 0), "10.0.0.1/8"), "rules.remote_cidr"),
+            (
+                rule("allow", "tcp", (0, 0), "10.0.0.1/8"),
+                "rules.remote_cidr",
+            ),
             (rule("allow", "tcp", (0, 0), "nope"), "rules.remote_cidr"),
         ] {
-            let e = with(vec![bad.clone()]).rules().expect_err("refused").to_string();
+            let e = with(vec![bad.clone()])
+                .rules()
+                .expect_err("refused")
+                .to_string();
             assert!(e.contains(key), "{bad:?}: {e}");
         }
     }

@@ -51,11 +51,11 @@ pub use control::{
     StartFailureBody, StopCmd, WorkloadRequirements, VM_TYPE_CNCI,
 };
 pub use control::{CnciRefused, CnciRefusedError};
-pub use ingress_rules::{CheckedIngressRule, IngressRule, RuleProtocol};
 pub use ingress::{
     CheckedForward, IngressForward, IngressSsh, TenantIngress, TenantIngressApplied,
     TenantIngressCmd, TenantIngressFailure, TenantIngressOutcome,
 };
+pub use ingress_rules::{CheckedIngressRule, IngressRule, RuleProtocol};
 pub use node::{NetworkStat, NodeConnected, NodeConnectedEvent, NodeDisconnected, NodeType, Ready};
 pub use public_ip::{
     AssignPublicIp, AssignPublicIpFailure, PublicIpAssigned, PublicIpCommand, PublicIpEvent,
