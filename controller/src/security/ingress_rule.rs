@@ -235,6 +235,8 @@ mod tests {
         assert_eq!((any.ports, any.remote_cidr), (None, None));
     }
 
+    type Change = dyn Fn(&mut IngressRuleRequest);
+
     #[test]
     fn every_bad_rule_says_what_to_fix() {
         let with = |f: &dyn Fn(&mut IngressRuleRequest)| {
@@ -242,7 +244,7 @@ mod tests {
             f(&mut r);
             r.check().expect_err("refused")
         };
-        let cases: [(&dyn Fn(&mut IngressRuleRequest), &str); 12] = [
+        let cases: [(&Change, &str); 12] = [
             (&|r| r.port_min = Some(0), "port_min 0 is not a port"),
             (
                 &|r| r.port_min = Some(70000),
