@@ -199,6 +199,12 @@ fn tenant_rules_filter_what_enters_from_outside_in_order_and_survive_a_restart()
         (OTHER, 15432, Some("db")),
     ];
     wait_all(&ext, &ip, &everything);
+    // db also has a 1:1 public IP: the rules guard it too.
+    let public = text(
+        &net(&cluster, &["public-ip", "assign", &tenant, DB]),
+        "public_ip",
+    );
+    wait_all(&ext, &public, &[(EXT_IP, 5432, Some("db"))]);
     let plain = tenant_table(&t);
     assert!(
         !plain.contains("chain outside"),
@@ -260,6 +266,7 @@ fn tenant_rules_filter_what_enters_from_outside_in_order_and_survive_a_restart()
         (OTHER, 8080, None),
     ];
     wait_all(&ext, &ip, &only_db);
+    wait_all(&ext, &public, &[(EXT_IP, 5432, None), (OTHER, 5432, None)]);
     // Replies of flows the workloads open pass the default deny.
     let out = in_netns(&web.ns.path(), || {
         let stream = TcpStream::connect_timeout(
@@ -344,5 +351,10 @@ fn tenant_rules_filter_what_enters_from_outside_in_order_and_survive_a_restart()
     }
     net(&cluster, &["ingress-policy", "--tenant", &tenant, "allow"]);
     wait_all(&ext, &ip, &everything);
+    wait_all(
+        &ext,
+        &public,
+        &[(EXT_IP, 5432, Some("db")), (OTHER, 5432, Some("db"))],
+    );
     wait_table(&t, &plain);
 }
