@@ -152,6 +152,15 @@ fn tenant_table(t: &Tenant) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Waits until `cond` holds.
+fn wait_until(cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < CONVERGE, "no change after {CONVERGE:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Waits until the tenant table reads `want`.
 fn wait_table(t: &Tenant, want: &str) {
     let start = Instant::now();
@@ -212,6 +221,7 @@ fn tenant_rules_filter_what_enters_from_outside_in_order_and_survive_a_restart()
     );
 
     // One deny rule: .101 loses 8080 only.
+    let asked = Instant::now();
     let deny = net(
         &cluster,
         &[
@@ -230,6 +240,12 @@ fn tenant_rules_filter_what_enters_from_outside_in_order_and_survive_a_restart()
         ],
     );
     assert_eq!(deny["position"], 1);
+    let answered = asked.elapsed();
+    wait_until(|| tenant_table(&t).contains("tcp dport 8080 drop"));
+    eprintln!(
+        "ingress-rule add: API answered in {answered:?}, in the CNCI's table after {:?}",
+        asked.elapsed()
+    );
     wait_all(
         &ext,
         &ip,
