@@ -406,7 +406,7 @@ impl<K: HubKernel> Agent<K> {
             .desired
             .ingress
             .as_ref()
-            .is_some_and(|i| i.forward_ip == public)
+            .is_some_and(|i| i.forward_ip == Some(public))
         {
             return Err(format!("public_ip {public} is the tenant's forward IP"));
         }

@@ -16,6 +16,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use ssntp::payloads::TenantIngress;
 
+use crate::ingress_rules::TenantRule;
 use crate::state::PublicIpRecord;
 use crate::validate::Fences;
 
@@ -58,9 +59,15 @@ impl SshRule {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IngressRecord {
     pub generation: u64,
-    pub forward_ip: Ipv4Addr,
+    /// `None`: the tenant has rules but no forward IP (they guard its public IPs).
+    pub forward_ip: Option<Ipv4Addr>,
     pub forwards: Vec<ForwardRule>,
     pub ssh: Vec<SshRule>,
+    /// The tenant's ingress rules in order (absent from records of older agents).
+    #[serde(default)]
+    pub rules: Vec<TenantRule>,
+    #[serde(default)]
+    pub default_deny: bool,
 }
 
 /// What the CNCI knows when it checks a snapshot.
@@ -72,16 +79,33 @@ pub struct Context<'a> {
     pub cns: &'a BTreeSet<Ipv4Addr>,
 }
 
-/// The snapshot as a record (`None`: no forward IP, nothing enters), or why it is refused.
+/// The snapshot as a record (`None`: no forward IP and no rule), or why it is refused.
 pub fn check(cmd: &TenantIngress, ctx: &Context<'_>) -> Result<Option<IngressRecord>, String> {
     let err = |e: ssntp::payloads::PayloadError| e.to_string();
     let forwards = cmd.forwards().map_err(err)?;
     let ssh = cmd.ssh().map_err(err)?;
+    let rules = cmd
+        .rules()
+        .map_err(err)?
+        .iter()
+        .map(TenantRule::from_checked)
+        .collect::<Result<Vec<_>, _>>()?;
+    let default_deny = cmd.0.default_deny;
     let Some(forward_ip) = cmd.forward_ip().map_err(err)? else {
-        if forwards.is_empty() && ssh.is_empty() {
+        if !forwards.is_empty() || !ssh.is_empty() {
+            return Err("tenant_ingress has forwards or SSH blocks but no forward_ip".into());
+        }
+        if rules.is_empty() && !default_deny {
             return Ok(None);
         }
-        return Err("tenant_ingress has forwards or SSH blocks but no forward_ip".into());
+        return Ok(Some(IngressRecord {
+            generation: cmd.0.generation,
+            forward_ip: None,
+            forwards: Vec::new(),
+            ssh: Vec::new(),
+            rules,
+            default_deny,
+        }));
     };
     crate::validate::public_ip(forward_ip, ctx.fences, ctx.cns)
         .map_err(|e| e.replace("public_ip", "forward_ip"))?;
@@ -91,7 +115,7 @@ pub fn check(cmd: &TenantIngress, ctx: &Context<'_>) -> Result<Option<IngressRec
         ));
     }
     let mut seen = BTreeSet::new();
-    let mut rules = Vec::new();
+    let mut dnats = Vec::new();
     for f in forwards {
         if !seen.insert((f.tcp, f.public_port)) {
             return Err(format!(
@@ -102,7 +126,7 @@ pub fn check(cmd: &TenantIngress, ctx: &Context<'_>) -> Result<Option<IngressRec
         }
         crate::validate::private_ip(f.private_ip, ctx.subnets.iter().copied())
             .map_err(|e| format!("forward of port {}: {e}", f.public_port))?;
-        rules.push(ForwardRule {
+        dnats.push(ForwardRule {
             tcp: f.tcp,
             public_port: f.public_port,
             private_ip: f.private_ip,
@@ -127,7 +151,7 @@ pub fn check(cmd: &TenantIngress, ctx: &Context<'_>) -> Result<Option<IngressRec
                 other.cidr
             ));
         }
-        if let Some(f) = rules.iter().find(|f| {
+        if let Some(f) = dnats.iter().find(|f| {
             f.tcp && (u32::from(base)..=block.last_port()).contains(&u32::from(f.public_port))
         }) {
             return Err(format!(
@@ -137,13 +161,15 @@ pub fn check(cmd: &TenantIngress, ctx: &Context<'_>) -> Result<Option<IngressRec
         }
         blocks.push(block);
     }
-    rules.sort();
+    dnats.sort();
     blocks.sort();
     Ok(Some(IngressRecord {
         generation: cmd.0.generation,
-        forward_ip,
-        forwards: rules,
+        forward_ip: Some(forward_ip),
+        forwards: dnats,
         ssh: blocks,
+        rules,
+        default_deny,
     }))
 }
 
@@ -158,10 +184,9 @@ fn proto(tcp: bool) -> &'static str {
 /// The `ssh` map's definition (empty when SSH is off) and the prerouting rules, for
 /// [`crate::nft::tenant_rules`].
 pub fn render(ingress: Option<&IngressRecord>, uplink: &str) -> (String, String) {
-    let Some(ing) = ingress else {
+    let Some((ing, ip)) = ingress.and_then(|i| Some((i, i.forward_ip?))) else {
         return (String::new(), String::new());
     };
-    let ip = ing.forward_ip;
     let mut rules = String::new();
     for f in &ing.forwards {
         let _ = writeln!(
@@ -304,16 +329,9 @@ impl<K: crate::hub::HubKernel> crate::handlers::Agent<K> {
         if record == self.desired.ingress {
             return Ok(()); // the same snapshot again: the kernel has it
         }
-        if let Some(rec) = &record {
-            if let Some(route) = self
-                .hub
-                .public_ip_in_use(rec.forward_ip)
-                .map_err(|e| e.to_string())?
-            {
-                return Err(format!(
-                    "forward_ip {} is in use on this node ({route})",
-                    rec.forward_ip
-                ));
+        if let Some(ip) = record.as_ref().and_then(|r| r.forward_ip) {
+            if let Some(route) = self.hub.public_ip_in_use(ip).map_err(|e| e.to_string())? {
+                return Err(format!("forward_ip {ip} is in use on this node ({route})"));
             }
         }
         self.store
@@ -361,6 +379,7 @@ mod tests {
             } else {
                 Vec::new()
             },
+            ..TenantIngressCmd::default()
         })
     }
 
@@ -421,5 +440,20 @@ mod tests {
         assert!(with_ctx(|c| check(&none, c)).is_err());
         none.0.forwards.clear();
         assert_eq!(with_ctx(|c| check(&none, c)), Ok(None));
+        // Rules without a forward IP guard the public IPs: a record without DNAT.
+        none.0.default_deny = true;
+        let rec = with_ctx(|c| check(&none, c)).expect("valid").expect("some");
+        assert_eq!((rec.forward_ip, rec.default_deny), (None, true));
+        assert_eq!(render(Some(&rec), "up"), (String::new(), String::new()));
+        let mut bad = cmd("203.0.113.9", "172.16.1.5", false);
+        bad.0.rules = vec![ssntp::payloads::IngressRule {
+            action: "deny".into(),
+            protocol: "icmp".into(),
+            port_min: 80,
+            port_max: 80,
+            remote_cidr: String::new(),
+        }];
+        let e = with_ctx(|c| check(&bad, c)).expect_err("ports with icmp");
+        assert!(e.contains("rules.port_min"), "{e}");
     }
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod handlers;
 pub mod hub;
 pub mod ingress;
+pub mod ingress_rules;
 pub mod names;
 pub mod nft;
 pub mod node_table;

@@ -244,13 +244,17 @@ fn join(nets: &[Ipv4Net]) -> String {
     v.join(", ")
 }
 
-/// The tenant namespace's rules: outbound NAT through the uplink, public IP DNAT/SNAT, and no
-/// way in from outside except replies and mapped public IPs.
+/// The tenant namespace's rules: outbound NAT through the uplink, public IP DNAT/SNAT, the
+/// tenant's ingress rules before them, and no way in from outside except replies and mapped
+/// public IPs.
 pub fn tenant_rules(
     public_ips: &BTreeMap<Ipv4Addr, PublicIpRecord>,
     ingress: Option<&crate::ingress::IngressRecord>,
 ) -> String {
     let (ssh_map, mut dnat) = crate::ingress::render(ingress, UPLINK_TENANT);
+    let outside = ingress.map_or_else(String::new, |i| {
+        crate::ingress_rules::render(&i.rules, i.default_deny, UPLINK_TENANT)
+    });
     let mut snat = String::new();
     for p in public_ips.values() {
         dnat.push_str(&format!(
@@ -264,7 +268,7 @@ pub fn tenant_rules(
     }
     format!(
         r#"table ip {table} {{
-{ssh_map}  chain prerouting {{
+{ssh_map}{outside}  chain prerouting {{
     type nat hook prerouting priority dstnat; policy accept;
 {dnat}  }}
   chain postrouting {{

@@ -138,11 +138,10 @@ impl fmt::Display for View {
             writeln!(f, "  public {} -> {}", p.public_ip, p.private_ip)?;
         }
         if let Some(i) = &self.ingress {
-            writeln!(
-                f,
-                "  forward IP {} (generation {})",
-                i.forward_ip, i.generation
-            )?;
+            match i.forward_ip {
+                Some(ip) => writeln!(f, "  forward IP {ip} (generation {})", i.generation)?,
+                None => writeln!(f, "  no forward IP (generation {})", i.generation)?,
+            }
             for r in &i.forwards {
                 let proto = if r.tcp { "tcp" } else { "udp" };
                 writeln!(
@@ -153,6 +152,13 @@ impl fmt::Display for View {
             }
             for b in &i.ssh {
                 writeln!(f, "  ssh {} from port {}", b.cidr, b.base)?;
+            }
+            for (n, r) in i.rules.iter().enumerate() {
+                writeln!(f, "  ingress rule {}: {}", n + 1, r.describe())?;
+            }
+            if !i.rules.is_empty() || i.default_deny {
+                let default = if i.default_deny { "deny" } else { "allow" };
+                writeln!(f, "  ingress default {default}")?;
             }
         }
         Ok(())

@@ -17,6 +17,9 @@ use crate::model::{
 };
 use crate::pool::PublicPool;
 use crate::security::forward::{Forward, ForwardProtocol, ForwardSpec, SshAccess, SshPolicy};
+use crate::security::ingress_rule::{
+    IngressAction, IngressRule, IngressRuleSpec, TenantIngressRules,
+};
 use crate::security::{RuleSpec, SecurityGroup, SecurityRule};
 
 /// A refused operation (nothing was changed) or a failing backend.
@@ -90,6 +93,10 @@ pub enum StoreError {
     DuplicateRule { group: String, existing: Uuid },
     #[error("tenant {tenant} has no security rule {rule}")]
     UnknownRule { tenant: Uuid, rule: Uuid },
+    #[error("invalid ingress rule: {0}")]
+    InvalidIngressRule(String),
+    #[error("tenant {tenant} has no ingress rule {rule}")]
+    UnknownIngressRule { tenant: Uuid, rule: Uuid },
     #[error("tenant {tenant} has no forward {forward}")]
     UnknownForward { tenant: Uuid, forward: Uuid },
     #[error("{public}:{port}/{protocol} is already forwarded")]
@@ -285,6 +292,24 @@ pub trait Store: Send + Sync {
     /// Turn the tenant's SSH access on (blocks for every subnet, the forward IP) or off.
     fn set_ssh(&self, tenant: Uuid, enabled: bool) -> Result<SshAccess>;
     fn ssh_access(&self, tenant: Uuid) -> Result<SshAccess>;
+
+    /// A known tenant's ingress rules in order (first match wins) and its default action.
+    fn ingress_rules(&self, tenant: Uuid) -> Result<TenantIngressRules>;
+    /// Insert a checked rule at `position` (1 = first; `None`: last), moving later ones down.
+    fn add_ingress_rule(
+        &self,
+        tenant: Uuid,
+        spec: &IngressRuleSpec,
+        position: Option<u32>,
+    ) -> Result<IngressRule>;
+    /// Remove exactly one rule; the later ones move up.
+    fn delete_ingress_rule(&self, tenant: Uuid, rule: Uuid) -> Result<IngressRule>;
+    /// What enters when no rule matches.
+    fn set_ingress_default(
+        &self,
+        tenant: Uuid,
+        default: IngressAction,
+    ) -> Result<TenantIngressRules>;
 
     /// Replace what compute node `node` reported of `tenant`'s ports and their groups (its
     /// whole list); true if that changed anything.

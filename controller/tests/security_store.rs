@@ -1,9 +1,11 @@
 //! The store's half of security groups: a version 3 file gains each tenant's default group on
-//! migration (once), and a forgotten tenant takes its groups, rules, forwards and blocks along.
+//! migration (once) and the default ingress action `allow`, and a forgotten tenant takes its
+//! groups, rules, forwards, blocks and ingress rules along.
 
 mod common;
 
 use ciao_controller::security::forward::ForwardSpec;
+use ciao_controller::security::ingress_rule::{IngressAction, IngressRuleRequest};
 use ciao_controller::security::{Direction, Remote};
 use ciao_controller::sqlite::schema::{MIGRATIONS, SCHEMA_VERSION};
 use ciao_controller::{CnciState, SqliteStore, Store, STORE_FILE};
@@ -46,6 +48,13 @@ fn a_version_3_file_gives_every_tenant_its_default_group_once() {
             .filter(|r| r.spec.direction == Direction::Ingress)
             .all(|r| r.spec.remote == Remote::Group(groups[0].uuid));
         assert!(from_self, "ingress only from the group itself: {rules:?}");
+        let ingress = store.ingress_rules(t).expect("ingress rules");
+        assert_eq!(
+            ingress.default,
+            IngressAction::Allow,
+            "nothing changes for it"
+        );
+        assert!(ingress.rules.is_empty());
     }
     drop(store);
     // Opening again migrates nothing and makes no second group.
@@ -58,7 +67,7 @@ fn a_version_3_file_gives_every_tenant_its_default_group_once() {
 }
 
 #[test]
-fn a_forgotten_tenant_takes_its_groups_forwards_and_ssh_blocks_along() {
+fn a_forgotten_tenant_takes_its_groups_forwards_ssh_blocks_and_ingress_rules_along() {
     let (_dir, store) = store();
     network_node(&store, 1, 10);
     let tenant = Uuid::new_v4();
@@ -81,6 +90,16 @@ fn a_forgotten_tenant_takes_its_groups_forwards_and_ssh_blocks_along() {
         public: None,
     };
     store.add_forward(tenant, &spec).expect("forward");
+    let (rule, _) = IngressRuleRequest {
+        action: "deny".into(),
+        protocol: "any".into(),
+        ..IngressRuleRequest::default()
+    }
+    .check()
+    .expect("rule");
+    store
+        .add_ingress_rule(tenant, &rule, None)
+        .expect("ingress rule");
     store
         .subnet_left(tenant, net("10.0.0.0/24"), cn)
         .expect("left");
@@ -93,6 +112,7 @@ fn a_forgotten_tenant_takes_its_groups_forwards_and_ssh_blocks_along() {
         "security_rules",
         "forwards",
         "ssh_blocks",
+        "ingress_rules",
         "tenants",
     ] {
         assert_eq!(rows(&store, table), 0, "{table}");

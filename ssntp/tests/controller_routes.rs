@@ -608,6 +608,7 @@ async fn tenant_ingress_reaches_its_cnci_and_its_answers_every_controller() {
             forward_ip: "203.0.113.9".into(),
             forwards: Vec::new(),
             ssh: Vec::new(),
+            ..TenantIngressCmd::default()
         })
     };
     let op = command::TENANT_INGRESS;

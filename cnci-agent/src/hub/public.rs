@@ -79,7 +79,7 @@ impl<K: HubKernel> Hub<K> {
         ingress: Option<&IngressRecord>,
     ) -> Result<()> {
         let mut external: BTreeSet<Ipv4Addr> = public.keys().copied().collect();
-        external.extend(ingress.map(|i| i.forward_ip));
+        external.extend(ingress.and_then(|i| i.forward_ip));
         let uplink = self
             .underlay
             .link_by_name(&names::uplink_underlay(self.agent.uuid))?

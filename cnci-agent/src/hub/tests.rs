@@ -681,6 +681,7 @@ fn ingress_frame(node: &Node, forward_ip: &str, private: &str) -> Frame {
             }]
         },
         ssh: vec![],
+        ..TenantIngressCmd::default()
     };
     let yaml = TenantIngress(body).to_yaml();
     Frame::new(
@@ -765,4 +766,70 @@ fn a_tenant_ingress_waits_for_its_subnet_survives_a_restart_and_goes_away() {
     assert!(!node.host.tables(tenant_ns)[names::TENANT_TABLE].contains(dnat));
     assert!(!proxied(&node));
     assert!(node.store().desired().expect("records").ingress.is_none());
+}
+
+fn rules_frame(node: &Node, default_deny: bool, port: u32) -> Frame {
+    use ssntp::payloads::{IngressRule, TenantIngress, TenantIngressCmd};
+    let body = TenantIngressCmd {
+        concentrator_uuid: node.record.uuid.to_string(),
+        tenant_uuid: node.record.tenant.to_string(),
+        generation: u64::from(port),
+        rules: vec![IngressRule {
+            action: "deny".into(),
+            protocol: "tcp".into(),
+            port_min: port,
+            port_max: port,
+            remote_cidr: "203.0.113.101/32".into(),
+        }],
+        default_deny,
+        ..TenantIngressCmd::default()
+    };
+    Frame::new(
+        kind::COMMAND,
+        ssntp::frame::command::TENANT_INGRESS,
+        Uuid::nil(),
+        TenantIngress(body).to_yaml(),
+    )
+}
+
+/// Rules without a forward IP (they guard the public IPs) go into the tenant table, are
+/// rebuilt the same by a restarted agent, and a refused snapshot leaves them as they were.
+#[test]
+fn tenant_ingress_rules_apply_survive_a_restart_and_a_refused_snapshot_changes_nothing() {
+    let node = Node::new();
+    let start = |node: &Node| {
+        let hub =
+            Hub::open_with(node.world.kernel(), node.host.clone(), &node.record).expect("hub");
+        let policy = Policy {
+            lease_secs: 3600,
+            limits: Limits {
+                max_subnets: 4,
+                max_nodes_per_subnet: 4,
+            },
+            public_ranges: vec![net("203.0.113.8/29")],
+        };
+        Agent::start_with(hub, node.store(), node.record.clone(), policy).expect("agent")
+    };
+    let mut agent = start(&node);
+    let tenant_ns = node.host.netns_id(&node.record.netns);
+    let table = |node: &Node| node.host.tables(tenant_ns)[names::TENANT_TABLE].clone();
+    let reply = agent.handle(&rules_frame(&node, true, 8080));
+    assert_eq!(reply[0].kind, kind::EVENT, "applied");
+    let applied = table(&node);
+    assert!(
+        applied.contains("ip saddr 203.0.113.101/32 tcp dport 8080 drop\n    drop\n"),
+        "{applied}"
+    );
+    let reply = agent.handle(&rules_frame(&node, true, 70000));
+    assert_eq!(reply[0].kind, kind::ERROR, "port 70000 refused");
+    assert_eq!(table(&node), applied, "the previous rules stay");
+    agent.wait_removed();
+    drop(agent);
+
+    node.host.delete_all_tables(tenant_ns);
+    let mut agent = start(&node);
+    assert_eq!(table(&node), applied, "rebuilt from ingress.json");
+    let reply = agent.handle(&rules_frame(&node, false, 8080));
+    assert_eq!(reply[0].kind, kind::EVENT);
+    assert!(!table(&node).contains("    drop\n  }"), "the default allow");
 }

@@ -87,6 +87,8 @@ fn status_and_code(err: &StoreError) -> (StatusCode, &'static str) {
         StoreError::DuplicateRule { .. } => (S::CONFLICT, "duplicate_rule"),
         StoreError::UnknownRule { .. } => (S::NOT_FOUND, "unknown_rule"),
         StoreError::UnknownForward { .. } => (S::NOT_FOUND, "unknown_forward"),
+        StoreError::InvalidIngressRule(_) => (S::BAD_REQUEST, "invalid_ingress_rule"),
+        StoreError::UnknownIngressRule { .. } => (S::NOT_FOUND, "unknown_ingress_rule"),
         StoreError::ForwardTaken { .. } => (S::CONFLICT, "forward_taken"),
         StoreError::PublicIpOutsidePools { .. } => {
             (S::UNPROCESSABLE_ENTITY, "public_ip_outside_pools")

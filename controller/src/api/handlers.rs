@@ -243,7 +243,8 @@ pub async fn no_route(method: Method, uri: Uri) -> ApiError {
             "no endpoint {method} {}: the endpoints are /v1/nodes, /v1/tenants, \
              /v1/tenants/{{id}}, /v1/tenants/{{id}}/public-ips[/{{ip}}], /v1/tenants/{{id}}/security-groups[/{{group}}[/rules]], \
              /v1/tenants/{{id}}/security-rules/{{rule}}, /v1/tenants/{{id}}/forwards[/{{forward}}], \
-             /v1/tenants/{{id}}/ssh, /v1/cncis, /v1/public-ips",
+             /v1/tenants/{{id}}/ssh, /v1/tenants/{{id}}/ingress-rules[/{{rule}}], \
+             /v1/tenants/{{id}}/ingress-policy, /v1/cncis, /v1/public-ips",
             uri.path()
         ),
     )

@@ -13,6 +13,8 @@
 pub mod client;
 pub mod error;
 mod handlers;
+mod ingress_rules;
+pub mod ingress_views;
 mod security;
 pub mod security_text;
 pub mod security_views;
@@ -50,7 +52,8 @@ pub enum AdminEvent {
     /// The tenant takes no new request; its CNCI is retiring (stop it once
     /// [`Store::cncis_to_stop`] lists it), or the tenant was forgotten at once.
     TenantDeleted(Uuid),
-    /// The tenant's forwards, SSH access or forward IP changed: send its CNCI the snapshot.
+    /// The tenant's forwards, SSH access, forward IP or ingress rules changed: send its CNCI
+    /// the snapshot.
     IngressChanged(Uuid),
     /// A security group or rule of the tenant changed: re-send the compute nodes whose
     /// snapshot of the tenant's groups changed.
@@ -111,6 +114,18 @@ pub fn router(store: Arc<dyn Store>, events: mpsc::Sender<AdminEvent>) -> Router
         .route(
             "/v1/tenants/{id}/ssh",
             get(security::ssh).put(security::set_ssh),
+        )
+        .route(
+            "/v1/tenants/{id}/ingress-rules",
+            get(ingress_rules::rules).post(ingress_rules::add_rule),
+        )
+        .route(
+            "/v1/tenants/{id}/ingress-rules/{rule}",
+            delete(ingress_rules::delete_rule),
+        )
+        .route(
+            "/v1/tenants/{id}/ingress-policy",
+            get(ingress_rules::rules).put(ingress_rules::set_policy),
         )
         .route("/v1/cncis", get(handlers::cncis))
         .route("/v1/public-ips", get(handlers::public_ips))

@@ -14,6 +14,8 @@ use hyper::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+#[path = "ciao-net/ingress.rs"]
+mod ingress;
 #[path = "ciao-net/sg.rs"]
 mod sg;
 
@@ -69,6 +71,19 @@ enum Command {
     Ssh {
         #[command(subcommand)]
         action: sg::SshAction,
+    },
+    /// The tenant's ordered rules for what enters from outside (public IPs, forwards, SSH
+    /// ports), applied by its CNCI: first match wins, then the default.
+    IngressRule {
+        #[command(subcommand)]
+        action: ingress::RuleAction,
+    },
+    /// Show the tenant's default for what matches no ingress rule, or set it (allow|deny).
+    IngressPolicy {
+        #[arg(long)]
+        tenant: Uuid,
+        /// allow (nothing filtered, the default) or deny.
+        default: Option<String>,
     },
 }
 
@@ -202,6 +217,8 @@ fn call(command: Command) -> anyhow::Result<Call> {
         Command::Rule { action } => sg::rule(action)?,
         Command::Forward { action } => sg::forward(action)?,
         Command::Ssh { action } => sg::ssh(action)?,
+        Command::IngressRule { action } => ingress::rule(action)?,
+        Command::IngressPolicy { tenant, default } => ingress::policy(tenant, default)?,
         Command::PublicIp {
             action: PublicIpAction::Assign { tenant, private_ip },
         } => Call {

@@ -3,12 +3,14 @@
 use ssntp::frame::{command, error, kind, Frame};
 use ssntp::payloads::{
     AssignPublicIp, CnciAssignment, CnciAssignmentCmd, CnciRefused, Delete, IngressForward,
-    IngressSsh, Payload, PublicIpCommand, ReleasePublicIp, Start, TenantIngress, TenantIngressCmd,
+    IngressRule, IngressSsh, Payload, PublicIpCommand, ReleasePublicIp, Start, TenantIngress,
+    TenantIngressCmd,
 };
 use uuid::Uuid;
 
 use crate::model::{Cnci, PublicIpAssignment, TenantSubnet};
 use crate::security::forward::{Forward, SshAccess};
+use crate::security::ingress_rule::{IngressAction, TenantIngressRules};
 
 /// COMMAND START of `cnci` on its network node.
 pub fn start(me: Uuid, cnci: &Cnci) -> Frame {
@@ -67,10 +69,36 @@ pub fn release_public_ip(me: Uuid, cnci: &Cnci, ip: &PublicIpAssignment) -> Fram
     Frame::new(kind::COMMAND, command::RELEASE_PUBLIC_IP, me, payload)
 }
 
+/// The tenant's ingress rules as the frame carries them, in order.
+fn wire_rules(rules: &TenantIngressRules) -> Vec<IngressRule> {
+    rules
+        .rules
+        .iter()
+        .map(|r| IngressRule {
+            action: r.spec.action.as_str().to_string(),
+            protocol: r.spec.protocol.as_str().to_string(),
+            port_min: r.spec.ports.map_or(0, |p| u32::from(p.0)),
+            port_max: r.spec.ports.map_or(0, |p| u32::from(p.1)),
+            remote_cidr: r
+                .spec
+                .remote_cidr
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+        })
+        .collect()
+}
+
 /// COMMAND TenantIngress (70) to the tenant's CNCI: everything that may enter on the tenant's
-/// forward IP. Its generation is a digest of the rest, so it follows from the store's state
-/// (persisted before this is built) and names the same snapshot after any restart.
-pub fn tenant_ingress(me: Uuid, cnci: &Cnci, access: &SshAccess, forwards: &[Forward]) -> Frame {
+/// forward IP, and the tenant's rules for all that enters from outside. Its generation is a
+/// digest of the rest, so it follows from the store's state (persisted before this is built)
+/// and names the same snapshot after any restart.
+pub fn tenant_ingress(
+    me: Uuid,
+    cnci: &Cnci,
+    access: &SshAccess,
+    forwards: &[Forward],
+    rules: &TenantIngressRules,
+) -> Frame {
     let forward_ip = access
         .forward_ip
         .or_else(|| forwards.first().map(|f| f.public));
@@ -100,6 +128,8 @@ pub fn tenant_ingress(me: Uuid, cnci: &Cnci, access: &SshAccess, forwards: &[For
         } else {
             Vec::new()
         },
+        rules: wire_rules(rules),
+        default_deny: rules.default == IngressAction::Deny,
     };
     body.forwards
         .sort_by(|a, b| (&a.protocol, a.public_port).cmp(&(&b.protocol, b.public_port)));

@@ -1,4 +1,4 @@
-//! Inbound forwards and SSH access (issue 14): the snapshot for the tenant's CNCI, and what
+//! Inbound forwards, SSH access and the tenant's ingress rules (issue 14): the snapshot for the tenant's CNCI, and what
 //! the CNCI answers (logged: the API shows the store's state, the CNCI's log the kernel's).
 
 use ssntp::payloads::{Payload, TenantIngressApplied, TenantIngressFailure};
@@ -20,9 +20,10 @@ impl Controller {
         };
         let access = self.store.ssh_access(tenant)?;
         let forwards = self.store.forwards(tenant)?;
-        tracing::debug!(cnci = %cnci.uuid, %tenant, forwards = forwards.len(), ssh = access.enabled, "TenantIngress");
+        let rules = self.store.ingress_rules(tenant)?;
+        tracing::debug!(cnci = %cnci.uuid, %tenant, forwards = forwards.len(), ssh = access.enabled, rules = rules.rules.len(), default = %rules.default, "TenantIngress");
         Ok(vec![frames::tenant_ingress(
-            self.me, &cnci, &access, &forwards,
+            self.me, &cnci, &access, &forwards, &rules,
         )])
     }
 }

@@ -303,3 +303,42 @@ fn the_cnci_gets_the_tenants_ingress_after_each_change_and_on_every_announce() {
     );
     assert!(none[0].0.forwards.is_empty() && none[0].0.ssh.is_empty());
 }
+
+#[test]
+fn the_tenants_ingress_rules_and_default_go_to_its_cnci_in_order() {
+    use crate::security::ingress_rule::{IngressAction, IngressRuleRequest};
+    let mut b = bed();
+    let (_, _, tenant, _) = ready_tenant(&mut b);
+    let plain = ingress_of(&b.ctl.admin(&AdminEvent::IngressChanged(tenant)));
+    assert!(plain[0].0.rules.is_empty() && !plain[0].0.default_deny);
+    let rule = |action: &str, port: i64, cidr: Option<&str>, position: Option<i64>| {
+        IngressRuleRequest {
+            action: action.into(),
+            protocol: "tcp".into(),
+            port_min: Some(port),
+            remote_cidr: cidr.map(str::to_string),
+            position,
+            ..IngressRuleRequest::default()
+        }
+        .check()
+        .expect("valid")
+    };
+    let (spec, at) = rule("allow", 15432, Some("203.0.113.100/32"), None);
+    b.store.add_ingress_rule(tenant, &spec, at).expect("add");
+    let (spec, at) = rule("deny", 8080, None, Some(1));
+    b.store
+        .add_ingress_rule(tenant, &spec, at)
+        .expect("insert first");
+    b.store
+        .set_ingress_default(tenant, IngressAction::Deny)
+        .expect("deny");
+    let sent = ingress_of(&b.ctl.admin(&AdminEvent::IngressChanged(tenant)));
+    let rules = sent[0].rules().expect("rules");
+    assert_eq!(rules.len(), 2);
+    assert!(!rules[0].allow && rules[0].ports == Some((8080, 8080)));
+    assert!(rules[1].allow && rules[1].remote.is_some());
+    assert!(sent[0].0.default_deny);
+    assert_ne!(sent[0].0.generation, plain[0].0.generation);
+    // No forward IP: the rules still go (they guard the tenant's 1:1 public IPs).
+    assert_eq!(sent[0].forward_ip().ok(), Some(None));
+}

@@ -180,6 +180,7 @@ pub fn subnet_hosted_by(
 pub fn forget_tenant(conn: &Connection, tenant: Uuid) -> Result<()> {
     super::security::forget(conn, tenant)?;
     super::forward::forget(conn, tenant)?;
+    super::ingress_rule::forget(conn, tenant)?;
     for sql in [
         "DELETE FROM public_ips WHERE tenant = ?1",
         "DELETE FROM subnet_nodes WHERE tenant = ?1",

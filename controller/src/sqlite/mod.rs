@@ -9,6 +9,7 @@
 mod auto;
 mod decide;
 mod forward;
+mod ingress_rule;
 mod membership;
 mod ops;
 mod rows;

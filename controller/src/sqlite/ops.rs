@@ -8,7 +8,7 @@ use ipnet::Ipv4Net;
 use rusqlite::params;
 use uuid::Uuid;
 
-use super::{auto, decide, forward, membership, rows, security, SqliteStore};
+use super::{auto, decide, forward, ingress_rule, membership, rows, security, SqliteStore};
 use crate::auto_subnet::TenantSubnets;
 use crate::model::{
     AutoSlice, Cnci, CnciState, ComputeNode, NetworkNode, PublicIpAssignment, SubnetAssignment,
@@ -16,6 +16,9 @@ use crate::model::{
 };
 use crate::pool::PublicPool;
 use crate::security::forward::{Forward, ForwardSpec, SshAccess, SshPolicy};
+use crate::security::ingress_rule::{
+    IngressAction, IngressRule, IngressRuleSpec, TenantIngressRules,
+};
 use crate::security::{RuleSpec, SecurityGroup, SecurityRule};
 use crate::store::{NetworkNodeReport, PortMembership, Result, Store, StoreError};
 
@@ -437,6 +440,44 @@ impl Store for SqliteStore {
 
     fn ssh_access(&self, tenant: Uuid) -> Result<SshAccess> {
         self.read(|tx| forward::access(tx, tenant))
+    }
+
+    fn ingress_rules(&self, tenant: Uuid) -> Result<TenantIngressRules> {
+        self.read(|tx| {
+            security::known_tenant(tx, tenant, false)?;
+            ingress_rule::rules(tx, tenant)
+        })
+    }
+
+    fn add_ingress_rule(
+        &self,
+        tenant: Uuid,
+        spec: &IngressRuleSpec,
+        position: Option<u32>,
+    ) -> Result<IngressRule> {
+        self.write(|tx| {
+            security::known_tenant(tx, tenant, true)?;
+            ingress_rule::add(tx, tenant, spec, position)
+        })
+    }
+
+    fn delete_ingress_rule(&self, tenant: Uuid, rule: Uuid) -> Result<IngressRule> {
+        self.write(|tx| {
+            security::known_tenant(tx, tenant, true)?;
+            ingress_rule::delete(tx, tenant, rule)
+        })
+    }
+
+    fn set_ingress_default(
+        &self,
+        tenant: Uuid,
+        default: IngressAction,
+    ) -> Result<TenantIngressRules> {
+        self.write(|tx| {
+            security::known_tenant(tx, tenant, true)?;
+            ingress_rule::set_default(tx, tenant, default)?;
+            ingress_rule::rules(tx, tenant)
+        })
     }
 
     fn set_port_groups(

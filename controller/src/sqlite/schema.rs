@@ -14,6 +14,8 @@ use crate::store::{Result, StoreError};
 /// their rules (every tenant gets its `default` group: [`after_migrations`]), port forwards,
 /// the tenant's forward IP and SSH choice, the SSH port blocks and the cluster settings.
 /// Version 5 adds the compute nodes' security-group memberships (each node's PortGroups).
+/// Version 6 adds the tenants' ingress rules (ordered by `position`) and each tenant's default
+/// ingress action (`allow` for every tenant already stored: nothing changes for them).
 pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE TABLE network_nodes (
@@ -141,6 +143,21 @@ pub const MIGRATIONS: &[&str] = &[
         group_name TEXT NOT NULL,
         PRIMARY KEY (tenant, compute_node, ip, group_name)
     );
+    "#,
+    r#"
+    CREATE TABLE ingress_rules (
+        uuid TEXT PRIMARY KEY NOT NULL,
+        tenant TEXT NOT NULL REFERENCES tenants(uuid),
+        position INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        protocol TEXT NOT NULL,
+        port_min INTEGER,
+        port_max INTEGER,
+        remote_cidr TEXT,
+        description TEXT NOT NULL
+    );
+    CREATE INDEX ingress_rules_by_tenant ON ingress_rules(tenant, position);
+    ALTER TABLE tenants ADD COLUMN ingress_default TEXT NOT NULL DEFAULT 'allow';
     "#,
 ];
 

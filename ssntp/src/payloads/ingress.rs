@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use uuid::Uuid;
 
 use super::{ipv4_key, subnet_of_key, uuid_key};
-use super::{Ipv4Subnet, Payload, PayloadError};
+use super::{IngressRule, Ipv4Subnet, Payload, PayloadError};
 
 yaml_struct! {
     /// One forward: `forward_ip:public_port/protocol` to `private_ip:private_port`.
@@ -41,6 +41,10 @@ yaml_struct! {
         pub forwards: Vec<IngressForward>,
         /// Empty when SSH access is off.
         pub ssh: Vec<IngressSsh>,
+        /// The tenant's rules for what enters from outside, in order: first match wins.
+        pub rules: Vec<IngressRule>,
+        /// What matches no rule: dropped if true, else let through (the default).
+        pub default_deny: bool,
     }
 }
 
@@ -182,6 +186,14 @@ mod tests {
                 cidr: "172.16.1.0/24".into(),
                 base: 33000,
             }],
+            rules: vec![IngressRule {
+                action: "deny".into(),
+                protocol: "tcp".into(),
+                port_min: 8080,
+                port_max: 8080,
+                remote_cidr: "203.0.113.101/32".into(),
+            }],
+            default_deny: true,
         })
     }
 
@@ -197,6 +209,8 @@ mod tests {
         );
         assert_eq!(back.forwards().expect("forwards")[0].public_port, 8080);
         assert_eq!(back.ssh().expect("ssh")[0].1, 33000);
+        assert_eq!(back.rules().expect("rules")[0].ports, Some((8080, 8080)));
+        assert!(back.0.default_deny);
         let text = String::from_utf8(cmd.to_yaml()).expect("utf8");
         assert!(
             text.starts_with("tenant_ingress:\n  concentrator_uuid:"),
@@ -206,6 +220,8 @@ mod tests {
             forward_ip: String::new(),
             forwards: Vec::new(),
             ssh: Vec::new(),
+            rules: Vec::new(),
+            default_deny: false,
             ..cmd.0.clone()
         });
         let back = TenantIngress::from_yaml(&empty.to_yaml()).expect("parse");

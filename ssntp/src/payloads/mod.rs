@@ -25,6 +25,7 @@ mod control;
 mod emit;
 mod field;
 mod ingress;
+mod ingress_rules;
 mod node;
 mod public_ip;
 mod quote;
@@ -54,6 +55,7 @@ pub use ingress::{
     CheckedForward, IngressForward, IngressSsh, TenantIngress, TenantIngressApplied,
     TenantIngressCmd, TenantIngressFailure, TenantIngressOutcome,
 };
+pub use ingress_rules::{CheckedIngressRule, IngressRule, RuleProtocol};
 pub use node::{NetworkStat, NodeConnected, NodeConnectedEvent, NodeDisconnected, NodeType, Ready};
 pub use public_ip::{
     AssignPublicIp, AssignPublicIpFailure, PublicIpAssigned, PublicIpCommand, PublicIpEvent,

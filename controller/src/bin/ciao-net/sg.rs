@@ -122,7 +122,7 @@ pub enum SshAction {
     },
 }
 
-fn call(
+pub(crate) fn call_with(
     method: Method,
     path: String,
     body: serde_json::Value,
@@ -136,7 +136,7 @@ fn call(
     })
 }
 
-fn delete(path: String, show: super::Show) -> Call {
+pub(crate) fn delete_call(path: String, show: super::Show) -> Call {
     Call {
         method: Method::DELETE,
         path,
@@ -158,20 +158,22 @@ pub fn group(action: GroupAction) -> anyhow::Result<Call> {
             tenant,
             name,
             description,
-        } => call(
+        } => call_with(
             Method::POST,
             base(tenant),
             json!({"name": name, "description": description}),
             |r| Ok(text::created_group(&parse(r)?)),
         )?,
-        GroupAction::Delete { tenant, group } => delete(format!("{}/{group}", base(tenant)), |r| {
-            Ok(text::deleted_group(&parse(r)?))
-        }),
+        GroupAction::Delete { tenant, group } => {
+            delete_call(format!("{}/{group}", base(tenant)), |r| {
+                Ok(text::deleted_group(&parse(r)?))
+            })
+        }
     })
 }
 
 /// `80` or `8000-8080` as numbers; the controller checks that they are ports.
-fn port_range(text: &str) -> anyhow::Result<(i64, i64)> {
+pub(crate) fn port_range(text: &str) -> anyhow::Result<(i64, i64)> {
     let number = |s: &str| {
         s.trim()
             .parse::<i64>()
@@ -207,7 +209,7 @@ pub fn rule(action: RuleAction) -> anyhow::Result<Call> {
                 "icmp_type": icmp_type, "icmp_code": icmp_code,
                 "remote_cidr": remote_cidr, "remote_group": remote_group,
             });
-            call(
+            call_with(
                 Method::POST,
                 format!("/v1/tenants/{tenant}/security-groups/{group}/rules"),
                 body,
@@ -215,7 +217,7 @@ pub fn rule(action: RuleAction) -> anyhow::Result<Call> {
             )?
         }
         RuleAction::Delete { tenant, rule } => {
-            delete(format!("/v1/tenants/{tenant}/security-rules/{rule}"), |r| {
+            delete_call(format!("/v1/tenants/{tenant}/security-rules/{rule}"), |r| {
                 Ok(text::rule(&parse(r)?, "deleted"))
             })
         }
@@ -244,7 +246,7 @@ pub fn forward(action: ForwardAction) -> anyhow::Result<Call> {
                 "private_ip": private.ip(), "private_port": private.port(),
                 "public_ip": public_ip,
             });
-            call(
+            call_with(
                 Method::POST,
                 format!("/v1/tenants/{tenant}/forwards"),
                 body,
@@ -252,7 +254,7 @@ pub fn forward(action: ForwardAction) -> anyhow::Result<Call> {
             )?
         }
         ForwardAction::Delete { tenant, forward } => {
-            delete(format!("/v1/tenants/{tenant}/forwards/{forward}"), |r| {
+            delete_call(format!("/v1/tenants/{tenant}/forwards/{forward}"), |r| {
                 Ok(text::forward(&parse(r)?, "deleted"))
             })
         }
@@ -265,10 +267,10 @@ pub fn ssh(action: SshAction) -> anyhow::Result<Call> {
     Ok(match action {
         SshAction::Show { tenant } => get(&path(tenant), show),
         SshAction::On { tenant } => {
-            call(Method::PUT, path(tenant), json!({"enabled": true}), show)?
+            call_with(Method::PUT, path(tenant), json!({"enabled": true}), show)?
         }
         SshAction::Off { tenant } => {
-            call(Method::PUT, path(tenant), json!({"enabled": false}), show)?
+            call_with(Method::PUT, path(tenant), json!({"enabled": false}), show)?
         }
     })
 }
