@@ -305,9 +305,10 @@ fn ping6(from: &Netns, to: &str) -> bool {
 
 /// Security groups are enforced for IPv4 only: a filtered port's IPv6 is closed both ways by
 /// its guard (except neighbour discovery and MLD), so link-local IPv6 cannot bypass its rules;
-/// unfiltered neighbours keep theirs.
+/// unfiltered neighbours keep theirs. On a node whose daemon never ran, the port's IPv4 is
+/// closed to new ingress from its attach all the same.
 #[test]
-fn a_filtered_port_s_ipv6_is_closed_except_neighbour_discovery() {
+fn a_filtered_port_is_closed_from_its_attach_and_its_ipv6_except_neighbour_discovery() {
     require_root!();
     let node = ComputeNode::new();
     let plain = container(&node, "v6a");
@@ -346,10 +347,22 @@ fn a_filtered_port_s_ipv6_is_closed_except_neighbour_discovery() {
         .lines()
         .any(|l| l.starts_with(&filtered_ll) && l.contains("lladdr"));
     assert!(learned, "neighbour discovery to the filtered port: {neigh}");
+    // IPv4 is the groups' business: no node daemon ever ran here, so the attach made the
+    // groups' table itself and the port waits in `pending4`, closed to new ingress; its own
+    // egress and the replies pass.
     let (_, f_ip) = addr_of(&filtered);
+    let pending = node
+        .ns
+        .exec(&["nft", "list", "set", "inet", "ciao_sg_v1", "pending4"]);
+    assert!(pending.contains(&f_ip.to_string()), "{pending}");
+    let (_, p_ip) = addr_of(&plain);
     assert!(
-        plain.ping(&f_ip.to_string(), 1),
-        "its IPv4 is the groups' business"
+        filtered.ping(&p_ip.to_string(), 1),
+        "the filtered port's own egress"
+    );
+    assert!(
+        !plain.ping(&f_ip.to_string(), 1),
+        "new ingress to a pending port"
     );
 
     let closed = || {

@@ -270,15 +270,23 @@ impl Applier {
     }
 }
 
-/// Marks a just-attached filtered port pending (see [`PENDING`]) in one netlink transaction;
-/// no table yet (no node daemon ran) is not an error: the daemon's first apply covers the port.
+/// Marks a just-attached filtered port pending (see [`PENDING`]) in one netlink transaction.
+/// On a node whose daemon never ran there is no table yet: the attach creates the empty base
+/// table first (one `nft -f`, once in the node's life; `create` fails if the daemon made it
+/// meanwhile, which is as good), so the port is closed from its first frame all the same.
 pub fn mark_pending(s: &mut crate::nft::Socket, bridge: &str, ip: Ipv4Addr) -> Result<()> {
     let key = crate::nft::objects::Key::new()
         .ifname(bridge)
         .part(&ip.octets());
     let msg = crate::nft::objects::add_elements(crate::nft::Family::Inet, TABLE, PENDING, &[key]);
-    match s.commit(&[msg]) {
-        Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
+    match s.commit(std::slice::from_ref(&msg)) {
+        Err(e) if e.errno() == Some(libc::ENOENT) => {
+            match script::run(&script::create_base()) {
+                Err(e) if !table_exists()? => return Err(e),
+                _ => {}
+            }
+            s.commit(&[msg])
+        }
         other => other,
     }
 }

@@ -35,6 +35,11 @@ fn base() -> String {
     )
 }
 
+/// The empty base table, created only if the namespace has none (`create` fails otherwise).
+pub(crate) fn create_base() -> String {
+    format!("create table inet {TABLE}\n{}", base())
+}
+
 /// Replaces the whole table with `model` in one transaction (the table need not exist).
 pub fn rebuild(model: &Model) -> String {
     let mut out = format!("add table inet {TABLE}\ndelete table inet {TABLE}\n");
