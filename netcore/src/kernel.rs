@@ -113,6 +113,11 @@ pub trait Kernel: Sized {
         let _ = (bridge, ip);
         Ok(())
     }
+    /// Takes a detached port's address out of the pending set (none there is no error).
+    fn sg_unpending(&mut self, bridge: &str, ip: std::net::Ipv4Addr) -> Result<()> {
+        let _ = (bridge, ip);
+        Ok(())
+    }
     /// Deletes guard tables of older layouts (their ports are guarded by the current one by
     /// then); returns their names.
     fn remove_old_guard_tables(&mut self) -> Result<Vec<String>> {
@@ -273,5 +278,8 @@ impl Kernel for Netlink {
     }
     fn remove_old_guard_tables(&mut self) -> Result<Vec<String>> {
         antispoof::remove_old_tables(self.nft()?)
+    }
+    fn sg_unpending(&mut self, bridge: &str, ip: std::net::Ipv4Addr) -> Result<()> {
+        crate::secgroups::unmark_pending(self.nft()?, bridge, ip)
     }
 }

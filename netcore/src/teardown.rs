@@ -32,6 +32,13 @@ pub fn vnic(
 ) -> Result<()> {
     let mut failures = Failures::default();
     let port_gone = failures.note(remove_port(nl, locked, vnic)).is_some();
+    if port_gone && !vnic.security_groups.is_empty() && !vnic.ip.is_unspecified() {
+        // A port detached before the node daemon mapped it must not leave its address
+        // closed for the next workload that gets it.
+        if let Some(net) = locked.net(&vnic.net)? {
+            failures.note(nl.sg_unpending(&net.bridge, vnic.ip));
+        }
+    }
     if port_gone {
         let hint = (!vnic.ip.is_unspecified()).then_some(vnic.ip);
         failures.note(locked.release_ips_of(&vnic.net, &vnic.id.key(), hint));

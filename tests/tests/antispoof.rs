@@ -388,4 +388,11 @@ fn a_filtered_port_is_closed_from_its_attach_and_its_ipv6_except_neighbour_disco
         !listed.contains('"'),
         "the port's element goes with it: {listed}"
     );
+    let pending = node
+        .ns
+        .exec(&["nft", "list", "set", "inet", "ciao_sg_v1", "pending4"]);
+    assert!(
+        !pending.contains(&f_ip.to_string()),
+        "its address is not left closed for the next workload: {pending}"
+    );
 }

@@ -291,6 +291,19 @@ pub fn mark_pending(s: &mut crate::nft::Socket, bridge: &str, ip: Ipv4Addr) -> R
     }
 }
 
+/// Takes a detached port's `pending4` element out, if there (the daemon empties the set only
+/// when it maps new ports).
+pub fn unmark_pending(s: &mut crate::nft::Socket, bridge: &str, ip: Ipv4Addr) -> Result<()> {
+    let key = crate::nft::objects::Key::new()
+        .ifname(bridge)
+        .part(&ip.octets());
+    let msg = crate::nft::objects::del_elements(crate::nft::Family::Inet, TABLE, PENDING, &[key]);
+    match s.commit(&[msg]) {
+        Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}
+
 /// True if this namespace has the table (a netlink GETTABLE; no `nft` spawned).
 fn table_exists() -> Result<bool> {
     let mut s = crate::nft::Socket::open()?;
