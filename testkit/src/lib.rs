@@ -30,6 +30,7 @@ pub mod host;
 pub mod matrix;
 pub mod qemu;
 pub mod stats;
+pub mod tcp;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

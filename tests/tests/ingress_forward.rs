@@ -2,15 +2,12 @@
 //! tenant's CNCI. A controller-mode cluster; the external namespace (203.0.113.100) connects
 //! to the tenant's forward IP; workloads run TCP listeners that answer with a tag.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use testkit::cluster::{in_netns, Cluster, Cn};
+use testkit::cluster::{Cluster, Cn};
+use testkit::tcp::{tag_at, TagListener};
 use testkit::{require_root, TENANT_A};
 
 const S1: &str = "172.16.1.0/24";
@@ -19,63 +16,9 @@ const DB: &str = "172.16.1.11";
 /// Long enough for a loaded CI machine; every wait ends as soon as its condition holds.
 const CONVERGE: Duration = Duration::from_secs(60);
 
-/// A TCP listener in a namespace that writes `tag` and a newline to every connection.
-struct Listener {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Listener {
-    fn start(ns: PathBuf, port: u16, tag: &'static str) -> Listener {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready, listening) = std::sync::mpsc::channel();
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let fd = std::fs::File::open(&ns).expect("open netns");
-            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind");
-            listener.set_nonblocking(true).expect("nonblocking");
-            let _ = ready.send(());
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut conn, _)) => {
-                        let _ = conn.write_all(format!("{tag}\n").as_bytes());
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(10))
-                    }
-                    Err(_) => break,
-                }
-            }
-        });
-        listening.recv().expect("listener ready");
-        Listener {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// The tag the listener behind `ip:port` sends, seen from namespace `ns`; `None` when the
-/// connection fails within 500 ms (nothing answers) or no line comes within 2 s.
+/// The tag the listener behind `ip:port` sends, seen from namespace `ns`.
 fn probe(ns: &Path, ip: &str, port: u16) -> Option<String> {
-    in_netns(ns, || {
-        let addr = SocketAddr::new(ip.parse().ok()?, port);
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut line = String::new();
-        BufReader::new(stream).read_line(&mut line).ok()?;
-        line.ends_with('\n').then(|| line.trim().to_string())
-    })
+    tag_at(ns, None, ip, port)
 }
 
 /// Waits until `ip:port` answers with `want` (`None`: until nothing answers).
@@ -119,10 +62,10 @@ fn forwards_and_ssh_reach_the_workloads_and_nothing_else_answers_on_the_forward_
     let web = cluster.container(Cn::Cn1, &t, S1, WEB).expect("web");
     let db = cluster.container(Cn::Cn2, &t, S1, DB).expect("db");
     cluster.wait_cnci_ready(&mut t).expect("CNCI ready");
-    let _web80 = Listener::start(web.ns.path(), 80, "web");
-    let _db5432 = Listener::start(db.ns.path(), 5432, "db");
-    let _web22 = Listener::start(web.ns.path(), 22, "sshd-web");
-    let _db22 = Listener::start(db.ns.path(), 22, "sshd-db");
+    let _web80 = TagListener::start(web.ns.path(), 80, "web");
+    let _db5432 = TagListener::start(db.ns.path(), 5432, "db");
+    let _web22 = TagListener::start(web.ns.path(), 22, "sshd-web");
+    let _db22 = TagListener::start(db.ns.path(), 22, "sshd-db");
     let ext = cluster.ext.path();
 
     let add = |port: &str, to: &str| {

@@ -5,15 +5,14 @@
 //! the same rules as before (the compute nodes' `inet ciao_sg_v1`, the CNCI's
 //! `ip ciao_tenant`).
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use testkit::cluster::{in_netns, Cluster, Cn};
+use testkit::cluster::{Cluster, Cn};
+use testkit::tcp::{tag_at, TagListener};
 use testkit::{require_root, TENANT_A};
 
 const S1: &str = "172.16.1.0/24";
@@ -23,38 +22,18 @@ const OTHER: &str = "172.16.1.12";
 const DB: &str = "172.16.1.13";
 /// Long enough for a loaded CI machine; every wait ends as soon as its condition holds.
 const CONVERGE: Duration = Duration::from_secs(90);
-/// A dropped SYN is retried after 1 s: a connect still pending after this was dropped.
-const DROPPED: Duration = Duration::from_millis(400);
 
-/// TCP listeners in a namespace that write `tag` and a newline to every connection.
-fn serve(ns: PathBuf, ports: &[u16], tag: &'static str) {
-    for port in ports.iter().copied() {
-        let (ready, listening) = std::sync::mpsc::channel();
-        let ns = ns.clone();
-        std::thread::spawn(move || {
-            in_netns(&ns, || {
-                let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind");
-                let _ = ready.send(());
-                for mut conn in listener.incoming().flatten() {
-                    let _ = conn.write_all(format!("{tag}\n").as_bytes());
-                }
-            })
-        });
-        listening.recv().expect("listener up");
-    }
+/// TCP listeners on `ports` in namespace `ns` that answer with `tag`.
+fn serve(ns: PathBuf, ports: &[u16], tag: &'static str) -> Vec<TagListener> {
+    ports
+        .iter()
+        .map(|port| TagListener::start(ns.clone(), *port, tag))
+        .collect()
 }
 
-/// The tag a listener behind `ip:port` sends, seen from namespace `ns`; `None` when the
-/// connection is not accepted within [`DROPPED`] or no whole line comes within 2 s.
+/// The tag a listener behind `ip:port` sends, seen from namespace `ns`.
 fn probe(ns: &std::path::Path, ip: &str, port: u16) -> Option<String> {
-    let addr = SocketAddr::new(ip.parse().ok()?, port);
-    in_netns(ns, || {
-        let stream = TcpStream::connect_timeout(&addr, DROPPED).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut line = String::new();
-        BufReader::new(stream).read_line(&mut line).ok()?;
-        line.ends_with('\n').then(|| line.trim().to_string())
-    })
+    tag_at(ns, None, ip, port)
 }
 
 /// One connection the probe tries: from a namespace to `ip:port`.
@@ -304,8 +283,8 @@ fn no_forbidden_traffic_passes_while_any_daemon_restarts_and_the_rules_come_back
         .expect("admin");
     let other = cluster.container(Cn::Cn2, &t, S1, OTHER).expect("other");
     let db = cluster.container(Cn::Cn2, &t, S1, DB).expect("db");
-    serve(web.ns.path(), &[22, 80, 8080], "web");
-    serve(db.ns.path(), &[5432, 22], "db");
+    let _web = serve(web.ns.path(), &[22, 80, 8080], "web");
+    let _db = serve(db.ns.path(), &[5432, 22], "db");
 
     let forward = |port: &str, to: &str| {
         ciao_net(

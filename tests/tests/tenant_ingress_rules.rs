@@ -4,18 +4,14 @@
 //! or from a second address, 203.0.113.101. Rules are matched in order before any DNAT (the
 //! port is the one the outside sees); replies of established flows always pass.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
-use nix::sys::time::TimeVal;
 use serde_json::Value;
 use testkit::cluster::{in_netns, Cluster, Cn, Tenant, EXT_IP};
+use testkit::tcp::{tag_at, TagListener};
 use testkit::{require_root, TENANT_A};
 
 const S1: &str = "172.16.1.0/24";
@@ -26,82 +22,9 @@ const OTHER: &str = "203.0.113.101";
 /// Long enough for a loaded CI machine; every wait ends as soon as its condition holds.
 const CONVERGE: Duration = Duration::from_secs(60);
 
-/// A TCP listener in a namespace that writes `tag` and a newline to every connection.
-struct Listener {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Listener {
-    fn start(ns: PathBuf, port: u16, tag: &'static str) -> Listener {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready, listening) = std::sync::mpsc::channel();
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let fd = std::fs::File::open(&ns).expect("open netns");
-            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind");
-            listener.set_nonblocking(true).expect("nonblocking");
-            let _ = ready.send(());
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut conn, _)) => {
-                        let _ = conn.write_all(format!("{tag}\n").as_bytes());
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(10))
-                    }
-                    Err(_) => break,
-                }
-            }
-        });
-        listening.recv().expect("listener ready");
-        Listener {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// A TCP connection from `src` (any port) to `dst`, failing after 500 ms (Linux applies
-/// SO_SNDTIMEO to connect).
-fn connect_from(src: &str, dst: SocketAddr) -> Option<TcpStream> {
-    let SocketAddr::V4(dst) = dst else {
-        return None;
-    };
-    let fd = socket::socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .ok()?;
-    socket::setsockopt(&fd, sockopt::SendTimeout, &TimeVal::new(0, 500_000)).ok()?;
-    let from = SockaddrIn::from(SocketAddrV4::new(src.parse().ok()?, 0));
-    socket::bind(fd.as_raw_fd(), &from).ok()?;
-    socket::connect(fd.as_raw_fd(), &SockaddrIn::from(dst)).ok()?;
-    Some(TcpStream::from(fd))
-}
-
-/// The tag the listener behind `ip:port` sends to a connection from `src` in namespace `ns`;
-/// `None` when the connection fails within 500 ms or no line comes within 2 s.
+/// The tag the listener behind `ip:port` sends to a connection from `src` in namespace `ns`.
 fn probe(ns: &Path, src: &str, ip: &str, port: u16) -> Option<String> {
-    in_netns(ns, || {
-        let stream = connect_from(src, SocketAddr::new(ip.parse().ok()?, port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut line = String::new();
-        BufReader::new(stream).read_line(&mut line).ok()?;
-        line.ends_with('\n').then(|| line.trim().to_string())
-    })
+    tag_at(ns, Some(src), ip, port)
 }
 
 /// Waits until every `(source, port, answer)` holds at once on `ip` (`None`: nothing answers).
@@ -185,9 +108,9 @@ fn tenant_rules_filter_what_enters_from_outside_in_order_and_survive_a_restart()
     let web = cluster.container(Cn::Cn1, &t, S1, WEB).expect("web");
     let db = cluster.container(Cn::Cn2, &t, S1, DB).expect("db");
     cluster.wait_cnci_ready(&mut t).expect("CNCI ready");
-    let _web80 = Listener::start(web.ns.path(), 80, "web");
-    let _db5432 = Listener::start(db.ns.path(), 5432, "db");
-    let _outside = Listener::start(cluster.ext.path(), 9000, "outside");
+    let _web80 = TagListener::start(web.ns.path(), 80, "web");
+    let _db5432 = TagListener::start(db.ns.path(), 5432, "db");
+    let _outside = TagListener::start(cluster.ext.path(), 9000, "outside");
     cluster
         .ext
         .exec(&["ip", "addr", "add", &format!("{OTHER}/24"), "dev", "eth0"]);
