@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use uuid::Uuid;
 
 use super::{Direction, Group, Port, Protocol, Remote, Rule, TenantGroups};
@@ -14,6 +14,9 @@ use super::{Direction, Group, Port, Protocol, Remote, Rule, TenantGroups};
 pub struct Model {
     /// Member sets (`ipv4_addr`), one per group of a tenant with ports here.
     pub sets: BTreeMap<String, BTreeSet<Ipv4Addr>>,
+    /// Remote CIDRs of the rules, one interval set each, named after the CIDR: every rule
+    /// naming the same CIDR shares it, and its content never changes.
+    pub cidrs: BTreeMap<String, Ipv4Net>,
     /// Regular chains: each group's ingress and egress rules, each port's dispatch.
     pub chains: BTreeMap<String, Vec<String>>,
     /// `bridge . address` → the chain traffic to that port jumps to.
@@ -46,6 +49,11 @@ fn group_key(tenant: Uuid, group: Option<&Group>, name: &str) -> String {
 
 pub(crate) fn set_name(key: &str) -> String {
     format!("m_{key}")
+}
+
+/// The interval set of a remote CIDR: `c_0a000000_8` for 10.0.0.0/8.
+pub(crate) fn cidr_set_name(net: &Ipv4Net) -> String {
+    format!("c_{:08x}_{}", u32::from(net.network()), net.prefix_len())
 }
 
 fn chain_name(direction: Direction, key: &str) -> String {
@@ -124,7 +132,7 @@ fn tenant_model(m: &mut Model, tenant: Uuid, ports: &[Port], snap: &TenantGroups
             let body = rules
                 .iter()
                 .filter(|r| r.direction == direction)
-                .filter_map(|r| rule_text(r, &key))
+                .filter_map(|r| rule_text(r, &key, &mut m.cidrs))
                 .collect();
             m.chains.insert(chain_name(direction, &key(name)), body);
         }
@@ -167,8 +175,13 @@ fn port_chains(m: &mut Model, p: &Port, snap: Option<&TenantGroups>, keys: &[Str
 }
 
 /// One IPv4 rule as nft text ending in `accept`; `None` for what IPv4 dispatch never sees
-/// (IPv6 rules) or cannot express (an IPv6 CIDR in an IPv4 rule).
-fn rule_text(r: &Rule, key: &dyn Fn(&str) -> String) -> Option<String> {
+/// (IPv6 rules) or cannot express (an IPv6 CIDR in an IPv4 rule). A remote CIDR is looked up
+/// in its interval set, added to `cidrs`.
+fn rule_text(
+    r: &Rule,
+    key: &dyn Fn(&str) -> String,
+    cidrs: &mut BTreeMap<String, Ipv4Net>,
+) -> Option<String> {
     if r.ipv6 {
         return None;
     }
@@ -179,7 +192,12 @@ fn rule_text(r: &Rule, key: &dyn Fn(&str) -> String) -> Option<String> {
     };
     match &r.remote {
         Remote::Anywhere => {}
-        Remote::Cidr(IpNet::V4(net)) => parts.push(format!("{addr} {net}")),
+        Remote::Cidr(IpNet::V4(net)) => {
+            let net = net.trunc();
+            let name = cidr_set_name(&net);
+            parts.push(format!("{addr} @{name}"));
+            cidrs.insert(name, net);
+        }
         Remote::Cidr(IpNet::V6(_)) => return None,
         Remote::Group(name) => parts.push(format!("{addr} @{}", set_name(&key(name)))),
     }

@@ -17,7 +17,11 @@ const FAMILY: Family = Family::Inet;
 /// are exact (`DELSETELEM`: the applier knows what it loaded; a missing element fails the
 /// batch and the caller rebuilds).
 pub(super) fn batch(old: &Model, new: &Model) -> Option<Vec<Msg>> {
-    if old.chains != new.chains || old.zones != new.zones || !old.sets.keys().eq(new.sets.keys()) {
+    if old.chains != new.chains
+        || old.zones != new.zones
+        || old.cidrs != new.cidrs
+        || !old.sets.keys().eq(new.sets.keys())
+    {
         return None;
     }
     let mut msgs = Vec::new();

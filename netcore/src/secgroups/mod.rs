@@ -7,7 +7,8 @@
 //! ingress (priority 1), each accept established/related flows and dispatch in O(1) through a
 //! verdict map keyed `bridge . workload address` to the port's chain; the port chain jumps to
 //! each of its groups' chains and ends in drop. A group's rules live once, in its own chain; a
-//! remote group is a named set of its members' addresses, so a member joining is one element.
+//! remote group is a named set of its members' addresses, so a member joining is one element;
+//! a remote CIDR is an interval set named after it, shared by every rule naming it.
 //! Traffic of ports that name no group matches no map entry and passes as before.
 
 mod compile;

@@ -448,3 +448,39 @@ fn the_enforcer_persists_first_and_sends_member_changes_alone() {
         assert_eq!(again.applier().loaded(), Some(&want));
     });
 }
+
+/// `snap` plus ingress tcp/`p` from `cidr` in `web` (one rule per port).
+fn with_cidr_rules(mut s: TenantGroups, cidr: &str, ports: &[u16]) -> TenantGroups {
+    let net: ipnet::IpNet = cidr.parse().expect("cidr");
+    for p in ports {
+        s.groups[0]
+            .rules
+            .push(tcp(Direction::Ingress, *p, Remote::Cidr(net)));
+    }
+    s
+}
+
+#[test]
+fn rules_naming_one_cidr_share_one_interval_set() {
+    let ports = vec![port("v1", 2, &["web"]), port("v2", 3, &["admin"])];
+    let s = with_cidr_rules(snap(&[3], true), "10.1.2.3/16", &[443, 8443]);
+    let m = model(ports.clone(), Some(s.clone()));
+    let net: ipnet::Ipv4Net = "10.1.0.0/16".parse().expect("net");
+    assert_eq!(
+        m.cidrs,
+        BTreeMap::from([("c_0a010000_16".to_string(), net)])
+    );
+    let gi = format!("gi_{}", WEB.simple());
+    assert!(m.chains[&gi].contains(&"ip saddr @c_0a010000_16 tcp dport 8443 accept".to_string()));
+    let built = rebuild(&m);
+    assert_eq!(built.matches("add set inet ciao_sg_v1 c_").count(), 1);
+    assert!(built.contains("add element inet ciao_sg_v1 c_0a010000_16 { 10.1.0.0/16 }"));
+    // The last rule naming it gone: the set goes after the chain no longer uses it.
+    let none = model(ports, Some(snap(&[3], true)));
+    let script = diff(&m, &none);
+    assert!(
+        script.ends_with("delete set inet ciao_sg_v1 c_0a010000_16\n"),
+        "{script}"
+    );
+    assert!(elements::batch(&m, &none).is_none());
+}
