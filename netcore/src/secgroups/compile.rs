@@ -7,7 +7,9 @@ use std::net::Ipv4Addr;
 use ipnet::{IpNet, Ipv4Net};
 use uuid::Uuid;
 
+use super::rule::{Addr, Build, Line, ICMP, TCP, UDP};
 use super::{Direction, Group, Port, Protocol, Remote, Rule, TenantGroups};
+use crate::nft::expr::Verdict;
 
 /// What the table holds besides its fixed base chains and maps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,7 +20,7 @@ pub struct Model {
     /// naming the same CIDR shares it, and its content never changes.
     pub cidrs: BTreeMap<String, Ipv4Net>,
     /// Regular chains: each group's ingress and egress rules, each port's dispatch.
-    pub chains: BTreeMap<String, Vec<String>>,
+    pub chains: BTreeMap<String, Vec<Line>>,
     /// `bridge . address` → the chain traffic to that port jumps to.
     pub ingress: BTreeMap<(String, Ipv4Addr), String>,
     /// `bridge . address` → the chain traffic from that port jumps to.
@@ -132,7 +134,7 @@ fn tenant_model(m: &mut Model, tenant: Uuid, ports: &[Port], snap: &TenantGroups
             let body = rules
                 .iter()
                 .filter(|r| r.direction == direction)
-                .filter_map(|r| rule_text(r, &key, &mut m.cidrs))
+                .filter_map(|r| rule_line(r, &key, &mut m.cidrs))
                 .collect();
             m.chains.insert(chain_name(direction, &key(name)), body);
         }
@@ -146,27 +148,23 @@ fn tenant_model(m: &mut Model, tenant: Uuid, ports: &[Port], snap: &TenantGroups
 /// The port's two dispatch chains and map entries; `snap` `None`: not known yet.
 fn port_chains(m: &mut Model, p: &Port, snap: Option<&TenantGroups>, keys: &[String]) {
     let (pi, pe) = (format!("pi_{}", p.ifname), format!("pe_{}", p.ifname));
-    let mut egress = vec!["ct state invalid drop".to_string()];
+    let invalid = || Build::new().ct_invalid().verdict(Verdict::Drop);
+    let mut egress = vec![invalid()];
     // DHCP answers reach a VM whatever its groups, as in Neutron: only the CNCI can send them
     // (anti-spoofing drops a workload's DHCP server traffic).
     let mut ingress = vec![
-        egress[0].clone(),
-        "udp sport 67 udp dport 68 accept".to_string(),
+        invalid(),
+        Build::new().dhcp_answer().verdict(Verdict::Accept),
     ];
+    let jump = |d, k| Build::new().verdict(Verdict::Jump(chain_name(d, k)));
     if snap.is_some() {
-        ingress.extend(
-            keys.iter()
-                .map(|k| format!("jump {}", chain_name(Direction::Ingress, k))),
-        );
-        egress.extend(
-            keys.iter()
-                .map(|k| format!("jump {}", chain_name(Direction::Egress, k))),
-        );
-        egress.push("drop".into());
+        ingress.extend(keys.iter().map(|k| jump(Direction::Ingress, k)));
+        egress.extend(keys.iter().map(|k| jump(Direction::Egress, k)));
+        egress.push(Build::new().verdict(Verdict::Drop));
     } else {
-        egress.push("accept".into());
+        egress.push(Build::new().verdict(Verdict::Accept));
     }
-    ingress.push("drop".into());
+    ingress.push(Build::new().verdict(Verdict::Drop));
     m.chains.insert(pi.clone(), ingress);
     m.chains.insert(pe.clone(), egress);
     m.ingress.insert((p.bridge.clone(), p.ip), pi);
@@ -174,59 +172,43 @@ fn port_chains(m: &mut Model, p: &Port, snap: Option<&TenantGroups>, keys: &[Str
     m.zones.insert(p.bridge.clone(), zone_of(&p.bridge));
 }
 
-/// One IPv4 rule as nft text ending in `accept`; `None` for what IPv4 dispatch never sees
-/// (IPv6 rules) or cannot express (an IPv6 CIDR in an IPv4 rule). A remote CIDR is looked up
-/// in its interval set, added to `cidrs`.
-fn rule_text(
+/// One IPv4 rule ending in `accept`; `None` for what IPv4 dispatch never sees (IPv6 rules) or
+/// cannot express (an IPv6 CIDR in an IPv4 rule). A remote CIDR is looked up in its interval
+/// set, added to `cidrs`.
+fn rule_line(
     r: &Rule,
     key: &dyn Fn(&str) -> String,
     cidrs: &mut BTreeMap<String, Ipv4Net>,
-) -> Option<String> {
+) -> Option<Line> {
     if r.ipv6 {
         return None;
     }
-    let mut parts = Vec::new();
     let addr = match r.direction {
-        Direction::Ingress => "ip saddr",
-        Direction::Egress => "ip daddr",
+        Direction::Ingress => Addr::Saddr,
+        Direction::Egress => Addr::Daddr,
     };
+    let mut b = Build::new();
     match &r.remote {
         Remote::Anywhere => {}
         Remote::Cidr(IpNet::V4(net)) => {
             let net = net.trunc();
             let name = cidr_set_name(&net);
-            parts.push(format!("{addr} @{name}"));
+            b = b.ip_in(addr, &name);
             cidrs.insert(name, net);
         }
         Remote::Cidr(IpNet::V6(_)) => return None,
-        Remote::Group(name) => parts.push(format!("{addr} @{}", set_name(&key(name)))),
+        Remote::Group(name) => b = b.ip_in(addr, &set_name(&key(name))),
     }
-    match (r.protocol, r.ports, r.icmp) {
-        (Protocol::Tcp | Protocol::Udp, Some((lo, hi)), _) => {
-            let proto = if r.protocol == Protocol::Tcp {
-                "tcp"
-            } else {
-                "udp"
-            };
-            if lo == hi {
-                parts.push(format!("{proto} dport {lo}"));
-            } else {
-                parts.push(format!("{proto} dport {lo}-{hi}"));
-            }
-        }
-        (Protocol::Tcp, None, _) => parts.push("meta l4proto tcp".into()),
-        (Protocol::Udp, None, _) => parts.push("meta l4proto udp".into()),
-        (Protocol::Icmp, _, Some((t, code))) => {
-            parts.push(format!("icmp type {t}"));
-            if let Some(c) = code {
-                parts.push(format!("icmp code {c}"));
-            }
-        }
-        (Protocol::Icmp, _, None) => parts.push("meta l4proto icmp".into()),
+    b = match (r.protocol, r.ports, r.icmp) {
+        (Protocol::Tcp, Some((lo, hi)), _) => b.dport(TCP, lo, hi),
+        (Protocol::Udp, Some((lo, hi)), _) => b.dport(UDP, lo, hi),
+        (Protocol::Tcp, None, _) => b.l4proto("tcp", TCP),
+        (Protocol::Udp, None, _) => b.l4proto("udp", UDP),
+        (Protocol::Icmp, _, Some((t, code))) => b.icmp(t, code),
+        (Protocol::Icmp, _, None) => b.l4proto("icmp", ICMP),
         (Protocol::Icmpv6, _, _) => return None,
-        (Protocol::Number(n), _, _) => parts.push(format!("meta l4proto {n}")),
-        (Protocol::Any, _, _) => {}
-    }
-    parts.push("accept".into());
-    Some(parts.join(" "))
+        (Protocol::Number(n), _, _) => b.l4proto(&n.to_string(), n),
+        (Protocol::Any, _, _) => b,
+    };
+    Some(b.verdict(Verdict::Accept))
 }

@@ -11,9 +11,11 @@
 //! a remote CIDR is an interval set named after it, shared by every rule naming it.
 //! Traffic of ports that name no group matches no map entry and passes as before.
 
+mod chains;
 mod compile;
 mod elements;
 mod node;
+mod rule;
 mod script;
 mod store;
 #[cfg(test)]
@@ -31,6 +33,7 @@ use crate::error::{Error, Result};
 
 pub use compile::{compile, Model};
 pub use node::Enforcer;
+pub use rule::Line;
 pub use script::{diff, rebuild, run};
 pub use store::{load_snapshots, save_snapshot, Snapshots};
 
@@ -203,6 +206,9 @@ pub enum Applied {
     Unchanged,
     /// Only set and map elements changed: one netlink batch from this process.
     Elements,
+    /// Rules of existing chains changed (and maybe elements and CIDR sets): one netlink batch
+    /// from this process.
+    Rules,
     /// An `nft -f` script (the whole table, or the difference).
     Script,
 }
@@ -243,9 +249,14 @@ impl Applier {
                 return Ok(Applied::Unchanged);
             }
             if let Some(msgs) = elements::batch(old, &model) {
+                let how = if old.chains == model.chains && old.cidrs == model.cidrs {
+                    Applied::Elements
+                } else {
+                    Applied::Rules
+                };
                 if elements::commit(&mut self.socket, &msgs).is_ok() {
                     self.loaded = Some(model);
-                    return Ok(Applied::Elements);
+                    return Ok(how);
                 }
                 // The table is not what was loaded (or netlink failed): rebuild it whole.
                 self.loaded = None;

@@ -74,7 +74,7 @@ pub fn diff(old: &Model, new: &Model) -> String {
             None => {}
         }
         for rule in rules {
-            let _ = writeln!(out, "add rule {t} {name} {rule}");
+            let _ = writeln!(out, "add rule {t} {name} {}", rule.text);
         }
     }
     let empty = BTreeSet::new();
