@@ -58,18 +58,15 @@ fn bounds(net: &Ipv4Net) -> Vec<(Key, bool)> {
     out
 }
 
-/// Each chain whose rules differ: flushed, then its rules appended in order. `None` if a chain
-/// is new or gone (made or deleted by `nft`).
+/// Each chain of `new` whose rules differ from `old`'s: flushed, then its rules appended in
+/// order. `None` if `old` lacks one (a new chain is made by `nft`).
 pub(super) fn rule_msgs(
     msgs: &mut Vec<Msg>,
     old: &BTreeMap<String, Vec<Line>>,
     new: &BTreeMap<String, Vec<Line>>,
 ) -> Option<()> {
-    if !old.keys().eq(new.keys()) {
-        return None;
-    }
     for (name, rules) in new {
-        if old.get(name) == Some(rules) {
+        if old.get(name)? == rules {
             continue;
         }
         msgs.push(objects::flush_chain(FAMILY, TABLE, name));

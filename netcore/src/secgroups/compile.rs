@@ -120,7 +120,39 @@ fn tenant_model(m: &mut Model, tenant: Uuid, ports: &[Port], snap: &TenantGroups
         snap.groups.iter().map(|g| (g.name.as_str(), g)).collect();
     let key = |name: &str| group_key(tenant, by_name.get(name).copied(), name);
     m.sets.extend(tenant_sets(tenant, ports, snap));
-    // Chains of the groups the ports use.
+    group_chains(&mut m.chains, &mut m.cidrs, tenant, ports, snap);
+    for p in ports {
+        let keys: Vec<String> = p.groups.iter().map(|g| key(g)).collect();
+        port_chains(m, p, Some(snap), &keys);
+    }
+}
+
+/// The group chains of every tenant with ports and a snapshot, and the CIDR sets they name:
+/// what a rule change alone changes (with the member sets), without the ports' chains.
+pub(super) fn group_rules(
+    ports: &BTreeMap<Uuid, Vec<Port>>,
+    snaps: &BTreeMap<Uuid, TenantGroups>,
+) -> (BTreeMap<String, Vec<Line>>, BTreeMap<String, Ipv4Net>) {
+    let (mut chains, mut cidrs) = Default::default();
+    for (tenant, ports) in ports {
+        if let Some(snap) = snaps.get(tenant) {
+            group_chains(&mut chains, &mut cidrs, *tenant, ports, snap);
+        }
+    }
+    (chains, cidrs)
+}
+
+/// The chains of the groups a tenant's ports use.
+fn group_chains(
+    chains: &mut BTreeMap<String, Vec<Line>>,
+    cidrs: &mut BTreeMap<String, Ipv4Net>,
+    tenant: Uuid,
+    ports: &[Port],
+    snap: &TenantGroups,
+) {
+    let by_name: BTreeMap<&str, &Group> =
+        snap.groups.iter().map(|g| (g.name.as_str(), g)).collect();
+    let key = |name: &str| group_key(tenant, by_name.get(name).copied(), name);
     let used: BTreeSet<&str> = ports
         .iter()
         .flat_map(|p| p.groups.iter().map(String::as_str))
@@ -134,14 +166,10 @@ fn tenant_model(m: &mut Model, tenant: Uuid, ports: &[Port], snap: &TenantGroups
             let body = rules
                 .iter()
                 .filter(|r| r.direction == direction)
-                .filter_map(|r| rule_line(r, &key, &mut m.cidrs))
+                .filter_map(|r| rule_line(r, &key, cidrs))
                 .collect();
-            m.chains.insert(chain_name(direction, &key(name)), body);
+            chains.insert(chain_name(direction, &key(name)), body);
         }
-    }
-    for p in ports {
-        let keys: Vec<String> = p.groups.iter().map(|g| key(g)).collect();
-        port_chains(m, p, Some(snap), &keys);
     }
 }
 

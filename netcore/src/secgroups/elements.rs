@@ -19,7 +19,10 @@ const FAMILY: Family = Family::Inet;
 /// are exact (`DELSETELEM`: the applier knows what it loaded; a missing element fails the
 /// batch and the caller rebuilds).
 pub(super) fn batch(old: &Model, new: &Model) -> Option<Vec<Msg>> {
-    if old.zones != new.zones || !old.sets.keys().eq(new.sets.keys()) {
+    if old.zones != new.zones
+        || !old.sets.keys().eq(new.sets.keys())
+        || !old.chains.keys().eq(new.chains.keys())
+    {
         return None;
     }
     let mut msgs = Vec::new();

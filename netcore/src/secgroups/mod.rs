@@ -241,6 +241,45 @@ impl Applier {
         Some(Applied::Elements)
     }
 
+    /// Replaces the rules of chains the table has, the CIDR sets and the member sets (all of
+    /// them: the table's sets must be exactly these) in one netlink batch, the ports' chains
+    /// untouched; `None` if a chain or set is not loaded or the batch failed (then the next
+    /// apply rebuilds).
+    pub(crate) fn apply_rules(
+        &mut self,
+        chains: BTreeMap<String, Vec<Line>>,
+        cidrs: BTreeMap<String, ipnet::Ipv4Net>,
+        sets: BTreeMap<String, std::collections::BTreeSet<Ipv4Addr>>,
+    ) -> Option<Applied> {
+        let loaded = self.loaded.as_mut()?;
+        if !sets.keys().eq(loaded.sets.keys()) {
+            return None;
+        }
+        let mut msgs = Vec::new();
+        chains::new_cidr_sets(&mut msgs, &loaded.cidrs, &cidrs);
+        chains::rule_msgs(&mut msgs, &loaded.chains, &chains)?;
+        let rules = !msgs.is_empty() || loaded.cidrs != cidrs;
+        for (name, members) in &sets {
+            elements::set_batch(&mut msgs, name, loaded.sets.get(name)?, members);
+        }
+        chains::gone_cidr_sets(&mut msgs, &loaded.cidrs, &cidrs);
+        if msgs.is_empty() {
+            return Some(Applied::Unchanged);
+        }
+        if elements::commit(&mut self.socket, &msgs).is_err() {
+            self.loaded = None;
+            return None;
+        }
+        loaded.chains.extend(chains);
+        loaded.cidrs = cidrs;
+        loaded.sets = sets;
+        Some(if rules {
+            Applied::Rules
+        } else {
+            Applied::Elements
+        })
+    }
+
     /// Makes the table hold `model`: the whole table the first time (or after a failure),
     /// else only what changed; one transaction either way.
     pub fn apply(&mut self, model: Model) -> Result<Applied> {

@@ -612,3 +612,30 @@ fn rule_changes_by_netlink_end_where_a_rebuild_would() {
         assert_eq!(applied, rebuilt);
     });
 }
+
+#[test]
+fn the_enforcer_sends_rule_changes_without_the_port_chains() {
+    in_scratch_netns("security-group enforcer rule changes", |_| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut e = Enforcer::new(dir.path());
+        let ports = BTreeMap::from([(T, vec![port("v1", 2, &["web"]), port("v2", 3, &["admin"])])]);
+        let steps = [
+            (rich(&[3], 0), Applied::Script),
+            (rich(&[3], 1), Applied::Rules),
+            (rich(&[3, 4], 2), Applied::Rules),
+            (rich(&[4], 2), Applied::Elements),
+            (snap(&[4], false), Applied::Rules),
+            (rich(&[4], 3), Applied::Rules),
+        ];
+        for (i, (s, want)) in steps.into_iter().enumerate() {
+            let generation = i as u64 + 1;
+            let s = TenantGroups { generation, ..s };
+            e.record(s.clone()).expect("record");
+            assert_eq!(e.apply(&ports).expect("apply"), want, "step {i}");
+            let m = model(ports[&T].clone(), Some(s));
+            assert_eq!(e.applier().loaded(), Some(&m), "step {i}");
+            let (applied, rebuilt) = listed_and_rebuilt(&m);
+            assert_eq!(applied, rebuilt, "step {i}");
+        }
+    });
+}
