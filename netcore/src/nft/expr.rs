@@ -18,6 +18,8 @@ pub enum Reg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetaKey {
     Protocol,
+    /// The packet's family (`NFPROTO_*`), what an inet table's `ip` matches depend on.
+    NfProto,
     L4Proto,
     IifName,
     OifName,
@@ -32,6 +34,7 @@ impl MetaKey {
             MetaKey::Mark => 3,
             MetaKey::IifName => 6,
             MetaKey::OifName => 7,
+            MetaKey::NfProto => 15,
             MetaKey::L4Proto => 16,
             MetaKey::Other(n) => n,
         }
@@ -99,6 +102,8 @@ impl Verdict {
 pub enum Expr {
     /// Loads packet metadata into `dreg`.
     Meta { key: MetaKey, dreg: Reg },
+    /// Loads conntrack data (`enum nft_ct_keys`: 0 is the state bits) into `dreg`.
+    Ct { key: u32, dreg: Reg },
     /// Loads `len` bytes at `offset` from the start of a header into `dreg`.
     Payload {
         base: Base,
@@ -144,6 +149,7 @@ impl Expr {
     pub fn name(&self) -> &str {
         match self {
             Expr::Meta { .. } => "meta",
+            Expr::Ct { .. } => "ct",
             Expr::Payload { .. } => "payload",
             Expr::Cmp { .. } => "cmp",
             Expr::Bitwise { .. } => "bitwise",
@@ -169,6 +175,9 @@ impl Expr {
         match self {
             Expr::Meta { key, dreg } => {
                 w.be32(2, key.code()).be32(1, *dreg as u32);
+            }
+            Expr::Ct { key, dreg } => {
+                w.be32(2, *key).be32(1, *dreg as u32);
             }
             Expr::Payload {
                 base,
@@ -250,6 +259,15 @@ pub fn neq(data: &[u8]) -> Expr {
     Expr::Cmp {
         sreg: Reg::R1,
         op: CmpOp::Neq,
+        data: data.to_vec(),
+    }
+}
+
+/// `sreg <op> data` (register 1).
+pub fn cmp(op: CmpOp, data: &[u8]) -> Expr {
+    Expr::Cmp {
+        sreg: Reg::R1,
+        op,
         data: data.to_vec(),
     }
 }

@@ -18,7 +18,10 @@ pub enum MsgType {
     DelTable = 2,
     NewChain = 3,
     NewRule = 6,
+    /// Without a handle: every rule of the chain (`nft flush chain`).
+    DelRule = 8,
     NewSet = 9,
+    DelSet = 11,
     NewSetElem = 12,
     GetSetElem = 13,
     DelSetElem = 14,
@@ -197,6 +200,11 @@ pub(super) const ELEM_LIST_ELEMENTS: u16 = 3;
 pub(super) const LIST_ELEM: u16 = 1;
 pub(super) const ELEM_KEY: u16 = 1;
 const ELEM_DATA: u16 = 2;
+const ELEM_FLAGS: u16 = 3;
+/// `NFT_SET_ELEM_INTERVAL_END`.
+const ELEM_INTERVAL_END: u32 = 1;
+/// `NFT_SET_INTERVAL`: a set of ranges.
+pub const SET_INTERVAL: u32 = 4;
 pub(super) const DATA_VALUE: u16 = 1;
 const RULE_TABLE: u16 = 1;
 const RULE_CHAIN: u16 = 2;
@@ -334,6 +342,44 @@ pub fn del_elements(family: Family, table: &str, set: &str, keys: &[Key]) -> Msg
 /// Deletes elements, ignoring missing ones (`NFT_MSG_DESTROYSETELEM`, Linux 6.3+).
 pub fn destroy_elements(family: Family, table: &str, set: &str, keys: &[Key]) -> Msg {
     elements(MsgType::DestroySetElem, family, table, set, keys)
+}
+
+/// Deletes a set (EBUSY while a rule outside this batch's deletions still uses it).
+pub fn del_set(family: Family, table: &str, name: &str) -> Msg {
+    let mut w = Writer::new();
+    w.str(SET_TABLE, table).str(SET_NAME, name);
+    let what = format!("delete set {table} {name}");
+    msg(MsgType::DelSet, family, 0, w, what)
+}
+
+/// Adds the elements of an interval set: each `(key, end)` opens a range, or with `end` closes
+/// the one before (exclusive bound), as nft sends `{ 192.0.2.0/24 }`.
+pub fn add_interval_elements(family: Family, table: &str, set: &str, elems: &[(Key, bool)]) -> Msg {
+    let mut w = Writer::new();
+    w.str(ELEM_LIST_TABLE, table)
+        .str(ELEM_LIST_SET, set)
+        .nest(ELEM_LIST_ELEMENTS, |w| {
+            for (key, end) in elems {
+                w.nest(LIST_ELEM, |w| {
+                    if *end {
+                        w.be32(ELEM_FLAGS, ELEM_INTERVAL_END);
+                    }
+                    w.nest(ELEM_KEY, |w| {
+                        w.bytes(DATA_VALUE, key.bytes());
+                    });
+                });
+            }
+        });
+    let what = format!("add {} interval bound(s) to set {table} {set}", elems.len());
+    msg(MsgType::NewSetElem, family, NLM_F_CREATE, w, what)
+}
+
+/// Deletes every rule of a chain (`nft flush chain`).
+pub fn flush_chain(family: Family, table: &str, chain: &str) -> Msg {
+    let mut w = Writer::new();
+    w.str(RULE_TABLE, table).str(RULE_CHAIN, chain);
+    let what = format!("flush chain {table} {chain}");
+    msg(MsgType::DelRule, family, 0, w, what)
 }
 
 /// Appends a rule to a chain.

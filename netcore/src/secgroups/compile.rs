@@ -4,18 +4,23 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use uuid::Uuid;
 
+use super::rule::{Addr, Build, Line, ICMP, TCP, UDP};
 use super::{Direction, Group, Port, Protocol, Remote, Rule, TenantGroups};
+use crate::nft::expr::Verdict;
 
 /// What the table holds besides its fixed base chains and maps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Model {
     /// Member sets (`ipv4_addr`), one per group of a tenant with ports here.
     pub sets: BTreeMap<String, BTreeSet<Ipv4Addr>>,
+    /// Remote CIDRs of the rules, one interval set each, named after the CIDR: every rule
+    /// naming the same CIDR shares it, and its content never changes.
+    pub cidrs: BTreeMap<String, Ipv4Net>,
     /// Regular chains: each group's ingress and egress rules, each port's dispatch.
-    pub chains: BTreeMap<String, Vec<String>>,
+    pub chains: BTreeMap<String, Vec<Line>>,
     /// `bridge . address` → the chain traffic to that port jumps to.
     pub ingress: BTreeMap<(String, Ipv4Addr), String>,
     /// `bridge . address` → the chain traffic from that port jumps to.
@@ -46,6 +51,11 @@ fn group_key(tenant: Uuid, group: Option<&Group>, name: &str) -> String {
 
 pub(crate) fn set_name(key: &str) -> String {
     format!("m_{key}")
+}
+
+/// The interval set of a remote CIDR: `c_0a000000_8` for 10.0.0.0/8.
+pub(crate) fn cidr_set_name(net: &Ipv4Net) -> String {
+    format!("c_{:08x}_{}", u32::from(net.network()), net.prefix_len())
 }
 
 fn chain_name(direction: Direction, key: &str) -> String {
@@ -110,7 +120,39 @@ fn tenant_model(m: &mut Model, tenant: Uuid, ports: &[Port], snap: &TenantGroups
         snap.groups.iter().map(|g| (g.name.as_str(), g)).collect();
     let key = |name: &str| group_key(tenant, by_name.get(name).copied(), name);
     m.sets.extend(tenant_sets(tenant, ports, snap));
-    // Chains of the groups the ports use.
+    group_chains(&mut m.chains, &mut m.cidrs, tenant, ports, snap);
+    for p in ports {
+        let keys: Vec<String> = p.groups.iter().map(|g| key(g)).collect();
+        port_chains(m, p, Some(snap), &keys);
+    }
+}
+
+/// The group chains of every tenant with ports and a snapshot, and the CIDR sets they name:
+/// what a rule change alone changes (with the member sets), without the ports' chains.
+pub(super) fn group_rules(
+    ports: &BTreeMap<Uuid, Vec<Port>>,
+    snaps: &BTreeMap<Uuid, TenantGroups>,
+) -> (BTreeMap<String, Vec<Line>>, BTreeMap<String, Ipv4Net>) {
+    let (mut chains, mut cidrs) = Default::default();
+    for (tenant, ports) in ports {
+        if let Some(snap) = snaps.get(tenant) {
+            group_chains(&mut chains, &mut cidrs, *tenant, ports, snap);
+        }
+    }
+    (chains, cidrs)
+}
+
+/// The chains of the groups a tenant's ports use.
+fn group_chains(
+    chains: &mut BTreeMap<String, Vec<Line>>,
+    cidrs: &mut BTreeMap<String, Ipv4Net>,
+    tenant: Uuid,
+    ports: &[Port],
+    snap: &TenantGroups,
+) {
+    let by_name: BTreeMap<&str, &Group> =
+        snap.groups.iter().map(|g| (g.name.as_str(), g)).collect();
+    let key = |name: &str| group_key(tenant, by_name.get(name).copied(), name);
     let used: BTreeSet<&str> = ports
         .iter()
         .flat_map(|p| p.groups.iter().map(String::as_str))
@@ -124,41 +166,33 @@ fn tenant_model(m: &mut Model, tenant: Uuid, ports: &[Port], snap: &TenantGroups
             let body = rules
                 .iter()
                 .filter(|r| r.direction == direction)
-                .filter_map(|r| rule_text(r, &key))
+                .filter_map(|r| rule_line(r, &key, cidrs))
                 .collect();
-            m.chains.insert(chain_name(direction, &key(name)), body);
+            chains.insert(chain_name(direction, &key(name)), body);
         }
-    }
-    for p in ports {
-        let keys: Vec<String> = p.groups.iter().map(|g| key(g)).collect();
-        port_chains(m, p, Some(snap), &keys);
     }
 }
 
 /// The port's two dispatch chains and map entries; `snap` `None`: not known yet.
 fn port_chains(m: &mut Model, p: &Port, snap: Option<&TenantGroups>, keys: &[String]) {
     let (pi, pe) = (format!("pi_{}", p.ifname), format!("pe_{}", p.ifname));
-    let mut egress = vec!["ct state invalid drop".to_string()];
+    let invalid = || Build::new().ct_invalid().verdict(Verdict::Drop);
+    let mut egress = vec![invalid()];
     // DHCP answers reach a VM whatever its groups, as in Neutron: only the CNCI can send them
     // (anti-spoofing drops a workload's DHCP server traffic).
     let mut ingress = vec![
-        egress[0].clone(),
-        "udp sport 67 udp dport 68 accept".to_string(),
+        invalid(),
+        Build::new().dhcp_answer().verdict(Verdict::Accept),
     ];
+    let jump = |d, k| Build::new().verdict(Verdict::Jump(chain_name(d, k)));
     if snap.is_some() {
-        ingress.extend(
-            keys.iter()
-                .map(|k| format!("jump {}", chain_name(Direction::Ingress, k))),
-        );
-        egress.extend(
-            keys.iter()
-                .map(|k| format!("jump {}", chain_name(Direction::Egress, k))),
-        );
-        egress.push("drop".into());
+        ingress.extend(keys.iter().map(|k| jump(Direction::Ingress, k)));
+        egress.extend(keys.iter().map(|k| jump(Direction::Egress, k)));
+        egress.push(Build::new().verdict(Verdict::Drop));
     } else {
-        egress.push("accept".into());
+        egress.push(Build::new().verdict(Verdict::Accept));
     }
-    ingress.push("drop".into());
+    ingress.push(Build::new().verdict(Verdict::Drop));
     m.chains.insert(pi.clone(), ingress);
     m.chains.insert(pe.clone(), egress);
     m.ingress.insert((p.bridge.clone(), p.ip), pi);
@@ -166,49 +200,43 @@ fn port_chains(m: &mut Model, p: &Port, snap: Option<&TenantGroups>, keys: &[Str
     m.zones.insert(p.bridge.clone(), zone_of(&p.bridge));
 }
 
-/// One IPv4 rule as nft text ending in `accept`; `None` for what IPv4 dispatch never sees
-/// (IPv6 rules) or cannot express (an IPv6 CIDR in an IPv4 rule).
-fn rule_text(r: &Rule, key: &dyn Fn(&str) -> String) -> Option<String> {
+/// One IPv4 rule ending in `accept`; `None` for what IPv4 dispatch never sees (IPv6 rules) or
+/// cannot express (an IPv6 CIDR in an IPv4 rule). A remote CIDR is looked up in its interval
+/// set, added to `cidrs`.
+fn rule_line(
+    r: &Rule,
+    key: &dyn Fn(&str) -> String,
+    cidrs: &mut BTreeMap<String, Ipv4Net>,
+) -> Option<Line> {
     if r.ipv6 {
         return None;
     }
-    let mut parts = Vec::new();
     let addr = match r.direction {
-        Direction::Ingress => "ip saddr",
-        Direction::Egress => "ip daddr",
+        Direction::Ingress => Addr::Saddr,
+        Direction::Egress => Addr::Daddr,
     };
+    let mut b = Build::new();
     match &r.remote {
         Remote::Anywhere => {}
-        Remote::Cidr(IpNet::V4(net)) => parts.push(format!("{addr} {net}")),
+        Remote::Cidr(IpNet::V4(net)) => {
+            let net = net.trunc();
+            let name = cidr_set_name(&net);
+            b = b.ip_in(addr, &name);
+            cidrs.insert(name, net);
+        }
         Remote::Cidr(IpNet::V6(_)) => return None,
-        Remote::Group(name) => parts.push(format!("{addr} @{}", set_name(&key(name)))),
+        Remote::Group(name) => b = b.ip_in(addr, &set_name(&key(name))),
     }
-    match (r.protocol, r.ports, r.icmp) {
-        (Protocol::Tcp | Protocol::Udp, Some((lo, hi)), _) => {
-            let proto = if r.protocol == Protocol::Tcp {
-                "tcp"
-            } else {
-                "udp"
-            };
-            if lo == hi {
-                parts.push(format!("{proto} dport {lo}"));
-            } else {
-                parts.push(format!("{proto} dport {lo}-{hi}"));
-            }
-        }
-        (Protocol::Tcp, None, _) => parts.push("meta l4proto tcp".into()),
-        (Protocol::Udp, None, _) => parts.push("meta l4proto udp".into()),
-        (Protocol::Icmp, _, Some((t, code))) => {
-            parts.push(format!("icmp type {t}"));
-            if let Some(c) = code {
-                parts.push(format!("icmp code {c}"));
-            }
-        }
-        (Protocol::Icmp, _, None) => parts.push("meta l4proto icmp".into()),
+    b = match (r.protocol, r.ports, r.icmp) {
+        (Protocol::Tcp, Some((lo, hi)), _) => b.dport(TCP, lo, hi),
+        (Protocol::Udp, Some((lo, hi)), _) => b.dport(UDP, lo, hi),
+        (Protocol::Tcp, None, _) => b.l4proto("tcp", TCP),
+        (Protocol::Udp, None, _) => b.l4proto("udp", UDP),
+        (Protocol::Icmp, _, Some((t, code))) => b.icmp(t, code),
+        (Protocol::Icmp, _, None) => b.l4proto("icmp", ICMP),
         (Protocol::Icmpv6, _, _) => return None,
-        (Protocol::Number(n), _, _) => parts.push(format!("meta l4proto {n}")),
-        (Protocol::Any, _, _) => {}
-    }
-    parts.push("accept".into());
-    Some(parts.join(" "))
+        (Protocol::Number(n), _, _) => b.l4proto(&n.to_string(), n),
+        (Protocol::Any, _, _) => b,
+    };
+    Some(b.verdict(Verdict::Accept))
 }

@@ -1,26 +1,33 @@
-//! Changes that are only set and map elements (a member joining or leaving a group, a port's
-//! dispatch entry) as one nf_tables batch sent from this process. `nft -f` would first read
+//! Changes that are set and map elements (a member joining or leaving a group, a port's
+//! dispatch entry), and chains' rules (see `chains`), as one nf_tables batch sent from this
+//! process. `nft -f` would first read
 //! every chain and set of the table into its cache: milliseconds per change at 1,000 ports.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use super::{Model, PENDING, TABLE};
+use super::{chains, Model, PENDING, TABLE};
 use crate::nft::expr::Verdict;
 use crate::nft::objects::{self, Key, Msg};
 use crate::nft::{Family, Socket};
 
 const FAMILY: Family = Family::Inet;
 
-/// The messages that turn a table holding `old` into one holding `new`, or `None` if anything
-/// but elements differs (chains, zones, which sets exist): that goes through `nft`. Deletions
+/// The messages that turn a table holding `old` into one holding `new`, or `None` if the change
+/// is structural (chains made or deleted, zones, which member sets exist): that goes through
+/// `nft`. Chains' rules and CIDR sets are in the batch (see `chains`). Deletions
 /// are exact (`DELSETELEM`: the applier knows what it loaded; a missing element fails the
 /// batch and the caller rebuilds).
 pub(super) fn batch(old: &Model, new: &Model) -> Option<Vec<Msg>> {
-    if old.chains != new.chains || old.zones != new.zones || !old.sets.keys().eq(new.sets.keys()) {
+    if old.zones != new.zones
+        || !old.sets.keys().eq(new.sets.keys())
+        || !old.chains.keys().eq(new.chains.keys())
+    {
         return None;
     }
     let mut msgs = Vec::new();
+    chains::new_cidr_sets(&mut msgs, &old.cidrs, &new.cidrs);
+    chains::rule_msgs(&mut msgs, &old.chains, &new.chains)?;
     for (name, members) in &new.sets {
         set_batch(&mut msgs, name, old.sets.get(name)?, members);
     }
@@ -30,6 +37,7 @@ pub(super) fn batch(old: &Model, new: &Model) -> Option<Vec<Msg>> {
         msgs.push(objects::flush_set(FAMILY, TABLE, PENDING));
     }
     map_batch(&mut msgs, "egress4", &old.egress, &new.egress);
+    chains::gone_cidr_sets(&mut msgs, &old.cidrs, &new.cidrs);
     Some(msgs)
 }
 

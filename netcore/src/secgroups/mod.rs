@@ -7,12 +7,15 @@
 //! ingress (priority 1), each accept established/related flows and dispatch in O(1) through a
 //! verdict map keyed `bridge . workload address` to the port's chain; the port chain jumps to
 //! each of its groups' chains and ends in drop. A group's rules live once, in its own chain; a
-//! remote group is a named set of its members' addresses, so a member joining is one element.
+//! remote group is a named set of its members' addresses, so a member joining is one element;
+//! a remote CIDR is an interval set named after it, shared by every rule naming it.
 //! Traffic of ports that name no group matches no map entry and passes as before.
 
+mod chains;
 mod compile;
 mod elements;
 mod node;
+mod rule;
 mod script;
 mod store;
 #[cfg(test)]
@@ -30,6 +33,7 @@ use crate::error::{Error, Result};
 
 pub use compile::{compile, Model};
 pub use node::Enforcer;
+pub use rule::Line;
 pub use script::{diff, rebuild, run};
 pub use store::{load_snapshots, save_snapshot, Snapshots};
 
@@ -202,6 +206,9 @@ pub enum Applied {
     Unchanged,
     /// Only set and map elements changed: one netlink batch from this process.
     Elements,
+    /// Rules of existing chains changed (and maybe elements and CIDR sets): one netlink batch
+    /// from this process.
+    Rules,
     /// An `nft -f` script (the whole table, or the difference).
     Script,
 }
@@ -234,6 +241,45 @@ impl Applier {
         Some(Applied::Elements)
     }
 
+    /// Replaces the rules of chains the table has, the CIDR sets and the member sets (all of
+    /// them: the table's sets must be exactly these) in one netlink batch, the ports' chains
+    /// untouched; `None` if a chain or set is not loaded or the batch failed (then the next
+    /// apply rebuilds).
+    pub(crate) fn apply_rules(
+        &mut self,
+        chains: BTreeMap<String, Vec<Line>>,
+        cidrs: BTreeMap<String, ipnet::Ipv4Net>,
+        sets: BTreeMap<String, std::collections::BTreeSet<Ipv4Addr>>,
+    ) -> Option<Applied> {
+        let loaded = self.loaded.as_mut()?;
+        if !sets.keys().eq(loaded.sets.keys()) {
+            return None;
+        }
+        let mut msgs = Vec::new();
+        chains::new_cidr_sets(&mut msgs, &loaded.cidrs, &cidrs);
+        chains::rule_msgs(&mut msgs, &loaded.chains, &chains)?;
+        let rules = !msgs.is_empty() || loaded.cidrs != cidrs;
+        for (name, members) in &sets {
+            elements::set_batch(&mut msgs, name, loaded.sets.get(name)?, members);
+        }
+        chains::gone_cidr_sets(&mut msgs, &loaded.cidrs, &cidrs);
+        if msgs.is_empty() {
+            return Some(Applied::Unchanged);
+        }
+        if elements::commit(&mut self.socket, &msgs).is_err() {
+            self.loaded = None;
+            return None;
+        }
+        loaded.chains.extend(chains);
+        loaded.cidrs = cidrs;
+        loaded.sets = sets;
+        Some(if rules {
+            Applied::Rules
+        } else {
+            Applied::Elements
+        })
+    }
+
     /// Makes the table hold `model`: the whole table the first time (or after a failure),
     /// else only what changed; one transaction either way.
     pub fn apply(&mut self, model: Model) -> Result<Applied> {
@@ -242,9 +288,14 @@ impl Applier {
                 return Ok(Applied::Unchanged);
             }
             if let Some(msgs) = elements::batch(old, &model) {
+                let how = if old.chains == model.chains && old.cidrs == model.cidrs {
+                    Applied::Elements
+                } else {
+                    Applied::Rules
+                };
                 if elements::commit(&mut self.socket, &msgs).is_ok() {
                     self.loaded = Some(model);
-                    return Ok(Applied::Elements);
+                    return Ok(how);
                 }
                 // The table is not what was loaded (or netlink failed): rebuild it whole.
                 self.loaded = None;

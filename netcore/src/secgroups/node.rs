@@ -38,8 +38,9 @@ impl Enforcer {
     }
 
     /// Makes the table enforce `ports` with the recorded snapshots. Same ports and only members
-    /// changed: the changed tenants' member sets alone, one netlink batch; else compile all
-    /// and apply the difference.
+    /// changed: the changed tenants' member sets alone, one netlink batch; same ports and groups
+    /// but rules changed: the group chains and sets alone (not the ports' chains, most of the
+    /// table), one netlink batch; else compile all and apply the difference.
     /// Snapshots that cannot be read are applied as none (ports fail closed: new ingress
     /// dropped) and the error returned after.
     pub fn apply(&mut self, ports: &Ports) -> Result<Applied> {
@@ -53,14 +54,21 @@ impl Enforcer {
         }
         if let Some((was_ports, was_snaps)) = &self.applied {
             if was_ports == ports {
-                if let Some(sets) = changed_members(was_snaps, snaps, ports) {
-                    if let Some(how) = self.applier.apply_sets(sets) {
-                        // The ports are the same: only the snapshots are copied.
-                        if let Some((_, was_snaps)) = &mut self.applied {
-                            was_snaps.clone_from(snaps);
-                        }
-                        return Ok(how);
+                let how = match changed_members(was_snaps, snaps, ports) {
+                    Some(sets) => self.applier.apply_sets(sets),
+                    None if same_groups(was_snaps, snaps, ports) => {
+                        let (chains, cidrs) = compile::group_rules(ports, snaps);
+                        let sets = all_sets(snaps, ports);
+                        self.applier.apply_rules(chains, cidrs, sets)
                     }
+                    None => None,
+                };
+                if let Some(how) = how {
+                    // The ports are the same: only the snapshots are copied.
+                    if let Some((_, was_snaps)) = &mut self.applied {
+                        was_snaps.clone_from(snaps);
+                    }
+                    return Ok(how);
                 }
             }
         }
@@ -98,6 +106,33 @@ fn changed_members(
         }
     }
     Some(sets)
+}
+
+/// True if every tenant with ports has the same groups (names and ids, so the same chains and
+/// port chains) in both, or no snapshot in either: what changed is rules and members.
+fn same_groups(was: &Snaps, now: &Snaps, ports: &Ports) -> bool {
+    ports.keys().all(|t| match (was.get(t), now.get(t)) {
+        (Some(a), Some(b)) => {
+            a.groups.len() == b.groups.len()
+                && a.groups
+                    .iter()
+                    .zip(&b.groups)
+                    .all(|(x, y)| (&x.name, &x.uuid) == (&y.name, &y.uuid))
+        }
+        (None, None) => true,
+        _ => false,
+    })
+}
+
+/// Every member set of the table: those of each tenant with ports and a snapshot.
+fn all_sets(snaps: &Snaps, ports: &Ports) -> BTreeMap<String, BTreeSet<Ipv4Addr>> {
+    let mut sets = BTreeMap::new();
+    for (tenant, tenant_ports) in ports {
+        if let Some(snap) = snaps.get(tenant) {
+            sets.extend(compile::tenant_sets(*tenant, tenant_ports, snap));
+        }
+    }
+    sets
 }
 
 fn members_only(a: &TenantGroups, b: &TenantGroups) -> bool {

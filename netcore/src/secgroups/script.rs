@@ -56,6 +56,17 @@ pub fn diff(old: &Model, new: &Model) -> String {
     for name in new.sets.keys().filter(|n| !old.sets.contains_key(*n)) {
         let _ = writeln!(out, "add set {t} {name} {{ type ipv4_addr; }}");
     }
+    for (name, net) in new
+        .cidrs
+        .iter()
+        .filter(|(n, _)| !old.cidrs.contains_key(*n))
+    {
+        let _ = writeln!(
+            out,
+            "add set {t} {name} {{ type ipv4_addr; flags interval; }}"
+        );
+        let _ = writeln!(out, "add element {t} {name} {{ {net} }}");
+    }
     for name in new.chains.keys().filter(|n| !old.chains.contains_key(*n)) {
         let _ = writeln!(out, "add chain {t} {name}");
     }
@@ -68,7 +79,7 @@ pub fn diff(old: &Model, new: &Model) -> String {
             None => {}
         }
         for rule in rules {
-            let _ = writeln!(out, "add rule {t} {name} {rule}");
+            let _ = writeln!(out, "add rule {t} {name} {}", rule.text);
         }
     }
     let empty = BTreeSet::new();
@@ -97,6 +108,9 @@ pub fn diff(old: &Model, new: &Model) -> String {
         let _ = writeln!(out, "delete chain {t} {name}");
     }
     for name in old.sets.keys().filter(|n| !new.sets.contains_key(*n)) {
+        let _ = writeln!(out, "delete set {t} {name}");
+    }
+    for name in old.cidrs.keys().filter(|n| !new.cidrs.contains_key(*n)) {
         let _ = writeln!(out, "delete set {t} {name}");
     }
     out

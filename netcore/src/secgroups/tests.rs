@@ -69,6 +69,11 @@ fn snap(admins: &[u8], rules22: bool) -> TenantGroups {
     }
 }
 
+/// The nft text of a chain's rules.
+fn texts(m: &Model, chain: &str) -> Vec<String> {
+    m.chains[chain].iter().map(|l| l.text.clone()).collect()
+}
+
 fn model(ports: Vec<Port>, s: Option<TenantGroups>) -> Model {
     let ports = BTreeMap::from([(T, ports)]);
     let snaps = s.map(|s| BTreeMap::from([(T, s)])).unwrap_or_default();
@@ -95,14 +100,14 @@ fn a_group_rule_compiles_once_and_ports_jump_to_it() {
     );
     let gi = format!("gi_{}", WEB.simple());
     assert_eq!(
-        m.chains[&gi],
+        texts(&m, &gi),
         [
             "tcp dport 80 accept".to_string(),
             format!("ip saddr @m_{} tcp dport 22 accept", ADMIN.simple()),
         ]
     );
     assert_eq!(
-        m.chains["pi_v1"],
+        texts(&m, "pi_v1"),
         [
             "ct state invalid drop".to_string(),
             "udp sport 67 udp dport 68 accept".into(),
@@ -155,8 +160,14 @@ fn each_bridge_of_a_filtered_port_gets_a_stable_nonzero_zone() {
 #[test]
 fn without_a_snapshot_a_port_drops_new_ingress_and_keeps_egress() {
     let m = model(vec![port("v1", 2, &["web"])], None);
-    assert_eq!(m.chains["pi_v1"].last().map(String::as_str), Some("drop"));
-    assert_eq!(m.chains["pe_v1"].last().map(String::as_str), Some("accept"));
+    assert_eq!(
+        m.chains["pi_v1"].last().map(|l| l.text.as_str()),
+        Some("drop")
+    );
+    assert_eq!(
+        m.chains["pe_v1"].last().map(|l| l.text.as_str()),
+        Some("accept")
+    );
     assert!(m.sets.is_empty());
 }
 
@@ -165,7 +176,10 @@ fn an_unknown_group_allows_nothing() {
     let m = model(vec![port("v1", 2, &["nope"])], Some(snap(&[], true)));
     let gi = format!("gi_{}_nope", T.simple());
     assert!(m.chains[&gi].is_empty());
-    assert_eq!(m.chains["pi_v1"].last().map(String::as_str), Some("drop"));
+    assert_eq!(
+        m.chains["pi_v1"].last().map(|l| l.text.as_str()),
+        Some("drop")
+    );
 }
 
 #[test]
@@ -299,8 +313,17 @@ fn only_element_changes_go_by_netlink() {
     let left = elements::batch(&joined, &old).expect("elements only");
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].kind, crate::nft::objects::MsgType::DelSetElem);
-    // A rule change, a new port: chains change, so `nft`.
-    assert!(elements::batch(&old, &model(ports, Some(snap(&[3], false)))).is_none());
+    // A rule change: the group chain flushed and refilled; a new port: new chains, so `nft`.
+    let msgs = elements::batch(&old, &model(ports, Some(snap(&[3], false)))).expect("rules");
+    let whats: Vec<&str> = msgs.iter().map(|m| m.what.as_str()).collect();
+    let gi = format!("gi_{}", WEB.simple());
+    assert_eq!(
+        whats,
+        [
+            format!("flush chain ciao_sg_v1 {gi}"),
+            format!("add rule to ciao_sg_v1 {gi}")
+        ]
+    );
     let two = vec![port("v1", 2, &["web"]), port("v2", 3, &["web"])];
     assert!(elements::batch(&old, &model(two, Some(snap(&[3], true)))).is_none());
     // A port's new address: its map entries move and the pending set is emptied.
@@ -434,7 +457,7 @@ fn the_enforcer_persists_first_and_sends_member_changes_alone() {
         assert!(listed.contains("172.16.0.4"), "{listed}");
         assert_eq!(e.apply(&ports).expect("again"), Applied::Unchanged);
         e.record(with(&[4], false, 3)).expect("record");
-        assert_eq!(e.apply(&ports).expect("rule change"), Applied::Script);
+        assert_eq!(e.apply(&ports).expect("rule change"), Applied::Rules);
         e.record(with(&[5], false, 4)).expect("record");
         assert_eq!(e.apply(&ports).expect("leave"), Applied::Elements);
         let diffed = blocks(&nft_list(&["table", "inet", TABLE]));
@@ -446,5 +469,173 @@ fn the_enforcer_persists_first_and_sends_member_changes_alone() {
         let mut again = Enforcer::new(dir.path());
         assert_eq!(again.apply(&ports).expect("restart"), Applied::Script);
         assert_eq!(again.applier().loaded(), Some(&want));
+    });
+}
+
+/// `snap` plus ingress tcp/`p` from `cidr` in `web` (one rule per port).
+fn with_cidr_rules(mut s: TenantGroups, cidr: &str, ports: &[u16]) -> TenantGroups {
+    let net: ipnet::IpNet = cidr.parse().expect("cidr");
+    for p in ports {
+        s.groups[0]
+            .rules
+            .push(tcp(Direction::Ingress, *p, Remote::Cidr(net)));
+    }
+    s
+}
+
+#[test]
+fn rules_naming_one_cidr_share_one_interval_set() {
+    let ports = vec![port("v1", 2, &["web"]), port("v2", 3, &["admin"])];
+    let s = with_cidr_rules(snap(&[3], true), "10.1.2.3/16", &[443, 8443]);
+    let m = model(ports.clone(), Some(s.clone()));
+    let net: ipnet::Ipv4Net = "10.1.0.0/16".parse().expect("net");
+    assert_eq!(
+        m.cidrs,
+        BTreeMap::from([("c_0a010000_16".to_string(), net)])
+    );
+    let gi = format!("gi_{}", WEB.simple());
+    assert!(texts(&m, &gi).contains(&"ip saddr @c_0a010000_16 tcp dport 8443 accept".to_string()));
+    let built = rebuild(&m);
+    assert_eq!(built.matches("add set inet ciao_sg_v1 c_").count(), 1);
+    assert!(built.contains("add element inet ciao_sg_v1 c_0a010000_16 { 10.1.0.0/16 }"));
+    // The last rule naming it gone: the set goes after the chain no longer uses it.
+    let none = model(ports, Some(snap(&[3], true)));
+    let script = diff(&m, &none);
+    assert!(
+        script.ends_with("delete set inet ciao_sg_v1 c_0a010000_16\n"),
+        "{script}"
+    );
+    let msgs = elements::batch(&m, &none).expect("rules and a CIDR set: netlink");
+    let last = msgs.last().map(|m| m.what.as_str());
+    assert_eq!(last, Some("delete set ciao_sg_v1 c_0a010000_16"));
+}
+
+/// `snap` with every kind of rule compile emits in `web`: tcp/udp single and range, icmp with
+/// and without code, bare protocols, by number, remote CIDRs and groups, both directions.
+fn rich(admins: &[u8], variant: u16) -> TenantGroups {
+    let mut s = with_cidr_rules(snap(admins, true), "10.1.0.0/16", &[443, 8443 + variant]);
+    let net = |c: &str| Remote::Cidr(c.parse().expect("cidr"));
+    let rule = |direction, protocol, ports, icmp, remote| Rule {
+        direction,
+        ipv6: false,
+        protocol,
+        ports,
+        icmp,
+        remote,
+    };
+    use Direction::{Egress as E, Ingress as I};
+    let more = [
+        rule(
+            I,
+            Protocol::Udp,
+            Some((1000, 2000 + variant)),
+            None,
+            Remote::Anywhere,
+        ),
+        rule(I, Protocol::Tcp, None, None, net("192.0.2.0/24")),
+        rule(
+            I,
+            Protocol::Icmp,
+            None,
+            Some((8, None)),
+            Remote::Group("admin".into()),
+        ),
+        rule(
+            I,
+            Protocol::Icmp,
+            None,
+            Some((3, Some(4))),
+            Remote::Anywhere,
+        ),
+        rule(I, Protocol::Icmp, None, None, net("0.0.0.0/0")),
+        rule(E, Protocol::Number(47), None, None, net("203.0.113.7/32")),
+        rule(E, Protocol::Udp, None, None, Remote::Anywhere),
+        rule(
+            E,
+            Protocol::Udp,
+            Some((53, 53)),
+            None,
+            net(&format!("10.{variant}.0.0/24")),
+        ),
+    ];
+    s.groups[0].rules.extend(more);
+    s
+}
+
+/// The table listed (sorted blocks), then the same model rebuilt by `nft -f` and listed.
+fn listed_and_rebuilt(m: &Model) -> (Vec<String>, Vec<String>) {
+    let applied = blocks(&nft_list(&["table", "inet", TABLE]));
+    run(&rebuild(m)).expect("rebuild");
+    (applied, blocks(&nft_list(&["table", "inet", TABLE])))
+}
+
+#[test]
+fn rule_changes_by_netlink_end_where_a_rebuild_would() {
+    in_scratch_netns("security-group rules by netlink", |_| {
+        let mut applier = Applier::default();
+        let ports = |v1: &[&str]| vec![port("v1", 2, v1), port("v2", 3, &["admin"])];
+        let first = model(ports(&["web"]), Some(rich(&[3], 0)));
+        assert_eq!(applier.apply(first).expect("load"), Applied::Script);
+        let steps = [
+            // Ranges and a CIDR changed: a new CIDR set, the old one gone.
+            model(ports(&["web"]), Some(rich(&[3], 1))),
+            // Rules and a member at once.
+            model(ports(&["web"]), Some(rich(&[3, 4], 2))),
+            // A port's groups: its dispatch chains rewritten.
+            model(ports(&["admin", "web"]), Some(rich(&[3, 4], 2))),
+            // Back to the plain snapshot: CIDR sets dropped.
+            model(ports(&["admin", "web"]), Some(snap(&[3, 4], false))),
+        ];
+        for (i, step) in steps.iter().enumerate() {
+            let how = applier
+                .apply(step.clone())
+                .unwrap_or_else(|e| panic!("step {i}: {e}"));
+            assert_eq!(how, Applied::Rules, "step {i}");
+            let (applied, rebuilt) = listed_and_rebuilt(step);
+            assert_eq!(applied, rebuilt, "step {i}");
+        }
+        let listed = nft_list(&["table", "inet", TABLE]);
+        assert!(!listed.contains("set c_"), "{listed}");
+
+        // The table gone behind the applier's back: the batch fails and it rebuilds whole.
+        let out = std::process::Command::new("nft")
+            .args(["delete", "table", "inet", TABLE])
+            .output()
+            .expect("run nft");
+        assert!(out.status.success());
+        let last = model(ports(&["web"]), Some(rich(&[3], 0)));
+        assert_eq!(
+            applier.apply(last.clone()).expect("rebuilt"),
+            Applied::Script
+        );
+        let (applied, rebuilt) = listed_and_rebuilt(&last);
+        assert_eq!(applied, rebuilt);
+    });
+}
+
+#[test]
+fn the_enforcer_sends_rule_changes_without_the_port_chains() {
+    in_scratch_netns("security-group enforcer rule changes", |_| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut e = Enforcer::new(dir.path());
+        let ports = BTreeMap::from([(T, vec![port("v1", 2, &["web"]), port("v2", 3, &["admin"])])]);
+        let steps = [
+            (rich(&[3], 0), Applied::Script),
+            (rich(&[3], 1), Applied::Rules),
+            (rich(&[3, 4], 2), Applied::Rules),
+            (rich(&[4], 2), Applied::Elements),
+            (snap(&[4], false), Applied::Rules),
+            (rich(&[4], 3), Applied::Rules),
+        ];
+        for (i, (s, want)) in steps.into_iter().enumerate() {
+            let generation = i as u64 + 1;
+            let s = TenantGroups { generation, ..s };
+            e.record(s.clone()).expect("record");
+            assert_eq!(e.apply(&ports).expect("apply"), want, "step {i}");
+            let m = model(ports[&T].clone(), Some(s));
+            assert_eq!(e.applier().loaded(), Some(&m), "step {i}");
+            let (applied, rebuilt) = listed_and_rebuilt(&m);
+            assert_eq!(applied, rebuilt, "step {i}");
+        }
     });
 }

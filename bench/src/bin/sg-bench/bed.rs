@@ -24,7 +24,7 @@ pub struct Sample {
     pub applier: Duration,
     /// Lines of the nft script it loaded.
     pub lines: usize,
-    /// True if it went as one netlink batch of elements (no `nft`).
+    /// True if it went as one netlink batch (elements, or rules: no `nft`).
     pub netlink: bool,
 }
 
@@ -93,7 +93,7 @@ impl Bed {
                 persist,
                 applier,
                 lines,
-                netlink: how == Applied::Elements,
+                netlink: matches!(how, Applied::Elements | Applied::Rules),
             })
         })
     }

@@ -5,7 +5,8 @@
 //! ports (veth host ends on `--bridges` bridges), `--groups` groups of `--rules` rules, each
 //! port in 1-3 groups. The node's real path (netcore `secgroups::Enforcer`, as `ciao-node run`
 //! drives it: persist the snapshot and keep it in memory, then the changed member sets alone as
-//! one netlink batch, or compile and send the difference by `nft -f`) loads it all from
+//! one netlink batch, or compile and send the difference: one netlink batch when only elements
+//! and existing chains' rules differ, else `nft -f`) loads it all from
 //! scratch, then applies single changes alternately on the two nodes: one rule added to and
 //! removed from `g00` (used by one port in `--groups`), one member joining and leaving `g00`
 //! (which other groups' rules name as remote group). Last, iperf3 between two workloads on the
@@ -79,7 +80,7 @@ struct Timed {
     persist: Summary,
     /// Of which `Enforcer::apply` (compile or member sets, diff, netlink batch or `nft -f`).
     applier: Summary,
-    /// Samples that went as one netlink batch of elements (no `nft`).
+    /// Samples that went as one netlink batch (elements or rules; no `nft`).
     via_netlink: usize,
     /// Lines of the nft script of the first sample.
     script_lines: usize,
