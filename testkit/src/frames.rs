@@ -111,28 +111,8 @@ pub fn dhcp_discover(xid: u32, chaddr: [u8; 6]) -> Vec<u8> {
     p
 }
 
-/// The EUI-64 link-local address of `mac`.
-pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
-    let m = mac;
-    Ipv6Addr::from([
-        0xfe,
-        0x80,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        m[0] ^ 2,
-        m[1],
-        m[2],
-        0xff,
-        0xfe,
-        m[3],
-        m[4],
-        m[5],
-    ])
-}
+/// The EUI-64 link-local address of `mac` (netcore's, checked there against a known vector).
+pub use netcore::antispoof::link_local;
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
 pub fn mac(text: &str) -> [u8; 6] {
