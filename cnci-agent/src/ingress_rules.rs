@@ -13,21 +13,11 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use ssntp::payloads::{CheckedIngressRule, RuleProtocol};
 
-/// The IP protocol a rule matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    Any,
-    Tcp,
-    Udp,
-    Icmp,
-}
-
 /// One rule as applied, persisted in `ingress.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantRule {
     pub allow: bool,
-    pub protocol: Proto,
+    pub protocol: RuleProtocol,
     /// tcp/udp only; `None`: every port.
     pub ports: Option<(u16, u16)>,
     /// `None`: any source.
@@ -46,12 +36,7 @@ impl TenantRule {
         };
         Ok(TenantRule {
             allow: r.allow,
-            protocol: match r.protocol {
-                RuleProtocol::Any => Proto::Any,
-                RuleProtocol::Tcp => Proto::Tcp,
-                RuleProtocol::Udp => Proto::Udp,
-                RuleProtocol::Icmp => Proto::Icmp,
-            },
+            protocol: r.protocol,
             ports: r.ports,
             remote,
         })
@@ -63,12 +48,7 @@ impl TenantRule {
         if let Some(net) = self.remote {
             let _ = write!(line, "ip saddr {net} ");
         }
-        let name = match self.protocol {
-            Proto::Any => None,
-            Proto::Tcp => Some("tcp"),
-            Proto::Udp => Some("udp"),
-            Proto::Icmp => Some("icmp"),
-        };
+        let name = (self.protocol != RuleProtocol::Any).then(|| self.protocol.as_str());
         match (name, self.ports) {
             (Some(p), Some((min, max))) if min == max => {
                 let _ = write!(line, "{p} dport {min} ");
@@ -97,13 +77,7 @@ impl TenantRule {
             .map(|n| n.to_string())
             .unwrap_or("anywhere".into());
         let action = if self.allow { "allow" } else { "deny" };
-        let proto = match self.protocol {
-            Proto::Any => "any",
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-            Proto::Icmp => "icmp",
-        };
-        format!("{action} {proto}{ports} from {from}")
+        format!("{action} {}{ports} from {from}", self.protocol)
     }
 }
 
@@ -130,7 +104,12 @@ pub fn render(rules: &[TenantRule], default_deny: bool, uplink: &str) -> String 
 mod tests {
     use super::*;
 
-    fn rule(allow: bool, protocol: Proto, ports: Option<(u16, u16)>, cidr: &str) -> TenantRule {
+    fn rule(
+        allow: bool,
+        protocol: RuleProtocol,
+        ports: Option<(u16, u16)>,
+        cidr: &str,
+    ) -> TenantRule {
         TenantRule {
             allow,
             protocol,
@@ -142,11 +121,16 @@ mod tests {
     #[test]
     fn rules_render_in_order_then_the_default() {
         let rules = [
-            rule(false, Proto::Tcp, Some((8080, 8080)), "203.0.113.101/32"),
-            rule(true, Proto::Udp, Some((5000, 5100)), ""),
-            rule(true, Proto::Icmp, None, "198.51.100.0/24"),
-            rule(true, Proto::Tcp, None, ""),
-            rule(false, Proto::Any, None, "10.0.0.0/8"),
+            rule(
+                false,
+                RuleProtocol::Tcp,
+                Some((8080, 8080)),
+                "203.0.113.101/32",
+            ),
+            rule(true, RuleProtocol::Udp, Some((5000, 5100)), ""),
+            rule(true, RuleProtocol::Icmp, None, "198.51.100.0/24"),
+            rule(true, RuleProtocol::Tcp, None, ""),
+            rule(false, RuleProtocol::Any, None, "10.0.0.0/8"),
         ];
         let chain = render(&rules, true, "up");
         let lines: Vec<&str> = chain.lines().map(str::trim).collect();

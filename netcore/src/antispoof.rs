@@ -416,7 +416,14 @@ fn destroys(port: &str, macs: &[[u8; 6]], ipv4: &[Ipv4Addr], keep: Option<&PortG
     if keep.is_none() {
         msgs.push(destroy(PORTS, &[Key::new().ifname(port)]));
     }
-    if keep.is_none_or(|k| !k.closed_v6) {
+    // A port that had elements may be closed6 from its previous guard; a fresh one has
+    // nothing to remove (no destroy message: on kernels before 6.3 each would cost a refused
+    // batch and the dumps of the fallback, on the attach path).
+    let stale_closed6 = match keep {
+        None => true,
+        Some(k) => !k.closed_v6 && !macs.is_empty(),
+    };
+    if stale_closed6 {
         msgs.push(destroy(CLOSED6, &[Key::new().ifname(port)]));
     }
     if !stale_macs.is_empty() {

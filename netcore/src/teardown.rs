@@ -35,9 +35,10 @@ pub fn vnic(
     if port_gone && !vnic.security_groups.is_empty() && !vnic.ip.is_unspecified() {
         // A port detached before the node daemon mapped it must not leave its address
         // closed for the next workload that gets it.
-        if let Some(net) = locked.net(&vnic.net)? {
-            failures.note(nl.sg_unpending(&net.bridge, vnic.ip));
-        }
+        failures.note(locked.net(&vnic.net).and_then(|net| match net {
+            Some(net) => nl.sg_unpending(&net.bridge, vnic.ip),
+            None => Ok(()),
+        }));
     }
     if port_gone {
         let hint = (!vnic.ip.is_unspecified()).then_some(vnic.ip);

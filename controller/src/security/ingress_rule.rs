@@ -19,14 +19,8 @@ pub enum IngressAction {
     Deny,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IngressProtocol {
-    Any,
-    Tcp,
-    Udp,
-    Icmp,
-}
+/// The wire's protocol type, so that the controller, the frame and the CNCI share its names.
+pub use ssntp::payloads::RuleProtocol as IngressProtocol;
 
 /// A checked rule, without its id and position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,24 +109,8 @@ impl IngressRuleRequest {
     }
 
     fn ports(&self, protocol: IngressProtocol) -> Result<Option<(u16, u16)>, String> {
-        let (min, max) = match (self.port_min, self.port_max) {
-            (None, None) => return Ok(None),
-            (Some(min), None) => (min, min),
-            (None, Some(_)) => return Err("port_max needs port_min".into()),
-            (Some(min), Some(max)) => (min, max),
-        };
-        if !matches!(protocol, IngressProtocol::Tcp | IngressProtocol::Udp) {
-            return Err(format!("ports apply to tcp and udp only, not {protocol}"));
-        }
-        let port = |value: i64, name: &str| match u16::try_from(value) {
-            Ok(port) if port > 0 => Ok(port),
-            _ => Err(format!("{name} {value} is not a port (1-65535)")),
-        };
-        let (min, max) = (port(min, "port_min")?, port(max, "port_max")?);
-        if min > max {
-            return Err(format!("port_min {min} is above port_max {max}"));
-        }
-        Ok(Some((min, max)))
+        let ported = matches!(protocol, IngressProtocol::Tcp | IngressProtocol::Udp);
+        super::port_range(self.port_min, self.port_max, ported, &protocol)
     }
 }
 
@@ -140,12 +118,7 @@ fn remote(text: &str) -> Result<Ipv4Net, String> {
     let net: Ipv4Net = text
         .parse()
         .map_err(|_| format!("remote_cidr {text:?} is not an IPv4 CIDR"))?;
-    if net.trunc() != net {
-        return Err(format!(
-            "remote_cidr {net} has host bits set (its network is {})",
-            net.trunc()
-        ));
-    }
+    super::network_only(net.into())?;
     Ok(net)
 }
 
@@ -171,36 +144,6 @@ impl FromStr for IngressAction {
             "allow" => Ok(IngressAction::Allow),
             "deny" => Ok(IngressAction::Deny),
             _ => Err(format!("action {s:?} is not allow or deny")),
-        }
-    }
-}
-
-impl IngressProtocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IngressProtocol::Any => "any",
-            IngressProtocol::Tcp => "tcp",
-            IngressProtocol::Udp => "udp",
-            IngressProtocol::Icmp => "icmp",
-        }
-    }
-}
-
-impl fmt::Display for IngressProtocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for IngressProtocol {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "any" => Ok(IngressProtocol::Any),
-            "tcp" => Ok(IngressProtocol::Tcp),
-            "udp" => Ok(IngressProtocol::Udp),
-            "icmp" => Ok(IngressProtocol::Icmp),
-            _ => Err(format!("protocol {s:?} is not tcp, udp, icmp or any")),
         }
     }
 }

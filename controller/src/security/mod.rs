@@ -111,6 +111,45 @@ fn refuse<T>(why: impl Into<String>) -> Result<T, RuleError> {
     Err(RuleError(why.into()))
 }
 
+/// A rule's port range from the API's wide numbers (so that 0 and 70000 get this message, not
+/// serde's): `None` when neither is given; ports only where `ported` (tcp, udp).
+pub(crate) fn port_range(
+    min: Option<i64>,
+    max: Option<i64>,
+    ported: bool,
+    protocol: &dyn std::fmt::Display,
+) -> Result<Option<(u16, u16)>, String> {
+    let (min, max) = match (min, max) {
+        (None, None) => return Ok(None),
+        (Some(min), None) => (min, min),
+        (None, Some(_)) => return Err("port_max needs port_min".into()),
+        (Some(min), Some(max)) => (min, max),
+    };
+    if !ported {
+        return Err(format!("ports apply to tcp and udp only, not {protocol}"));
+    }
+    let port = |value: i64, name: &str| match u16::try_from(value) {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(format!("{name} {value} is not a port (1-65535)")),
+    };
+    let (min, max) = (port(min, "port_min")?, port(max, "port_max")?);
+    if min > max {
+        return Err(format!("port_min {min} is above port_max {max}"));
+    }
+    Ok(Some((min, max)))
+}
+
+/// `cidr` if it has no host bits set.
+pub(crate) fn network_only(cidr: IpNet) -> Result<IpNet, String> {
+    if cidr.trunc() != cidr {
+        return Err(format!(
+            "remote_cidr {cidr} has host bits set (its network is {})",
+            cidr.trunc()
+        ));
+    }
+    Ok(cidr)
+}
+
 impl RuleRequest {
     /// The checked rule, and the remote group's name or id still to resolve.
     pub fn check(&self) -> Result<(RuleSpec, Option<String>), RuleError> {
@@ -140,24 +179,8 @@ impl RuleRequest {
     }
 
     fn ports(&self, protocol: Protocol) -> Result<Option<(u16, u16)>, RuleError> {
-        let (min, max) = match (self.port_min, self.port_max) {
-            (None, None) => return Ok(None),
-            (Some(min), None) => (min, min),
-            (None, Some(_)) => return refuse("port_max needs port_min"),
-            (Some(min), Some(max)) => (min, max),
-        };
-        if !matches!(protocol, Protocol::Tcp | Protocol::Udp) {
-            return refuse(format!("ports apply to tcp and udp only, not {protocol}"));
-        }
-        let port = |value: i64, name: &str| match u16::try_from(value) {
-            Ok(port) if port > 0 => Ok(port),
-            _ => refuse(format!("{name} {value} is not a port (1-65535)")),
-        };
-        let (min, max) = (port(min, "port_min")?, port(max, "port_max")?);
-        if min > max {
-            return refuse(format!("port_min {min} is above port_max {max}"));
-        }
-        Ok(Some((min, max)))
+        let ported = matches!(protocol, Protocol::Tcp | Protocol::Udp);
+        port_range(self.port_min, self.port_max, ported, &protocol).map_err(RuleError)
     }
 
     fn icmp(&self, protocol: Protocol) -> Result<(Option<u8>, Option<u8>), RuleError> {
@@ -194,12 +217,7 @@ impl RuleRequest {
                 let cidr: IpNet = text
                     .parse()
                     .or_else(|_| refuse(format!("remote_cidr {text:?} is not a CIDR")))?;
-                if cidr.trunc() != cidr {
-                    return refuse(format!(
-                        "remote_cidr {cidr} has host bits set (its network is {})",
-                        cidr.trunc()
-                    ));
-                }
+                let cidr = network_only(cidr).map_err(RuleError)?;
                 let v4 = matches!(cidr, IpNet::V4(_));
                 if v4 != (ethertype == Ethertype::Ipv4) {
                     return refuse(format!("remote_cidr {cidr} is not {ethertype}"));

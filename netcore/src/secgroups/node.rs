@@ -8,7 +8,7 @@ use std::path::Path;
 
 use uuid::Uuid;
 
-use super::{compile, Applied, Applier, Port, Snapshots, TenantGroups};
+use super::{compile, Applied, Applier, Group, Port, Snapshots, TenantGroups};
 use crate::error::Result;
 
 type Ports = BTreeMap<Uuid, Vec<Port>>;
@@ -112,13 +112,7 @@ fn changed_members(
 /// port chains) in both, or no snapshot in either: what changed is rules and members.
 fn same_groups(was: &Snaps, now: &Snaps, ports: &Ports) -> bool {
     ports.keys().all(|t| match (was.get(t), now.get(t)) {
-        (Some(a), Some(b)) => {
-            a.groups.len() == b.groups.len()
-                && a.groups
-                    .iter()
-                    .zip(&b.groups)
-                    .all(|(x, y)| (&x.name, &x.uuid) == (&y.name, &y.uuid))
-        }
+        (Some(a), Some(b)) => pairwise(a, b, |x, y| (&x.name, &x.uuid) == (&y.name, &y.uuid)),
         (None, None) => true,
         _ => false,
     })
@@ -135,10 +129,14 @@ fn all_sets(snaps: &Snaps, ports: &Ports) -> BTreeMap<String, BTreeSet<Ipv4Addr>
     sets
 }
 
+/// True if only members differ: same groups (names, ids) with the same rules.
 fn members_only(a: &TenantGroups, b: &TenantGroups) -> bool {
-    a.groups.len() == b.groups.len()
-        && a.groups
-            .iter()
-            .zip(&b.groups)
-            .all(|(x, y)| (&x.name, &x.uuid, &x.rules) == (&y.name, &y.uuid, &y.rules))
+    pairwise(a, b, |x, y| {
+        (&x.name, &x.uuid, &x.rules) == (&y.name, &y.uuid, &y.rules)
+    })
+}
+
+/// True if `a` and `b` have as many groups and `same` holds for each pair in order.
+fn pairwise(a: &TenantGroups, b: &TenantGroups, same: impl Fn(&Group, &Group) -> bool) -> bool {
+    a.groups.len() == b.groups.len() && a.groups.iter().zip(&b.groups).all(|(x, y)| same(x, y))
 }

@@ -21,13 +21,47 @@ yaml_struct! {
     }
 }
 
-/// What a rule matches of the IP protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// What a rule matches of the IP protocol (also the controller's and the CNCI's type: one
+/// set of names everywhere).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum RuleProtocol {
     Any,
     Tcp,
     Udp,
     Icmp,
+}
+
+impl RuleProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleProtocol::Any => "any",
+            RuleProtocol::Tcp => "tcp",
+            RuleProtocol::Udp => "udp",
+            RuleProtocol::Icmp => "icmp",
+        }
+    }
+}
+
+impl std::fmt::Display for RuleProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RuleProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "any" => Ok(RuleProtocol::Any),
+            "tcp" => Ok(RuleProtocol::Tcp),
+            "udp" => Ok(RuleProtocol::Udp),
+            "icmp" => Ok(RuleProtocol::Icmp),
+            _ => Err(format!("protocol {s:?} is not tcp, udp, icmp or any")),
+        }
+    }
 }
 
 /// A rule with its values checked.
@@ -49,20 +83,14 @@ fn check_rule(r: &IngressRule) -> Result<CheckedIngressRule, PayloadError> {
         "deny" => false,
         other => return Err(invalid(KEY, "rules.action", other, "is not allow or deny")),
     };
-    let protocol = match r.protocol.as_str() {
-        "any" => RuleProtocol::Any,
-        "tcp" => RuleProtocol::Tcp,
-        "udp" => RuleProtocol::Udp,
-        "icmp" => RuleProtocol::Icmp,
-        other => {
-            return Err(invalid(
-                KEY,
-                "rules.protocol",
-                other,
-                "is not any, tcp, udp or icmp",
-            ))
-        }
-    };
+    let protocol: RuleProtocol = r.protocol.parse().map_err(|_| {
+        invalid(
+            KEY,
+            "rules.protocol",
+            &r.protocol,
+            "is not any, tcp, udp or icmp",
+        )
+    })?;
     Ok(CheckedIngressRule {
         allow,
         protocol,
