@@ -27,7 +27,7 @@ use serde_json::Value;
 mod auto;
 mod control;
 mod nn2;
-pub use control::PUBLIC_POOL;
+pub use control::{ssh_port, text, PUBLIC_POOL};
 pub use nn2::{EXT2_IP, NN2_EXT_IP, NN2_IP, NN2_PUBLIC_RANGE};
 
 use crate::{

@@ -189,6 +189,31 @@ impl Netns {
             .success()
     }
 
+    /// `nft list table FAMILY NAME` here as its sets, maps and chains, each as written, in name
+    /// order (nft lists them in creation order, which a rebuild of the same table changes).
+    pub fn nft_table_blocks(&self, family: &str, name: &str) -> Vec<String> {
+        let listing = self.exec(&["nft", "list", "table", family, name]);
+        let head = format!("table {family} {name} {{");
+        let body = listing
+            .trim()
+            .strip_prefix(head.as_str())
+            .and_then(|b| b.strip_suffix('}'))
+            .unwrap_or(&listing);
+        let mut blocks: Vec<String> = body.split("\n\n").map(|b| b.trim().to_string()).collect();
+        blocks.sort();
+        blocks
+    }
+
+    /// The handle of table `FAMILY NAME` here (a rebuilt table has a new one); `None` without it.
+    pub fn nft_table_handle(&self, family: &str, name: &str) -> Option<u64> {
+        let out = self.try_exec(&["nft", "-j", "list", "table", family, name]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["nftables"]
+            .as_array()?
+            .iter()
+            .find_map(|o| o["table"]["handle"].as_u64())
+    }
+
     /// Names of the links in this namespace.
     pub fn links(&self) -> Vec<String> {
         self.exec(&["ip", "-o", "link", "show"])

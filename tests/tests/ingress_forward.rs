@@ -5,8 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use testkit::cluster::{Cluster, Cn};
+use testkit::cluster::{ssh_port, text, Cluster, Cn};
 use testkit::tcp::{tag_at, TagListener};
 use testkit::{require_root, TENANT_A};
 
@@ -35,23 +34,6 @@ fn wait_probe(ns: &Path, ip: &str, port: u16, want: Option<&str>) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn text(v: &Value, key: &str) -> String {
-    v[key].as_str().unwrap_or_default().to_string()
-}
-
-/// The SSH port `ciao-net ssh show` documents for `address` (block of [`S1`]).
-fn ssh_port(view: &Value, address: &str) -> u16 {
-    let block = view["blocks"]
-        .as_array()
-        .and_then(|b| b.iter().find(|b| b["subnet"] == S1))
-        .unwrap_or_else(|| panic!("no SSH block of {S1} in {view}"));
-    let first = block["first_port"].as_u64().expect("first_port");
-    let net: std::net::Ipv4Addr = "172.16.1.0".parse().expect("net");
-    let addr: std::net::Ipv4Addr = address.parse().expect("address");
-    let offset = u64::from(u32::from(addr) - u32::from(net));
-    u16::try_from(first + offset).expect("port")
 }
 
 #[test]
@@ -87,7 +69,7 @@ fn forwards_and_ssh_reach_the_workloads_and_nothing_else_answers_on_the_forward_
         .ciao_net_json(&["ssh", "on", "--tenant", &t.tenant])
         .expect("ssh on");
     assert_eq!(text(&on, "forward_ip"), ip);
-    let (web_ssh, db_ssh) = (ssh_port(&on, WEB), ssh_port(&on, DB));
+    let (web_ssh, db_ssh) = (ssh_port(&on, S1, WEB), ssh_port(&on, S1, DB));
     wait_probe(&ext, &ip, web_ssh, Some("sshd-web"));
     wait_probe(&ext, &ip, db_ssh, Some("sshd-db"));
     cluster
@@ -115,20 +97,9 @@ fn forwards_and_ssh_reach_the_workloads_and_nothing_else_answers_on_the_forward_
 
     // The CNCI's process restarts with its kernel rules gone: it rebuilds the same.
     cluster.kill_nn();
-    let deleted = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &t.netns,
-            "nft",
-            "delete",
-            "table",
-            "ip",
-            "ciao_tenant",
-        ])
-        .status()
-        .expect("run nft");
-    assert!(deleted.success(), "delete the tenant table");
+    cluster
+        .tenant_ns(&t)
+        .exec(&["nft", "delete", "table", "ip", "ciao_tenant"]);
     assert_eq!(probe(&ext, &ip, 8080), None, "the rules are gone");
     cluster.start_nn().expect("ciao-nn restarted");
     wait_probe(&ext, &ip, 8080, Some("web"));

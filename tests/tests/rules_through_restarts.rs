@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use testkit::cluster::{Cluster, Cn};
+use serde_json::json;
+use testkit::cluster::{ssh_port, text, Cluster, Cn, Tenant};
 use testkit::tcp::{tag_at, TagListener};
 use testkit::{require_root, TENANT_A};
 
@@ -144,81 +144,19 @@ impl Drop for Probe {
     }
 }
 
-/// The sets, maps and chains of `nft list table FAMILY NAME` in `ns`, each as written, in
-/// name order (a rebuilt table lists them in its own creation order).
-fn table_blocks(ns: &str, family: &str, name: &str) -> Vec<String> {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "list", "table", family, name])
-        .output()
-        .expect("run nft");
-    assert!(
-        out.status.success(),
-        "nft list table {family} {name} in {ns}"
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let head = format!("table {family} {name} {{");
-    let body = text
-        .trim()
-        .strip_prefix(head.as_str())
-        .and_then(|b| b.strip_suffix('}'))
-        .unwrap_or(&text);
-    let mut blocks: Vec<String> = body.split("\n\n").map(|b| b.trim().to_string()).collect();
-    blocks.sort();
-    blocks
-}
-
-/// The handle of table `inet ciao_sg_v1` in `ns`: a rebuilt table has a new one.
-fn sg_handle(ns: &str) -> Option<u64> {
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "nft",
-            "-j",
-            "list",
-            "table",
-            "inet",
-            "ciao_sg_v1",
-        ])
-        .output()
-        .ok()?;
-    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-    v["nftables"]
-        .as_array()?
-        .iter()
-        .find_map(|o| o["table"]["handle"].as_u64())
-}
-
 /// What the rules of the tenant look like in every kernel that holds some of them.
-fn rules(cluster: &Cluster, cnci_ns: &str) -> Vec<Vec<String>> {
+fn rules(cluster: &Cluster, t: &Tenant) -> Vec<Vec<String>> {
     vec![
-        table_blocks(&cluster.cn(Cn::Cn1).ns.name, "inet", "ciao_sg_v1"),
-        table_blocks(&cluster.cn(Cn::Cn2).ns.name, "inet", "ciao_sg_v1"),
-        table_blocks(cnci_ns, "ip", "ciao_tenant"),
+        cluster
+            .cn(Cn::Cn1)
+            .ns
+            .nft_table_blocks("inet", "ciao_sg_v1"),
+        cluster
+            .cn(Cn::Cn2)
+            .ns
+            .nft_table_blocks("inet", "ciao_sg_v1"),
+        cluster.tenant_ns(t).nft_table_blocks("ip", "ciao_tenant"),
     ]
-}
-
-fn ciao_net(cluster: &Cluster, args: &[&str]) -> Value {
-    cluster
-        .ciao_net_json(args)
-        .unwrap_or_else(|e| panic!("ciao-net {args:?}: {e:#}"))
-}
-
-fn text(v: &Value, key: &str) -> String {
-    v[key].as_str().unwrap_or_default().to_string()
-}
-
-/// The SSH port `ciao-net ssh on` documents for `address` of [`S1`].
-fn ssh_port(view: &Value, address: &str) -> u16 {
-    let block = view["blocks"]
-        .as_array()
-        .and_then(|b| b.iter().find(|b| b["subnet"] == S1))
-        .unwrap_or_else(|| panic!("no SSH block of {S1} in {view}"));
-    let first = block["first_port"].as_u64().expect("first_port");
-    let net: std::net::Ipv4Addr = "172.16.1.0".parse().expect("net");
-    let addr: std::net::Ipv4Addr = address.parse().expect("address");
-    u16::try_from(first + u64::from(u32::from(addr) - u32::from(net))).expect("port")
 }
 
 /// Polls `cond` until it holds, at most [`CONVERGE`].
@@ -242,13 +180,9 @@ fn no_forbidden_traffic_passes_while_any_daemon_restarts_and_the_rules_come_back
     cluster.wait_cnci_ready(&mut t).expect("CNCI ready");
     let tenant = t.tenant.clone();
     for name in ["web", "admin"] {
-        ciao_net(&cluster, &["group", "create", "--tenant", &tenant, name]);
+        cluster.ciao_net_ok(&["group", "create", "--tenant", &tenant, name]);
     }
-    let rule = |group: &str, extra: &[&str]| {
-        let mut args = vec!["rule", "add", "--tenant", &tenant, group];
-        args.extend_from_slice(extra);
-        ciao_net(&cluster, &args)
-    };
+    let rule = |group: &str, extra: &[&str]| cluster.add_rule(&tenant, group, extra);
     let tcp_in = |port: &'static str| {
         vec![
             "--direction",
@@ -267,16 +201,13 @@ fn no_forbidden_traffic_passes_while_any_daemon_restarts_and_the_rules_come_back
     rule("admin", &["--direction", "egress"]);
     // Opened, then closed again: the removal must survive every restart.
     let removed = rule("web", &tcp_in("8080"));
-    ciao_net(
-        &cluster,
-        &[
-            "rule",
-            "delete",
-            "--tenant",
-            &tenant,
-            &text(&removed, "uuid"),
-        ],
-    );
+    cluster.ciao_net_ok(&[
+        "rule",
+        "delete",
+        "--tenant",
+        &tenant,
+        &text(&removed, "uuid"),
+    ]);
 
     let admin = cluster
         .container_with(Cn::Cn2, &t, S1, ADMIN, groups(&["admin"]))
@@ -287,32 +218,26 @@ fn no_forbidden_traffic_passes_while_any_daemon_restarts_and_the_rules_come_back
     let _db = serve(db.ns.path(), &[5432, 22], "db");
 
     let forward = |port: &str, to: &str| {
-        ciao_net(
-            &cluster,
-            &["forward", "add", "--tenant", &tenant, "tcp", port, to],
-        )
+        cluster.ciao_net_ok(&["forward", "add", "--tenant", &tenant, "tcp", port, to])
     };
     let to_web = forward("8080", &format!("{WEB}:80"));
     let fip = text(&to_web, "public_ip");
     let to_db = forward("15432", &format!("{DB}:5432"));
-    let on = ciao_net(&cluster, &["ssh", "on", "--tenant", &tenant]);
-    let db_ssh = ssh_port(&on, DB);
+    let on = cluster.ciao_net_ok(&["ssh", "on", "--tenant", &tenant]);
+    let db_ssh = ssh_port(&on, S1, DB);
     let ext = cluster.ext.path();
     until("the forwards and SSH answer", || {
         probe(&ext, &fip, 15432).is_some() && probe(&ext, &fip, db_ssh).is_some()
     });
     // Taken back: neither may answer again, whatever restarts.
-    ciao_net(
-        &cluster,
-        &[
-            "forward",
-            "delete",
-            "--tenant",
-            &tenant,
-            &text(&to_db, "uuid"),
-        ],
-    );
-    ciao_net(&cluster, &["ssh", "off", "--tenant", &tenant]);
+    cluster.ciao_net_ok(&[
+        "forward",
+        "delete",
+        "--tenant",
+        &tenant,
+        &text(&to_db, "uuid"),
+    ]);
+    cluster.ciao_net_ok(&["ssh", "off", "--tenant", &tenant]);
     until("the deleted forward and SSH stop answering", || {
         probe(&ext, &fip, 15432).is_none() && probe(&ext, &fip, db_ssh).is_none()
     });
@@ -351,15 +276,14 @@ fn no_forbidden_traffic_passes_while_any_daemon_restarts_and_the_rules_come_back
         ],
     );
     probe_run.wait_allowed_again("the start");
-    let cnci_ns = t.netns.clone();
-    let before = rules(&cluster, &cnci_ns);
+    let before = rules(&cluster, &t);
 
     probe_run.set_phase("controller restart");
     cluster.kill_controller();
     cluster.start_controller().expect("controller back");
     probe_run.wait_allowed_again("the controller's restart");
     assert_eq!(
-        rules(&cluster, &cnci_ns),
+        rules(&cluster, &t),
         before,
         "after the controller's restart"
     );
@@ -367,21 +291,22 @@ fn no_forbidden_traffic_passes_while_any_daemon_restarts_and_the_rules_come_back
     for cn in [Cn::Cn1, Cn::Cn2] {
         probe_run.set_phase(&format!("{} daemon restart", cn.name()));
         let ns = cluster.cn(cn).ns.name.clone();
-        let old = sg_handle(&ns);
+        let handle = |c: &Cluster| c.cn(cn).ns.nft_table_handle("inet", "ciao_sg_v1");
+        let old = handle(&cluster);
         cluster.kill_daemon(cn);
         cluster.start_daemon(cn).expect("node daemon back");
         until("the restarted daemon rebuilds its table", || {
-            sg_handle(&ns) != old
+            handle(&cluster) != old
         });
         probe_run.wait_allowed_again("a node daemon's restart");
-        assert_eq!(rules(&cluster, &cnci_ns), before, "after {ns}'s restart");
+        assert_eq!(rules(&cluster, &t), before, "after {ns}'s restart");
     }
 
     probe_run.set_phase("ciao-nn (the CNCIs' process) restart");
     cluster.kill_nn();
     cluster.start_nn().expect("ciao-nn back");
     probe_run.wait_allowed_again("ciao-nn's restart");
-    assert_eq!(rules(&cluster, &cnci_ns), before, "after ciao-nn's restart");
+    assert_eq!(rules(&cluster, &t), before, "after ciao-nn's restart");
 
     // One more round of every probe after the last restart, then the verdict.
     probe_run.set_phase("after the restarts");

@@ -104,25 +104,6 @@ fn sg_table(cluster: &Cluster, cn: Cn) -> Vec<Value> {
     v["nftables"].as_array().cloned().unwrap_or_default()
 }
 
-/// The maps, sets and chains of an `nft list table` text, each as written, in name order (nft
-/// lists them in creation order, which a rebuild changes).
-fn blocks(listing: &str) -> Vec<String> {
-    let body = listing
-        .trim()
-        .strip_prefix("table inet ciao_sg_v1 {")
-        .and_then(|b| b.strip_suffix('}'))
-        .unwrap_or(listing);
-    let mut blocks: Vec<String> = body.split("\n\n").map(|b| b.trim().to_string()).collect();
-    blocks.sort();
-    blocks
-}
-
-fn ciao_net(cluster: &Cluster, args: &[&str]) -> Value {
-    cluster
-        .ciao_net_json(args)
-        .unwrap_or_else(|e| panic!("ciao-net {args:?}: {e:#}"))
-}
-
 #[test]
 fn groups_named_by_workloads_are_enforced_and_follow_rule_and_membership_changes() {
     require_root!();
@@ -135,13 +116,9 @@ fn groups_named_by_workloads_are_enforced_and_follow_rule_and_membership_changes
     cluster.wait_cnci_ready(&mut t).expect("CNCI ready");
     let tenant = t.tenant.clone();
     for name in ["web", "admin"] {
-        ciao_net(&cluster, &["group", "create", "--tenant", &tenant, name]);
+        cluster.ciao_net_ok(&["group", "create", "--tenant", &tenant, name]);
     }
-    let rule = |group: &str, extra: &[&str]| {
-        let mut args = vec!["rule", "add", "--tenant", &tenant, group];
-        args.extend_from_slice(extra);
-        ciao_net(&cluster, &args)
-    };
+    let rule = |group: &str, extra: &[&str]| cluster.add_rule(&tenant, group, extra);
     rule(
         "web",
         &[
@@ -247,7 +224,7 @@ fn groups_named_by_workloads_are_enforced_and_follow_rule_and_membership_changes
 
     // Removing the 22 rule closes new connections to 22 at once; 80 stays open.
     let id = ssh["uuid"].as_str().expect("rule id").to_string();
-    ciao_net(&cluster, &["rule", "delete", "--tenant", &tenant, &id]);
+    cluster.ciao_net_ok(&["rule", "delete", "--tenant", &tenant, &id]);
     assert!(
         until(|| !connects(&admin1, WEB, 22)),
         "22 closes once its rule is gone"
@@ -256,18 +233,8 @@ fn groups_named_by_workloads_are_enforced_and_follow_rule_and_membership_changes
 
     // A restarted node daemon rebuilds the same table (a new one: its handle changes) from
     // the port records and the snapshot it persisted.
-    let listing = |c: &Cluster| {
-        blocks(
-            &c.cn(Cn::Cn1)
-                .ns
-                .exec(&["nft", "list", "table", "inet", "ciao_sg_v1"]),
-        )
-    };
-    let handle = |c: &Cluster| {
-        sg_table(c, Cn::Cn1)
-            .iter()
-            .find_map(|o| o["table"]["handle"].as_u64())
-    };
+    let listing = |c: &Cluster| c.cn(Cn::Cn1).ns.nft_table_blocks("inet", "ciao_sg_v1");
+    let handle = |c: &Cluster| c.cn(Cn::Cn1).ns.nft_table_handle("inet", "ciao_sg_v1");
     let (text, old) = (listing(&cluster), handle(&cluster));
     cluster.kill_daemon(Cn::Cn1);
     cluster.start_daemon(Cn::Cn1).expect("node daemon back");

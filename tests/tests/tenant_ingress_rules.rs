@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use testkit::cluster::{in_netns, Cluster, Cn, Tenant, EXT_IP};
+use testkit::cluster::{in_netns, text, Cluster, Cn, Tenant, EXT_IP};
 use testkit::tcp::{tag_at, TagListener};
 use testkit::{require_root, TENANT_A};
 
@@ -51,10 +51,6 @@ fn wait_all(ns: &Path, ip: &str, want: &[(&str, u16, Option<&str>)]) {
 /// `ciao-net --json ARGS`, which must succeed.
 fn net(cluster: &Cluster, args: &[&str]) -> Value {
     cluster.ciao_net_json(args).expect("ciao-net")
-}
-
-fn text(v: &Value, key: &str) -> String {
-    v[key].as_str().unwrap_or_default().to_string()
 }
 
 /// `nft list table ip ciao_tenant` in the tenant's namespace on the network node.
@@ -256,20 +252,9 @@ fn tenant_rules_filter_what_enters_from_outside_in_order_and_survive_a_restart()
 
     // ciao-nn killed and the tenant table deleted: the restarted CNCI rebuilds it identically.
     cluster.kill_nn();
-    let deleted = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &t.netns,
-            "nft",
-            "delete",
-            "table",
-            "ip",
-            "ciao_tenant",
-        ])
-        .status()
-        .expect("run nft");
-    assert!(deleted.success(), "delete the tenant table");
+    cluster
+        .tenant_ns(&t)
+        .exec(&["nft", "delete", "table", "ip", "ciao_tenant"]);
     cluster.start_nn().expect("ciao-nn restarted");
     wait_table(&t, &ruled);
     wait_all(&ext, &ip, &ordered);

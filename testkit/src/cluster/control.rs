@@ -19,6 +19,25 @@ use crate::Proc;
 /// network node's and the external host's.
 pub const PUBLIC_POOL: &str = "203.0.113.9-203.0.113.14";
 
+/// The string at `key` of a `ciao-net --json` answer (`""` if absent).
+pub fn text(v: &Value, key: &str) -> String {
+    v[key].as_str().unwrap_or_default().to_string()
+}
+
+/// The SSH port `ciao-net ssh on|show` documents for `address` in its block of `subnet`: the
+/// block's first port plus the address's offset in the subnet.
+pub fn ssh_port(view: &Value, subnet: &str, address: &str) -> u16 {
+    let block = view["blocks"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["subnet"] == subnet))
+        .unwrap_or_else(|| panic!("no SSH block of {subnet} in {view}"));
+    let first = block["first_port"].as_u64().expect("first_port");
+    let parse = |ip: &str| -> std::net::Ipv4Addr { ip.parse().expect("an IPv4 address") };
+    let net = parse(subnet.split('/').next().unwrap_or(subnet));
+    let offset = u32::from(parse(address)) - u32::from(net);
+    u16::try_from(first + u64::from(offset)).expect("port")
+}
+
 /// The controller and the network node agent, with their state directories.
 pub(super) struct ControlPlane {
     state: tempfile::TempDir,
@@ -252,6 +271,20 @@ impl Cluster {
             );
         }
         serde_json::from_slice(&out.stdout).context("ciao-net printed no JSON")
+    }
+
+    /// [`Cluster::ciao_net_json`] for a call that must succeed: panics with the command and
+    /// what it printed otherwise.
+    pub fn ciao_net_ok(&self, args: &[&str]) -> Value {
+        self.ciao_net_json(args)
+            .unwrap_or_else(|e| panic!("ciao-net {args:?}: {e:#}"))
+    }
+
+    /// `ciao-net rule add --tenant TENANT GROUP EXTRA...`, which must succeed; the new rule.
+    pub fn add_rule(&self, tenant: &str, group: &str, extra: &[&str]) -> Value {
+        let mut args = vec!["rule", "add", "--tenant", tenant, group];
+        args.extend_from_slice(extra);
+        self.ciao_net_ok(&args)
     }
 
     /// Waits until the controller says the tenant's CNCI is ready, then fills in its UUID,
