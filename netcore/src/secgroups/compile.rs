@@ -19,7 +19,8 @@ pub struct Model {
     /// Remote CIDRs of the rules, one interval set each, named after the CIDR: every rule
     /// naming the same CIDR shares it, and its content never changes.
     pub cidrs: BTreeMap<String, Ipv4Net>,
-    /// Regular chains: each group's ingress and egress rules, each port's dispatch.
+    /// Regular chains: each group's ingress and egress rules, and the dispatch of each
+    /// combination of groups the ports use.
     pub chains: BTreeMap<String, Vec<Line>>,
     /// `bridge . address` → the chain traffic to that port jumps to.
     pub ingress: BTreeMap<(String, Ipv4Addr), String>,
@@ -128,7 +129,7 @@ fn tenant_model(m: &mut Model, tenant: Uuid, ports: &[Port], snap: &TenantGroups
 }
 
 /// The group chains of every tenant with ports and a snapshot, and the CIDR sets they name:
-/// what a rule change alone changes (with the member sets), without the ports' chains.
+/// what a rule change alone changes (with the member sets), without the dispatch chains.
 pub(super) fn group_rules(
     ports: &BTreeMap<Uuid, Vec<Port>>,
     snaps: &BTreeMap<Uuid, TenantGroups>,
@@ -173,9 +174,30 @@ fn group_chains(
     }
 }
 
-/// The port's two dispatch chains and map entries; `snap` `None`: not known yet.
+/// The dispatch chains of ports in the same groups (the same group keys, or no snapshot yet):
+/// `di_`/`de_` and a name-based UUID of the keys, so every such port's map entries jump to one
+/// pair. The kernel validates each chain reachable from the maps once per commit, so a rule
+/// change costs the same at 10 ports or 10,000 (a chain per port made it grow with the ports).
+pub(crate) fn dispatch_names(keys: Option<&[String]>) -> (String, String) {
+    let id = match keys {
+        Some(keys) => Uuid::new_v5(&Uuid::NAMESPACE_OID, keys.join(",").as_bytes())
+            .simple()
+            .to_string(),
+        None => "wait".to_string(),
+    };
+    (format!("di_{id}"), format!("de_{id}"))
+}
+
+/// The port's map entries and its groups' dispatch chains (made once for all ports sharing
+/// them); `snap` `None`: not known yet.
 fn port_chains(m: &mut Model, p: &Port, snap: Option<&TenantGroups>, keys: &[String]) {
-    let (pi, pe) = (format!("pi_{}", p.ifname), format!("pe_{}", p.ifname));
+    let (pi, pe) = dispatch_names(snap.map(|_| keys));
+    m.ingress.insert((p.bridge.clone(), p.ip), pi.clone());
+    m.egress.insert((p.bridge.clone(), p.ip), pe.clone());
+    m.zones.insert(p.bridge.clone(), zone_of(&p.bridge));
+    if m.chains.contains_key(&pi) {
+        return;
+    }
     let invalid = || Build::new().ct_invalid().verdict(Verdict::Drop);
     let mut egress = vec![invalid()];
     // DHCP answers reach a VM whatever its groups, as in Neutron: only the CNCI can send them
@@ -193,11 +215,8 @@ fn port_chains(m: &mut Model, p: &Port, snap: Option<&TenantGroups>, keys: &[Str
         egress.push(Build::new().verdict(Verdict::Accept));
     }
     ingress.push(Build::new().verdict(Verdict::Drop));
-    m.chains.insert(pi.clone(), ingress);
-    m.chains.insert(pe.clone(), egress);
-    m.ingress.insert((p.bridge.clone(), p.ip), pi);
-    m.egress.insert((p.bridge.clone(), p.ip), pe);
-    m.zones.insert(p.bridge.clone(), zone_of(&p.bridge));
+    m.chains.insert(pi, ingress);
+    m.chains.insert(pe, egress);
 }
 
 /// One IPv4 rule ending in `accept`; `None` for what IPv4 dispatch never sees (IPv6 rules) or

@@ -5,8 +5,9 @@
 //! bridged IPv4 with `iifname`/`oifname` = the bridge and conntrack works (bridge-family
 //! conntrack is missing on the kernels we target). Two base chains, egress (priority 0) then
 //! ingress (priority 1), each accept established/related flows and dispatch in O(1) through a
-//! verdict map keyed `bridge . workload address` to the port's chain; the port chain jumps to
-//! each of its groups' chains and ends in drop. A group's rules live once, in its own chain; a
+//! verdict map keyed `bridge . workload address` to the dispatch chain of the port's
+//! combination of groups (shared by every port in the same groups), which jumps to each of
+//! those groups' chains and ends in drop. A group's rules live once, in its own chain; a
 //! remote group is a named set of its members' addresses, so a member joining is one element;
 //! a remote CIDR is an interval set named after it, shared by every rule naming it.
 //! Traffic of ports that name no group matches no map entry and passes as before.
@@ -147,7 +148,7 @@ pub struct TenantGroups {
 pub struct Port {
     pub tenant: Uuid,
     pub bridge: String,
-    /// The bridge port (names the port's chains).
+    /// The bridge port.
     pub ifname: String,
     pub ip: Ipv4Addr,
     /// Sorted, non-empty.
@@ -242,7 +243,7 @@ impl Applier {
     }
 
     /// Replaces the rules of chains the table has, the CIDR sets and the member sets (all of
-    /// them: the table's sets must be exactly these) in one netlink batch, the ports' chains
+    /// them: the table's sets must be exactly these) in one netlink batch, the dispatch chains
     /// untouched; `None` if a chain or set is not loaded or the batch failed (then the next
     /// apply rebuilds).
     pub(crate) fn apply_rules(
@@ -301,14 +302,15 @@ impl Applier {
                 self.loaded = None;
             }
         }
-        let script = match &self.loaded {
-            Some(old) => diff(old, &model),
+        let done = match self.loaded.take() {
+            // A diff refused means the table is not what was loaded: rebuild it whole.
+            Some(old) => run(&diff(&old, &model)).or_else(|_| run(&rebuild(&model))),
             // Nothing to enforce and no table: nothing is made, no `nft` spawned (the next
             // model with a port then builds the table whole).
             None if model == Model::default() && !table_exists()? => return Ok(Applied::Unchanged),
-            None => rebuild(&model),
+            None => run(&rebuild(&model)),
         };
-        match run(&script) {
+        match done {
             Ok(()) => {
                 self.loaded = Some(model);
                 Ok(Applied::Script)

@@ -39,8 +39,8 @@ impl Enforcer {
 
     /// Makes the table enforce `ports` with the recorded snapshots. Same ports and only members
     /// changed: the changed tenants' member sets alone, one netlink batch; same ports and groups
-    /// but rules changed: the group chains and sets alone (not the ports' chains, most of the
-    /// table), one netlink batch; else compile all and apply the difference.
+    /// but rules changed: the group chains and sets alone (not the dispatch chains and maps,
+    /// most of the table), one netlink batch; else compile all and apply the difference.
     /// Snapshots that cannot be read are applied as none (ports fail closed: new ingress
     /// dropped) and the error returned after.
     pub fn apply(&mut self, ports: &Ports) -> Result<Applied> {
@@ -109,7 +109,7 @@ fn changed_members(
 }
 
 /// True if every tenant with ports has the same groups (names and ids, so the same chains and
-/// port chains) in both, or no snapshot in either: what changed is rules and members.
+/// dispatch chains) in both, or no snapshot in either: what changed is rules and members.
 fn same_groups(was: &Snaps, now: &Snaps, ports: &Ports) -> bool {
     ports.keys().all(|t| match (was.get(t), now.get(t)) {
         (Some(a), Some(b)) => pairwise(a, b, |x, y| (&x.name, &x.uuid) == (&y.name, &y.uuid)),

@@ -49,7 +49,7 @@ pub fn rebuild(model: &Model) -> String {
 }
 
 /// The commands that turn a table holding `old` into one holding `new`: a membership change
-/// is one element, a rule change one group chain, a port's groups one port chain.
+/// is one element, a rule change one group chain, a new combination of groups one dispatch chain pair.
 pub fn diff(old: &Model, new: &Model) -> String {
     let mut out = String::new();
     let t = format!("inet {TABLE}");
@@ -95,7 +95,7 @@ pub fn diff(old: &Model, new: &Model) -> String {
     }
     map_diff(&mut out, &t, "egress4", &old.egress, &new.egress);
     zone_diff(&mut out, &t, &old.zones, &new.zones);
-    // Gone chains: empty them all first (port chains jump to group chains), then delete.
+    // Gone chains: empty them all first (dispatch chains jump to group chains), then delete.
     let gone: Vec<&String> = old
         .chains
         .keys()

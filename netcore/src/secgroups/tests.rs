@@ -106,8 +106,9 @@ fn a_group_rule_compiles_once_and_ports_jump_to_it() {
             format!("ip saddr @m_{} tcp dport 22 accept", ADMIN.simple()),
         ]
     );
+    let (di, _) = compile::dispatch_names(Some(&[WEB.simple().to_string()]));
     assert_eq!(
-        texts(&m, "pi_v1"),
+        texts(&m, &di),
         [
             "ct state invalid drop".to_string(),
             "udp sport 67 udp dport 68 accept".into(),
@@ -115,7 +116,7 @@ fn a_group_rule_compiles_once_and_ports_jump_to_it() {
             "drop".into()
         ]
     );
-    assert_eq!(m.ingress[&("br0".into(), ip(2))], "pi_v1");
+    assert_eq!(m.ingress[&("br0".into(), ip(2))], di);
     assert_eq!(m.sets[&format!("m_{}", ADMIN.simple())], [ip(3)].into());
 }
 
@@ -161,11 +162,11 @@ fn each_bridge_of_a_filtered_port_gets_a_stable_nonzero_zone() {
 fn without_a_snapshot_a_port_drops_new_ingress_and_keeps_egress() {
     let m = model(vec![port("v1", 2, &["web"])], None);
     assert_eq!(
-        m.chains["pi_v1"].last().map(|l| l.text.as_str()),
+        m.chains["di_wait"].last().map(|l| l.text.as_str()),
         Some("drop")
     );
     assert_eq!(
-        m.chains["pe_v1"].last().map(|l| l.text.as_str()),
+        m.chains["de_wait"].last().map(|l| l.text.as_str()),
         Some("accept")
     );
     assert!(m.sets.is_empty());
@@ -176,25 +177,42 @@ fn an_unknown_group_allows_nothing() {
     let m = model(vec![port("v1", 2, &["nope"])], Some(snap(&[], true)));
     let gi = format!("gi_{}_nope", T.simple());
     assert!(m.chains[&gi].is_empty());
-    assert_eq!(
-        m.chains["pi_v1"].last().map(|l| l.text.as_str()),
-        Some("drop")
-    );
+    let (di, _) = compile::dispatch_names(Some(&[format!("{}_nope", T.simple())]));
+    assert_eq!(m.chains[&di].last().map(|l| l.text.as_str()), Some("drop"));
 }
 
 #[test]
-fn a_detached_port_takes_its_chains_and_entries_along() {
+fn ports_in_the_same_groups_share_one_dispatch_chain() {
+    let m = model(
+        vec![
+            port("v1", 2, &["web"]),
+            port("v2", 3, &["web"]),
+            port("v3", 4, &["admin", "web"]),
+        ],
+        Some(snap(&[3], true)),
+    );
+    let web = m.ingress[&("br0".into(), ip(2))].clone();
+    assert_eq!(m.ingress[&("br0".into(), ip(3))], web);
+    assert_ne!(m.ingress[&("br0".into(), ip(4))], web);
+    let dispatch = m.chains.keys().filter(|c| c.starts_with("di_")).count();
+    assert_eq!(dispatch, 2, "{:?}", m.chains.keys());
+}
+
+#[test]
+fn a_detached_port_takes_its_entries_and_its_last_dispatch_chain_along() {
     let s = snap(&[3], true);
-    let old = model(
+    let two = model(
         vec![port("v1", 2, &["web"]), port("v2", 3, &["web"])],
         Some(s.clone()),
     );
-    let new = model(vec![port("v1", 2, &["web"])], Some(s));
-    let script = diff(&old, &new);
+    let one = model(vec![port("v1", 2, &["web"])], Some(s.clone()));
+    let script = diff(&two, &one);
     assert!(script.contains("delete element inet ciao_sg_v1 ingress4 { \"br0\" . 172.16.0.3 }"));
-    assert!(script.contains("delete chain inet ciao_sg_v1 pi_v2"));
-    assert!(!script.contains("pi_v1"));
-    assert_eq!(diff(&new, &new), "");
+    assert!(!script.contains("chain"), "{script}");
+    assert_eq!(diff(&one, &one), "");
+    let (di, _) = compile::dispatch_names(Some(&[WEB.simple().to_string()]));
+    let none = model(vec![], Some(s));
+    assert!(diff(&one, &none).contains(&format!("delete chain inet ciao_sg_v1 {di}")));
 }
 
 #[test]
@@ -203,9 +221,10 @@ fn a_rebuild_names_the_table_and_its_base_chains() {
     let s = rebuild(&m);
     assert!(s.starts_with("add table inet ciao_sg_v1\ndelete table inet ciao_sg_v1\n"));
     assert!(s.contains("oifname . ip daddr vmap @ingress4"));
-    assert!(
-        s.contains("add element inet ciao_sg_v1 ingress4 { \"br0\" . 172.16.0.2 : jump pi_v1 }")
-    );
+    let (di, _) = compile::dispatch_names(Some(&[WEB.simple().to_string()]));
+    assert!(s.contains(&format!(
+        "add element inet ciao_sg_v1 ingress4 {{ \"br0\" . 172.16.0.2 : jump {di} }}"
+    )));
 }
 
 /// Runs `f` on a thread in a fresh network namespace (`nft` children inherit it); `None`
@@ -247,7 +266,10 @@ fn blocks(listing: &str) -> Vec<String> {
     let mut b: Vec<String> = listing
         .trim()
         .split("\n\n")
-        .map(|b| b.trim().trim_end_matches('}').trim().to_string())
+        .map(|b| {
+            b.trim_end_matches(|c: char| c == '}' || c.is_whitespace())
+                .to_string()
+        })
         .map(|b| {
             b.trim_start_matches("table inet ciao_sg_v1 {")
                 .trim()
@@ -313,7 +335,7 @@ fn only_element_changes_go_by_netlink() {
     let left = elements::batch(&joined, &old).expect("elements only");
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].kind, crate::nft::objects::MsgType::DelSetElem);
-    // A rule change: the group chain flushed and refilled; a new port: new chains, so `nft`.
+    // A rule change: the group chain flushed and refilled.
     let msgs = elements::batch(&old, &model(ports, Some(snap(&[3], false)))).expect("rules");
     let whats: Vec<&str> = msgs.iter().map(|m| m.what.as_str()).collect();
     let gi = format!("gi_{}", WEB.simple());
@@ -324,8 +346,21 @@ fn only_element_changes_go_by_netlink() {
             format!("add rule to ciao_sg_v1 {gi}")
         ]
     );
+    // A new port in the same groups: its map entries; in other groups: a new dispatch chain,
+    // so `nft`.
     let two = vec![port("v1", 2, &["web"]), port("v2", 3, &["web"])];
-    assert!(elements::batch(&old, &model(two, Some(snap(&[3], true)))).is_none());
+    let msgs = elements::batch(&old, &model(two, Some(snap(&[3], true)))).expect("entries");
+    let whats: Vec<&str> = msgs.iter().map(|m| m.what.as_str()).collect();
+    assert_eq!(
+        whats,
+        [
+            "add 1 element(s) of set ciao_sg_v1 ingress4",
+            "flush set ciao_sg_v1 pending4",
+            "add 1 element(s) of set ciao_sg_v1 egress4",
+        ]
+    );
+    let other = vec![port("v1", 2, &["web"]), port("v2", 3, &["admin"])];
+    assert!(elements::batch(&old, &model(other, Some(snap(&[3], true)))).is_none());
     // A port's new address: its map entries move and the pending set is emptied.
     let moved = model(vec![port("v1", 5, &["web"])], Some(snap(&[3], true)));
     let msgs = elements::batch(&old, &moved).expect("elements only");
@@ -377,8 +412,9 @@ fn element_changes_by_netlink_end_where_a_rebuild_would() {
             assert_eq!(how, Applied::Elements, "step {i}");
         }
         let listed = nft_list(&["table", "inet", TABLE]);
+        let (di, _) = compile::dispatch_names(Some(&[ADMIN.simple().to_string()]));
         assert!(
-            listed.contains("\"br0\" . 172.16.0.6 : jump pi_v2"),
+            listed.contains(&format!("\"br0\" . 172.16.0.6 : jump {di}")),
             "{listed}"
         );
         assert!(!listed.contains("172.16.0.9"), "pending flushed: {listed}");
@@ -581,7 +617,7 @@ fn rule_changes_by_netlink_end_where_a_rebuild_would() {
             model(ports(&["web"]), Some(rich(&[3], 1))),
             // Rules and a member at once.
             model(ports(&["web"]), Some(rich(&[3, 4], 2))),
-            // A port's groups: its dispatch chains rewritten.
+            // A port's groups: a new dispatch chain (made by `nft`).
             model(ports(&["admin", "web"]), Some(rich(&[3, 4], 2))),
             // Back to the plain snapshot: CIDR sets dropped.
             model(ports(&["admin", "web"]), Some(snap(&[3, 4], false))),
@@ -590,7 +626,12 @@ fn rule_changes_by_netlink_end_where_a_rebuild_would() {
             let how = applier
                 .apply(step.clone())
                 .unwrap_or_else(|e| panic!("step {i}: {e}"));
-            assert_eq!(how, Applied::Rules, "step {i}");
+            let expected = if i == 2 {
+                Applied::Script
+            } else {
+                Applied::Rules
+            };
+            assert_eq!(how, expected, "step {i}");
             let (applied, rebuilt) = listed_and_rebuilt(step);
             assert_eq!(applied, rebuilt, "step {i}");
         }
@@ -614,7 +655,7 @@ fn rule_changes_by_netlink_end_where_a_rebuild_would() {
 }
 
 #[test]
-fn the_enforcer_sends_rule_changes_without_the_port_chains() {
+fn the_enforcer_sends_rule_changes_without_the_dispatch_chains() {
     in_scratch_netns("security-group enforcer rule changes", |_| {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut e = Enforcer::new(dir.path());

@@ -115,9 +115,18 @@ impl Bed {
         Ok(())
     }
 
-    /// Rules in the table's regular chains (group and port chains).
+    /// Rules in the table's regular chains (group and dispatch chains).
     pub fn rules_loaded(&self) -> usize {
         self.loaded.chains.values().map(Vec::len).sum()
+    }
+
+    /// Dispatch chain pairs: one per combination of groups the ports use.
+    pub fn combinations(&self) -> usize {
+        self.loaded
+            .ingress
+            .values()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
     }
 }
 

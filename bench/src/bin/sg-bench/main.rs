@@ -59,6 +59,11 @@ struct Args {
     /// Repetitions of each change per node.
     #[arg(long, default_value_t = 20)]
     repeat: usize,
+    /// Distinct combinations of groups the ports draw from (0: each port its own draw of 1-3
+    /// groups, so the combinations grow with the ports). Equal on both nodes, it shows what a
+    /// change costs when only the ports differ.
+    #[arg(long, default_value_t = 0)]
+    combinations: usize,
     /// Seconds per iperf3 run (0: no throughput test).
     #[arg(long, default_value_t = 5)]
     iperf_secs: u64,
@@ -117,8 +122,11 @@ struct Results {
     bridges: usize,
     groups: usize,
     rules_per_group: usize,
-    /// Rules in the large node's regular chains (groups' and ports').
+    /// Rules in the large node's regular chains (groups' and dispatch).
     rules_loaded: usize,
+    /// Combinations of groups (dispatch chain pairs) on each node: what the kernel validates
+    /// besides the group chains at each rule change.
+    combinations: (usize, usize),
     /// Ports using `g00` on each node, and rules naming it as remote group.
     g00_ports: (usize, usize),
     g00_named_as_remote: usize,
@@ -140,6 +148,7 @@ fn main() -> Result<()> {
         bridges: args.bridges,
         groups: args.groups,
         rules: args.rules,
+        combinations: args.combinations,
     };
     let (small_shape, large_shape) = (shape(args.small_ports), shape(args.ports));
     small_shape.check()?;
@@ -169,6 +178,7 @@ fn main() -> Result<()> {
         groups: args.groups,
         rules_per_group: args.rules,
         rules_loaded: nodes[1].rules_loaded(),
+        combinations: (nodes[0].combinations(), nodes[1].combinations()),
         g00_ports: (usage(&nodes[0]).0, usage(&nodes[1]).0),
         g00_named_as_remote: usage(&nodes[1]).1,
         scratch,

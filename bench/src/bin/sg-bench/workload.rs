@@ -20,6 +20,8 @@ pub struct Shape {
     pub bridges: usize,
     pub groups: usize,
     pub rules: usize,
+    /// Combinations of groups the ports draw from; 0: each port its own.
+    pub combinations: usize,
 }
 
 impl Shape {
@@ -82,7 +84,13 @@ pub fn ports(tenant: Uuid, s: &Shape) -> Vec<Port> {
             bridge: bridge_name(i % s.bridges),
             ifname: format!("sp{i}"),
             ip: port_ip(i, s.bridges),
-            groups: port_groups(i, s.groups),
+            groups: port_groups(
+                match s.combinations {
+                    0 => i,
+                    n => i % n,
+                },
+                s.groups,
+            ),
         })
         .collect()
 }
