@@ -161,8 +161,12 @@ impl<K: Kernel> Node<K> {
                 net.clone()
             }
             None => {
-                crate::refuse::check_no_overlap(&locked.nets()?, cfg.tenant, cfg.subnet)?;
-                plan_net(nl, cfg)?
+                let nets = locked.nets()?;
+                crate::refuse::check_no_overlap(&nets, cfg.tenant, cfg.subnet)?;
+                let mut net = plan_net(nl, cfg)?;
+                // Chosen under the state lock and written with the record, before any flow.
+                net.ct_zone = crate::secgroups::free_zone(&nets, &net.bridge);
+                net
             }
         };
         let host_ifname = match &req.kind {

@@ -63,6 +63,15 @@ pub struct NetRecord {
     /// CNCI, nothing asks again, new attaches are refused). Goes with the subnet's last VNIC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<Refusal>,
+    /// The bridge's conntrack zone for security groups, chosen free among the node's subnets
+    /// when the subnet is created here (see [`NetRecord::ct_zone`]); 0 in records written
+    /// before zones were allocated.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ct_zone: u16,
+}
+
+fn is_zero(zone: &u16) -> bool {
+    *zone == 0
 }
 
 /// Why and since when the controller refuses a subnet.
@@ -74,6 +83,15 @@ pub struct Refusal {
 }
 
 impl NetRecord {
+    /// The bridge's conntrack zone: the allocated one, or for an older record the zone of its
+    /// bridge's name that the node used before (a live flow must not change zone).
+    pub fn ct_zone(&self) -> u16 {
+        match self.ct_zone {
+            0 => crate::secgroups::zone_of(&self.bridge),
+            zone => zone,
+        }
+    }
+
     /// The tunnel-id slot this subnet holds on the node, if it has a tunnel.
     pub fn tunnel_slot(&self) -> Option<String> {
         let cnci = self.config.cnci?;
@@ -791,7 +809,40 @@ mod tests {
             controlled: false,
             awaiting_cnci_since: None,
             refused: None,
+            ct_zone: 0,
         }
+    }
+
+    fn on_bridge(bridge: &str, ct_zone: u16) -> NetRecord {
+        NetRecord {
+            bridge: bridge.into(),
+            ct_zone,
+            ..net(bridge, 1, 1450)
+        }
+    }
+
+    #[test]
+    fn a_new_bridge_gets_a_conntrack_zone_no_other_bridge_has() {
+        use crate::secgroups::{free_zone, zone_of};
+        let start = zone_of("cb-new");
+        assert_eq!(free_zone(&[], "cb-new"), start);
+        // Its name's zone taken (an allocated one, then also an older record's hashed one).
+        let taken = [on_bridge("cb-a", start)];
+        let next = free_zone(&taken, "cb-new");
+        assert_ne!(next, start);
+        assert_eq!(next, start % 65535 + 1);
+        let legacy = on_bridge("cb-old", 0);
+        assert_eq!(legacy.ct_zone(), zone_of("cb-old"));
+        let taken = [on_bridge("cb-a", start), on_bridge("cb-b", next), legacy];
+        let third = free_zone(&taken, "cb-new");
+        assert!(taken.iter().all(|n| n.ct_zone() != third), "{third}");
+        assert_ne!(free_zone(&[on_bridge("cb-z", 0)], "cb-z"), zone_of("cb-z"));
+        // The search wraps past 65535 and never yields zone 0.
+        let top: Vec<NetRecord> = (1..=65535u16)
+            .filter(|z| *z != 3)
+            .map(|z| on_bridge(&format!("b{z}"), z))
+            .collect();
+        assert_eq!(free_zone(&top, "cb-new"), 3);
     }
 
     proptest! {

@@ -188,6 +188,7 @@ pub(crate) fn plan_net(nl: &mut impl Kernel, cfg: &SubnetConfig) -> Result<NetRe
         controlled: cfg.cnci.is_none(),
         awaiting_cnci_since: cfg.cnci.is_none().then(crate::assign::now_unix),
         refused: None,
+        ct_zone: 0,
     })
 }
 

@@ -180,6 +180,7 @@ mod tests {
             controlled: false,
             awaiting_cnci_since: None,
             refused: None,
+            ct_zone: 0,
         }
     }
 

@@ -205,6 +205,7 @@ mod tests {
             ifname: format!("v{ip}"),
             ip: Ipv4Addr::new(10, 0, 0, ip),
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            zone: 1,
         }
     }
 

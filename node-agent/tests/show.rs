@@ -109,6 +109,7 @@ fn show_marks_a_recorded_port_the_kernel_no_longer_has_and_writes_nothing() {
                 controlled: false,
                 awaiting_cnci_since: None,
                 refused: None,
+                ct_zone: 0,
             })
             .expect("net");
         for (owner, port) in [("gone", "cv-gone-0"), ("here", "lo")] {
@@ -180,6 +181,7 @@ fn show_says_since_when_a_subnet_awaits_its_cnci() {
                 controlled: true,
                 awaiting_cnci_since: Some(since),
                 refused: None,
+                ct_zone: 0,
             })
             .expect("net");
     }
@@ -229,6 +231,7 @@ fn show_says_why_the_controller_refused_a_subnet() {
                     reason: why.into(),
                     since: 1_796_209_200,
                 }),
+                ct_zone: 0,
             })
             .expect("net");
     }

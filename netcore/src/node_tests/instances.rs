@@ -73,3 +73,25 @@ fn the_first_attach_creates_bridge_and_tunnel_and_the_last_detach_removes_them()
     node.detach(&key, &b.vnic.id)
         .expect("detaching again is fine");
 }
+
+#[test]
+fn each_subnet_of_a_node_gets_its_own_conntrack_zone_kept_in_its_record() {
+    let bench = Bench::new();
+    let mut node = bench.node();
+    let first = subnet();
+    let second = SubnetConfig {
+        subnet: "10.7.0.0/24".parse().expect("subnet"),
+        ..subnet()
+    };
+    node.attach(&first, &veth(&bench, "a")).expect("a");
+    node.attach(&second, &veth_named(&bench, "b", "eth1"))
+        .expect("b");
+    node.attach(&first, &veth_named(&bench, "c", "eth2"))
+        .expect("c");
+    let state = crate::state::StateDir::open(bench.dir.path()).expect("state");
+    let nets = state.lock().expect("lock").nets().expect("nets");
+    let zones: BTreeSet<u16> = nets.iter().map(|n| n.ct_zone).collect();
+    assert_eq!(nets.len(), 2);
+    assert_eq!(zones.len(), 2, "{zones:?}");
+    assert!(!zones.contains(&0));
+}

@@ -26,19 +26,34 @@ pub struct Model {
     pub ingress: BTreeMap<(String, Ipv4Addr), String>,
     /// `bridge . address` → the chain traffic from that port jumps to.
     pub egress: BTreeMap<(String, Ipv4Addr), String>,
-    /// Bridge → its conntrack zone: two tenants' equal addresses never share a flow.
+    /// Bridge → its conntrack zone (allocated free on the node when the subnet came): two
+    /// tenants' equal addresses never share a flow.
     pub zones: BTreeMap<String, u16>,
 }
 
-/// A bridge's conntrack zone: 1-65535 from its name (FNV-1a), so it stays the same across
-/// restarts and for as long as the bridge lives (a flow must not change zone). Two bridges of
-/// one node sharing a zone (unlikely) are no worse off than without zones.
+/// Where a bridge's conntrack zone search starts: 1-65535 from its name (FNV-1a), so zones
+/// spread and a subnet re-created here tends to get its old zone back; also the zone of
+/// records from before zones were allocated.
 pub fn zone_of(bridge: &str) -> u16 {
     let hash = bridge.bytes().fold(0x811c_9dc5_u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });
     // In 1..=65535: zone 0 is every other packet's.
     u16::try_from(hash % 65535 + 1).unwrap_or(1)
+}
+
+/// A zone for a new subnet's bridge that none of `nets` uses: from [`zone_of`] upward,
+/// wrapping within 1-65535. Two bridges sharing a zone would share conntrack entries, so one
+/// tenant's established flow could let in another's packets with the same addresses. Only a
+/// node with 65,535 subnets finds none free; it gets the name's zone.
+pub fn free_zone(nets: &[crate::state::NetRecord], bridge: &str) -> u16 {
+    let used: BTreeSet<u16> = nets.iter().map(crate::state::NetRecord::ct_zone).collect();
+    let start = u32::from(zone_of(bridge));
+    (0..65535u32)
+        .map(|i| (start - 1 + i) % 65535 + 1)
+        .filter_map(|z| u16::try_from(z).ok())
+        .find(|z| !used.contains(z))
+        .unwrap_or_else(|| zone_of(bridge))
 }
 
 /// The key naming a group's set and chains: its id, or the tenant and name of a group the
@@ -194,7 +209,7 @@ fn port_chains(m: &mut Model, p: &Port, snap: Option<&TenantGroups>, keys: &[Str
     let (pi, pe) = dispatch_names(snap.map(|_| keys));
     m.ingress.insert((p.bridge.clone(), p.ip), pi.clone());
     m.egress.insert((p.bridge.clone(), p.ip), pe.clone());
-    m.zones.insert(p.bridge.clone(), zone_of(&p.bridge));
+    m.zones.insert(p.bridge.clone(), p.zone);
     if m.chains.contains_key(&pi) {
         return;
     }

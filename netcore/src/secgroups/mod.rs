@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
-pub use compile::{compile, Model};
+pub use compile::{compile, free_zone, zone_of, Model};
 pub use node::Enforcer;
 pub use rule::Line;
 pub use script::{diff, rebuild, run};
@@ -153,6 +153,8 @@ pub struct Port {
     pub ip: Ipv4Addr,
     /// Sorted, non-empty.
     pub groups: Vec<String>,
+    /// The bridge's conntrack zone ([`crate::state::NetRecord::ct_zone`]).
+    pub zone: u16,
 }
 
 /// The filtered ports recorded in a node's state, by tenant.
@@ -174,6 +176,7 @@ pub fn ports_of(
             ifname: v.host_ifname.clone(),
             ip: v.ip,
             groups: v.security_groups.clone(),
+            zone: net.ct_zone(),
         });
     }
     for ports in out.values_mut() {

@@ -38,6 +38,7 @@ pub fn measure(bed: &mut Bed, secs: u64, pairs: usize) -> Result<Throughput> {
             ifname: ifname.into(),
             ip,
             groups: vec![group_name(1)],
+            zone: 1,
         });
     }
     let ports = bed.ports.clone();

@@ -91,6 +91,7 @@ pub fn ports(tenant: Uuid, s: &Shape) -> Vec<Port> {
                 },
                 s.groups,
             ),
+            zone: (i % s.bridges + 1) as u16,
         })
         .collect()
 }
