@@ -108,6 +108,17 @@ fn bad_rules_are_refused_clearly_and_store_nothing() {
     let server = Server::start();
     let web = post(&server, &groups(T1), json!({"name": "web"}));
     assert_eq!(web.status, StatusCode::CREATED);
+    let starts_with: Vec<String> = web.json["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| format!("{} {} {}", r["direction"], r["ethertype"], r["remote_cidr"]))
+        .collect();
+    assert_eq!(
+        starts_with,
+        [r#""egress" "IPv4" null"#, r#""egress" "IPv6" null"#],
+        "a new group allows all egress, as in Neutron"
+    );
     let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
     let cases = [
         (
@@ -290,10 +301,20 @@ fn groups_rules_and_remote_groups_hold_together() {
     let admin = server.call(Method::DELETE, &format!("{}/admin", groups(T1)), None);
     assert_eq!(admin.status, StatusCode::OK, "{}", admin.json);
     let web = server.get(&format!("{}/web", groups(T1)));
+    let left: Vec<String> = web.json["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| format!("{} {} {}", r["direction"], r["protocol"], r["port_min"]))
+        .collect();
     assert_eq!(
-        web.json["rules"].as_array().expect("rules").len(),
-        1,
-        "only tcp/80 is left"
+        left,
+        [
+            r#""egress" "any" null"#,
+            r#""egress" "any" null"#,
+            r#""ingress" "tcp" 80"#
+        ],
+        "the new group's two egress rules and tcp/80 are left"
     );
 }
 

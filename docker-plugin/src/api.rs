@@ -97,6 +97,10 @@ pub struct CreateEndpoint {
     #[serde(rename = "EndpointID")]
     pub endpoint_id: String,
     pub interface: Option<EndpointInterface>,
+    /// Docker's endpoint options and, as top-level string keys, the container's driver options
+    /// (`--network name=N,driver-opt=K=V`, `docker network connect --driver-opt K=V`).
+    #[serde(default)]
+    pub options: Option<serde_json::Map<String, Value>>,
 }
 
 /// DeleteEndpoint, Leave, EndpointOperInfo, Program/RevokeExternalConnectivity.

@@ -112,6 +112,32 @@ pub fn security_groups(opts: &BTreeMap<String, String>) -> Result<Vec<String>, P
     })
 }
 
+/// A container's own groups, its driver option `security_groups=web,admin` (`docker run
+/// --network 'name=N,"driver-opt=security_groups=web,admin"'` or `docker network connect
+/// --driver-opt security_groups=web,admin N C`), joined with the network's, as the CNI
+/// plugin joins its config's and CNI_ARGS'.
+pub fn endpoint_security_groups(
+    network: &[String],
+    options: Option<&serde_json::Map<String, Value>>,
+) -> Result<Vec<String>, PluginError> {
+    const KEY: &str = "security_groups";
+    let bad = |message: String| {
+        PluginError::Invalid(format!("driver option {KEY} of the endpoint: {message}"))
+    };
+    let mut names = network.to_vec();
+    match options.and_then(|o| o.get(KEY)) {
+        None => return Ok(names),
+        Some(Value::String(text)) => {
+            names.extend(netcore::secgroups::parse_list(text).map_err(|e| match e {
+                netcore::Error::Invalid { message, .. } => bad(message),
+                other => other.into(),
+            })?)
+        }
+        Some(other) => return Err(bad(format!("{other} is not a string"))),
+    }
+    Ok(netcore::secgroups::check_names(&names)?)
+}
+
 /// Builds and validates the tenant subnet of a network.
 pub fn subnet_config(
     opts: &BTreeMap<String, String>,
@@ -295,6 +321,32 @@ mod tests {
         assert_eq!(cfg.cnci, None);
         assert_eq!(cfg.tunnel_id, None);
         cfg.validate().expect("valid");
+    }
+
+    #[test]
+    fn an_endpoints_groups_join_the_networks() {
+        let network = vec!["web".to_string()];
+        let options = |v: Value| {
+            serde_json::json!({ "security_groups": v })
+                .as_object()
+                .cloned()
+        };
+        let both = endpoint_security_groups(&network, options("admin,web".into()).as_ref())
+            .expect("valid");
+        assert_eq!(both, ["admin", "web"]);
+        let docker_own = serde_json::json!({"com.docker.network.endpoint.exposedports": []});
+        let plain = endpoint_security_groups(&network, docker_own.as_object()).expect("none");
+        assert_eq!(plain, ["web"]);
+        assert_eq!(
+            endpoint_security_groups(&network, None).expect("no options"),
+            ["web"]
+        );
+        for bad in [Value::from("x y"), Value::from(7)] {
+            let err = endpoint_security_groups(&network, options(bad).as_ref())
+                .expect_err("refused")
+                .to_string();
+            assert!(err.contains("driver option security_groups"), "{err}");
+        }
     }
 
     #[test]

@@ -358,6 +358,8 @@ impl<K: Kernel> Plugin<K> {
             ));
         }
         let ip = options::parse_addr(&iface.address)?;
+        let security_groups =
+            options::endpoint_security_groups(&net.security_groups, r.options.as_ref())?;
         let mac = match iface.mac_address.as_str() {
             "" => None,
             text => Some(options::parse_mac(text)?),
@@ -388,7 +390,7 @@ impl<K: Kernel> Plugin<K> {
                         mac,
                         default_route: false,
                         allowed: net.allowed.clone(),
-                        security_groups: net.security_groups.clone(),
+                        security_groups,
                     },
                 )
             });

@@ -143,8 +143,7 @@ fn groups_named_by_workloads_are_enforced_and_follow_rule_and_membership_changes
             "admin",
         ],
     );
-    rule("web", &["--direction", "egress"]);
-    rule("admin", &["--direction", "egress"]);
+    // All egress is allowed by the two rules every new group starts with.
 
     let admin1 = cluster
         .container_with(Cn::Cn2, &t, S1, ADMIN, groups(&["admin"]))

@@ -75,7 +75,7 @@ pub async fn create_group(
     let view = app
         .store(move |store| {
             let made = store.create_security_group(tenant, &request.name, &request.description)?;
-            Ok(GroupView::new(&made, &[], &[]))
+            group_view(store, tenant, &made.uuid.to_string())
         })
         .await?;
     // A name workloads already use becomes a real group.

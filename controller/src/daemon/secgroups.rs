@@ -271,7 +271,8 @@ mod tests {
             .expect("cn1");
         let got = sent(&out);
         assert_eq!(got.len(), 1);
-        assert_eq!(got[&CN1]["web"], (1, vec!["172.16.1.10".into()], true));
+        // web: the two egress rules every new group starts with, and the ssh rule.
+        assert_eq!(got[&CN1]["web"], (3, vec!["172.16.1.10".into()], true));
         assert_eq!(
             got[&CN1]["admin"],
             (0, vec![], true),

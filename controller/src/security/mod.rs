@@ -237,10 +237,8 @@ fn check_family(protocol: Protocol, ethertype: Ethertype) -> Result<(), RuleErro
     }
 }
 
-/// The four rules of a new `default` group whose id is `group`: all egress, and ingress from
-/// members of the group itself.
-pub fn default_rules(group: Uuid) -> Vec<RuleSpec> {
-    let rule = |direction, ethertype, remote| RuleSpec {
+fn any_rule(direction: Direction, ethertype: Ethertype, remote: Remote) -> RuleSpec {
+    RuleSpec {
         direction,
         ethertype,
         protocol: Protocol::Any,
@@ -248,13 +246,34 @@ pub fn default_rules(group: Uuid) -> Vec<RuleSpec> {
         icmp_type: None,
         icmp_code: None,
         remote,
-    };
+    }
+}
+
+/// The rules every new group starts with, as in Neutron: all egress, IPv4 and IPv6 (a group
+/// made for its ingress rules would otherwise cut its members' own egress). They are ordinary
+/// rules: deleting them restricts egress.
+pub fn new_group_rules() -> Vec<RuleSpec> {
     vec![
-        rule(Direction::Egress, Ethertype::Ipv4, Remote::Anywhere),
-        rule(Direction::Egress, Ethertype::Ipv6, Remote::Anywhere),
-        rule(Direction::Ingress, Ethertype::Ipv4, Remote::Group(group)),
-        rule(Direction::Ingress, Ethertype::Ipv6, Remote::Group(group)),
+        any_rule(Direction::Egress, Ethertype::Ipv4, Remote::Anywhere),
+        any_rule(Direction::Egress, Ethertype::Ipv6, Remote::Anywhere),
     ]
+}
+
+/// The four rules of a new `default` group whose id is `group`: all egress, and ingress from
+/// members of the group itself.
+pub fn default_rules(group: Uuid) -> Vec<RuleSpec> {
+    let mut rules = new_group_rules();
+    rules.push(any_rule(
+        Direction::Ingress,
+        Ethertype::Ipv4,
+        Remote::Group(group),
+    ));
+    rules.push(any_rule(
+        Direction::Ingress,
+        Ethertype::Ipv6,
+        Remote::Group(group),
+    ));
+    rules
 }
 
 impl fmt::Display for Direction {

@@ -372,7 +372,7 @@ impl Store for SqliteStore {
     ) -> Result<SecurityGroup> {
         self.write(|tx| {
             security::known_tenant(tx, tenant, true)?;
-            security::insert_group(tx, tenant, name, description)
+            security::create_group(tx, tenant, name, description)
         })
     }
 

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::rows;
 use crate::model::TenantState;
 use crate::security::{
-    default_rules, Remote, RuleSpec, SecurityGroup, SecurityRule, DEFAULT_GROUP,
+    default_rules, new_group_rules, Remote, RuleSpec, SecurityGroup, SecurityRule, DEFAULT_GROUP,
 };
 use crate::store::{Result, StoreError};
 
@@ -74,6 +74,20 @@ pub fn create_default_group(conn: &Connection, tenant: Uuid) -> Result<()> {
         insert_rule(conn, group.uuid, &spec)?;
     }
     Ok(())
+}
+
+/// A group made through the API, with the rules every new group starts with.
+pub fn create_group(
+    conn: &Connection,
+    tenant: Uuid,
+    name: &str,
+    description: &str,
+) -> Result<SecurityGroup> {
+    let group = insert_group(conn, tenant, name, description)?;
+    for spec in new_group_rules() {
+        insert_rule(conn, group.uuid, &spec)?;
+    }
+    Ok(group)
 }
 
 pub fn groups(conn: &Connection, tenant: Uuid) -> Result<Vec<SecurityGroup>> {
