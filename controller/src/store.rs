@@ -17,6 +17,7 @@ use crate::model::{
 };
 use crate::pool::PublicPool;
 use crate::security::forward::{Forward, ForwardProtocol, ForwardSpec, SshAccess, SshPolicy};
+use crate::security::ingress_outcome::IngressOutcome;
 use crate::security::ingress_rule::{
     IngressAction, IngressRule, IngressRuleSpec, TenantIngressRules,
 };
@@ -310,6 +311,11 @@ pub trait Store: Send + Sync {
         tenant: Uuid,
         default: IngressAction,
     ) -> Result<TenantIngressRules>;
+
+    /// Keep a tenant's CNCI's answer to its TenantIngress (replacing the previous one).
+    fn record_ingress_outcome(&self, outcome: &IngressOutcome) -> Result<()>;
+    /// The tenant's CNCI's last answer, if any.
+    fn ingress_outcome(&self, tenant: Uuid) -> Result<Option<IngressOutcome>>;
 
     /// Replace what compute node `node` reported of `tenant`'s ports and their groups (its
     /// whole list); true if that changed anything.

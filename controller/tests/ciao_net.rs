@@ -98,14 +98,20 @@ fn tables_list_nodes_tenants_and_cncis() {
 
     let tenant = ok(&server, &["tenant", &T1.to_string()]);
     assert!(
-        tenant.starts_with(&format!("TENANT  {T1}\nstate   active\n")),
+        tenant.starts_with(&format!("TENANT   {T1}\nstate    active\n")),
         "{tenant}"
     );
     assert!(
         tenant.contains(&format!(
-            "cnci    {} (ready) on network node {} at 192.0.2.1",
+            "cnci     {} (ready) on network node {} at 192.0.2.1",
             server.cnci, server.nn
         )),
+        "{tenant}"
+    );
+    // The CNCI here never answers its TenantIngress.
+    assert!(
+        tenant.contains("ingress  pending: generation ")
+            && tenant.contains("no answer from the CNCI yet"),
         "{tenant}"
     );
     let subnets = tenant.split("\n\n").nth(1).expect("a subnet table");

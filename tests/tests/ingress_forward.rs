@@ -36,6 +36,27 @@ fn wait_probe(ns: &Path, ip: &str, port: u16, want: Option<&str>) {
     }
 }
 
+/// Waits until `ciao-net tenant` says the CNCI has the stored ingress in force; its
+/// generation.
+fn wait_in_force(cluster: &Cluster, tenant: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let view = cluster
+            .ciao_net_json(&["tenant", tenant])
+            .expect("ciao-net tenant");
+        let ingress = &view["ingress"];
+        if ingress["state"] == "in_force" {
+            assert_eq!(ingress["answered_generation"], ingress["generation"]);
+            return text(ingress, "generation");
+        }
+        assert!(
+            start.elapsed() < CONVERGE,
+            "the CNCI never confirmed the stored ingress: {ingress}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn forwards_and_ssh_reach_the_workloads_and_nothing_else_answers_on_the_forward_ip() {
     require_root!();
@@ -61,6 +82,7 @@ fn forwards_and_ssh_reach_the_workloads_and_nothing_else_answers_on_the_forward_
     assert_eq!(ip, text(&to_db, "public_ip"), "one forward IP for both");
     wait_probe(&ext, &ip, 8080, Some("web"));
     wait_probe(&ext, &ip, 15432, Some("db"));
+    let two_forwards = wait_in_force(&cluster, &t.tenant);
     for port in [8081, 80, 5432, 22] {
         assert_eq!(probe(&ext, &ip, port), None, "{ip}:{port} must not answer");
     }
@@ -93,6 +115,11 @@ fn forwards_and_ssh_reach_the_workloads_and_nothing_else_answers_on_the_forward_
         probe(&ext, &ip, 8080).as_deref(),
         Some("web"),
         "the other stays"
+    );
+    let one_forward = wait_in_force(&cluster, &t.tenant);
+    assert_ne!(
+        one_forward, two_forwards,
+        "a new snapshot, a new generation"
     );
 
     // The CNCI's process restarts with its kernel rules gone: it rebuilds the same.

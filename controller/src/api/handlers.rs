@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::views::{
-    tenant_cnci, AssignRequest, CnciView, ComputeNodeView, NetworkNodeView, NodesView, PoolView,
-    PublicIpView, PublicIpsView, SubnetView, TenantDeleted, TenantSummary, TenantView,
+    tenant_cnci, AssignRequest, CnciView, ComputeNodeView, IngressView, NetworkNodeView, NodesView,
+    PoolView, PublicIpView, PublicIpsView, SubnetView, TenantDeleted, TenantSummary, TenantView,
 };
 use super::AdminEvent;
 use crate::store::{Store, StoreError};
@@ -126,10 +126,34 @@ pub async fn tenant(
                     .filter(|a| a.tenant == id)
                     .map(PublicIpView::from)
                     .collect(),
+                ingress: ingress_view(store, id)?,
             })
         })
         .await?;
     Ok(Json(view))
+}
+
+/// The tenant's ingress at its live CNCI (the one TenantIngress goes to), against the
+/// snapshot the store makes now.
+fn ingress_view(store: &dyn Store, tenant: Uuid) -> Result<Option<IngressView>, StoreError> {
+    let live = store.cnci_of(tenant)?.filter(|c| {
+        matches!(
+            c.state,
+            crate::CnciState::Ready | crate::CnciState::Retiring
+        )
+    });
+    let Some(cnci) = live else {
+        return Ok(None);
+    };
+    let wanted = crate::daemon::frames::tenant_ingress_cmd(
+        &cnci,
+        &store.ssh_access(tenant)?,
+        &store.forwards(tenant)?,
+        &store.ingress_rules(tenant)?,
+    )
+    .generation;
+    let outcome = store.ingress_outcome(tenant)?;
+    Ok(Some(IngressView::new(cnci.uuid, wanted, outcome.as_ref())))
 }
 
 pub async fn cncis(State(app): State<AppState>) -> Reply<Json<Vec<CnciView>>> {

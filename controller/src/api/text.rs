@@ -4,7 +4,8 @@ use std::fmt::Display;
 
 use super::table::render;
 use super::views::{
-    CnciView, NodesView, PublicIpView, PublicIpsView, TenantDeleted, TenantSummary, TenantView,
+    CnciView, IngressView, NodesView, PublicIpView, PublicIpsView, TenantDeleted, TenantSummary,
+    TenantView,
 };
 
 const NONE: &str = "-";
@@ -97,13 +98,14 @@ pub fn tenant(view: &TenantView) -> String {
         ),
         None => "none".to_owned(),
     };
-    let mut out = render(
-        &["TENANT", &view.uuid.to_string()],
-        &[
-            vec!["state".to_owned(), view.state.clone()],
-            vec!["cnci".to_owned(), cnci],
-        ],
-    );
+    let mut rows = vec![
+        vec!["state".to_owned(), view.state.clone()],
+        vec!["cnci".to_owned(), cnci],
+    ];
+    if let Some(ingress) = &view.ingress {
+        rows.push(vec!["ingress".to_owned(), ingress_text(ingress)]);
+    }
+    let mut out = render(&["TENANT", &view.uuid.to_string()], &rows);
     let subnets: Vec<_> = view
         .subnets
         .iter()
@@ -134,6 +136,26 @@ pub fn tenant(view: &TenantView) -> String {
     out.push('\n');
     out.push_str(&render(&["PUBLIC-IP", "PRIVATE-IP"], &public_ips));
     out
+}
+
+/// Whether the CNCI has the stored forwards, SSH access and ingress rules in force.
+fn ingress_text(i: &IngressView) -> String {
+    match (i.state.as_str(), &i.answered_generation) {
+        ("in_force", _) => format!("in force (generation {})", i.generation),
+        ("refused", _) => format!(
+            "refused by the CNCI, which keeps its previous rules: {} (generation {})",
+            i.reason.as_deref().unwrap_or("no reason given"),
+            i.generation
+        ),
+        (_, Some(last)) => format!(
+            "pending: generation {} sent, the CNCI last answered for {last}",
+            i.generation
+        ),
+        (_, None) => format!(
+            "pending: generation {} sent, no answer from the CNCI yet",
+            i.generation
+        ),
+    }
 }
 
 /// Each compute node's slice of the tenant's automatic subnets; empty if it has none.

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::model::{AutoSlice, Cnci, ComputeNode, NetworkNode, PublicIpAssignment, TenantSubnet};
 use crate::pool::PublicPool;
+use crate::security::ingress_outcome::{IngressOutcome, IngressState};
 
 /// The body of every refusal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +77,38 @@ pub struct TenantView {
     pub cnci: Option<CnciView>,
     pub subnets: Vec<SubnetView>,
     pub public_ips: Vec<PublicIpView>,
+    /// Whether the live CNCI has the stored forwards, SSH access and ingress rules in force;
+    /// absent without a live CNCI (and in a pre-outcome controller's answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressView>,
+}
+
+/// Where a tenant's ingress stands at its CNCI. Generations are 16 hex digits (a digest of
+/// the snapshot; JSON numbers would lose bits in some clients).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngressView {
+    /// `in_force`, `pending` (no answer for this snapshot yet) or `refused`.
+    pub state: String,
+    /// The snapshot the store makes now.
+    pub generation: String,
+    /// The CNCI's last answer: its generation, why it refused (if it did), when (Unix s).
+    pub answered_generation: Option<String>,
+    pub reason: Option<String>,
+    pub answered_at: Option<u64>,
+}
+
+impl IngressView {
+    pub fn new(cnci: Uuid, wanted: u64, outcome: Option<&IngressOutcome>) -> Self {
+        let hex = |g: u64| format!("{g:016x}");
+        let mine = outcome.filter(|o| o.cnci == cnci);
+        IngressView {
+            state: IngressState::of(outcome, cnci, wanted).as_str().to_owned(),
+            generation: hex(wanted),
+            answered_generation: mine.map(|o| hex(o.generation)),
+            reason: mine.and_then(|o| o.refused.clone()),
+            answered_at: mine.map(|o| o.at),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

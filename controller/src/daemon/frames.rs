@@ -99,6 +99,18 @@ pub fn tenant_ingress(
     forwards: &[Forward],
     rules: &TenantIngressRules,
 ) -> Frame {
+    let payload = TenantIngress(tenant_ingress_cmd(cnci, access, forwards, rules)).to_yaml();
+    Frame::new(kind::COMMAND, command::TENANT_INGRESS, me, payload)
+}
+
+/// The body of [`tenant_ingress`], with its generation: also what the API compares the CNCI's
+/// last answer with.
+pub fn tenant_ingress_cmd(
+    cnci: &Cnci,
+    access: &SshAccess,
+    forwards: &[Forward],
+    rules: &TenantIngressRules,
+) -> TenantIngressCmd {
     let forward_ip = access
         .forward_ip
         .or_else(|| forwards.first().map(|f| f.public));
@@ -134,8 +146,7 @@ pub fn tenant_ingress(
     body.forwards
         .sort_by(|a, b| (&a.protocol, a.public_port).cmp(&(&b.protocol, b.public_port)));
     body.generation = fnv64(&TenantIngress(body.clone()).to_yaml());
-    let payload = TenantIngress(body).to_yaml();
-    Frame::new(kind::COMMAND, command::TENANT_INGRESS, me, payload)
+    body
 }
 
 /// FNV-1a, 64 bits: a stable digest (std's hasher may change between Rust releases).

@@ -115,8 +115,8 @@ impl Controller {
             (kind::EVENT, event::CONCENTRATOR_INSTANCE_ADDED) => self.cnci_ready(p),
             (kind::EVENT, event::INSTANCE_DELETED) => self.cnci_deleted(p),
             (kind::ERROR, error::START_FAILURE) => self.start_failed(p),
-            (kind::EVENT, event::TENANT_INGRESS_APPLIED) => ingress::applied(p),
-            (kind::ERROR, error::TENANT_INGRESS_FAILURE) => ingress::refused(p),
+            (kind::EVENT, event::TENANT_INGRESS_APPLIED) => self.ingress_applied(p),
+            (kind::ERROR, error::TENANT_INGRESS_FAILURE) => self.ingress_refused(p),
             _ => Ok(Vec::new()),
         };
         result.unwrap_or_else(|e| {

@@ -342,3 +342,44 @@ fn the_tenants_ingress_rules_and_default_go_to_its_cnci_in_order() {
     // No forward IP: the rules still go (they guard the tenant's 1:1 public IPs).
     assert_eq!(sent[0].forward_ip().ok(), Some(None));
 }
+
+#[test]
+fn the_cncis_answer_is_kept_and_only_its_own_cnci_speaks_for_a_tenant() {
+    use crate::security::ingress_outcome::IngressState;
+    use ssntp::payloads::{TenantIngressApplied, TenantIngressFailure};
+    let mut b = bed();
+    let (_, _, tenant, cnci) = ready_tenant(&mut b);
+    let sent = ingress_of(&b.ctl.admin(&AdminEvent::IngressChanged(tenant)));
+    let cmd = &sent[0];
+    let wanted = cmd.0.generation;
+    let state = |b: &Bed| {
+        let o = b.store.ingress_outcome(tenant).expect("read");
+        IngressState::of(o.as_ref(), cnci, wanted)
+    };
+    assert_eq!(state(&b), IngressState::Pending);
+
+    let refused = TenantIngressFailure(cmd.outcome("nft said no")).to_yaml();
+    b.ctl
+        .handle(&frame(kind::ERROR, error::TENANT_INGRESS_FAILURE, refused));
+    assert_eq!(state(&b), IngressState::Refused);
+    let kept = b
+        .store
+        .ingress_outcome(tenant)
+        .expect("read")
+        .expect("kept");
+    assert_eq!(kept.refused.as_deref(), Some("nft said no"));
+
+    let applied = TenantIngressApplied(cmd.outcome("")).to_yaml();
+    b.ctl
+        .handle(&frame(kind::EVENT, event::TENANT_INGRESS_APPLIED, applied));
+    assert_eq!(state(&b), IngressState::InForce);
+
+    // Another CNCI claiming the tenant is refused and changes nothing.
+    let mut forged = cmd.outcome("");
+    forged.concentrator_uuid = Uuid::new_v4().to_string();
+    forged.generation = wanted ^ 1;
+    let forged = TenantIngressApplied(forged).to_yaml();
+    b.ctl
+        .handle(&frame(kind::EVENT, event::TENANT_INGRESS_APPLIED, forged));
+    assert_eq!(state(&b), IngressState::InForce);
+}

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub mod forward;
+pub mod ingress_outcome;
 pub mod ingress_rule;
 
 /// Every tenant has this group, created with the tenant; it cannot be deleted.

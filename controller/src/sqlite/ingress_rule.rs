@@ -2,10 +2,11 @@
 //! caller's transaction. Positions stay 1..=n without gaps: an insert shifts the later rules
 //! down, a delete shifts them up.
 
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
 use super::rows;
+use crate::security::ingress_outcome::IngressOutcome;
 use crate::security::ingress_rule::{
     IngressAction, IngressRule, IngressRuleSpec, TenantIngressRules,
 };
@@ -131,4 +132,39 @@ pub fn forget(conn: &Connection, tenant: Uuid) -> Result<()> {
     conn.prepare_cached("DELETE FROM ingress_rules WHERE tenant = ?1")?
         .execute([tenant.to_string()])?;
     Ok(())
+}
+
+/// Replaces the tenant's CNCI's last answer.
+pub fn record_outcome(conn: &Connection, o: &IngressOutcome) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO ingress_outcomes (tenant, cnci, generation, refused, at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        o.tenant.to_string(),
+        o.cnci.to_string(),
+        // Text: SQLite's integers are signed, the digest uses all 64 bits.
+        o.generation.to_string(),
+        o.refused,
+        i64::try_from(o.at).unwrap_or(i64::MAX),
+    ])?;
+    Ok(())
+}
+
+pub fn outcome(conn: &Connection, tenant: Uuid) -> Result<Option<IngressOutcome>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT tenant, cnci, generation, refused, at FROM ingress_outcomes WHERE tenant = ?1",
+        )?
+        .query_row([tenant.to_string()], |row| {
+            let at: i64 = row.get(4)?;
+            Ok(IngressOutcome {
+                tenant: rows::text(row, 0)?,
+                cnci: rows::text(row, 1)?,
+                generation: rows::text(row, 2)?,
+                refused: row.get(3)?,
+                at: u64::try_from(at).unwrap_or(0),
+            })
+        })
+        .optional()?)
 }

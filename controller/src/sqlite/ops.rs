@@ -16,6 +16,7 @@ use crate::model::{
 };
 use crate::pool::PublicPool;
 use crate::security::forward::{Forward, ForwardSpec, SshAccess, SshPolicy};
+use crate::security::ingress_outcome::IngressOutcome;
 use crate::security::ingress_rule::{
     IngressAction, IngressRule, IngressRuleSpec, TenantIngressRules,
 };
@@ -478,6 +479,14 @@ impl Store for SqliteStore {
             ingress_rule::set_default(tx, tenant, default)?;
             ingress_rule::rules(tx, tenant)
         })
+    }
+
+    fn record_ingress_outcome(&self, outcome: &IngressOutcome) -> Result<()> {
+        self.write(|tx| ingress_rule::record_outcome(tx, outcome))
+    }
+
+    fn ingress_outcome(&self, tenant: Uuid) -> Result<Option<IngressOutcome>> {
+        self.read(|tx| ingress_rule::outcome(tx, tenant))
     }
 
     fn set_port_groups(

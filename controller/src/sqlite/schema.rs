@@ -159,6 +159,15 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX ingress_rules_by_tenant ON ingress_rules(tenant, position);
     ALTER TABLE tenants ADD COLUMN ingress_default TEXT NOT NULL DEFAULT 'allow';
     "#,
+    r#"
+    CREATE TABLE ingress_outcomes (
+        tenant TEXT PRIMARY KEY NOT NULL,
+        cnci TEXT NOT NULL,
+        generation TEXT NOT NULL,
+        refused TEXT,
+        at INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The version this code writes.

@@ -1,0 +1,73 @@
+//! What a tenant's CNCI last answered to its TenantIngress, kept so that the API and `ciao-net`
+//! can say whether the stored forwards, SSH access and ingress rules are in force there.
+
+use uuid::Uuid;
+
+/// The CNCI's last answer for one tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressOutcome {
+    pub tenant: Uuid,
+    pub cnci: Uuid,
+    /// The snapshot's generation (a digest of it, see `daemon::frames::tenant_ingress_cmd`).
+    pub generation: u64,
+    /// `None`: applied; else why the CNCI refused it (it kept its previous snapshot).
+    pub refused: Option<String>,
+    /// Unix seconds, when the controller heard it.
+    pub at: u64,
+}
+
+/// Where the tenant's ingress stands, compared with what the store says it should be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngressState {
+    /// The CNCI applied the store's snapshot.
+    InForce,
+    /// The CNCI has not answered for the store's snapshot yet.
+    Pending,
+    /// The CNCI refused the store's snapshot.
+    Refused,
+}
+
+impl IngressState {
+    /// `wanted`: the generation of the snapshot the store makes now for `cnci`.
+    pub fn of(outcome: Option<&IngressOutcome>, cnci: Uuid, wanted: u64) -> Self {
+        match outcome {
+            Some(o) if o.cnci == cnci && o.generation == wanted => match o.refused {
+                None => IngressState::InForce,
+                Some(_) => IngressState::Refused,
+            },
+            _ => IngressState::Pending,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IngressState::InForce => "in_force",
+            IngressState::Pending => "pending",
+            IngressState::Refused => "refused",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_cncis_answer_for_this_snapshot_counts() {
+        let cnci = Uuid::from_u128(1);
+        let answer = |cnci, generation, refused: Option<&str>| IngressOutcome {
+            tenant: Uuid::from_u128(9),
+            cnci,
+            generation,
+            refused: refused.map(str::to_owned),
+            at: 0,
+        };
+        let of = |o: Option<IngressOutcome>| IngressState::of(o.as_ref(), cnci, 7);
+        assert_eq!(of(None), IngressState::Pending);
+        assert_eq!(of(Some(answer(cnci, 7, None))), IngressState::InForce);
+        assert_eq!(of(Some(answer(cnci, 7, Some("no")))), IngressState::Refused);
+        assert_eq!(of(Some(answer(cnci, 6, None))), IngressState::Pending);
+        let other = Uuid::from_u128(2);
+        assert_eq!(of(Some(answer(other, 7, None))), IngressState::Pending);
+    }
+}
