@@ -17,10 +17,10 @@ use crate::model::{
 };
 use crate::pool::PublicPool;
 use crate::security::forward::{Forward, ForwardProtocol, ForwardSpec, SshAccess, SshPolicy};
-use crate::security::ingress_outcome::IngressOutcome;
 use crate::security::ingress_rule::{
     IngressAction, IngressRule, IngressRuleSpec, TenantIngressRules,
 };
+use crate::security::outcome::{IngressOutcome, NodeGroupsOutcome};
 use crate::security::{RuleSpec, SecurityGroup, SecurityRule};
 
 /// A refused operation (nothing was changed) or a failing backend.
@@ -316,6 +316,20 @@ pub trait Store: Send + Sync {
     fn record_ingress_outcome(&self, outcome: &IngressOutcome) -> Result<()>;
     /// The tenant's CNCI's last answer, if any.
     fn ingress_outcome(&self, tenant: Uuid) -> Result<Option<IngressOutcome>>;
+
+    /// Note the generation of the SecurityGroupsUpdate sent to `node` for `tenant`.
+    fn record_groups_sent(&self, node: Uuid, tenant: Uuid, generation: u64) -> Result<()>;
+    /// Keep `node`'s answer for `tenant` (`refused`: why it could not load the table).
+    fn record_groups_answer(
+        &self,
+        node: Uuid,
+        tenant: Uuid,
+        generation: u64,
+        refused: Option<&str>,
+        at: u64,
+    ) -> Result<()>;
+    /// What was sent to each node for `tenant` and what each answered.
+    fn groups_outcomes(&self, tenant: Uuid) -> Result<Vec<NodeGroupsOutcome>>;
 
     /// Replace what compute node `node` reported of `tenant`'s ports and their groups (its
     /// whole list); true if that changed anything.

@@ -139,7 +139,9 @@ impl Delivery {
             asks.clone(),
         ));
         // Enforce what was recorded before any controller speaks (a restarted daemon).
-        self.groups()
+        // (Failures are logged; what was recorded is retried at every sync.)
+        let _ = self
+            .groups()
             .apply(&self.state_dir, &netcore::secgroups::node_ports(&state)?);
         let mut attempt = 0;
         let mut sessions: u64 = 0;
@@ -345,7 +347,17 @@ impl Delivery {
         for frame in frames {
             writer.frame(&frame).await.context("send a PortGroups")?;
         }
-        self.groups().apply(&self.state_dir, &ports);
+        let answers = {
+            let mut groups = self.groups();
+            let outcome = groups.apply(&self.state_dir, &ports);
+            groups.answers(agent, &outcome)
+        };
+        for frame in answers {
+            writer
+                .frame(&frame)
+                .await
+                .context("send a SecurityGroupsApplied")?;
+        }
         Ok(())
     }
 

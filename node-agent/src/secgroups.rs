@@ -10,7 +10,8 @@ use anyhow::Context;
 use netcore::secgroups::{Direction, Enforcer, Group, Port, Protocol, Remote, Rule, TenantGroups};
 use ssntp::frame::{command, event, kind, Frame};
 use ssntp::payloads::{
-    Payload, PortGroups, PortGroupsEvent, PortGroupsPort, SecurityGroupsUpdate, SecurityRuleItem,
+    Payload, PortGroups, PortGroupsEvent, PortGroupsPort, SecurityGroupsApplied,
+    SecurityGroupsOutcome, SecurityGroupsUpdate, SecurityRuleItem,
 };
 use uuid::Uuid;
 
@@ -28,6 +29,9 @@ pub struct SecGroups {
     /// The snapshots (persisted, kept in memory once read: the daemon is their only writer)
     /// and the table; made at first use.
     enforcer: Option<Enforcer>,
+    /// Tenant → generation of the SecurityGroupsUpdates recorded and not yet answered (the
+    /// answer follows the next apply).
+    unanswered: BTreeMap<Uuid, u64>,
 }
 
 /// True for a COMMAND SecurityGroupsUpdate.
@@ -68,11 +72,43 @@ impl SecGroups {
             .collect()
     }
 
-    /// Makes the kernel enforce the recorded ports with the persisted snapshots.
-    pub fn apply(&mut self, state_dir: &Path, ports: &BTreeMap<Uuid, Vec<Port>>) {
-        if let Err(e) = self.enforcer(state_dir).apply(ports) {
-            tracing::error!("cannot load the security groups: {e}");
-        }
+    /// Makes the kernel enforce the recorded ports with the persisted snapshots; why not, if
+    /// it could not.
+    pub fn apply(
+        &mut self,
+        state_dir: &Path,
+        ports: &BTreeMap<Uuid, Vec<Port>>,
+    ) -> Result<(), String> {
+        self.enforcer(state_dir)
+            .apply(ports)
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::error!("cannot load the security groups: {e}");
+                e.to_string()
+            })
+    }
+
+    /// A SecurityGroupsApplied for each update recorded since the last answers, with the
+    /// outcome of the apply that followed it.
+    pub fn answers(&mut self, agent: Uuid, outcome: &Result<(), String>) -> Vec<Frame> {
+        let reason = outcome.as_ref().err().cloned().unwrap_or_default();
+        std::mem::take(&mut self.unanswered)
+            .into_iter()
+            .map(|(tenant, generation)| {
+                let payload = SecurityGroupsApplied(SecurityGroupsOutcome {
+                    agent_uuid: agent.to_string(),
+                    tenant_uuid: tenant.to_string(),
+                    generation,
+                    reason: reason.clone(),
+                });
+                Frame::new(
+                    kind::EVENT,
+                    event::SECURITY_GROUPS_APPLIED,
+                    agent,
+                    payload.to_yaml(),
+                )
+            })
+            .collect()
     }
 
     /// Persists a SecurityGroupsUpdate for this node; the caller then applies.
@@ -89,6 +125,7 @@ impl SecGroups {
             .record(snap)
             .context("persist the snapshot")?;
         tracing::info!(%tenant, generation, groups, "security groups received");
+        self.unanswered.insert(tenant, generation);
         Ok(tenant)
     }
 
@@ -243,5 +280,63 @@ mod tests {
             ..r
         };
         assert!(rule_of(&bad).is_err());
+    }
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+    use ssntp::payloads::SecurityGroupsUpdateCmd;
+
+    fn update(agent: Uuid, tenant: u128, generation: u64) -> Frame {
+        let cmd = SecurityGroupsUpdate(SecurityGroupsUpdateCmd {
+            agent_uuid: agent.to_string(),
+            tenant_uuid: Uuid::from_u128(tenant).to_string(),
+            generation,
+            groups: Vec::new(),
+        });
+        Frame::new(
+            kind::COMMAND,
+            command::SECURITY_GROUPS_UPDATE,
+            Uuid::nil(),
+            cmd.to_yaml(),
+        )
+    }
+
+    fn read(frames: &[Frame]) -> Vec<(u64, String)> {
+        frames
+            .iter()
+            .map(|f| {
+                assert_eq!(
+                    (f.kind, f.operand),
+                    (kind::EVENT, event::SECURITY_GROUPS_APPLIED)
+                );
+                let a = SecurityGroupsApplied::from_yaml(&f.payload).expect("answer");
+                (a.0.generation, a.0.reason)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_recorded_update_is_answered_once_with_the_applys_outcome() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let agent = Uuid::from_u128(7);
+        let mut g = SecGroups::default();
+        g.record(dir.path(), agent, &update(agent, 1, 4))
+            .expect("t1");
+        g.record(dir.path(), agent, &update(agent, 2, 5))
+            .expect("t2");
+        g.record(dir.path(), agent, &update(agent, 1, 6))
+            .expect("t1 again");
+        let ok = g.answers(agent, &Ok(()));
+        assert_eq!(read(&ok), [(6, String::new()), (5, String::new())]);
+        assert!(g.answers(agent, &Ok(())).is_empty(), "answered once");
+        g.record(dir.path(), agent, &update(agent, 2, 8))
+            .expect("t2");
+        let failed = g.answers(agent, &Err("nft refused".into()));
+        assert_eq!(read(&failed), [(8, "nft refused".to_string())]);
+        let other = Uuid::from_u128(8);
+        assert!(g.record(dir.path(), agent, &update(other, 1, 9)).is_err());
+        assert!(g.answers(agent, &Ok(())).is_empty(), "not for this node");
     }
 }

@@ -81,6 +81,9 @@ pub mod event {
     /// This project's: a compute node's ports of one tenant and their security groups
     /// ([`crate::payloads::PortGroups`]), compute node → all controllers.
     pub const PORT_GROUPS: u8 = 71;
+    /// This project's: a compute node's answer to a SecurityGroupsUpdate
+    /// ([`crate::payloads::SecurityGroupsApplied`]), compute node → all controllers.
+    pub const SECURITY_GROUPS_APPLIED: u8 = 72;
 }
 
 /// ERROR operands.

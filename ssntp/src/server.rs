@@ -277,6 +277,10 @@ fn named(frame: &Frame) -> Named {
             node: one("port_groups", "agent_uuid"),
             roles: role::AGENT,
         },
+        (kind::EVENT, event::SECURITY_GROUPS_APPLIED) => Named::FromNode {
+            node: one("security_groups_applied", "agent_uuid"),
+            roles: role::AGENT,
+        },
         (kind::EVENT, event::NODE_REPORT) => Named::FromNode {
             node: one("node_report", "node_uuid"),
             roles: role::AGENT | role::NETAGENT,

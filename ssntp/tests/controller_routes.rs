@@ -669,3 +669,30 @@ async fn tenant_ingress_reaches_its_cnci_and_its_answers_every_controller() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_nodes_security_groups_answer_reaches_every_controller_only_under_its_own_name() {
+    use ssntp::payloads::{SecurityGroupsApplied, SecurityGroupsOutcome};
+    let bed = bed().await;
+    let mut c = cast(&bed).await;
+    let answer = |node: Uuid| {
+        SecurityGroupsApplied(SecurityGroupsOutcome {
+            agent_uuid: node.to_string(),
+            tenant_uuid: Uuid::new_v4().to_string(),
+            generation: 9,
+            reason: String::new(),
+        })
+        .to_yaml()
+    };
+    let op = event::SECURITY_GROUPS_APPLIED;
+    // Another node's name: dropped.
+    send(&mut c.cn, kind::EVENT, op, answer(c.nn_id)).await;
+    barrier(&mut c.cn).await;
+    send(&mut c.cn, kind::EVENT, op, answer(c.cn_id)).await;
+    for ctl in [&mut c.master, &mut c.backup] {
+        let f = next(ctl).await;
+        assert_eq!((f.kind, f.operand), (kind::EVENT, op));
+        let got = SecurityGroupsApplied::from_yaml(&f.payload).expect("applied");
+        assert_eq!(got.0.agent_uuid, c.cn_id.to_string(), "not the forged one");
+    }
+}

@@ -171,6 +171,20 @@ fn groups_named_by_workloads_are_enforced_and_follow_rule_and_membership_changes
         connects(&web1, OTHER, 9000),
         "web1's own egress and its replies pass"
     );
+    // Both nodes answered the last groups they were sent: `ciao-net tenant` says so.
+    let in_force = || {
+        let view = cluster.ciao_net_ok(&["tenant", &tenant]);
+        let nodes = view["security_groups"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        nodes.len() == 2 && nodes.iter().all(|n| n["state"] == "in_force")
+    };
+    assert!(
+        until(in_force),
+        "{}",
+        cluster.ciao_net_ok(&["tenant", &tenant])
+    );
 
     // web1's bridge has its own conntrack zone.
     let zones = sg_table(&cluster, Cn::Cn1)

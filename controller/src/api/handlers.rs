@@ -15,8 +15,9 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::views::{
-    tenant_cnci, AssignRequest, CnciView, ComputeNodeView, IngressView, NetworkNodeView, NodesView,
-    PoolView, PublicIpView, PublicIpsView, SubnetView, TenantDeleted, TenantSummary, TenantView,
+    tenant_cnci, AssignRequest, CnciView, ComputeNodeView, IngressView, NetworkNodeView,
+    NodeGroupsView, NodesView, PoolView, PublicIpView, PublicIpsView, SubnetView, TenantDeleted,
+    TenantSummary, TenantView,
 };
 use super::AdminEvent;
 use crate::store::{Store, StoreError};
@@ -127,10 +128,23 @@ pub async fn tenant(
                     .map(PublicIpView::from)
                     .collect(),
                 ingress: ingress_view(store, id)?,
+                security_groups: groups_views(store, id)?,
             })
         })
         .await?;
     Ok(Json(view))
+}
+
+/// The tenant's security groups on each compute node that has filtered ports of it.
+fn groups_views(store: &dyn Store, tenant: Uuid) -> Result<Vec<NodeGroupsView>, StoreError> {
+    let nodes: std::collections::BTreeSet<Uuid> =
+        store.port_groups(tenant)?.iter().map(|m| m.node).collect();
+    Ok(store
+        .groups_outcomes(tenant)?
+        .iter()
+        .filter(|o| nodes.contains(&o.node))
+        .map(NodeGroupsView::from)
+        .collect())
 }
 
 /// The tenant's ingress at its live CNCI (the one TenantIngress goes to), against the

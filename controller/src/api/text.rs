@@ -128,6 +128,33 @@ pub fn tenant(view: &TenantView) -> String {
         out.push('\n');
         out.push_str(&slices);
     }
+    if !view.security_groups.is_empty() {
+        let rows: Vec<_> = view
+            .security_groups
+            .iter()
+            .map(|g| {
+                let state = match (g.state.as_str(), &g.reason) {
+                    ("in_force", _) => "in force".to_owned(),
+                    ("refused", Some(why)) => format!("refused: {why}"),
+                    (other, _) => other.to_owned(),
+                };
+                let answered = g
+                    .answered_generation
+                    .map_or(NONE.to_owned(), |a| a.to_string());
+                vec![
+                    g.compute_node.to_string(),
+                    state,
+                    g.generation.to_string(),
+                    answered,
+                ]
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&render(
+            &["GROUPS-ON-NODE", "STATE", "SENT", "ANSWERED"],
+            &rows,
+        ));
+    }
     let public_ips: Vec<_> = view
         .public_ips
         .iter()

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::model::{AutoSlice, Cnci, ComputeNode, NetworkNode, PublicIpAssignment, TenantSubnet};
 use crate::pool::PublicPool;
-use crate::security::ingress_outcome::{IngressOutcome, IngressState};
+use crate::security::outcome::{IngressOutcome, IngressState, NodeGroupsOutcome};
 
 /// The body of every refusal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +81,37 @@ pub struct TenantView {
     /// absent without a live CNCI (and in a pre-outcome controller's answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<IngressView>,
+    /// Each compute node with filtered ports of the tenant: whether it loaded the groups last
+    /// sent to it.
+    #[serde(default)]
+    pub security_groups: Vec<NodeGroupsView>,
+}
+
+/// One compute node's security groups of a tenant. Generations count the controller's
+/// SecurityGroupsUpdates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeGroupsView {
+    pub compute_node: Uuid,
+    /// `in_force`, `pending` (no answer for the last update yet) or `refused` (the node could
+    /// not load its table; it retries at each change).
+    pub state: String,
+    pub generation: u64,
+    pub answered_generation: Option<u64>,
+    pub reason: Option<String>,
+    pub answered_at: Option<u64>,
+}
+
+impl From<&NodeGroupsOutcome> for NodeGroupsView {
+    fn from(o: &NodeGroupsOutcome) -> Self {
+        NodeGroupsView {
+            compute_node: o.node,
+            state: o.state().as_str().to_owned(),
+            generation: o.sent,
+            answered_generation: o.answered,
+            reason: o.refused.clone(),
+            answered_at: o.at,
+        }
+    }
 }
 
 /// Where a tenant's ingress stands at its CNCI. Generations are 16 hex digits (a digest of

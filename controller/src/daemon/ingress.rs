@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{frames, parse_uuid, Controller, HandleError, Out};
 use crate::model::CnciState;
-use crate::security::ingress_outcome::IngressOutcome;
+use crate::security::outcome::IngressOutcome;
 
 impl Controller {
     /// TenantIngress for the tenant's live CNCI; nothing while it has none (the CNCI gets it

@@ -112,6 +112,7 @@ impl Controller {
             (kind::EVENT, event::CNCI_REQUEST) => self.cnci_request(p),
             (kind::EVENT, event::SUBNET_REQUEST) => self.subnet_request(p),
             (kind::EVENT, event::PORT_GROUPS) => self.port_groups(p),
+            (kind::EVENT, event::SECURITY_GROUPS_APPLIED) => self.groups_applied(p),
             (kind::EVENT, event::CONCENTRATOR_INSTANCE_ADDED) => self.cnci_ready(p),
             (kind::EVENT, event::INSTANCE_DELETED) => self.cnci_deleted(p),
             (kind::ERROR, error::START_FAILURE) => self.start_failed(p),

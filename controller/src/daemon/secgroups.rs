@@ -8,8 +8,8 @@ use std::net::Ipv4Addr;
 
 use ssntp::frame::{command, kind, Frame};
 use ssntp::payloads::{
-    Payload, PortGroups, SecurityGroupItem, SecurityGroupsUpdate, SecurityGroupsUpdateCmd,
-    SecurityRuleItem,
+    Payload, PortGroups, SecurityGroupItem, SecurityGroupsApplied, SecurityGroupsUpdate,
+    SecurityGroupsUpdateCmd, SecurityRuleItem,
 };
 use uuid::Uuid;
 
@@ -50,6 +50,30 @@ impl Controller {
         self.sg_snapshots(tenant, Some(node))
     }
 
+    /// EVENT SecurityGroupsApplied: a node's answer, kept for the API (the scheduler checked
+    /// that the sender is the node it names).
+    pub(super) fn groups_applied(&mut self, payload: &[u8]) -> Out {
+        let answer = SecurityGroupsApplied::from_yaml(payload)?;
+        let (node, tenant) = (answer.agent()?, answer.tenant()?);
+        let body = &answer.0;
+        let refused = (!body.reason.is_empty()).then_some(body.reason.as_str());
+        match refused {
+            None => {
+                tracing::info!(%node, %tenant, generation = body.generation, "security groups applied")
+            }
+            Some(why) => {
+                tracing::warn!(%node, %tenant, generation = body.generation, "a node could not load the security groups: {why}")
+            }
+        }
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.store
+            .record_groups_answer(node, tenant, body.generation, refused, at)?;
+        Ok(Vec::new())
+    }
+
     /// SecurityGroupsUpdate for every node of `tenant` whose snapshot changed since last sent,
     /// and for `always` (a node that just reported) in any case.
     pub(super) fn sg_snapshots(&mut self, tenant: Uuid, always: Option<Uuid>) -> Out {
@@ -80,6 +104,7 @@ impl Controller {
                 groups: body.clone(),
             });
             tracing::info!(%node, %tenant, generation, groups = body.len(), "security groups sent");
+            self.store.record_groups_sent(node, tenant, generation)?;
             out.push(Frame::new(
                 kind::COMMAND,
                 command::SECURITY_GROUPS_UPDATE,
@@ -311,5 +336,49 @@ mod tests {
         let bad = report(CN1, &[("172.16.1.10", &["no spaces"])]);
         assert!(ctl.port_groups(&bad).is_err(), "a bad name is refused");
         assert_eq!(store.port_groups(T).expect("unchanged").len(), 3);
+    }
+
+    #[test]
+    fn each_nodes_answer_is_kept_against_what_it_was_sent() {
+        use crate::security::outcome::IngressState;
+        use ssntp::payloads::{SecurityGroupsApplied, SecurityGroupsOutcome};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(SqliteStore::open_in(dir.path()).expect("store"));
+        let mut ctl = Controller::new(Uuid::new_v4(), store.clone(), TunnelKind::Vxlan);
+        let out = ctl
+            .port_groups(&report(CN1, &[("172.16.1.10", &["web"])]))
+            .expect("cn1");
+        let generation = SecurityGroupsUpdate::from_yaml(&out[0].payload)
+            .expect("update")
+            .0
+            .generation;
+        let states = || -> Vec<(Uuid, IngressState, u64)> {
+            store
+                .groups_outcomes(T)
+                .expect("outcomes")
+                .iter()
+                .map(|o| (o.node, o.state(), o.sent))
+                .collect()
+        };
+        assert_eq!(states(), [(CN1, IngressState::Pending, generation)]);
+        let answer = |reason: &str| {
+            SecurityGroupsApplied(SecurityGroupsOutcome {
+                agent_uuid: CN1.to_string(),
+                tenant_uuid: T.to_string(),
+                generation,
+                reason: reason.into(),
+            })
+            .to_yaml()
+        };
+        ctl.groups_applied(&answer("nft: no")).expect("refused");
+        assert_eq!(states(), [(CN1, IngressState::Refused, generation)]);
+        ctl.groups_applied(&answer("")).expect("applied");
+        assert_eq!(states(), [(CN1, IngressState::InForce, generation)]);
+        // A new update: pending again until answered.
+        let out = ctl
+            .port_groups(&report(CN1, &[("172.16.1.10", &["web", "admin"])]))
+            .expect("cn1 again");
+        assert_eq!(out.len(), 1);
+        assert_eq!(states()[0].1, IngressState::Pending);
     }
 }

@@ -345,7 +345,7 @@ fn the_tenants_ingress_rules_and_default_go_to_its_cnci_in_order() {
 
 #[test]
 fn the_cncis_answer_is_kept_and_only_its_own_cnci_speaks_for_a_tenant() {
-    use crate::security::ingress_outcome::IngressState;
+    use crate::security::outcome::IngressState;
     use ssntp::payloads::{TenantIngressApplied, TenantIngressFailure};
     let mut b = bed();
     let (_, _, tenant, cnci) = ready_tenant(&mut b);

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub mod forward;
-pub mod ingress_outcome;
 pub mod ingress_rule;
+pub mod outcome;
 
 /// Every tenant has this group, created with the tenant; it cannot be deleted.
 pub const DEFAULT_GROUP: &str = "default";

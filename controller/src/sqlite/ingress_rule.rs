@@ -6,10 +6,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
 use super::rows;
-use crate::security::ingress_outcome::IngressOutcome;
 use crate::security::ingress_rule::{
     IngressAction, IngressRule, IngressRuleSpec, TenantIngressRules,
 };
+use crate::security::outcome::IngressOutcome;
 use crate::store::{Result, StoreError};
 
 const COLUMNS: &str =

@@ -9,6 +9,7 @@ use rusqlite::{params, Connection};
 use uuid::Uuid;
 
 use super::rows;
+use crate::security::outcome::NodeGroupsOutcome;
 use crate::store::{PortMembership, Result};
 
 const SG_GENERATION: &str = "sg_generation";
@@ -73,4 +74,67 @@ pub fn next_generation(conn: &Connection) -> Result<u64> {
         )?
         .query_row([SG_GENERATION], |row| row.get(0))?;
     Ok(u64::try_from(value).unwrap_or(0))
+}
+
+/// Notes the generation sent to `node` for `tenant` (its last answer stays until the next).
+pub fn record_sent(conn: &Connection, node: Uuid, tenant: Uuid, generation: u64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO sg_outcomes (tenant, compute_node, sent) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (tenant, compute_node) DO UPDATE SET sent = excluded.sent",
+    )?
+    // Generations as text: SQLite's integers are signed.
+    .execute(params![
+        tenant.to_string(),
+        node.to_string(),
+        generation.to_string()
+    ])?;
+    Ok(())
+}
+
+/// Keeps `node`'s answer for `tenant`; a node answering what this store never noted sending
+/// (a store restored from backup) counts as having been sent it.
+pub fn record_answer(
+    conn: &Connection,
+    node: Uuid,
+    tenant: Uuid,
+    generation: u64,
+    refused: Option<&str>,
+    at: u64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO sg_outcomes (tenant, compute_node, sent, answered, refused, at) \
+         VALUES (?1, ?2, ?3, ?3, ?4, ?5) ON CONFLICT (tenant, compute_node) DO UPDATE SET \
+         answered = excluded.answered, refused = excluded.refused, at = excluded.at",
+    )?
+    .execute(params![
+        tenant.to_string(),
+        node.to_string(),
+        generation.to_string(),
+        refused,
+        i64::try_from(at).unwrap_or(i64::MAX),
+    ])?;
+    Ok(())
+}
+
+pub fn outcomes(conn: &Connection, tenant: Uuid) -> Result<Vec<NodeGroupsOutcome>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT compute_node, tenant, sent, answered, refused, at FROM sg_outcomes \
+         WHERE tenant = ?1 ORDER BY compute_node",
+    )?;
+    let found = stmt.query_map([tenant.to_string()], |row| {
+        let answered = match row.get::<_, Option<String>>(3)? {
+            Some(_) => Some(rows::text(row, 3)?),
+            None => None,
+        };
+        let at: Option<i64> = row.get(5)?;
+        Ok(NodeGroupsOutcome {
+            node: rows::text(row, 0)?,
+            tenant: rows::text(row, 1)?,
+            sent: rows::text(row, 2)?,
+            answered,
+            refused: row.get(4)?,
+            at: at.and_then(|t| u64::try_from(t).ok()),
+        })
+    })?;
+    Ok(found.collect::<rusqlite::Result<_>>()?)
 }

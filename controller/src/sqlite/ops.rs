@@ -16,10 +16,10 @@ use crate::model::{
 };
 use crate::pool::PublicPool;
 use crate::security::forward::{Forward, ForwardSpec, SshAccess, SshPolicy};
-use crate::security::ingress_outcome::IngressOutcome;
 use crate::security::ingress_rule::{
     IngressAction, IngressRule, IngressRuleSpec, TenantIngressRules,
 };
+use crate::security::outcome::{IngressOutcome, NodeGroupsOutcome};
 use crate::security::{RuleSpec, SecurityGroup, SecurityRule};
 use crate::store::{NetworkNodeReport, PortMembership, Result, Store, StoreError};
 
@@ -487,6 +487,25 @@ impl Store for SqliteStore {
 
     fn ingress_outcome(&self, tenant: Uuid) -> Result<Option<IngressOutcome>> {
         self.read(|tx| ingress_rule::outcome(tx, tenant))
+    }
+
+    fn record_groups_sent(&self, node: Uuid, tenant: Uuid, generation: u64) -> Result<()> {
+        self.write(|tx| membership::record_sent(tx, node, tenant, generation))
+    }
+
+    fn record_groups_answer(
+        &self,
+        node: Uuid,
+        tenant: Uuid,
+        generation: u64,
+        refused: Option<&str>,
+        at: u64,
+    ) -> Result<()> {
+        self.write(|tx| membership::record_answer(tx, node, tenant, generation, refused, at))
+    }
+
+    fn groups_outcomes(&self, tenant: Uuid) -> Result<Vec<NodeGroupsOutcome>> {
+        self.read(|tx| membership::outcomes(tx, tenant))
     }
 
     fn set_port_groups(

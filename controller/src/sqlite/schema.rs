@@ -167,6 +167,15 @@ pub const MIGRATIONS: &[&str] = &[
         refused TEXT,
         at INTEGER NOT NULL
     );
+    CREATE TABLE sg_outcomes (
+        tenant TEXT NOT NULL,
+        compute_node TEXT NOT NULL,
+        sent TEXT NOT NULL,
+        answered TEXT,
+        refused TEXT,
+        at INTEGER,
+        PRIMARY KEY (tenant, compute_node)
+    );
     "#,
 ];
 

@@ -63,8 +63,8 @@ pub use public_ip::{
     UnassignPublicIpFailure,
 };
 pub use secgroups::{
-    PortGroups, PortGroupsEvent, PortGroupsPort, SecurityGroupItem, SecurityGroupsUpdate,
-    SecurityGroupsUpdateCmd, SecurityRuleItem,
+    PortGroups, PortGroupsEvent, PortGroupsPort, SecurityGroupItem, SecurityGroupsApplied,
+    SecurityGroupsOutcome, SecurityGroupsUpdate, SecurityGroupsUpdateCmd, SecurityRuleItem,
 };
 pub use subnet::{
     Granted, SubnetAssignment, SubnetAssignmentCmd, SubnetRequest, SubnetRequestEvent,

@@ -102,6 +102,34 @@ impl SecurityGroupsUpdate {
     }
 }
 
+yaml_struct! {
+    /// This project's EVENT SecurityGroupsApplied: the node persisted a SecurityGroupsUpdate
+    /// and loaded the table with it (`reason` empty), or could not load the table (`reason`
+    /// says why; the snapshot stays recorded and the next apply retries it).
+    pub struct SecurityGroupsOutcome {
+        /// The sending node: must be the sending session (the scheduler checks).
+        pub agent_uuid: String,
+        pub tenant_uuid: String,
+        pub generation: u64,
+        pub reason: String,
+    }
+}
+
+wrapped_payload! {
+    /// EVENT SecurityGroupsApplied (72), compute node → all controllers.
+    SecurityGroupsApplied(SecurityGroupsOutcome) = "security_groups_applied"
+}
+
+impl SecurityGroupsApplied {
+    pub fn agent(&self) -> Result<Uuid, PayloadError> {
+        uuid_key(Self::NAME, "agent_uuid", &self.0.agent_uuid)
+    }
+
+    pub fn tenant(&self) -> Result<Uuid, PayloadError> {
+        uuid_key(Self::NAME, "tenant_uuid", &self.0.tenant_uuid)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +145,20 @@ mod tests {
             }],
         });
         let back = PortGroups::from_yaml(&p.to_yaml()).expect("parses");
+        assert_eq!(back, p);
+        assert_eq!(back.agent().expect("agent"), Uuid::from_u128(1));
+        assert_eq!(back.tenant().expect("tenant"), Uuid::from_u128(2));
+    }
+
+    #[test]
+    fn security_groups_applied_round_trip() {
+        let p = SecurityGroupsApplied(SecurityGroupsOutcome {
+            agent_uuid: Uuid::from_u128(1).to_string(),
+            tenant_uuid: Uuid::from_u128(2).to_string(),
+            generation: u64::MAX - 1,
+            reason: "nft: no".into(),
+        });
+        let back = SecurityGroupsApplied::from_yaml(&p.to_yaml()).expect("parses");
         assert_eq!(back, p);
         assert_eq!(back.agent().expect("agent"), Uuid::from_u128(1));
         assert_eq!(back.tenant().expect("tenant"), Uuid::from_u128(2));

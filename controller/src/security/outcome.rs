@@ -1,5 +1,6 @@
-//! What a tenant's CNCI last answered to its TenantIngress, kept so that the API and `ciao-net`
-//! can say whether the stored forwards, SSH access and ingress rules are in force there.
+//! What a tenant's CNCI last answered to its TenantIngress, and each compute node to its
+//! SecurityGroupsUpdate, kept so that the API and `ciao-net` can say whether the stored
+//! forwards, SSH access, ingress rules and security groups are in force there.
 
 use uuid::Uuid;
 
@@ -16,7 +17,32 @@ pub struct IngressOutcome {
     pub at: u64,
 }
 
-/// Where the tenant's ingress stands, compared with what the store says it should be.
+/// What the controller last sent a compute node for one tenant's groups, and the node's last
+/// answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeGroupsOutcome {
+    pub node: Uuid,
+    pub tenant: Uuid,
+    /// The generation of the last SecurityGroupsUpdate sent.
+    pub sent: u64,
+    /// The node's last answer: the generation it loaded (or could not load), why not, when.
+    pub answered: Option<u64>,
+    pub refused: Option<String>,
+    pub at: Option<u64>,
+}
+
+impl NodeGroupsOutcome {
+    pub fn state(&self) -> IngressState {
+        match (self.answered, &self.refused) {
+            (Some(g), None) if g == self.sent => IngressState::InForce,
+            (Some(g), Some(_)) if g == self.sent => IngressState::Refused,
+            _ => IngressState::Pending,
+        }
+    }
+}
+
+/// Where the tenant's ingress (or a node's groups) stands, compared with what the store says
+/// it should be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IngressState {
     /// The CNCI applied the store's snapshot.
