@@ -53,6 +53,26 @@ pub fn tenant_network_args(
     args
 }
 
+/// `docker network create -d <plugin> --ipam-driver <plugin> --ipam-opt tenant=… <name>`: a
+/// tenant network in controller mode (the subnet and CNCI come from the controller).
+pub fn controlled_network_args(plugin: &str, tenant: &str, name: &str) -> Vec<String> {
+    let ipam_tenant = format!("tenant={tenant}");
+    [
+        "network",
+        "create",
+        "-d",
+        plugin,
+        "--ipam-driver",
+        plugin,
+        "--ipam-opt",
+        &ipam_tenant,
+        name,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
 pub fn plugin_bin() -> PathBuf {
     if let Some(p) = crate::bin_dir_override("ciao-docker-plugin") {
         return p;

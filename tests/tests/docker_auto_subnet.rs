@@ -6,7 +6,7 @@
 use std::net::Ipv4Addr;
 
 use testkit::cluster::{Cluster, Cn};
-use testkit::docker::{unavailable, Dockerd, PluginDaemon, IMAGE};
+use testkit::docker::{controlled_network_args, unavailable, Dockerd, PluginDaemon, IMAGE};
 use testkit::{skip, TENANT_A};
 
 #[test]
@@ -20,18 +20,8 @@ fn a_network_with_only_ipam_opt_tenant_gets_the_controllers_subnet_and_this_node
     let cn1 = cluster.cn(Cn::Cn1);
     let d = Dockerd::start(cn1);
     let p = PluginDaemon::start(cn1);
-    let ipam_tenant = format!("tenant={}", t.tenant);
-    d.docker(&[
-        "network",
-        "create",
-        "-d",
-        &p.name,
-        "--ipam-driver",
-        &p.name,
-        "--ipam-opt",
-        &ipam_tenant,
-        "auto",
-    ]);
+    let create = controlled_network_args(&p.name, &t.tenant, "auto");
+    d.docker(&create.iter().map(String::as_str).collect::<Vec<_>>());
     let subnet = d.docker(&[
         "network",
         "inspect",

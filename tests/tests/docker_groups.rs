@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use testkit::cluster::{Cluster, Cn};
-use testkit::docker::{unavailable, Dockerd, PluginDaemon, IMAGE};
+use testkit::docker::{controlled_network_args, unavailable, Dockerd, PluginDaemon, IMAGE};
 use testkit::tcp::{tag_at, TagListener};
 use testkit::{skip, TENANT_A};
 
@@ -51,19 +51,8 @@ fn a_containers_driver_option_puts_it_in_security_groups_the_node_enforces() {
     let cn1 = cluster.cn(Cn::Cn1);
     let d = Dockerd::start(cn1);
     let p = PluginDaemon::start(cn1);
-    let ipam_tenant = format!("tenant={}", t.tenant);
-    let create = [
-        "network",
-        "create",
-        "-d",
-        &p.name,
-        "--ipam-driver",
-        &p.name,
-        "--ipam-opt",
-        &ipam_tenant,
-        "tnet",
-    ];
-    d.docker(&create);
+    let create = controlled_network_args(&p.name, &t.tenant, "tnet");
+    d.docker(&create.iter().map(String::as_str).collect::<Vec<_>>());
     // Go's CSV quoting keeps the comma of the group list inside the driver option.
     let grouped = "name=tnet,\"driver-opt=security_groups=web,admin\"";
     d.docker(&[
