@@ -133,6 +133,48 @@ fn tables_list_nodes_tenants_and_cncis() {
         [format!("{CN1},{CN2}"), CN1.to_string()]
     );
 
+    // The CNCI confirms the snapshot; CN1 loaded its groups, CN2 not yet.
+    let view = server.get(&format!("/v1/tenants/{T1}")).json;
+    let wanted = view["ingress"]["generation"].as_str().expect("generation");
+    let outcome = ciao_controller::security::outcome::IngressOutcome {
+        tenant: T1,
+        cnci: server.cnci,
+        generation: u64::from_str_radix(wanted, 16).expect("hex"),
+        refused: None,
+        at: 1,
+    };
+    server
+        .store
+        .record_ingress_outcome(&outcome)
+        .expect("answer");
+    for (node, ip) in [(CN1, [172, 16, 1, 10]), (CN2, [172, 16, 1, 11])] {
+        let ports = [(std::net::Ipv4Addr::from(ip), vec!["web".to_string()])];
+        server
+            .store
+            .set_port_groups(node, T1, &ports)
+            .expect("ports");
+        server.store.record_groups_sent(node, T1, 4).expect("sent");
+    }
+    server
+        .store
+        .record_groups_answer(CN1, T1, 4, None, 2)
+        .expect("cn1 answered");
+    let tenant = ok(&server, &["tenant", &T1.to_string()]);
+    assert!(
+        tenant.contains(&format!("ingress  in force (generation {wanted})")),
+        "{tenant}"
+    );
+    let groups = tenant
+        .split("\n\n")
+        .find(|t| t.starts_with("GROUPS-ON-NODE"))
+        .unwrap_or_else(|| panic!("a groups table: {tenant}"));
+    assert_eq!(
+        column(groups, "GROUPS-ON-NODE"),
+        [CN1.to_string(), CN2.to_string()]
+    );
+    assert_eq!(column(groups, "STATE"), ["in_force", "pending"]);
+    assert_eq!(column(groups, "ANSWERED"), ["4", "-"]);
+
     let cncis = ok(&server, &["cncis"]);
     assert_eq!(column(&cncis, "TENANT"), [T1.to_string(), T2.to_string()]);
     assert_eq!(column(&cncis, "CNCI")[0], server.cnci.to_string());

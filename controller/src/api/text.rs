@@ -133,25 +133,21 @@ pub fn tenant(view: &TenantView) -> String {
             .security_groups
             .iter()
             .map(|g| {
-                let state = match (g.state.as_str(), &g.reason) {
-                    ("in_force", _) => "in force".to_owned(),
-                    ("refused", Some(why)) => format!("refused: {why}"),
-                    (other, _) => other.to_owned(),
-                };
                 let answered = g
                     .answered_generation
                     .map_or(NONE.to_owned(), |a| a.to_string());
                 vec![
                     g.compute_node.to_string(),
-                    state,
+                    g.state.clone(),
                     g.generation.to_string(),
                     answered,
+                    g.reason.clone().unwrap_or_else(|| NONE.to_owned()),
                 ]
             })
             .collect();
         out.push('\n');
         out.push_str(&render(
-            &["GROUPS-ON-NODE", "STATE", "SENT", "ANSWERED"],
+            &["GROUPS-ON-NODE", "STATE", "SENT", "ANSWERED", "REASON"],
             &rows,
         ));
     }
