@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::model::{AutoSlice, Cnci, ComputeNode, NetworkNode, PublicIpAssignment, TenantSubnet};
 use crate::pool::PublicPool;
-use crate::security::outcome::{IngressOutcome, IngressState, NodeGroupsOutcome};
+use crate::security::outcome::{AppliedState, IngressOutcome, NodeGroupsOutcome};
 
 /// The body of every refusal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,7 +133,7 @@ impl IngressView {
         let hex = |g: u64| format!("{g:016x}");
         let mine = outcome.filter(|o| o.cnci == cnci);
         IngressView {
-            state: IngressState::of(outcome, cnci, wanted).as_str().to_owned(),
+            state: AppliedState::of(outcome, cnci, wanted).as_str().to_owned(),
             generation: hex(wanted),
             answered_generation: mine.map(|o| hex(o.generation)),
             reason: mine.and_then(|o| o.refused.clone()),

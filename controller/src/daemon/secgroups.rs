@@ -340,7 +340,7 @@ mod tests {
 
     #[test]
     fn each_nodes_answer_is_kept_against_what_it_was_sent() {
-        use crate::security::outcome::IngressState;
+        use crate::security::outcome::AppliedState;
         use ssntp::payloads::{SecurityGroupsApplied, SecurityGroupsOutcome};
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(SqliteStore::open_in(dir.path()).expect("store"));
@@ -352,7 +352,7 @@ mod tests {
             .expect("update")
             .0
             .generation;
-        let states = || -> Vec<(Uuid, IngressState, u64)> {
+        let states = || -> Vec<(Uuid, AppliedState, u64)> {
             store
                 .groups_outcomes(T)
                 .expect("outcomes")
@@ -360,7 +360,7 @@ mod tests {
                 .map(|o| (o.node, o.state(), o.sent))
                 .collect()
         };
-        assert_eq!(states(), [(CN1, IngressState::Pending, generation)]);
+        assert_eq!(states(), [(CN1, AppliedState::Pending, generation)]);
         let answer = |reason: &str| {
             SecurityGroupsApplied(SecurityGroupsOutcome {
                 agent_uuid: CN1.to_string(),
@@ -371,14 +371,14 @@ mod tests {
             .to_yaml()
         };
         ctl.groups_applied(&answer("nft: no")).expect("refused");
-        assert_eq!(states(), [(CN1, IngressState::Refused, generation)]);
+        assert_eq!(states(), [(CN1, AppliedState::Refused, generation)]);
         ctl.groups_applied(&answer("")).expect("applied");
-        assert_eq!(states(), [(CN1, IngressState::InForce, generation)]);
+        assert_eq!(states(), [(CN1, AppliedState::InForce, generation)]);
         // A new update: pending again until answered.
         let out = ctl
             .port_groups(&report(CN1, &[("172.16.1.10", &["web", "admin"])]))
             .expect("cn1 again");
         assert_eq!(out.len(), 1);
-        assert_eq!(states()[0].1, IngressState::Pending);
+        assert_eq!(states()[0].1, AppliedState::Pending);
     }
 }

@@ -345,7 +345,7 @@ fn the_tenants_ingress_rules_and_default_go_to_its_cnci_in_order() {
 
 #[test]
 fn the_cncis_answer_is_kept_and_only_its_own_cnci_speaks_for_a_tenant() {
-    use crate::security::outcome::IngressState;
+    use crate::security::outcome::AppliedState;
     use ssntp::payloads::{TenantIngressApplied, TenantIngressFailure};
     let mut b = bed();
     let (_, _, tenant, cnci) = ready_tenant(&mut b);
@@ -354,14 +354,14 @@ fn the_cncis_answer_is_kept_and_only_its_own_cnci_speaks_for_a_tenant() {
     let wanted = cmd.0.generation;
     let state = |b: &Bed| {
         let o = b.store.ingress_outcome(tenant).expect("read");
-        IngressState::of(o.as_ref(), cnci, wanted)
+        AppliedState::of(o.as_ref(), cnci, wanted)
     };
-    assert_eq!(state(&b), IngressState::Pending);
+    assert_eq!(state(&b), AppliedState::Pending);
 
     let refused = TenantIngressFailure(cmd.outcome("nft said no")).to_yaml();
     b.ctl
         .handle(&frame(kind::ERROR, error::TENANT_INGRESS_FAILURE, refused));
-    assert_eq!(state(&b), IngressState::Refused);
+    assert_eq!(state(&b), AppliedState::Refused);
     let kept = b
         .store
         .ingress_outcome(tenant)
@@ -372,7 +372,7 @@ fn the_cncis_answer_is_kept_and_only_its_own_cnci_speaks_for_a_tenant() {
     let applied = TenantIngressApplied(cmd.outcome("")).to_yaml();
     b.ctl
         .handle(&frame(kind::EVENT, event::TENANT_INGRESS_APPLIED, applied));
-    assert_eq!(state(&b), IngressState::InForce);
+    assert_eq!(state(&b), AppliedState::InForce);
 
     // Another CNCI claiming the tenant is refused and changes nothing.
     let mut forged = cmd.outcome("");
@@ -381,5 +381,5 @@ fn the_cncis_answer_is_kept_and_only_its_own_cnci_speaks_for_a_tenant() {
     let forged = TenantIngressApplied(forged).to_yaml();
     b.ctl
         .handle(&frame(kind::EVENT, event::TENANT_INGRESS_APPLIED, forged));
-    assert_eq!(state(&b), IngressState::InForce);
+    assert_eq!(state(&b), AppliedState::InForce);
 }

@@ -32,11 +32,11 @@ pub struct NodeGroupsOutcome {
 }
 
 impl NodeGroupsOutcome {
-    pub fn state(&self) -> IngressState {
+    pub fn state(&self) -> AppliedState {
         match (self.answered, &self.refused) {
-            (Some(g), None) if g == self.sent => IngressState::InForce,
-            (Some(g), Some(_)) if g == self.sent => IngressState::Refused,
-            _ => IngressState::Pending,
+            (Some(g), None) if g == self.sent => AppliedState::InForce,
+            (Some(g), Some(_)) if g == self.sent => AppliedState::Refused,
+            _ => AppliedState::Pending,
         }
     }
 }
@@ -44,7 +44,7 @@ impl NodeGroupsOutcome {
 /// Where the tenant's ingress (or a node's groups) stands, compared with what the store says
 /// it should be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IngressState {
+pub enum AppliedState {
     /// The CNCI applied the store's snapshot.
     InForce,
     /// The CNCI has not answered for the store's snapshot yet.
@@ -53,23 +53,23 @@ pub enum IngressState {
     Refused,
 }
 
-impl IngressState {
+impl AppliedState {
     /// `wanted`: the generation of the snapshot the store makes now for `cnci`.
     pub fn of(outcome: Option<&IngressOutcome>, cnci: Uuid, wanted: u64) -> Self {
         match outcome {
             Some(o) if o.cnci == cnci && o.generation == wanted => match o.refused {
-                None => IngressState::InForce,
-                Some(_) => IngressState::Refused,
+                None => AppliedState::InForce,
+                Some(_) => AppliedState::Refused,
             },
-            _ => IngressState::Pending,
+            _ => AppliedState::Pending,
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
-            IngressState::InForce => "in_force",
-            IngressState::Pending => "pending",
-            IngressState::Refused => "refused",
+            AppliedState::InForce => "in_force",
+            AppliedState::Pending => "pending",
+            AppliedState::Refused => "refused",
         }
     }
 }
@@ -88,12 +88,12 @@ mod tests {
             refused: refused.map(str::to_owned),
             at: 0,
         };
-        let of = |o: Option<IngressOutcome>| IngressState::of(o.as_ref(), cnci, 7);
-        assert_eq!(of(None), IngressState::Pending);
-        assert_eq!(of(Some(answer(cnci, 7, None))), IngressState::InForce);
-        assert_eq!(of(Some(answer(cnci, 7, Some("no")))), IngressState::Refused);
-        assert_eq!(of(Some(answer(cnci, 6, None))), IngressState::Pending);
+        let of = |o: Option<IngressOutcome>| AppliedState::of(o.as_ref(), cnci, 7);
+        assert_eq!(of(None), AppliedState::Pending);
+        assert_eq!(of(Some(answer(cnci, 7, None))), AppliedState::InForce);
+        assert_eq!(of(Some(answer(cnci, 7, Some("no")))), AppliedState::Refused);
+        assert_eq!(of(Some(answer(cnci, 6, None))), AppliedState::Pending);
         let other = Uuid::from_u128(2);
-        assert_eq!(of(Some(answer(other, 7, None))), IngressState::Pending);
+        assert_eq!(of(Some(answer(other, 7, None))), AppliedState::Pending);
     }
 }
