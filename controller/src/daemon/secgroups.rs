@@ -17,8 +17,8 @@ use super::{Controller, HandleError, Out};
 use crate::security::{Remote, SecurityGroup, SecurityRule};
 use crate::store::{PortMembership, StoreError};
 
-/// (compute node, tenant) → the groups last sent.
-pub type Sent = HashMap<(Uuid, Uuid), Vec<SecurityGroupItem>>;
+/// (compute node, tenant) → the groups last sent and their generation.
+pub type Sent = HashMap<(Uuid, Uuid), (Vec<SecurityGroupItem>, u64)>;
 
 /// Group names as the controller takes them: 1-64 of letters, digits, `.`, `_`, `-`.
 fn valid_name(name: &str) -> bool {
@@ -65,6 +65,14 @@ impl Controller {
                 tracing::warn!(%node, %tenant, generation = body.generation, "a node could not load the security groups: {why}")
             }
         }
+        let kept = self.store.groups_outcomes(tenant)?;
+        let same = kept.iter().any(|o| {
+            o.node == node && o.answered == Some(body.generation) && o.refused.as_deref() == refused
+        });
+        if same {
+            // The answer to a periodic re-send of the same generation: nothing new to keep.
+            return Ok(Vec::new());
+        }
         let at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -90,12 +98,24 @@ impl Controller {
         let mut generation = None;
         for node in nodes {
             let body = snapshot(node, &members, &groups, &rules);
-            if Some(node) != always && self.sg_sent.get(&(node, tenant)) == Some(&body) {
-                continue;
-            }
-            let generation = match generation {
-                Some(g) => g,
-                None => *generation.insert(self.store.next_sg_generation()?),
+            let unchanged = self
+                .sg_sent
+                .get(&(node, tenant))
+                .filter(|(sent, _)| *sent == body)
+                .map(|(_, g)| *g);
+            let generation = match (unchanged, Some(node) == always) {
+                (Some(_), false) => continue,
+                // The same groups again (a node's periodic report): the same generation, and
+                // no store write.
+                (Some(g), true) => g,
+                (None, _) => {
+                    let g = match generation {
+                        Some(g) => g,
+                        None => *generation.insert(self.store.next_sg_generation()?),
+                    };
+                    self.store.record_groups_sent(node, tenant, g)?;
+                    g
+                }
             };
             let cmd = SecurityGroupsUpdate(SecurityGroupsUpdateCmd {
                 agent_uuid: node.to_string(),
@@ -104,14 +124,13 @@ impl Controller {
                 groups: body.clone(),
             });
             tracing::info!(%node, %tenant, generation, groups = body.len(), "security groups sent");
-            self.store.record_groups_sent(node, tenant, generation)?;
             out.push(Frame::new(
                 kind::COMMAND,
                 command::SECURITY_GROUPS_UPDATE,
                 self.me,
                 cmd.to_yaml(),
             ));
-            self.sg_sent.insert((node, tenant), body);
+            self.sg_sent.insert((node, tenant), (body, generation));
         }
         Ok(out)
     }
@@ -374,7 +393,14 @@ mod tests {
         assert_eq!(states(), [(CN1, AppliedState::Refused, generation)]);
         ctl.groups_applied(&answer("")).expect("applied");
         assert_eq!(states(), [(CN1, AppliedState::InForce, generation)]);
-        // A new update: pending again until answered.
+        // The node's periodic report of the same ports: the same generation again, still in
+        // force; a new update: pending until answered.
+        let again = ctl
+            .port_groups(&report(CN1, &[("172.16.1.10", &["web"])]))
+            .expect("cn1 reports again");
+        let resent = SecurityGroupsUpdate::from_yaml(&again[0].payload).expect("update");
+        assert_eq!(resent.0.generation, generation);
+        assert_eq!(states(), [(CN1, AppliedState::InForce, generation)]);
         let out = ctl
             .port_groups(&report(CN1, &[("172.16.1.10", &["web", "admin"])]))
             .expect("cn1 again");
