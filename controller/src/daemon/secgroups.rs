@@ -407,4 +407,32 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(states()[0].1, AppliedState::Pending);
     }
+
+    #[test]
+    fn an_address_reported_by_another_node_leaves_the_first_nodes_groups() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(SqliteStore::open_in(dir.path()).expect("store"));
+        let mut ctl = Controller::new(Uuid::new_v4(), store.clone(), TunnelKind::Vxlan);
+        ctl.port_groups(&report(CN1, &[("172.16.1.10", &["admin"])]))
+            .expect("cn1");
+        // CN1 died with that workload; the address now serves a workload on CN2.
+        ctl.port_groups(&report(CN2, &[("172.16.1.10", &["web"])]))
+            .expect("cn2");
+        let rows: Vec<(Uuid, String)> = store
+            .port_groups(T)
+            .expect("rows")
+            .into_iter()
+            .map(|m| (m.node, m.group))
+            .collect();
+        assert_eq!(rows, [(CN2, "web".to_string())], "not still in admin");
+        // CN2's periodic report of the same ports changes nothing.
+        let again = store
+            .set_port_groups(
+                CN2,
+                T,
+                &[(Ipv4Addr::new(172, 16, 1, 10), vec!["web".into()])],
+            )
+            .expect("again");
+        assert!(!again);
+    }
 }

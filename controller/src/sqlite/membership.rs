@@ -14,7 +14,10 @@ use crate::store::{PortMembership, Result};
 
 const SG_GENERATION: &str = "sg_generation";
 
-/// Replaces `node`'s rows for `tenant`; true if they changed.
+/// Replaces `node`'s rows for `tenant`; true if they changed. An address is in one place of a
+/// tenant at a time, so other nodes' rows for the addresses `node` reports go: a node that
+/// died with a workload (and never reports again) does not keep the address in its groups
+/// once the address is in use elsewhere.
 pub fn replace(
     conn: &Connection,
     node: Uuid,
@@ -25,6 +28,17 @@ pub fn replace(
         .iter()
         .flat_map(|(ip, groups)| groups.iter().map(move |g| (ip.to_string(), g.clone())))
         .collect();
+    let mut elsewhere = 0;
+    let mut take = conn.prepare_cached(
+        "DELETE FROM port_groups WHERE tenant = ?1 AND ip = ?2 AND compute_node != ?3",
+    )?;
+    for (ip, _) in ports {
+        elsewhere += take.execute(params![
+            tenant.to_string(),
+            ip.to_string(),
+            node.to_string()
+        ])?;
+    }
     let mut stmt = conn.prepare_cached(
         "SELECT ip, group_name FROM port_groups WHERE tenant = ?1 AND compute_node = ?2",
     )?;
@@ -34,7 +48,7 @@ pub fn replace(
         })?
         .collect::<rusqlite::Result<BTreeSet<_>>>()?;
     if had == wanted {
-        return Ok(false);
+        return Ok(elsewhere > 0);
     }
     conn.prepare_cached("DELETE FROM port_groups WHERE tenant = ?1 AND compute_node = ?2")?
         .execute(params![tenant.to_string(), node.to_string()])?;
