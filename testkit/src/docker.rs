@@ -33,44 +33,32 @@ pub fn tenant_network_args(
     extra: &[&str],
     name: &str,
 ) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "network",
-        "create",
-        "-d",
-        plugin,
-        "--ipam-driver",
-        plugin,
-        "-o",
-        &format!("tenant={tenant}"),
-        "-o",
-        &format!("cnci={cnci}@{cnci_ip}"),
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
+    let mut args = create_on(plugin);
+    args.extend([
+        "-o".into(),
+        format!("tenant={tenant}"),
+        "-o".into(),
+        format!("cnci={cnci}@{cnci_ip}"),
+    ]);
     args.extend(extra.iter().map(|a| a.to_string()));
     args.push(name.to_string());
     args
 }
 
+/// `docker network create` with the plugin as driver and IPAM driver.
+fn create_on(plugin: &str) -> Vec<String> {
+    ["network", "create", "-d", plugin, "--ipam-driver", plugin]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+}
+
 /// `docker network create -d <plugin> --ipam-driver <plugin> --ipam-opt tenant=… <name>`: a
 /// tenant network in controller mode (the subnet and CNCI come from the controller).
 pub fn controlled_network_args(plugin: &str, tenant: &str, name: &str) -> Vec<String> {
-    let ipam_tenant = format!("tenant={tenant}");
-    [
-        "network",
-        "create",
-        "-d",
-        plugin,
-        "--ipam-driver",
-        plugin,
-        "--ipam-opt",
-        &ipam_tenant,
-        name,
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect()
+    let mut args = create_on(plugin);
+    args.extend(["--ipam-opt".into(), format!("tenant={tenant}"), name.into()]);
+    args
 }
 
 pub fn plugin_bin() -> PathBuf {

@@ -31,6 +31,7 @@ pub mod matrix;
 pub mod qemu;
 pub mod stats;
 pub mod tcp;
+pub mod wait;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

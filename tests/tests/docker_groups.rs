@@ -5,15 +5,12 @@
 //! unfiltered. A bad group name refuses the container and leaves no endpoint behind.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use testkit::cluster::{Cluster, Cn};
 use testkit::docker::{controlled_network_args, unavailable, Dockerd, PluginDaemon, IMAGE};
 use testkit::tcp::{tag_at, TagListener};
+use testkit::wait;
 use testkit::{skip, TENANT_A};
-
-/// Long enough for a loaded CI machine; every wait ends as soon as its condition holds.
-const CONVERGE: Duration = Duration::from_secs(60);
 
 /// The network namespace of a running container.
 fn netns_of(d: &Dockerd, container: &str) -> PathBuf {
@@ -111,19 +108,10 @@ fn a_containers_driver_option_puts_it_in_security_groups_the_node_enforces() {
     });
     let _plain_listener = TagListener::start(plain_ns.clone(), 82, "plain");
     let seen = |port| tag_at(&plain_ns, None, &web_ip, port);
-    let deadline = Instant::now() + CONVERGE;
-    let mut last = (None, None, None);
-    while Instant::now() < deadline {
-        last = (seen(80), seen(81), seen(82));
-        if last == (Some("80".into()), Some("81".into()), None) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(
-        last,
-        (Some("80".into()), Some("81".into()), None),
-        "web's groups open 80 and 81 and nothing else"
+    wait::equal(
+        "web's groups open 80 and 81 and nothing else",
+        &(Some("80".into()), Some("81".into()), None),
+        || (seen(80), seen(81), seen(82)),
     );
     assert_eq!(
         tag_at(&web_ns, None, &plain_ip, 82).as_deref(),

@@ -3,17 +3,15 @@
 //! to the tenant's forward IP; workloads run TCP listeners that answer with a tag.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use testkit::cluster::{ssh_port, text, Cluster, Cn};
 use testkit::tcp::{tag_at, TagListener};
+use testkit::wait;
 use testkit::{require_root, TENANT_A};
 
 const S1: &str = "172.16.1.0/24";
 const WEB: &str = "172.16.1.10";
 const DB: &str = "172.16.1.11";
-/// Long enough for a loaded CI machine; every wait ends as soon as its condition holds.
-const CONVERGE: Duration = Duration::from_secs(60);
 
 /// The tag the listener behind `ip:port` sends, seen from namespace `ns`.
 fn probe(ns: &Path, ip: &str, port: u16) -> Option<String> {
@@ -22,39 +20,28 @@ fn probe(ns: &Path, ip: &str, port: u16) -> Option<String> {
 
 /// Waits until `ip:port` answers with `want` (`None`: until nothing answers).
 fn wait_probe(ns: &Path, ip: &str, port: u16, want: Option<&str>) {
-    let start = Instant::now();
-    loop {
-        let got = probe(ns, ip, port);
-        if got.as_deref() == want {
-            return;
-        }
-        assert!(
-            start.elapsed() < CONVERGE,
-            "{ip}:{port} answers {got:?}, expected {want:?} after {CONVERGE:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let want = want.map(str::to_string);
+    wait::equal(&format!("{ip}:{port} answers"), &want, || {
+        probe(ns, ip, port)
+    });
 }
 
 /// Waits until `ciao-net tenant` says the CNCI has the stored ingress in force; its
 /// generation.
 fn wait_in_force(cluster: &Cluster, tenant: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let view = cluster
+    let view = || {
+        cluster
             .ciao_net_json(&["tenant", tenant])
-            .expect("ciao-net tenant");
-        let ingress = &view["ingress"];
-        if ingress["state"] == "in_force" {
+            .expect("ciao-net tenant")
+    };
+    wait::value(wait::CONVERGE, || {
+        let ingress = view()["ingress"].clone();
+        (ingress["state"] == "in_force").then(|| {
             assert_eq!(ingress["answered_generation"], ingress["generation"]);
-            return text(ingress, "generation");
-        }
-        assert!(
-            start.elapsed() < CONVERGE,
-            "the CNCI never confirmed the stored ingress: {ingress}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+            text(&ingress, "generation")
+        })
+    })
+    .unwrap_or_else(|| panic!("the CNCI never confirmed the stored ingress: {}", view()))
 }
 
 #[test]

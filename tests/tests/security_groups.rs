@@ -6,18 +6,17 @@
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use testkit::cluster::{Cluster, Cn, Workload};
+use testkit::wait;
 use testkit::{require_root, TENANT_A};
 
 const S1: &str = "172.16.1.0/24";
 const WEB: &str = "172.16.1.10";
 const ADMIN: &str = "172.16.1.11";
 const OTHER: &str = "172.16.1.12";
-/// Long enough for a loaded CI machine; every wait ends as soon as its condition holds.
-const CONVERGE: Duration = Duration::from_secs(60);
 /// A dropped SYN is retried after 1 s: a connect still pending after this was dropped.
 const DROPPED: Duration = Duration::from_millis(400);
 
@@ -59,16 +58,9 @@ fn connects(from: &Workload, ip: &str, port: u16) -> bool {
     })
 }
 
-/// True once `cond` holds; false if it still fails after [`CONVERGE`].
-fn until(mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < CONVERGE {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
+/// True once `cond` holds; false if it still fails after [`wait::CONVERGE`].
+fn until(cond: impl FnMut() -> bool) -> bool {
+    wait::holds(wait::CONVERGE, cond)
 }
 
 /// True if a UDP datagram from `from` reaches `to:port` (a socket in `to` waits 1 s).

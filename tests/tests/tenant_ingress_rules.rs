@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use testkit::cluster::{in_netns, text, Cluster, Cn, Tenant, EXT_IP};
 use testkit::tcp::{tag_at, TagListener};
+use testkit::wait;
 use testkit::{require_root, TENANT_A};
 
 const S1: &str = "172.16.1.0/24";
@@ -19,8 +20,6 @@ const WEB: &str = "172.16.1.10";
 const DB: &str = "172.16.1.11";
 /// The external namespace's second address (the first is [`EXT_IP`]).
 const OTHER: &str = "203.0.113.101";
-/// Long enough for a loaded CI machine; every wait ends as soon as its condition holds.
-const CONVERGE: Duration = Duration::from_secs(60);
 
 /// The tag the listener behind `ip:port` sends to a connection from `src` in namespace `ns`.
 fn probe(ns: &Path, src: &str, ip: &str, port: u16) -> Option<String> {
@@ -29,23 +28,14 @@ fn probe(ns: &Path, src: &str, ip: &str, port: u16) -> Option<String> {
 
 /// Waits until every `(source, port, answer)` holds at once on `ip` (`None`: nothing answers).
 fn wait_all(ns: &Path, ip: &str, want: &[(&str, u16, Option<&str>)]) {
-    let start = Instant::now();
-    loop {
-        let got: Vec<Option<String>> = want
+    let wanted: Vec<Option<String>> = want.iter().map(|w| w.2.map(str::to_string)).collect();
+    let sources: Vec<(&str, u16)> = want.iter().map(|w| (w.0, w.1)).collect();
+    wait::equal(&format!("from (source, port) {sources:?}"), &wanted, || {
+        sources
             .iter()
-            .map(|(src, port, _)| probe(ns, src, ip, *port))
-            .collect();
-        let wanted: Vec<Option<String>> = want.iter().map(|w| w.2.map(str::to_string)).collect();
-        if got == wanted {
-            return;
-        }
-        assert!(
-            start.elapsed() < CONVERGE,
-            "from (source, port) {:?}: answers {got:?}, expected {wanted:?} after {CONVERGE:?}",
-            want.iter().map(|w| (w.0, w.1)).collect::<Vec<_>>()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+            .map(|(src, port)| probe(ns, src, ip, *port))
+            .collect()
+    });
 }
 
 /// `ciao-net --json ARGS`, which must succeed.
@@ -71,29 +61,9 @@ fn tenant_table(t: &Tenant) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Waits until `cond` holds.
-fn wait_until(cond: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < CONVERGE, "no change after {CONVERGE:?}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// Waits until the tenant table reads `want`.
 fn wait_table(t: &Tenant, want: &str) {
-    let start = Instant::now();
-    loop {
-        let got = tenant_table(t);
-        if got == want {
-            return;
-        }
-        assert!(
-            start.elapsed() < CONVERGE,
-            "the tenant table is\n{got}\nexpected\n{want}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait::equal("the tenant table", &want.to_string(), || tenant_table(t));
 }
 
 #[test]
@@ -160,7 +130,11 @@ fn tenant_rules_filter_what_enters_from_outside_in_order_and_survive_a_restart()
     );
     assert_eq!(deny["position"], 1);
     let answered = asked.elapsed();
-    wait_until(|| tenant_table(&t).contains("tcp dport 8080 drop"));
+    assert!(
+        wait::holds(wait::CONVERGE, || tenant_table(&t)
+            .contains("tcp dport 8080 drop")),
+        "the rule never reached the tenant table"
+    );
     eprintln!(
         "ingress-rule add: API answered in {answered:?}, in the CNCI's table after {:?}",
         asked.elapsed()

@@ -71,15 +71,25 @@ impl Node {
     }
 
     fn agent(&self) -> Agent<FakeKernel> {
+        self.agent_with(64, vec![])
+    }
+
+    /// An agent with a small limit and the public range 203.0.113.8/29 (the public-IP,
+    /// forward and ingress-rule tests).
+    fn public_agent(&self) -> Agent<FakeKernel> {
+        self.agent_with(4, vec![net("203.0.113.8/29")])
+    }
+
+    fn agent_with(&self, limit: usize, public_ranges: Vec<Ipv4Net>) -> Agent<FakeKernel> {
         let hub = Hub::open_with(self.world.kernel(), self.host.clone(), &self.record)
             .expect("hub on the fake");
         let policy = Policy {
             lease_secs: 3600,
             limits: Limits {
-                max_subnets: 64,
-                max_nodes_per_subnet: 64,
+                max_subnets: limit,
+                max_nodes_per_subnet: limit,
             },
-            public_ranges: vec![],
+            public_ranges,
         };
         Agent::start_with(hub, self.store(), self.record.clone(), policy).expect("agent")
     }
@@ -560,17 +570,7 @@ fn a_public_ip_the_kernel_refuses_is_rolled_back_and_a_good_one_comes_and_goes()
         .expect("address");
     k.set_up(ext.index, true).expect("up");
     node.record.external_dev = Some("ext0".into());
-    let hub = Hub::open_with(node.world.kernel(), node.host.clone(), &node.record).expect("hub");
-    let policy = Policy {
-        lease_secs: 3600,
-        limits: Limits {
-            max_subnets: 4,
-            max_nodes_per_subnet: 4,
-        },
-        public_ranges: vec![net("203.0.113.8/29")],
-    };
-    let mut agent =
-        Agent::start_with(hub, node.store(), node.record.clone(), policy).expect("agent");
+    let mut agent = node.public_agent();
     let s1 = net("172.16.1.0/24");
     agent.handle(&node.added(node.body(
         Uuid::from_u128(0xa),
@@ -704,19 +704,7 @@ fn a_tenant_ingress_waits_for_its_subnet_survives_a_restart_and_goes_away() {
     k.add_address(ext.index, "203.0.113.2/24".parse().expect("net"))
         .expect("address");
     node.record.external_dev = Some("ext0".into());
-    let start = |node: &Node| {
-        let hub =
-            Hub::open_with(node.world.kernel(), node.host.clone(), &node.record).expect("hub");
-        let policy = Policy {
-            lease_secs: 3600,
-            limits: Limits {
-                max_subnets: 4,
-                max_nodes_per_subnet: 4,
-            },
-            public_ranges: vec![net("203.0.113.8/29")],
-        };
-        Agent::start_with(hub, node.store(), node.record.clone(), policy).expect("agent")
-    };
+    let start = |node: &Node| node.public_agent();
     let mut agent = start(&node);
     let tenant_ns = node.host.netns_id(&node.record.netns);
     let proxied = |node: &Node| {
@@ -797,19 +785,7 @@ fn rules_frame(node: &Node, default_deny: bool, port: u32) -> Frame {
 #[test]
 fn tenant_ingress_rules_apply_survive_a_restart_and_a_refused_snapshot_changes_nothing() {
     let node = Node::new();
-    let start = |node: &Node| {
-        let hub =
-            Hub::open_with(node.world.kernel(), node.host.clone(), &node.record).expect("hub");
-        let policy = Policy {
-            lease_secs: 3600,
-            limits: Limits {
-                max_subnets: 4,
-                max_nodes_per_subnet: 4,
-            },
-            public_ranges: vec![net("203.0.113.8/29")],
-        };
-        Agent::start_with(hub, node.store(), node.record.clone(), policy).expect("agent")
-    };
+    let start = |node: &Node| node.public_agent();
     let mut agent = start(&node);
     let tenant_ns = node.host.netns_id(&node.record.netns);
     let table = |node: &Node| node.host.tables(tenant_ns)[names::TENANT_TABLE].clone();

@@ -47,3 +47,19 @@ impl Family {
 
 #[cfg(test)]
 mod tests;
+
+/// `nft ARGS` in the calling thread's namespace (a child inherits it), which must succeed; its
+/// standard output. For tests that compare what netlink loaded with what `nft` lists.
+#[cfg(test)]
+pub(crate) fn cli(args: &[&str]) -> String {
+    let out = std::process::Command::new("nft")
+        .args(args)
+        .output()
+        .expect("run nft");
+    assert!(
+        out.status.success(),
+        "nft {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

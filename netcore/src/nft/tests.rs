@@ -2,7 +2,6 @@
 //! (a thread that unshares one; it vanishes with the thread). Needs root.
 
 use std::net::Ipv4Addr;
-use std::process::Command;
 
 use crate::antispoof::{self, PortGuard};
 use crate::nft::{dump, Family, Socket};
@@ -27,16 +26,7 @@ fn in_scratch_netns(test: &str, f: impl FnOnce(&mut Socket) + Send) -> Option<()
 
 /// `nft list table bridge <TABLE>` in the calling thread's namespace (a child inherits it).
 fn nft_list() -> String {
-    let out = Command::new("nft")
-        .args(["list", "table", "bridge", antispoof::TABLE])
-        .output()
-        .expect("run nft");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    super::cli(&["list", "table", "bridge", antispoof::TABLE])
 }
 
 fn ip(s: &str) -> Ipv4Addr {

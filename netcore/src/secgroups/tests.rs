@@ -249,17 +249,10 @@ fn in_scratch_netns(test: &str, f: impl FnOnce(&mut crate::nft::Socket) + Send) 
 
 /// `nft list <what>` in the calling thread's namespace.
 fn nft_list(what: &[&str]) -> String {
-    let out = std::process::Command::new("nft")
-        .arg("list")
-        .args(what)
-        .output()
-        .expect("run nft");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let args: Vec<&str> = std::iter::once("list")
+        .chain(what.iter().copied())
+        .collect();
+    crate::nft::cli(&args)
 }
 
 /// The table's maps, sets and chains in name order (creation order differs after diffs).
@@ -380,16 +373,8 @@ fn only_element_changes_go_by_netlink() {
 
 /// `nft delete element` of one member, behind the applier's back.
 fn nft_delete_member(set: &str, member: Ipv4Addr) {
-    let out = std::process::Command::new("nft")
-        .args(["delete", "element", "inet", TABLE, set])
-        .arg(format!("{{ {member} }}"))
-        .output()
-        .expect("run nft");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let member = format!("{{ {member} }}");
+    crate::nft::cli(&["delete", "element", "inet", TABLE, set, &member]);
 }
 
 #[test]
@@ -640,11 +625,7 @@ fn rule_changes_by_netlink_end_where_a_rebuild_would() {
         assert!(!listed.contains("set c_"), "{listed}");
 
         // The table gone behind the applier's back: the batch fails and it rebuilds whole.
-        let out = std::process::Command::new("nft")
-            .args(["delete", "table", "inet", TABLE])
-            .output()
-            .expect("run nft");
-        assert!(out.status.success());
+        crate::nft::cli(&["delete", "table", "inet", TABLE]);
         let last = model(ports(&["web"]), Some(rich(&[3], 0)));
         assert_eq!(
             applier.apply(last.clone()).expect("rebuilt"),
